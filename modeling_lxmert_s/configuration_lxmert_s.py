@@ -1,0 +1,161 @@
+"""Configuration of LXMERT-S, the simplified LXMERT of Liu et al. (ACL 2021, §3, Fig. 2).
+
+LXMERT-S keeps only LXMERT's cross-modality encoder: text embeddings and region features enter the
+5 cross-modality layers directly. Four switches choose between the model the LXMERT-S authors
+released (the defaults, which produced the paper's numbers) and plain "LXMERT minus two encoders",
+which `LxmertSConfig.from_lxmert_config` selects and which matches `transformers.LxmertModel`
+numerically.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+PRETRAINING_TASKS = ("mlm", "mrfr", "moc", "itm", "ifrs", "titp", "tits")
+
+# Every Auto class a saved folder answers to; save_pretrained only adds the saved model's own class.
+AUTO_MAP = {
+    "AutoConfig": "configuration_lxmert_s.LxmertSConfig",
+    "AutoModel": "modeling_lxmert_s.LxmertSModel",
+    "AutoModelForPreTraining": "modeling_lxmert_s.LxmertSForPreTraining",
+}
+
+
+@strict
+class LxmertSConfig(PreTrainedConfig):
+    r"""
+    Sizes follow LXMERT/BERT-base; the encoder is `num_layers` cross-modality layers.
+
+    visual_cls_token (`bool`, defaults to `True`):
+        Prepend one learned `visual_feat_dim` vector with box `[0, 0, 1, 1]` to the regions, as the
+        released LXMERT-S code does; the visual sequence is then one longer and its first output is
+        the visual [CLS]. `False`: LXMERT's behaviour, regions only.
+    pooler_type (`"product"` or `"language"`, defaults to `"product"`):
+        `"product"`: tanh(W_l h_lang[CLS]) * tanh(W_v h_vis[CLS]) (released code, needs the visual
+        [CLS]); `"language"`: LXMERT's dense + tanh on the language [CLS].
+    position_ids_type (`"word"` or `"absolute"`, defaults to `"word"`):
+        `"word"`: one position per whitespace word, shared by its WordPieces, computed by
+        `LxmertSProcessor` (the model cannot recover word boundaries from ids, so it requires
+        `position_ids` in this mode); `"absolute"`: BERT's 0..L-1, the default when none are given.
+    gate_region_heads (`bool`, defaults to `True`):
+        Region heads (MRFR, MOC, IFRS) read `transform(h_v) * pooled_output` as the released code
+        does; `False` reads `transform(h_v)` as LXMERT.
+    pretraining_tasks (`list[str]`):
+        The heads `LxmertSForPreTraining` carries, a subset of `PRETRAINING_TASKS`. A checkpoint
+        meant to go through every MSP stage carries the union of the stages' tasks.
+    loss_weights (`dict[str, float]`):
+        Weight of each task's loss in the total; a task not named weighs 1.0.
+    moc_masked_regions_only (`bool`, defaults to `False`):
+        `False`: object/attribute classification on every region weighted by detector confidence
+        (LXMERT and the LXMERT-S code); `True`: only at masked regions (the paper's wording).
+    visual_loss_normalizer (`float`, defaults to 6.67):
+        LXMERT's factor (about 1/0.15) on the MRFR and MOC losses.
+    """
+
+    model_type = "lxmert_s"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_attention_heads: int = 12
+    num_layers: int = 5
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    tie_word_embeddings: bool = True
+
+    visual_feat_dim: int = 2048
+    visual_pos_dim: int = 4
+    num_object_labels: int = 1600
+    num_attr_labels: int = 400
+
+    visual_cls_token: bool = True
+    pooler_type: Literal["product", "language"] = "product"
+    position_ids_type: Literal["word", "absolute"] = "word"
+    gate_region_heads: bool = True
+
+    pretraining_tasks: list[str] | None = None
+    loss_weights: dict[str, float] | None = None
+    moc_masked_regions_only: bool = False
+    visual_loss_normalizer: float = 6.67
+
+    def __post_init__(self, **kwargs):
+        if self.pretraining_tasks is None:
+            self.pretraining_tasks = ["mlm", "mrfr", "moc", "itm"]
+        self.pretraining_tasks = list(self.pretraining_tasks)
+        self.loss_weights = dict(self.loss_weights or {})
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Refuse combinations the model cannot build, naming the field at fault."""
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.pooler_type == "product" and not self.visual_cls_token:
+            raise ValueError("pooler_type='product' pools the visual [CLS]: it needs visual_cls_token=True")
+        unknown = [task for task in self.pretraining_tasks if task not in PRETRAINING_TASKS]
+        if unknown:
+            raise ValueError(
+                f"pretraining_tasks: unknown {unknown}; known tasks are {list(PRETRAINING_TASKS)}"
+            )
+        if len(set(self.pretraining_tasks)) != len(self.pretraining_tasks):
+            raise ValueError(f"pretraining_tasks lists a task twice: {self.pretraining_tasks}")
+        stray = [task for task in self.loss_weights if task not in PRETRAINING_TASKS]
+        if stray:
+            raise ValueError(
+                f"loss_weights: unknown tasks {stray}; known tasks are {list(PRETRAINING_TASKS)}"
+            )
+
+    def loss_weight(self, task: str) -> float:
+        return float(self.loss_weights.get(task, 1.0))
+
+    @classmethod
+    def from_lxmert_config(cls, lxmert_config, **kwargs) -> LxmertSConfig:
+        """The LXMERT-compatible setting with the sizes of a `transformers.LxmertConfig`.
+
+        Only the cross-modality encoder's depth (`x_layers`) is kept; the language and
+        object-relationship encoders do not exist in LXMERT-S.
+        """
+        sizes = {
+            name: getattr(lxmert_config, name)
+            for name in (
+                "vocab_size",
+                "hidden_size",
+                "num_attention_heads",
+                "intermediate_size",
+                "hidden_act",
+                "hidden_dropout_prob",
+                "attention_probs_dropout_prob",
+                "max_position_embeddings",
+                "type_vocab_size",
+                "initializer_range",
+                "visual_feat_dim",
+                "visual_pos_dim",
+                "num_object_labels",
+                "num_attr_labels",
+                "visual_loss_normalizer",
+            )
+        }
+        settings = {
+            "num_layers": lxmert_config.x_layers,
+            "visual_cls_token": False,
+            "pooler_type": "language",
+            "position_ids_type": "absolute",
+            "gate_region_heads": False,
+            "pad_token_id": lxmert_config.pad_token_id,
+        }
+        return cls(**{**sizes, **settings, **kwargs})
+
+
+__all__ = ["LxmertSConfig", "PRETRAINING_TASKS"]

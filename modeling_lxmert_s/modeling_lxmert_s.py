@@ -1,0 +1,570 @@
+"""LXMERT-S: LXMERT's cross-modality encoder alone (Liu et al., ACL 2021, §3, Fig. 2).
+
+Text embeddings and projected region features enter `num_layers` cross-modality layers directly.
+Module names follow `transformers`' LXMERT (`encoder.visn_fc`, `encoder.x_layers.N.visual_attention`,
+...) so that LXMERT checkpoints map onto this model by key, see `convert_lxmert.py`. Attention goes
+through transformers' attention interface: SDPA by default, eager on request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_lxmert_s import LxmertSConfig
+from .pretraining_heads import HEADS, LABEL_TASKS, EncoderFeatures, MaskedLanguageModelingHead
+
+
+@dataclass
+class LxmertSModelOutput(ModelOutput):
+    """Named as transformers' `LxmertModelOutput`.
+
+    language_output: (B, L, H). vision_output: (B, R', H) with R' = R + 1 when the model prepends its
+    visual [CLS] (then at index 0). pooled_output: (B, H), the multimodal representation every head
+    reads. Hidden states: the embeddings, then each layer's output. Attentions (eager only): per
+    layer, text self-attention, region self-attention, and text-to-region cross-attention.
+    """
+
+    language_output: torch.Tensor | None = None
+    vision_output: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
+    language_hidden_states: tuple[torch.Tensor, ...] | None = None
+    vision_hidden_states: tuple[torch.Tensor, ...] | None = None
+    language_attentions: tuple[torch.Tensor, ...] | None = None
+    vision_attentions: tuple[torch.Tensor, ...] | None = None
+    cross_encoder_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class LxmertSForPreTrainingOutput(ModelOutput):
+    """loss: the weighted sum of the active tasks' losses (None when no task's labels were given).
+    losses: task name -> its unweighted loss, for the tasks active in this batch.
+    itm_logits: (B, 2) mismatch/match scores when the model carries the ITM head."""
+
+    loss: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] | None = None
+    itm_logits: torch.Tensor | None = None
+    language_output: torch.Tensor | None = None
+    vision_output: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
+    language_hidden_states: tuple[torch.Tensor, ...] | None = None
+    vision_hidden_states: tuple[torch.Tensor, ...] | None = None
+    language_attentions: tuple[torch.Tensor, ...] | None = None
+    vision_attentions: tuple[torch.Tensor, ...] | None = None
+    cross_encoder_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class LxmertSEmbeddings(nn.Module):
+    """BERT's word + position + token-type embeddings. Position and token-type row 0 are padding
+    rows (zero and frozen) as in LXMERT; the reference code's word-level positions give padding 0."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=0
+        )
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size, padding_idx=0)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        embeddings = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(position_ids)
+            + self.token_type_embeddings(token_type_ids)
+        )
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class LxmertSVisualFeatureEncoder(nn.Module):
+    """RoI features -> Linear + LayerNorm; boxes -> Linear + LayerNorm; averaged, then dropout.
+
+    With `config.visual_cls_token` a learned feature with box [0, 0, 1, 1] is prepended first. The
+    released code keeps it as one used row of a vocabulary-sized table; one vector is the same function.
+    """
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.visn_fc = nn.Linear(config.visual_feat_dim, config.hidden_size)
+        self.visn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.box_fc = nn.Linear(config.visual_pos_dim, config.hidden_size)
+        self.box_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        if config.visual_cls_token:
+            self.visual_cls_feature = nn.Parameter(torch.zeros(config.visual_feat_dim))
+            self.register_buffer("visual_cls_box", torch.tensor([0.0, 0.0, 1.0, 1.0]), persistent=False)
+        else:
+            self.visual_cls_feature = None
+
+    def forward(self, visual_feats: torch.Tensor, visual_pos: torch.Tensor) -> torch.Tensor:
+        if self.visual_cls_feature is not None:
+            batch_size = visual_feats.shape[0]
+            cls_feature = self.visual_cls_feature.to(visual_feats.dtype).expand(batch_size, 1, -1)
+            cls_box = self.visual_cls_box.to(visual_pos.dtype).expand(batch_size, 1, -1)
+            visual_feats = torch.cat([cls_feature, visual_feats], dim=1)
+            visual_pos = torch.cat([cls_box, visual_pos], dim=1)
+        features = self.visn_layer_norm(self.visn_fc(visual_feats))
+        boxes = self.box_layer_norm(self.box_fc(visual_pos))
+        return self.dropout((features + boxes) / 2)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = nn.functional.softmax(scores, dim=-1)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class LxmertSAttention(nn.Module):
+    """Multi-head attention of `hidden_states` over `context` (itself for self-attention)."""
+
+    is_causal = False
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.config = config
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward(
+        self, hidden_states: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        query = self.query(hidden_states).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
+        key = self.key(context).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
+        value = self.value(context).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            context_mask,
+            dropout=self.dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        return output.flatten(-2), weights
+
+
+class LxmertSAttentionOutput(nn.Module):
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class LxmertSCrossAttentionLayer(nn.Module):
+    """Cross-attention sub-layer; one instance serves both directions (text->regions, regions->text)."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.att = LxmertSAttention(config)
+        self.output = LxmertSAttentionOutput(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.att(hidden_states, context, context_mask)
+        return self.output(attended, hidden_states), weights
+
+
+class LxmertSSelfAttentionLayer(nn.Module):
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.self = LxmertSAttention(config)
+        self.output = LxmertSAttentionOutput(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.self(hidden_states, hidden_states, attention_mask)
+        return self.output(attended, hidden_states), weights
+
+
+class LxmertSIntermediate(nn.Module):
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class LxmertSOutput(nn.Module):
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class LxmertSCrossModalityLayer(GradientCheckpointingLayer):
+    """One cross-modality layer: shared bi-directional cross-attention, then per-stream
+    self-attention, then per-stream FFN; each sub-layer with residual + LayerNorm."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.visual_attention = LxmertSCrossAttentionLayer(config)
+        self.lang_self_att = LxmertSSelfAttentionLayer(config)
+        self.visn_self_att = LxmertSSelfAttentionLayer(config)
+        self.lang_inter = LxmertSIntermediate(config)
+        self.lang_output = LxmertSOutput(config)
+        self.visn_inter = LxmertSIntermediate(config)
+        self.visn_output = LxmertSOutput(config)
+
+    def forward(
+        self,
+        lang_feats: torch.Tensor,
+        lang_mask: torch.Tensor | None,
+        visual_feats: torch.Tensor,
+        visual_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        lang_cross, cross_weights = self.visual_attention(lang_feats, visual_feats, visual_mask)
+        visual_cross, _ = self.visual_attention(visual_feats, lang_feats, lang_mask)
+        lang_self, lang_weights = self.lang_self_att(lang_cross, lang_mask)
+        visual_self, visual_weights = self.visn_self_att(visual_cross, visual_mask)
+        lang_out = self.lang_output(self.lang_inter(lang_self), lang_self)
+        visual_out = self.visn_output(self.visn_inter(visual_self), visual_self)
+        return lang_out, visual_out, lang_weights, visual_weights, cross_weights
+
+
+class LxmertSEncoder(nn.Module):
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.visn_fc = LxmertSVisualFeatureEncoder(config)
+        self.x_layers = nn.ModuleList(LxmertSCrossModalityLayer(config) for _ in range(config.num_layers))
+
+
+class LxmertSPooler(nn.Module):
+    """Dense + tanh on the first position of a stream."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+class LxmertSPreTrainedModel(PreTrainedModel):
+    config_class = LxmertSConfig
+    config: LxmertSConfig
+    base_model_prefix = "lxmert"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _no_split_modules = ["LxmertSCrossModalityLayer"]
+    # forward takes **labels; the Trainer must not pass num_items_in_batch (it would mis-scale
+    # gradient accumulation, each head already averages its own loss).
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, MaskedLanguageModelingHead):
+            init.zeros_(module.bias)
+        elif isinstance(module, LxmertSVisualFeatureEncoder) and module.visual_cls_feature is not None:
+            init.normal_(module.visual_cls_feature, mean=0.0, std=self.config.initializer_range)
+            # not saved, so from_pretrained (which builds on the meta device) must set it here
+            init.copy_(module.visual_cls_box, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+def _shape_error(name: str, expected: str, received: torch.Size) -> ValueError:
+    return ValueError(f"{name}: expected shape {expected}, received {tuple(received)}")
+
+
+class LxmertSModel(LxmertSPreTrainedModel):
+    """The LXMERT-S encoder: embeddings, cross-modality layers and the pooler(s)."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.embeddings = LxmertSEmbeddings(config)
+        self.encoder = LxmertSEncoder(config)
+        self.pooler = LxmertSPooler(config)
+        self.visual_pooler = LxmertSPooler(config) if config.pooler_type == "product" else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def _check_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None,
+    ) -> None:
+        config = self.config
+        if input_ids.dim() != 2:
+            raise _shape_error("input_ids", "(batch, length)", input_ids.shape)
+        batch, length = input_ids.shape
+        if length > config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids: text length {length} exceeds the position table "
+                f"(max_position_embeddings={config.max_position_embeddings})"
+            )
+        for name, tensor in (
+            ("attention_mask", attention_mask),
+            ("token_type_ids", token_type_ids),
+            ("position_ids", position_ids),
+        ):
+            if tensor is not None and tensor.shape != input_ids.shape:
+                raise _shape_error(name, f"{(batch, length)} like input_ids", tensor.shape)
+        if position_ids is None and config.position_ids_type == "word":
+            raise ValueError(
+                "position_ids: this model uses word-level positions (config.position_ids_type='word'), "
+                "which only the tokenizer side can compute; pass position_ids from LxmertSProcessor"
+            )
+        if visual_feats.dim() != 3 or visual_feats.shape[0] != batch:
+            raise _shape_error(
+                "visual_feats", f"({batch}, regions, {config.visual_feat_dim})", visual_feats.shape
+            )
+        if visual_feats.shape[-1] != config.visual_feat_dim:
+            raise _shape_error(
+                "visual_feats",
+                f"(batch, regions, {config.visual_feat_dim}) [visual_feat_dim]",
+                visual_feats.shape,
+            )
+        regions = visual_feats.shape[1]
+        if visual_pos.shape != (batch, regions, config.visual_pos_dim):
+            raise _shape_error("visual_pos", f"{(batch, regions, config.visual_pos_dim)}", visual_pos.shape)
+        if visual_attention_mask is not None and visual_attention_mask.shape != (batch, regions):
+            raise _shape_error("visual_attention_mask", f"{(batch, regions)}", visual_attention_mask.shape)
+
+    @staticmethod
+    def _additive_mask(mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, K) 1/0 -> (B, 1, 1, K) additive mask in the dtype attention runs in (bf16 under autocast,
+        where float32's minimum would round to -inf)."""
+        device_type = reference.device.type
+        dtype = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else reference.dtype
+        )
+        inverted = 1.0 - mask[:, None, None, :].to(dtype)
+        return inverted * torch.finfo(dtype).min
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> LxmertSModelOutput | tuple:
+        self._check_inputs(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            visual_feats,
+            visual_pos,
+            visual_attention_mask,
+        )
+        config = self.config
+        output_hidden_states = (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        return_dict = config.return_dict if return_dict is None else return_dict
+        if output_attentions and config._attn_implementation != "eager":
+            raise ValueError("output_attentions=True needs the eager attention (attn_implementation='eager')")
+
+        batch, length = input_ids.shape
+        device = input_ids.device
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(length, device=device).expand(batch, length)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if visual_attention_mask is None:
+            visual_attention_mask = torch.ones(visual_feats.shape[:2], dtype=torch.long, device=device)
+        if config.visual_cls_token:
+            visual_attention_mask = torch.cat(
+                [visual_attention_mask.new_ones(batch, 1), visual_attention_mask], 1
+            )
+
+        lang = self.embeddings(input_ids, token_type_ids, position_ids)
+        visual = self.encoder.visn_fc(visual_feats, visual_pos)
+        lang_mask = self._additive_mask(attention_mask, lang)
+        visual_mask = self._additive_mask(visual_attention_mask, visual)
+
+        lang_states, visual_states = (lang,), (visual,)
+        lang_attentions, visual_attentions, cross_attentions = (), (), ()
+        for layer in self.encoder.x_layers:
+            lang, visual, lang_weights, visual_weights, cross_weights = layer(
+                lang, lang_mask, visual, visual_mask
+            )
+            lang_states += (lang,)
+            visual_states += (visual,)
+            lang_attentions += (lang_weights,)
+            visual_attentions += (visual_weights,)
+            cross_attentions += (cross_weights,)
+
+        pooled = self.pooler(lang)
+        if self.visual_pooler is not None:
+            pooled = pooled * self.visual_pooler(visual)
+
+        output = LxmertSModelOutput(
+            language_output=lang,
+            vision_output=visual,
+            pooled_output=pooled,
+            language_hidden_states=lang_states if output_hidden_states else None,
+            vision_hidden_states=visual_states if output_hidden_states else None,
+            language_attentions=lang_attentions if output_attentions else None,
+            vision_attentions=visual_attentions if output_attentions else None,
+            cross_encoder_attentions=cross_attentions if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class LxmertSForPreTraining(LxmertSPreTrainedModel):
+    """LXMERT-S with the MSP pre-training heads that `config.pretraining_tasks` names.
+
+    Task labels are keyword arguments named as in each head's `label_names` (see
+    `pretraining_heads.py`); a task whose primary label is absent contributes nothing.
+    """
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.lxmert = LxmertSModel(config)
+        self.heads = nn.ModuleDict({task: HEADS[task](config) for task in config.pretraining_tasks})
+        # The tie exists only where the MLM head does, so the mapping is per instance.
+        self._tied_weights_keys = (
+            {"heads.mlm.decoder.weight": "lxmert.embeddings.word_embeddings.weight"}
+            if "mlm" in self.heads
+            else {}
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.lxmert.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.lxmert.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        return self.heads["mlm"].decoder if "mlm" in self.heads else None
+
+    def _active_tasks(self, labels: dict[str, torch.Tensor]) -> list[str]:
+        for name in labels:
+            if name not in LABEL_TASKS:
+                raise ValueError(f"unexpected argument '{name}': not a model input nor a task label")
+            if not any(task in self.heads for task in LABEL_TASKS[name]):
+                raise ValueError(
+                    f"'{name}' are labels for task(s) {list(LABEL_TASKS[name])}, "
+                    "which this model does not carry "
+                    f"(config.pretraining_tasks={list(self.heads)})"
+                )
+        active = []
+        for task, head in self.heads.items():
+            if head.label_names[0] not in labels:
+                continue
+            missing = [name for name in head.label_names if name not in labels]
+            if missing:
+                raise ValueError(f"task '{task}' got '{head.label_names[0]}' but not {missing}")
+            active.append(task)
+        return active
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **labels: torch.Tensor,
+    ) -> LxmertSForPreTrainingOutput | tuple:
+        active = self._active_tasks(labels)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.lxmert(
+            input_ids=input_ids,
+            visual_feats=visual_feats,
+            visual_pos=visual_pos,
+            attention_mask=attention_mask,
+            visual_attention_mask=visual_attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        first_region = 1 if self.config.visual_cls_token else 0
+        features = EncoderFeatures(
+            language_output=encoded.language_output,
+            region_output=encoded.vision_output[:, first_region:],
+            pooled_output=encoded.pooled_output,
+        )
+        losses = {task: self.heads[task](features, labels) for task in active}
+        loss = (
+            sum(self.config.loss_weight(task) * value for task, value in losses.items()) if losses else None
+        )
+        itm_logits = self.heads["itm"].logits(features.pooled_output) if "itm" in self.heads else None
+        output = LxmertSForPreTrainingOutput(loss=loss, losses=losses, itm_logits=itm_logits, **encoded)
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "LxmertSForPreTraining",
+    "LxmertSForPreTrainingOutput",
+    "LxmertSModel",
+    "LxmertSModelOutput",
+    "LxmertSPreTrainedModel",
+]

@@ -1,0 +1,258 @@
+"""The MSP pre-training heads: one class per task, each owning its loss.
+
+Every head reads the encoder outputs (`EncoderFeatures`) and the batch's labels for its task and
+returns a scalar loss. `HEADS` maps task names to classes; `LxmertSForPreTraining` builds the ones
+that `config.pretraining_tasks` names. Labels use the names in each head's `label_names`; the first
+name is the task's primary label, whose presence in a batch switches the task on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.activations import ACT2FN
+
+from .configuration_lxmert_s import LxmertSConfig
+
+
+@dataclass
+class EncoderFeatures:
+    """What the heads read: text outputs (B, L, H), region outputs without the visual [CLS] (B, R, H),
+    and the pooled multimodal representation (B, H)."""
+
+    language_output: torch.Tensor
+    region_output: torch.Tensor
+    pooled_output: torch.Tensor
+
+
+class LxmertSPredictionHeadTransform(nn.Module):
+    """Dense + activation + LayerNorm before a decoder, as in BERT and LXMERT."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class PretrainingHead(nn.Module):
+    task: ClassVar[str]
+    label_names: ClassVar[tuple[str, ...]]
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RegionHead(PretrainingHead):
+    """A head over the regions. The released LXMERT-S code gates the transformed region outputs
+    with the pooled representation (`config.gate_region_heads`); LXMERT does not."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.gate = config.gate_region_heads
+
+    def region_states(self, features: EncoderFeatures) -> torch.Tensor:
+        states = self.transform(features.region_output)
+        if self.gate:
+            states = states * features.pooled_output.unsqueeze(1)
+        return states
+
+
+def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A zero that stays in the graph, for a batch in which a task selected no position: every
+    parameter still receives a (zero) gradient, which data-parallel training needs."""
+    return tensor.sum() * 0.0
+
+
+class MaskedLanguageModelingHead(PretrainingHead):
+    """MLM (MSP_SPEC "Tasks"): cross-entropy at the masked text positions.
+
+    Logits are computed for the masked positions only, never for batch x length x vocabulary.
+    The decoder weight is tied to the word embeddings.
+    """
+
+    task = "mlm"
+    label_names = ("mlm_labels",)
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        mlm_labels = labels["mlm_labels"]
+        chosen = mlm_labels != -100
+        logits = self.decoder(self.transform(features.language_output[chosen])) + self.bias
+        if logits.shape[0] == 0:
+            return _zero_loss_like(logits)
+        return F.cross_entropy(logits.float(), mlm_labels[chosen])
+
+
+class ImageTextMatchingHead(PretrainingHead):
+    """ITM and ITM_HS (§3.3, eq. 3): match / mismatch from the pooled representation.
+
+    Two logits with cross-entropy, as LXMERT: this equals eq. 3's binary cross-entropy with the match
+    score s = softmax(logits)[1], and keeps LXMERT's `seq_relationship` weights importable. Hard
+    negatives (ITM_HS) differ only in the data.
+    """
+
+    task = "itm"
+    label_names = ("itm_labels",)
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.classifier = nn.Linear(config.hidden_size, 2)
+
+    def logits(self, pooled_output: torch.Tensor) -> torch.Tensor:
+        return self.classifier(pooled_output)
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(self.logits(features.pooled_output).float(), labels["itm_labels"])
+
+
+class RegionFeatureRegressionHead(RegionHead):
+    """MRFR (LXMERT): smooth-L1 to the original RoI feature, averaged over its dimensions, kept at
+    masked regions, averaged over batch x regions, times `visual_loss_normalizer` (~1/0.15)."""
+
+    task = "mrfr"
+    label_names = ("mrfr_labels", "region_mask")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.decoder = nn.Linear(config.hidden_size, config.visual_feat_dim)
+        self.normalizer = config.visual_loss_normalizer
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        predicted = self.decoder(self.region_states(features)).float()
+        per_region = F.smooth_l1_loss(predicted, labels["mrfr_labels"].float(), reduction="none").mean(-1)
+        return (per_region * labels["region_mask"].float()).mean() * self.normalizer
+
+
+class MaskedObjectClassificationHead(RegionHead):
+    """MOC: the detector's object (1,600) and attribute (400) class of each region.
+
+    As LXMERT and the LXMERT-S code: cross-entropy on every region weighted by the detector's
+    confidence, averaged over batch x regions, times `visual_loss_normalizer`; object and attribute
+    losses are summed. With `config.moc_masked_regions_only` the weights are also multiplied by
+    `region_mask` (the paper's "masked object" wording).
+    """
+
+    task = "moc"
+    label_names = (
+        "moc_object_labels",
+        "moc_object_confidences",
+        "moc_attribute_labels",
+        "moc_attribute_confidences",
+    )
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.object_decoder = nn.Linear(config.hidden_size, config.num_object_labels)
+        self.attribute_decoder = nn.Linear(config.hidden_size, config.num_attr_labels)
+        self.normalizer = config.visual_loss_normalizer
+        self.masked_regions_only = config.moc_masked_regions_only
+
+    def _weighted_loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        per_region = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        return (per_region * weights.flatten()).mean() * self.normalizer
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        states = self.region_states(features)
+        object_weights = labels["moc_object_confidences"].float()
+        attribute_weights = labels["moc_attribute_confidences"].float()
+        if self.masked_regions_only:
+            if "region_mask" not in labels:
+                raise ValueError("moc_masked_regions_only=True needs `region_mask` in the batch")
+            masked = labels["region_mask"].float()
+            object_weights, attribute_weights = object_weights * masked, attribute_weights * masked
+        object_loss = self._weighted_loss(
+            self.object_decoder(states), labels["moc_object_labels"], object_weights
+        )
+        attribute_loss = self._weighted_loss(
+            self.attribute_decoder(states), labels["moc_attribute_labels"], attribute_weights
+        )
+        return object_loss + attribute_loss
+
+
+class ImageFeatureShuffleHead(RegionHead):
+    """IFRS (§3.1, eq. 1): at the positions of shuffled triplets, project the output to the RoI
+    dimension and regress the ORIGINAL feature of that position with the squared L2 distance
+    (summed over dimensions as in eq. 1), averaged over the shuffled positions."""
+
+    task = "ifrs"
+    label_names = ("ifrs_labels", "ifrs_mask")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.decoder = nn.Linear(config.hidden_size, config.visual_feat_dim)
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        shuffled = labels["ifrs_mask"].bool()
+        predicted = self.decoder(self.region_states(features)[shuffled]).float()
+        if predicted.shape[0] == 0:
+            return _zero_loss_like(predicted)
+        return (predicted - labels["ifrs_labels"][shuffled].float()).pow(2).sum(-1).mean()
+
+
+class TopicHead(PretrainingHead):
+    """TITP / TITS (§3.2 eq. 2, §3.3 eq. 4): predict the topic, (text tokens) ∩ (detected labels),
+    as a multi-hot over the vocabulary from the pooled representation; binary cross-entropy averaged
+    over batch x vocabulary. Layers as the released code: Linear -> GELU -> LayerNorm(vocab)."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.vocab_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.vocab_size, eps=config.layer_norm_eps)
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.LayerNorm(self.act(self.dense(features.pooled_output)))
+        return F.binary_cross_entropy_with_logits(logits.float(), labels[self.label_names[0]].float())
+
+
+class PhraseTopicHead(TopicHead):
+    task = "titp"
+    label_names = ("titp_labels",)
+
+
+class SentenceTopicHead(TopicHead):
+    task = "tits"
+    label_names = ("tits_labels",)
+
+
+HEADS: dict[str, type[PretrainingHead]] = {
+    head.task: head
+    for head in (
+        MaskedLanguageModelingHead,
+        RegionFeatureRegressionHead,
+        MaskedObjectClassificationHead,
+        ImageTextMatchingHead,
+        ImageFeatureShuffleHead,
+        PhraseTopicHead,
+        SentenceTopicHead,
+    )
+}
+
+
+def _tasks_by_label() -> dict[str, tuple[str, ...]]:
+    tasks: dict[str, tuple[str, ...]] = {
+        "region_mask": ("moc",)
+    }  # MOC reads it when restricted to masked regions
+    for task, head in HEADS.items():
+        for name in head.label_names:
+            tasks[name] = (*tasks.get(name, ()), task)
+    return tasks
+
+
+LABEL_TASKS = _tasks_by_label()
