@@ -59,11 +59,15 @@ class RegionHead(PretrainingHead):
         self.transform = LxmertSPredictionHeadTransform(config)
         self.gate = config.gate_region_heads
 
-    def region_states(self, features: EncoderFeatures) -> torch.Tensor:
-        states = self.transform(features.region_output)
-        if self.gate:
-            states = states * features.pooled_output.unsqueeze(1)
-        return states
+    def region_states(self, features: EncoderFeatures, chosen: torch.Tensor | None = None) -> torch.Tensor:
+        """Transformed (and gated) region outputs: (B, R, H), or (N, H) at the `chosen` (B, R) regions
+        only, so that a decoder into 2,048 features runs where a loss needs it."""
+        regions = features.region_output
+        pooled = features.pooled_output.unsqueeze(1).expand_as(regions)
+        if chosen is not None:
+            regions, pooled = regions[chosen], pooled[chosen]
+        states = self.transform(regions)
+        return states * pooled if self.gate else states
 
 
 def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
@@ -132,9 +136,13 @@ class RegionFeatureRegressionHead(RegionHead):
         self.normalizer = config.visual_loss_normalizer
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
-        predicted = self.decoder(self.region_states(features)).float()
-        per_region = F.smooth_l1_loss(predicted, labels["mrfr_labels"].float(), reduction="none").mean(-1)
-        return (per_region * labels["region_mask"].float()).mean() * self.normalizer
+        masked = labels["region_mask"].bool()
+        predicted = self.decoder(self.region_states(features, masked)).float()
+        per_region = F.smooth_l1_loss(
+            predicted, labels["mrfr_labels"][masked].float(), reduction="none"
+        ).mean(-1)
+        # unmasked regions contribute zeros to LXMERT's mean over batch x regions
+        return per_region.sum() / masked.numel() * self.normalizer
 
 
 class MaskedObjectClassificationHead(RegionHead):
@@ -199,7 +207,7 @@ class ImageFeatureShuffleHead(RegionHead):
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         shuffled = labels["ifrs_mask"].bool()
-        predicted = self.decoder(self.region_states(features)[shuffled]).float()
+        predicted = self.decoder(self.region_states(features, shuffled)).float()
         if predicted.shape[0] == 0:
             return _zero_loss_like(predicted)
         return (predicted - labels["ifrs_labels"][shuffled].float()).pow(2).sum(-1).mean()

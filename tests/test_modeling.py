@@ -224,15 +224,19 @@ def test_mlm_loss_by_hand(hand_setup):
     assert torch.allclose(output.losses["mlm"], torch.stack(terms).mean(), atol=1e-5)
 
 
-def test_mlm_logits_only_at_masked_positions(hand_setup):
+@pytest.mark.parametrize(
+    ("task", "chosen"), [("mlm", "mlm_labels"), ("mrfr", "region_mask"), ("ifrs", "ifrs_mask")]
+)
+def test_decoders_run_only_at_chosen_positions(hand_setup, task, chosen):
     config, model, labels, _, _ = hand_setup
     seen = []
-    hook = model.heads["mlm"].decoder.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    hook = model.heads[task].decoder.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
     inputs = random_inputs(config)
     with torch.no_grad():
-        model(**inputs, mlm_labels=labels["mlm_labels"])
+        model(**inputs, **{name: labels[name] for name in HEADS[task].label_names})
     hook.remove()
-    assert seen == [torch.Size([3, config.vocab_size])]
+    count = int((labels[chosen] != -100).sum()) if task == "mlm" else int(labels[chosen].sum())
+    assert count == 3 and len(seen) == 1 and seen[0][0] == count
 
 
 def test_mrfr_loss_by_hand(hand_setup):
@@ -440,3 +444,25 @@ def test_a_task_with_partial_labels_is_refused():
 def test_config_refuses_impossible_settings(settings, message):
     with pytest.raises(Exception, match=message):
         tiny_config(**settings)
+
+
+def test_hidden_states_and_eager_attentions_are_returned_per_layer():
+    config = tiny_config()
+    model = LxmertSModel(config).eval()
+    inputs = random_inputs(config)
+    batch, length = inputs["input_ids"].shape
+    regions = inputs["visual_feats"].shape[1] + 1  # with the visual [CLS]
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True)
+        with pytest.raises(ValueError, match="eager"):
+            model(**inputs, output_attentions=True)
+        model.set_attn_implementation("eager")
+        attentions = model(**inputs, output_attentions=True)
+    assert len(states.language_hidden_states) == len(states.vision_hidden_states) == config.num_layers + 1
+    assert torch.equal(states.language_hidden_states[-1], states.language_output)
+    heads = config.num_attention_heads
+    assert attentions.language_attentions[0].shape == (batch, heads, length, length)
+    assert attentions.vision_attentions[0].shape == (batch, heads, regions, regions)
+    assert attentions.cross_encoder_attentions[0].shape == (batch, heads, length, regions)
+    # padded regions of row 1 get no attention from the text
+    assert attentions.cross_encoder_attentions[-1][1, :, :, -2:].abs().max() == 0
