@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 FORMAT_VERSION = 1
 # Built from a store's rows by processing.hard_negatives; a rewritten store deletes it (its rows moved).
@@ -45,6 +46,18 @@ class RegionBatch:
     attribute_confidences: np.ndarray
     num_boxes: np.ndarray
     image_sizes: np.ndarray
+
+
+def float32_tensor(array: np.ndarray) -> torch.Tensor:
+    """`array` (e.g. a batch's float16 features) as a float32 tensor, converted by torch into a numpy buffer.
+
+    Same values as `torch.from_numpy(array).float()`, about 4x faster for a 1024-image batch on two cores:
+    torch's CPU allocator maps a fresh 300 MB result in 4 KB pages (~74,000 page faults per batch), numpy
+    asks the kernel for huge pages; torch's `copy_` converts vectorised on all cores (numpy's own float16
+    `astype` is several times slower). Numbers: docs/benchmarks.md, "Feature store read rate".
+    """
+    out = torch.from_numpy(np.empty(array.shape, dtype=np.float32))
+    return out.copy_(torch.from_numpy(np.ascontiguousarray(array)))
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:

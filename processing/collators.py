@@ -1,0 +1,298 @@
+"""The MSP stage collators: corpus rows -> model inputs + the labels of the stage's tasks.
+
+One piece per task (MSP_SPEC "Tasks"); a stage collator composes the pieces of its tasks:
+
+    task   piece                         labels it adds
+    itm    mismatch_images               itm_labels (ITM_HS when hard negatives are given, §3.3)
+    titp   topic_targets                 titp_labels (§3.2, eq. 2)
+    tits   topic_targets                 tits_labels (§3.3, eq. 4)
+    ifrs   shuffle_triplets              ifrs_labels, ifrs_mask (§3.1, eq. 1)
+    mrfr   mask_regions                  region_mask, mrfr_labels
+    moc    mask_regions (the same mask)  region_mask, moc_{object,attribute}_{labels,confidences}
+    mlm    mask_tokens                   mlm_labels
+
+Within a batch the pieces run in that order: the fed image must be known before the store is read (one
+`store.read` per batch) and before any region target is taken from it; topic targets need the unmasked text;
+regions are shuffled before they are masked. Region targets (`mrfr_labels`, `moc_*`, `ifrs_labels`) describe
+the fed image in its unshuffled order, the target at position p being the region that belongs at p: that is
+IFRS's target, and MRFR/MOC at a shuffled position must not contradict it (the paper is silent here).
+Every piece works on whole (B, L) / (B, R) tensors and draws from one `torch.Generator`, so a seed fixes a
+batch exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from processing.pretraining_pieces import (
+    class_wordpieces,
+    mask_regions,
+    mask_tokens,
+    mismatch_images,
+    shuffle_triplets,
+    topic_targets,
+)
+from processing.processor import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
+from processing.store import FeatureStore, float32_tensor
+
+# The registry: the piece each task calls (documentation above, validation of `tasks` below).
+TASK_PIECES = {
+    "itm": mismatch_images,
+    "titp": topic_targets,
+    "tits": topic_targets,
+    "ifrs": shuffle_triplets,
+    "mrfr": mask_regions,
+    "moc": mask_regions,
+    "mlm": mask_tokens,
+}
+
+
+def tokenize_corpus(
+    dataset: datasets.Dataset,
+    processor: LxmertSProcessor,
+    text_column: str = "text",
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """Add the processor's text inputs (`TEXT_INPUT_NAMES`) as columns once, so collating only stacks them."""
+    if text_column not in dataset.column_names:
+        raise KeyError(
+            f"tokenize_corpus: the dataset has no column {text_column!r}; it has {dataset.column_names}"
+        )
+    return dataset.map(
+        _encode_text_column,
+        batched=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        fn_kwargs={"processor": processor, "text_column": text_column},
+        desc="Tokenising",
+    )
+
+
+def _encode_text_column(batch: Mapping[str, list], processor: LxmertSProcessor, text_column: str) -> dict:
+    return processor.encode_text(batch[text_column])
+
+
+class MSPCollator:
+    """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
+
+    Stages (MSP_SPEC "The three stages"): token `["mlm", "mrfr", "moc", "ifrs"]`, phrase
+    `["mlm", "mrfr", "moc", "titp"]`, sentence `["mlm", "mrfr", "moc", "itm", "tits"]` with
+    `hard_negatives=processing.hard_negatives.load_hard_negatives(store.path)` for ITM_HS (rows of -1 mean
+    "none": such images get a random negative). `object_vocab` (the detector's class names,
+    indexed by the store's `object_ids`) is needed by TITP/TITS.
+
+    Each call draws from a generator seeded by `seed`, the DataLoader worker id and the number of calls this
+    copy has made, or by the `seed` passed to the call: the same seeds give identical batches.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        processor: LxmertSProcessor,
+        tasks: Iterable[str],
+        object_vocab: Sequence[str] | None = None,
+        hard_negatives: np.ndarray | None = None,
+        seed: int = 0,
+        mlm_probability: float = 0.15,
+        region_mask_probability: float = 0.15,
+        triplet_shuffle_probability: float = 0.05,
+        mismatch_probability: float = 0.5,
+    ):
+        self.tasks = list(tasks)
+        unknown = [task for task in self.tasks if task not in TASK_PIECES]
+        if unknown:
+            raise ValueError(f"tasks: unknown {unknown}; known tasks are {list(TASK_PIECES)}")
+        if {"titp", "tits"} & set(self.tasks) and object_vocab is None:
+            raise ValueError("object_vocab: TITP/TITS need the detector's class names, received None")
+        if hard_negatives is not None:
+            if "itm" not in self.tasks:
+                raise ValueError(
+                    "hard_negatives: given, but 'itm' (which draws the negatives) is not in tasks"
+                )
+            if hard_negatives.ndim != 2 or hard_negatives.shape[0] != len(store):
+                raise ValueError(
+                    f"hard_negatives: expected shape ({len(store)}, M), one row per store image, received "
+                    f"{hard_negatives.shape}"
+                )
+        if "itm" in self.tasks and len(store) < 2:
+            raise ValueError(
+                f"store: ITM needs at least 2 images to draw a mismatch from, {store.path} has {len(store)}"
+            )
+        self.store = store
+        self.processor = processor
+        self.hard_negatives = hard_negatives
+        self.seed = seed
+        self.mlm_probability = mlm_probability
+        self.region_mask_probability = region_mask_probability
+        self.triplet_shuffle_probability = triplet_shuffle_probability
+        self.mismatch_probability = mismatch_probability
+        tokenizer = processor.tokenizer
+        self.vocab_size = len(tokenizer)
+        self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
+        self.class_wordpieces = None if object_vocab is None else class_wordpieces(object_vocab, tokenizer)
+        self._calls = 0
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]], seed: int | None = None) -> dict[str, torch.Tensor]:
+        generator = self._generator(seed)
+        image_index = self._image_index(rows)
+        batch = self._text_inputs(rows)
+        fed_index = image_index
+        if "itm" in self.tasks:
+            fed_index, batch["itm_labels"] = mismatch_images(
+                image_index, len(self.store), generator, self.hard_negatives, self.mismatch_probability
+            )
+        regions = self._read_regions(fed_index)
+        original_features, visual_mask = regions["features"], regions["visual_attention_mask"]
+        # The region pieces work in place on this one copy; the originals stay intact as their targets.
+        features = (
+            original_features.clone() if {"ifrs", "mrfr", "moc"} & set(self.tasks) else original_features
+        )
+        boxes = regions["boxes"]
+
+        for task in ("titp", "tits"):
+            if task in self.tasks:
+                batch[f"{task}_labels"] = self._topic_targets(batch, regions, rows, fed_index)
+        if "ifrs" in self.tasks:
+            batch["ifrs_mask"] = shuffle_triplets(
+                features, boxes, visual_mask, generator, self.triplet_shuffle_probability
+            )
+            batch["ifrs_labels"] = original_features
+        if "mrfr" in self.tasks or "moc" in self.tasks:
+            batch["region_mask"] = mask_regions(
+                features, visual_mask, generator, self.region_mask_probability
+            )
+        if "mrfr" in self.tasks:
+            batch["mrfr_labels"] = original_features
+        if "moc" in self.tasks:
+            batch["moc_object_labels"] = regions["object_ids"]
+            batch["moc_object_confidences"] = regions["object_confidences"]
+            batch["moc_attribute_labels"] = regions["attribute_ids"]
+            batch["moc_attribute_confidences"] = regions["attribute_confidences"]
+        if "mlm" in self.tasks:
+            batch["input_ids"], batch["mlm_labels"] = mask_tokens(
+                batch["input_ids"],
+                batch["attention_mask"],
+                mask_token_id=self.processor.tokenizer.mask_token_id,
+                vocab_size=self.vocab_size,
+                special_ids=self.special_ids,
+                generator=generator,
+                probability=self.mlm_probability,
+            )
+        batch["visual_feats"] = features
+        batch["visual_pos"] = boxes
+        batch["visual_attention_mask"] = visual_mask.long()
+        return batch
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        if seed is None:
+            # Worker copies of the collator count their calls independently; the worker id keeps two
+            # workers from drawing the same masks for their n-th batches.
+            worker = get_worker_info()
+            entropy = [self.seed, 0 if worker is None else worker.id + 1, self._calls]
+            self._calls += 1
+            seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+        return torch.Generator().manual_seed(seed)
+
+    def _image_index(self, rows: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        image_index = torch.tensor([_field(rows, position, "image_index") for position in range(len(rows))])
+        outside = (image_index < 0) | (image_index >= len(self.store))
+        for position in range(len(rows)):
+            row = rows[position]
+            if outside[position]:
+                raise ValueError(
+                    f"{_record(rows, position)}: field 'image_index' is {int(image_index[position])}, "
+                    f"outside the feature store {self.store.path} of {len(self.store)} images"
+                )
+            if "image_id" in row and self.store.image_ids[image_index[position]] != str(row["image_id"]):
+                raise ValueError(
+                    f"{_record(rows, position)}: field 'image_index' points at image "
+                    f"{self.store.image_ids[image_index[position]]!r} of {self.store.path}, not at the row's "
+                    "image_id: the corpus was built against another store"
+                )
+        return image_index
+
+    def _text_inputs(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack the columns of `tokenize_corpus` when rows have them, else tokenise `text` now."""
+        if "input_ids" not in rows[0]:
+            texts = [_field(rows, position, "text") for position in range(len(rows))]
+            return {
+                name: torch.from_numpy(array) for name, array in self.processor.encode_text(texts).items()
+            }
+        inputs = {}
+        for name in TEXT_INPUT_NAMES:
+            column = [np.asarray(_field(rows, position, name)) for position in range(len(rows))]
+            lengths = {len(value) for value in column}
+            if lengths != {self.processor.max_length}:
+                raise ValueError(
+                    f"rows: field {name!r} has lengths {sorted(lengths)}, expected the processor's "
+                    f"max_length {self.processor.max_length}: tokenise the corpus with this processor"
+                )
+            inputs[name] = torch.from_numpy(np.stack(column).astype(np.int64))
+        return inputs
+
+    def _read_regions(self, fed_index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One store read for the whole batch, fitted to the processor's region count."""
+        read = self.store.read(fed_index.numpy())
+        arrays = {
+            "features": read.features,
+            "boxes": read.boxes,
+            "object_ids": read.object_ids,
+            "object_confidences": read.object_confidences,
+            "attribute_ids": read.attribute_ids,
+            "attribute_confidences": read.attribute_confidences,
+        }
+        fitted, mask = fit_regions(arrays, read.num_boxes, self.processor.num_regions)
+        regions = {name: torch.from_numpy(array) for name, array in fitted.items()}
+        # float16 -> float32 is the largest cost of a batch; float32_tensor does it 4x faster than .float()
+        regions["features"] = float32_tensor(fitted["features"])
+        regions["visual_attention_mask"] = torch.from_numpy(mask)
+        return regions
+
+    def _topic_targets(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        regions: Mapping[str, torch.Tensor],
+        rows: Sequence[Mapping[str, Any]],
+        fed_index: torch.Tensor,
+    ) -> torch.Tensor:
+        object_ids, visual_mask = regions["object_ids"], regions["visual_attention_mask"]
+        unknown = visual_mask & ((object_ids < 0) | (object_ids >= len(self.class_wordpieces)))
+        if unknown.any():
+            position, region = (int(axis[0]) for axis in torch.nonzero(unknown, as_tuple=True))
+            raise ValueError(
+                f"{self.store.path}: image {self.store.image_ids[fed_index[position]]!r} (fed to "
+                f"{_record(rows, position)}), region {region}: field 'object_ids' is "
+                f"{int(object_ids[position, region])}, outside the {len(self.class_wordpieces)} names of "
+                "object_vocab"
+            )
+        return topic_targets(
+            batch["input_ids"],
+            batch["attention_mask"],
+            object_ids,
+            visual_mask,
+            self.class_wordpieces,
+            self.vocab_size,
+            self.special_ids,
+        )
+
+
+def _record(rows: Sequence[Mapping[str, Any]], position: int) -> str:
+    image_id = rows[position].get("image_id")
+    return f"rows[{position}]" + ("" if image_id is None else f" (image_id {image_id!r})")
+
+
+def _field(rows: Sequence[Mapping[str, Any]], position: int, name: str) -> Any:
+    try:
+        return rows[position][name]
+    except KeyError:
+        raise KeyError(f"{_record(rows, position)}: field {name!r} is missing") from None
+
+
+__all__ = ["TASK_PIECES", "MSPCollator", "tokenize_corpus"]

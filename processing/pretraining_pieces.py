@@ -1,0 +1,185 @@
+"""The collator piece of each MSP pre-training task: whole-batch tensor functions, seeded by a generator.
+
+Each piece works on whole (B, L) / (B, R) tensors, with no loop over tokens or regions, and draws every
+random number it needs from the `torch.Generator` it is given, in a fixed order, so one seed reproduces a
+batch. The two region pieces change the (B, R, F) features in place, as only a few rows change and a copy
+costs more than the rest of the collator. `processing.collators` composes the pieces per stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+
+# The five orderings of a triplet other than the identity; IFRS draws uniformly among them.
+NON_IDENTITY_PERMUTATIONS = torch.tensor([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_ids: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = 0.15,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM (BERT/LXMERT): choose each text token with `probability`; of the chosen 80% become [MASK], 10% a
+    random vocabulary id, 10% stay. Returns the new ids and `mlm_labels` (original id where chosen, -100
+    elsewhere). Padding and `special_ids` are never chosen: the collator passes all the tokenizer's special
+    tokens ([CLS], [SEP], [PAD], and [UNK], a useless target), as Hugging Face's MLM collator does.
+    """
+    eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & eligible
+    action = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked = torch.where(chosen & (action < 0.8), mask_token_id, input_ids)
+    masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
+    return masked, torch.where(chosen, input_ids, IGNORE_INDEX)
+
+
+def mask_regions(
+    features: torch.Tensor,
+    visual_attention_mask: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = 0.15,
+) -> torch.Tensor:
+    """MRFR/MOC region masking (LXMERT), in place: choose each valid region with `probability`; a chosen
+    feature is zeroed 80%, replaced by a random valid region of another image of the batch 10%, kept 10%.
+
+    Returns `region_mask` (B, R). In place because a batch of 36 x 2048 features is large and only the chosen
+    rows change; the caller keeps its own copy of the originals as the MRFR target. In a batch of one image
+    the replacement comes from the same image, as there is no other. Boxes are kept, as in LXMERT.
+    """
+    batch_size, num_regions = visual_attention_mask.shape
+    valid = visual_attention_mask.bool()
+    chosen = (torch.rand((batch_size, num_regions), generator=generator) < probability) & valid
+    action = torch.rand((batch_size, num_regions), generator=generator)
+    # Adding 1..B-1 modulo B picks any image but the region's own (its own when B == 1).
+    shift = torch.randint(1, max(batch_size, 2), (batch_size, num_regions), generator=generator)
+    donor_image = (torch.arange(batch_size)[:, None] + shift) % batch_size
+    donor_count = valid.sum(dim=1)[donor_image]
+    donor_region = (torch.rand((batch_size, num_regions), generator=generator) * donor_count).long()
+    replaced = chosen & (action >= 0.8) & (action < 0.9)
+    # Read the donors before zeroing, so that a donor chosen for zeroing still gives its own feature.
+    replacements = features[donor_image[replaced], donor_region[replaced]]
+    features[chosen & (action < 0.8)] = 0.0
+    features[replaced] = replacements
+    return chosen
+
+
+def shuffle_triplets(
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    visual_attention_mask: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = 0.05,
+) -> torch.Tensor:
+    """IFRS (§3.1, eq. 1), in place: regions form consecutive triplets (r_i, r_i+1, r_i+2), i = 0, 3, 6, ...;
+    each triplet of valid regions is, with `probability`, put in a random non-identity order.
+
+    A region's box moves with its feature: the paper shuffles the image's objects, and a box left behind
+    would tell the model where each feature came from. Returns `ifrs_mask` (B, R), true at every position of
+    a shuffled triplet; regions past the last whole triplet never move.
+    """
+    batch_size, num_regions = visual_attention_mask.shape
+    num_triplets = num_regions // 3
+    in_triplets = visual_attention_mask[:, : 3 * num_triplets].bool().view(batch_size, num_triplets, 3)
+    chosen = (torch.rand((batch_size, num_triplets), generator=generator) < probability) & in_triplets.all(-1)
+    permutation = torch.randint(
+        len(NON_IDENTITY_PERMUTATIONS), (batch_size, num_triplets), generator=generator
+    )
+    image, triplet = torch.nonzero(chosen, as_tuple=True)
+    target = (triplet * 3)[:, None] + torch.arange(3)
+    source = (triplet * 3)[:, None] + NON_IDENTITY_PERMUTATIONS[permutation[image, triplet]]
+    # The right-hand sides are copies, so reading and writing the same tensor is safe.
+    features[image[:, None], target] = features[image[:, None], source]
+    boxes[image[:, None], target] = boxes[image[:, None], source]
+    ifrs_mask = torch.zeros((batch_size, num_regions), dtype=torch.bool)
+    ifrs_mask[:, : 3 * num_triplets] = chosen.repeat_interleave(3, dim=1)
+    return ifrs_mask
+
+
+def class_wordpieces(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """(C, K) WordPiece ids of each detector class name, -1 padded: the image side of the topic (§3.2).
+
+    A Visual Genome vocabulary line may list synonyms ("man,men"); the first names the class, as in LXMERT.
+    Special tokens ([UNK] for an unknown character) are left out: they carry no topic.
+    """
+    names = [name.split(",")[0].strip() for name in class_names]
+    encoded = tokenizer(names, add_special_tokens=False, padding=True, return_tensors="pt")
+    ids = encoded["input_ids"]
+    keep = encoded["attention_mask"].bool() & ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    return torch.where(keep, ids, -1)
+
+
+def topic_targets(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    object_ids: torch.Tensor,
+    visual_attention_mask: torch.Tensor,
+    class_pieces: torch.Tensor,
+    vocab_size: int,
+    special_ids: torch.Tensor,
+) -> torch.Tensor:
+    """TITP/TITS (§3.2 eq. 2, §3.3 eq. 4): multi-hot (B, V), 1 for WordPiece ids that are both in the text
+    and in a class name of a detected (valid) region of the image fed."""
+    batch_size = input_ids.shape[0]
+    # Ids that must not count are sent to an extra column `vocab_size`, dropped at the end.
+    text_ids = torch.where(attention_mask.bool() & ~torch.isin(input_ids, special_ids), input_ids, vocab_size)
+    region_pieces = class_pieces[object_ids.clamp(0, len(class_pieces) - 1)]
+    region_pieces = torch.where(
+        visual_attention_mask.bool()[..., None] & (region_pieces >= 0), region_pieces, vocab_size
+    )
+    in_text = torch.zeros((batch_size, vocab_size + 1), dtype=torch.bool).scatter_(1, text_ids, True)
+    in_image = torch.zeros((batch_size, vocab_size + 1), dtype=torch.bool)
+    in_image.scatter_(1, region_pieces.view(batch_size, -1), True)
+    return (in_text & in_image)[:, :vocab_size].float()
+
+
+def mismatch_images(
+    image_index: torch.Tensor,
+    num_images: int,
+    generator: torch.Generator,
+    hard_negatives: np.ndarray | None = None,
+    probability: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM / ITM_HS (§3.3, eq. 3): with `probability` feed another image than the text's.
+
+    The other image is a random member of the image's hard-negative row (ITM_HS; -1 entries are empty) and
+    a uniformly random other store image when there are no hard negatives or the row is empty (plain ITM).
+    Returns the store rows to feed and `itm_labels` (1 = the fed image is the text's).
+    """
+    batch_size = len(image_index)
+    mismatched = torch.rand(batch_size, generator=generator) < probability
+    # Drawing from num_images - 1 and skipping the own row gives a uniform other image.
+    other = torch.randint(num_images - 1, (batch_size,), generator=generator)
+    other = other + (other >= image_index).long()
+    pick = torch.rand(batch_size, generator=generator)
+    if hard_negatives is not None:
+        candidates = torch.from_numpy(np.asarray(hard_negatives[image_index.numpy()], dtype=np.int64))
+        valid = candidates >= 0
+        count = valid.sum(dim=1)
+        nth = (pick * count).long()
+        position = ((valid.cumsum(dim=1) == nth[:, None] + 1) & valid).long().argmax(dim=1)
+        hard = candidates.gather(1, position[:, None]).squeeze(1)
+        other = torch.where(count > 0, hard, other)
+    fed_index = torch.where(mismatched, other, image_index)
+    return fed_index, (~mismatched).long()
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "class_wordpieces",
+    "mask_regions",
+    "mask_tokens",
+    "mismatch_images",
+    "shuffle_triplets",
+    "topic_targets",
+]

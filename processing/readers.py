@@ -1,0 +1,375 @@
+"""One reader per public annotation format, each returning plain records.
+
+Training code never branches on a format: every reader turns its file into the same few record types
+(`RegionPhrase`, `Caption`, `Question`, `Nlvr2Pair`, `Flickr30kImage`) whose `image_id` follows the
+feature store's convention (LXMERT's `*_obj36.tsv` `img_id`). Malformed input stops the read with an
+error naming the file, the record (index and, when it has one, its id) and the field, because a corpus
+silently missing records is far harder to notice than a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RegionPhrase:
+    image_id: str
+    region_id: str
+    phrase: str
+
+
+@dataclass(frozen=True, slots=True)
+class Caption:
+    image_id: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A VQA / GQA question with soft answer scores (empty for unlabelled test sets).
+
+    `answer` is the single ground-truth answer used to count answers for the vocabulary: VQA's
+    `multiple_choice_answer`, or the best-scored label of LXMERT's json; None when unlabelled.
+    """
+
+    question_id: str
+    image_id: str
+    question: str
+    answers: list[str]
+    scores: list[float]
+    answer: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Nlvr2Pair:
+    identifier: str
+    image_ids: tuple[str, str]
+    sentence: str
+    label: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flickr30kImage:
+    image_id: str
+    captions: list[str]
+    split: str
+
+
+def _load_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+            ) from None
+
+
+def _field(
+    record: Any, name: str, kind: type | tuple[type, ...], where: str, *, required: bool = True
+) -> Any:
+    """`record[name]` checked to be of `kind`; `where` names the file and the record in errors.
+
+    bool is rejected where a number is expected (JSON `true` would otherwise pass as the int 1).
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if name not in record:
+        if required:
+            raise KeyError(f"{where}: field '{name}' is missing")
+        return None
+    value = record[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise ValueError(
+            f"{where}: field '{name}' must be {expected}, got {type(value).__name__} {value!r:.60}"
+        )
+    return value
+
+
+def _top_level_list(data: Any, path: str | os.PathLike, key: str | None = None) -> list:
+    if key is not None:
+        data = _field(data, key, list, str(path))
+    elif not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def _clean(text: str) -> str:
+    """Collapse runs of whitespace (captions carry trailing newlines and double spaces)."""
+    return " ".join(text.split())
+
+
+def read_class_vocab(path: str | os.PathLike) -> list[str]:
+    """Visual Genome `objects_vocab.txt` / `attributes_vocab.txt`: line i names class i.
+
+    A line may list comma-separated synonyms ("tennis racket,tennis racquet"); the first is the name,
+    as bottom-up-attention's demo does. Class names may be several words and stay so.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    names = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        name = line.split(",")[0].strip()
+        if not name:
+            raise ValueError(f"{path}: line {line_number}: field 'class name' is empty")
+        names.append(name)
+    return names
+
+
+def read_vg_region_descriptions(path: str | os.PathLike) -> list[RegionPhrase]:
+    """Visual Genome `region_descriptions.json`: `[{"id": image_id, "regions": [{"region_id",
+    "image_id", "phrase", "x", "y", "width", "height"}, ...]}, ...]`.
+
+    Some dumps name the image `image_id` instead of `id` at the top level; both are accepted. Boxes are
+    not read: MSP pairs the phrases with the detector's regions, not with VG's.
+    """
+    records = []
+    for index, image in enumerate(_top_level_list(_load_json(path), path)):
+        where = f"{path}: record {index}"
+        image_key = "id" if isinstance(image, dict) and "id" in image else "image_id"
+        image_id = str(_field(image, image_key, int, where))
+        where = f"{path}: record {index} (image {image_id})"
+        for position, region in enumerate(_field(image, "regions", list, where)):
+            region_where = f"{where} region {position}"
+            region_id = str(_field(region, "region_id", int, region_where))
+            region_where = f"{where} region {position} (region_id {region_id})"
+            region_image = _field(region, "image_id", int, region_where, required=False)
+            if region_image is not None and str(region_image) != image_id:
+                raise ValueError(
+                    f"{region_where}: field 'image_id' is {region_image}, the record's image is {image_id}"
+                )
+            records.append(RegionPhrase(image_id, region_id, _field(region, "phrase", str, region_where)))
+    return records
+
+
+def read_coco_captions(path: str | os.PathLike) -> list[Caption]:
+    """COCO `captions_{train,val}2014.json`, one `Caption` per annotation, source "mscoco".
+
+    The image id is the image's `file_name` without its extension ("COCO_train2014_000000057870"),
+    the `img_id` convention of LXMERT's `mscoco_*_obj36.tsv` features; the numeric COCO id only
+    links an annotation to its image.
+    """
+    data = _load_json(path)
+    file_stem = {}
+    for index, image in enumerate(_top_level_list(data, path, "images")):
+        where = f"{path}: images[{index}]"
+        coco_id = _field(image, "id", int, where)
+        file_stem[coco_id] = Path(_field(image, "file_name", str, f"{where} (id {coco_id})")).stem
+    captions = []
+    for index, annotation in enumerate(_top_level_list(data, path, "annotations")):
+        where = f"{path}: annotations[{index}]"
+        where = f"{where} (id {_field(annotation, 'id', int, where)})"
+        coco_id = _field(annotation, "image_id", int, where)
+        if coco_id not in file_stem:
+            raise ValueError(f"{where}: field 'image_id' {coco_id} names no entry of 'images'")
+        captions.append(
+            Caption(file_stem[coco_id], _clean(_field(annotation, "caption", str, where)), "mscoco")
+        )
+    return captions
+
+
+def read_lxmert_pretrain_json(path: str | os.PathLike, sources: Sequence[str]) -> list[Caption]:
+    """LXMERT's pre-training json (`mscoco_train.json`, `vgnococo.json`, ...): a list of
+    `{"img_id", "labelf": {...}, "sentf": {source: [sentences]}}`; keeps the sentences of `sources`
+    (e.g. "mscoco", "vg"), in file order. A source no record has is an error listing those present.
+    """
+    records = _top_level_list(_load_json(path), path)
+    sentences_of = []
+    available: set[str] = set()
+    for index, record in enumerate(records):
+        where = f"{path}: record {index}"
+        image_id = _field(record, "img_id", str, where)
+        where = f"{path}: record {index} (img_id {image_id})"
+        sentf = _field(record, "sentf", dict, where)
+        for source in sentf:
+            sentences = _field(sentf, source, list, f"{where} field 'sentf'")
+            if not all(isinstance(sentence, str) for sentence in sentences):
+                raise ValueError(f"{where}: field 'sentf'[{source!r}] must be a list of strings")
+        available.update(sentf)
+        sentences_of.append((image_id, sentf))
+    unknown = [source for source in sources if source not in available]
+    if unknown:
+        raise ValueError(f"{path}: unknown sources {unknown}; the file has {sorted(available)}")
+    return [
+        Caption(image_id, _clean(sentence), source)
+        for image_id, sentf in sentences_of
+        for source in sources
+        for sentence in sentf.get(source, [])
+    ]
+
+
+def normalize_answer(answer: str) -> str:
+    """Lower-case, strip and collapse whitespace, as LXMERT's answer lookup does.
+
+    The official VQA evaluation also removes punctuation and articles and maps number words to digits;
+    that is not done here, so e.g. "two" and "2" stay different answers, as they do in LXMERT's labels.
+    """
+    return " ".join(answer.lower().split())
+
+
+def vqa_soft_scores(answers: Sequence[str]) -> dict[str, float]:
+    """Official VQA accuracy of each distinct answer among the annotators' `answers`.
+
+    The official metric averages, over the leave-one-out subsets of the m annotators, min(#matches/3, 1).
+    For an answer given n times, n subsets lose one of its matches and m - n keep all of them, so the
+    average is (n * min((n - 1) / 3, 1) + (m - n) * min(n / 3, 1)) / m: for m = 10, n = 1, 2, 3, >= 4
+    give 0.3, 0.6, 0.9, 1.0 (the values of LXMERT's labels).
+    """
+    total = len(answers)
+    return {
+        answer: (count * min((count - 1) / 3, 1.0) + (total - count) * min(count / 3, 1.0)) / total
+        for answer, count in Counter(answers).items()
+    }
+
+
+def coco_image_id(image_id: int, coco_split: str) -> str:
+    """LXMERT's feature id of a COCO image: `COCO_{coco_split}_{id:012d}`, e.g. coco_split "val2014"."""
+    return f"COCO_{coco_split}_{image_id:012d}"
+
+
+def read_vqa_official(
+    questions_path: str | os.PathLike, annotations_path: str | os.PathLike | None, coco_split: str
+) -> list[Question]:
+    """VQA v2 official `v2_OpenEnded_mscoco_*_questions.json` + `v2_mscoco_*_annotations.json`.
+
+    `coco_split` names the COCO image folder ("train2014", "val2014", "test2015") because the image ids
+    are mapped to LXMERT's feature ids (`coco_image_id`). Answers are normalised (`normalize_answer`) and
+    scored by `vqa_soft_scores`; `answer_confidence` is ignored, as the official metric ignores it.
+    Without `annotations_path` (the test sets) the questions carry no answers.
+    """
+    questions = []
+    for index, question in enumerate(
+        _top_level_list(_load_json(questions_path), questions_path, "questions")
+    ):
+        where = f"{questions_path}: questions[{index}]"
+        question_id = _field(question, "question_id", int, where)
+        where = f"{where} (question_id {question_id})"
+        questions.append(
+            (question_id, _field(question, "image_id", int, where), _field(question, "question", str, where))
+        )
+    annotation_of = {}
+    if annotations_path is not None:
+        for index, annotation in enumerate(
+            _top_level_list(_load_json(annotations_path), annotations_path, "annotations")
+        ):
+            where = f"{annotations_path}: annotations[{index}]"
+            question_id = _field(annotation, "question_id", int, where)
+            where = f"{where} (question_id {question_id})"
+            image_id = _field(annotation, "image_id", int, where)
+            given = []
+            for position, answer in enumerate(_field(annotation, "answers", list, where)):
+                given.append(_field(answer, "answer", str, f"{where} answers[{position}]"))
+            if not given:
+                raise ValueError(f"{where}: field 'answers' is empty")
+            majority = normalize_answer(_field(annotation, "multiple_choice_answer", str, where))
+            annotation_of[question_id] = (image_id, [normalize_answer(answer) for answer in given], majority)
+    records = []
+    for question_id, image_id, text in questions:
+        answers: list[str] = []
+        scores: list[float] = []
+        majority = None
+        if annotations_path is not None:
+            if question_id not in annotation_of:
+                raise KeyError(
+                    f"{annotations_path}: no annotation for question_id {question_id} of {questions_path}"
+                )
+            annotated_image, given, majority = annotation_of[question_id]
+            if annotated_image != image_id:
+                raise ValueError(
+                    f"{annotations_path}: question_id {question_id}: field 'image_id' is {annotated_image}, "
+                    f"{questions_path} says {image_id}"
+                )
+            soft = vqa_soft_scores(given)
+            answers, scores = list(soft), list(soft.values())
+        records.append(
+            Question(str(question_id), coco_image_id(image_id, coco_split), text, answers, scores, majority)
+        )
+    return records
+
+
+def read_lxmert_qa_json(path: str | os.PathLike) -> list[Question]:
+    """LXMERT's VQA and GQA json (`data/vqa/*.json`, `data/gqa/*.json`): a list of `{"img_id",
+    "label": {answer: score}, "question_id", "sent"}` (VQA adds `answer_type` and `question_type`,
+    which are not needed; GQA's question ids are strings). Test sets have no `label`.
+    """
+    records = []
+    for index, record in enumerate(_top_level_list(_load_json(path), path)):
+        where = f"{path}: record {index}"
+        question_id = _field(record, "question_id", (int, str), where)
+        where = f"{where} (question_id {question_id})"
+        label = _field(record, "label", dict, where, required=False) or {}
+        soft: dict[str, float] = {}
+        for answer, score in label.items():
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
+                raise ValueError(
+                    f"{where}: field 'label'[{answer!r}] must be a score in [0, 1], got {score!r}"
+                )
+            if normalize_answer(answer) in soft:
+                raise ValueError(f"{where}: field 'label' holds {answer!r} twice after normalisation")
+            soft[normalize_answer(answer)] = float(score)
+        best = max(soft, key=soft.__getitem__) if soft else None
+        image_id = _field(record, "img_id", str, where)
+        text = _field(record, "sent", str, where)
+        records.append(Question(str(question_id), image_id, text, list(soft), list(soft.values()), best))
+    return records
+
+
+def read_lxmert_nlvr2_json(path: str | os.PathLike) -> list[Nlvr2Pair]:
+    """LXMERT's `data/nlvr2/*.json`: a list of `{"identifier", "img0", "img1", "label", "sent", "uid"}`
+    with `label` 1 (the sentence is true of the image pair) or 0.
+    """
+    records = []
+    for index, record in enumerate(_top_level_list(_load_json(path), path)):
+        where = f"{path}: record {index}"
+        identifier = _field(record, "identifier", str, where)
+        where = f"{where} (identifier {identifier})"
+        label = _field(record, "label", int, where)
+        if label not in (0, 1):
+            raise ValueError(f"{where}: field 'label' must be 0 or 1, got {label}")
+        image_ids = (_field(record, "img0", str, where), _field(record, "img1", str, where))
+        records.append(Nlvr2Pair(identifier, image_ids, _field(record, "sent", str, where), label))
+    return records
+
+
+def read_flickr30k_karpathy(path: str | os.PathLike) -> list[Flickr30kImage]:
+    """Karpathy's `dataset_flickr30k.json`: `{"images": [{"filename", "imgid", "split", "sentences":
+    [{"raw", "tokens", ...}], "sentids"}]}`. The image id is the file name without its extension
+    ("1000092795"), the `img_id` of LXMERT-style Flickr30k features; captions are the `raw` texts.
+    """
+    records = []
+    for index, image in enumerate(_top_level_list(_load_json(path), path, "images")):
+        where = f"{path}: images[{index}]"
+        filename = _field(image, "filename", str, where)
+        where = f"{where} (filename {filename})"
+        captions = [
+            _clean(_field(sentence, "raw", str, f"{where} sentences[{position}]"))
+            for position, sentence in enumerate(_field(image, "sentences", list, where))
+        ]
+        records.append(Flickr30kImage(Path(filename).stem, captions, _field(image, "split", str, where)))
+    return records
+
+
+def build_answer_vocab(records: Iterable[Question], min_count: int = 9) -> list[str]:
+    """Answers that are the ground-truth `answer` of at least `min_count` questions.
+
+    LXMERT's vocabulary (from bottom-up-attention-vqa) keeps the normalised `multiple_choice_answer`s
+    seen in >= 9 train + val questions: 3,129 answers on VQA v2. Ordered by count, then alphabetically,
+    so the same records always give the same label ids.
+    """
+    counts = Counter(record.answer for record in records if record.answer is not None)
+    kept = [answer for answer, count in counts.items() if count >= min_count]
+    return sorted(kept, key=lambda answer: (-counts[answer], answer))

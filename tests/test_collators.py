@@ -1,0 +1,478 @@
+import math
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from modeling_lxmert_s.configuration_lxmert_s import PRETRAINING_TASKS
+from processing.collators import TASK_PIECES, MSPCollator, tokenize_corpus
+from processing.hard_negatives import load_hard_negatives
+from processing.pretraining_pieces import (
+    NON_IDENTITY_PERMUTATIONS,
+    class_wordpieces,
+    mask_regions,
+    mask_tokens,
+    mismatch_images,
+    shuffle_triplets,
+    topic_targets,
+)
+from processing.processor import LxmertSProcessor
+from processing.store import HARD_NEGATIVES_FILE, write_store
+from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+
+WORDS = ["a", "man", "on", "the", "street", "with", "hot", "dog", "car", "tree", "red", "and", "blue", "sky"]
+OBJECT_VOCAB = ["man", "dog", "car,cars", "hot dog", "tree"]
+# Detector classes per region of the 6 store images; regions past NUM_BOXES are padding (class 0, "man").
+OBJECT_IDS = np.array(
+    [
+        [0, 4, 3, 3, 1, 2],
+        [4, 4, 4, 4, 4, 4],
+        [2, 0, 1, 1, 1, 0],
+        [1, 4, 4, 4, 0, 0],
+        [3, 3, 2, 2, 0, 1],
+        [2, 2, 2, 0, 0, 0],
+    ]
+)
+NUM_BOXES = np.array([6, 6, 5, 4, 6, 3])
+NUM_IMAGES, NUM_REGIONS, FEATURE_DIM = OBJECT_IDS.shape + (8,)
+TEXTS = [
+    "a man on the street with a hot dog",
+    "a man and a dog",
+    "red car",
+    "blue sky",
+    "a tree",
+    "a dog and a car",
+]
+SENTENCE_STAGE = ["mlm", "mrfr", "moc", "itm", "tits"]
+
+
+def within_binomial(count: int, trials: int, probability: float, sigmas: float = 4.0) -> bool:
+    """`count` successes of `trials` lie within `sigmas` binomial standard deviations of the mean."""
+    return abs(count - trials * probability) <= sigmas * math.sqrt(trials * probability * (1 - probability))
+
+
+def region_codes(num_images: int, num_regions: int, feature_dim: int) -> np.ndarray:
+    """Features whose dims 0 and 1 spell (image + 1, region + 1), so any feature says where it came from."""
+    features = np.zeros((num_images, num_regions, feature_dim), np.float32)
+    features[..., 0] = np.arange(1, num_images + 1)[:, None]
+    features[..., 1] = np.arange(1, num_regions + 1)[None, :]
+    features[..., 2:] = 0.5
+    return features
+
+
+@pytest.fixture
+def processor() -> LxmertSProcessor:
+    return LxmertSProcessor(
+        wordpiece_tokenizer_from_vocabulary(WORDS), num_regions=NUM_REGIONS, max_length=12
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    valid = np.arange(NUM_REGIONS)[None, :] < NUM_BOXES[:, None]
+    boxes = np.zeros((NUM_IMAGES, NUM_REGIONS, 4), np.float32)
+    boxes[..., 0] = np.arange(NUM_REGIONS)[None, :] / 8
+    boxes[..., 2] = 0.9
+    boxes[..., 3] = np.arange(NUM_IMAGES)[:, None] / 8 + 0.1
+    confidences = np.where(valid, 0.5 + np.arange(NUM_REGIONS) / 20, 0).astype(np.float32)
+    return write_store(
+        tmp_path / "store",
+        [f"img{index}" for index in range(NUM_IMAGES)],
+        features=region_codes(NUM_IMAGES, NUM_REGIONS, FEATURE_DIM) * valid[..., None],
+        boxes=boxes * valid[..., None],
+        object_ids=OBJECT_IDS * valid,
+        object_confidences=confidences,
+        attribute_ids=(OBJECT_IDS + 1) * valid,
+        attribute_confidences=confidences / 2,
+        num_boxes=NUM_BOXES,
+        image_sizes=np.tile([480, 640], (NUM_IMAGES, 1)),
+    )
+
+
+def corpus_rows(indices=range(NUM_IMAGES)) -> list[dict]:
+    return [{"image_id": f"img{index}", "image_index": index, "text": TEXTS[index]} for index in indices]
+
+
+def fed_images(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Store row of the image each example was fed, read back from its unshuffled region targets."""
+    return batch["mrfr_labels"][:, 0, 0].long() - 1
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_every_model_task_has_one_collator_piece():
+    assert set(TASK_PIECES) == set(PRETRAINING_TASKS)
+
+
+def test_mask_tokens_labels_every_text_token_and_nothing_else_at_probability_one():
+    special_ids = torch.tensor([0, 1, 2, 3, 4])
+    input_ids = torch.tensor([[2, 7, 8, 9, 3, 0, 0], [2, 1, 5, 6, 5, 6, 3]])
+    attention_mask = (input_ids != 0).long()
+
+    masked, labels = mask_tokens(
+        input_ids,
+        attention_mask,
+        mask_token_id=4,
+        vocab_size=10,
+        special_ids=special_ids,
+        generator=torch.Generator().manual_seed(0),
+        probability=1.0,
+    )
+
+    assert labels.tolist() == [[-100, 7, 8, 9, -100, -100, -100], [-100, -100, 5, 6, 5, 6, -100]]
+    # [CLS], [SEP], [UNK] and padding come through untouched
+    untouched = labels == -100
+    assert torch.equal(masked[untouched], input_ids[untouched])
+
+
+def test_mask_tokens_rate_and_80_10_10_split():
+    batch, length, vocab_size = 3000, 20, 50
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(5, vocab_size, (batch, length), generator=generator)
+    input_ids[:, 0], input_ids[:, -3] = 2, 3
+    input_ids[:, -2:] = 0
+    attention_mask = (input_ids != 0).long()
+
+    masked, labels = mask_tokens(
+        input_ids,
+        attention_mask,
+        mask_token_id=4,
+        vocab_size=vocab_size,
+        special_ids=torch.tensor([0, 1, 2, 3, 4]),
+        generator=generator,
+    )
+
+    chosen = labels != -100
+    eligible = batch * (length - 4)
+    assert within_binomial(int(chosen.sum()), eligible, 0.15)
+    assert not chosen[:, [0, -3, -2, -1]].any()
+    assert torch.equal(labels[chosen], input_ids[chosen])
+    assert torch.equal(masked[~chosen], input_ids[~chosen])
+    num_chosen = int(chosen.sum())
+    # a random replacement lands on [MASK] or on the original id with probability 1 / vocab_size each
+    assert within_binomial(int((masked[chosen] == 4).sum()), num_chosen, 0.8 + 0.1 / vocab_size)
+    assert within_binomial(
+        int((masked[chosen] == input_ids[chosen]).sum()), num_chosen, 0.1 + 0.1 / vocab_size
+    )
+
+
+def test_mask_regions_rate_split_and_donors_from_other_images():
+    batch, num_regions = 1500, 36
+    generator = torch.Generator().manual_seed(2)
+    features = torch.from_numpy(region_codes(batch, num_regions, 3))
+    num_boxes = torch.randint(10, num_regions + 1, (batch,), generator=generator)
+    valid = torch.arange(num_regions)[None, :] < num_boxes[:, None]
+
+    masked = features.clone()
+    region_mask = mask_regions(masked, valid.long(), generator)
+
+    assert not region_mask[~valid].any()
+    assert torch.equal(masked[~region_mask], features[~region_mask])
+    assert within_binomial(int(region_mask.sum()), int(valid.sum()), 0.15)
+    chosen_features, chosen_originals = masked[region_mask], features[region_mask]
+    zeroed = chosen_features.eq(0).all(dim=-1)
+    kept = chosen_features.eq(chosen_originals).all(dim=-1)
+    replaced = ~zeroed & ~kept
+    num_chosen = len(chosen_features)
+    assert within_binomial(int(zeroed.sum()), num_chosen, 0.8)
+    assert within_binomial(int(kept.sum()), num_chosen, 0.1)
+    donor_image = chosen_features[replaced, 0].long() - 1
+    donor_region = chosen_features[replaced, 1].long() - 1
+    own_image = torch.nonzero(region_mask)[:, 0][replaced]
+    assert (donor_image != own_image).all()
+    assert (donor_region < num_boxes[donor_image]).all()
+    # donors are spread over the batch, not a fixed neighbour
+    assert len(((donor_image - own_image) % batch).unique()) > len(donor_image) // 2
+
+
+def test_shuffle_triplets_permutes_every_whole_valid_triplet_at_probability_one():
+    features = torch.from_numpy(region_codes(2, 8, 3))
+    boxes = torch.arange(2 * 8 * 4, dtype=torch.float32).view(2, 8, 4)
+    # image 0: triplets (0,1,2) and (3,4,5) valid; regions 6, 7 are outside any triplet.
+    # image 1: 5 valid regions, so only (0,1,2) is whole.
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+
+    shuffled, shuffled_boxes = features.clone(), boxes.clone()
+    ifrs_mask = shuffle_triplets(
+        shuffled, shuffled_boxes, mask, torch.Generator().manual_seed(3), probability=1.0
+    )
+
+    assert ifrs_mask.tolist() == [[True] * 6 + [False] * 2, [True] * 3 + [False] * 5]
+    source_region = shuffled[..., 1].long() - 1
+    for image, triplets in ((0, [0, 3]), (1, [0])):
+        for start in triplets:
+            order = source_region[image, start : start + 3].tolist()
+            assert sorted(order) == [start, start + 1, start + 2] and order != sorted(order)
+    assert torch.equal(source_region[~ifrs_mask], torch.arange(8).expand(2, 8)[~ifrs_mask])
+    assert (shuffled[..., 0].long() - 1).eq(torch.tensor([[0], [1]])).all()
+    # each box travels with its feature
+    assert torch.equal(shuffled_boxes, boxes[torch.tensor([[0], [1]]), source_region])
+
+
+def test_shuffle_triplets_rate_and_all_five_orders():
+    batch, num_regions = 4000, 36
+    generator = torch.Generator().manual_seed(4)
+    features = torch.from_numpy(region_codes(batch, num_regions, 2))
+    mask = torch.ones(batch, num_regions, dtype=torch.long)
+
+    shuffled = features.clone()
+    ifrs_mask = shuffle_triplets(shuffled, torch.zeros(batch, num_regions, 4), mask, generator)
+
+    shuffled_triplets = ifrs_mask.view(batch, 12, 3)[..., 0]
+    assert within_binomial(int(shuffled_triplets.sum()), batch * 12, 0.05)
+    orders = (shuffled[..., 1].long() - 1).view(batch, 12, 3)[shuffled_triplets]
+    orders = orders - orders.min(dim=1, keepdim=True).values
+    seen, counts = orders.unique(dim=0, return_counts=True)
+    assert torch.equal(seen, NON_IDENTITY_PERMUTATIONS.unique(dim=0))
+    assert all(within_binomial(int(count), len(orders), 0.2) for count in counts)
+
+
+def test_class_wordpieces_take_the_first_synonym_and_drop_unknown_words(processor):
+    table = class_wordpieces([*OBJECT_VOCAB, "unicorn"], processor.tokenizer)
+
+    assert table.shape == (6, 2)
+    tokens = [processor.tokenizer.convert_ids_to_tokens([i for i in row if i >= 0]) for row in table.tolist()]
+    assert tokens == [["man"], ["dog"], ["car"], ["hot", "dog"], ["tree"], []]
+
+
+def test_topic_targets_are_text_tokens_that_name_a_detected_object(processor):
+    tokenizer = processor.tokenizer
+    encoded = processor.encode_text(["a man on the street with a hot dog", "a man and a dog", "red car"])
+    ids = tokenizer.convert_tokens_to_ids
+    object_ids = torch.from_numpy(OBJECT_IDS[[0, 3, 1]])
+    valid = torch.arange(NUM_REGIONS)[None, :] < torch.from_numpy(NUM_BOXES[[0, 3, 1]])[:, None]
+
+    targets = topic_targets(
+        torch.from_numpy(encoded["input_ids"]),
+        torch.from_numpy(encoded["attention_mask"]),
+        object_ids,
+        valid,
+        class_wordpieces(OBJECT_VOCAB, tokenizer),
+        len(tokenizer),
+        torch.tensor(tokenizer.all_special_ids),
+    )
+
+    assert targets.shape == (3, len(tokenizer)) and targets.dtype == torch.float32
+    # image 3 shows a dog and trees; its padding regions (class "man") must not count
+    expected = [{ids("man"), ids("hot"), ids("dog")}, {ids("dog")}, set()]
+    assert [set(torch.nonzero(row).flatten().tolist()) for row in targets] == expected
+
+
+def test_mismatch_images_rate_and_uniform_other_images():
+    image_index = torch.arange(2000) % 10
+    fed, labels = mismatch_images(image_index, 10, torch.Generator().manual_seed(5))
+
+    assert within_binomial(int((labels == 0).sum()), 2000, 0.5)
+    assert torch.equal(fed == image_index, labels == 1)
+    others = fed[labels == 0]
+    assert others.unique().tolist() == list(range(10))
+
+
+def test_mismatch_images_draw_from_hard_negatives_when_there_are_some():
+    hard_negatives = np.array([[3, 4, -1], [-1, -1, -1], [0, -1, -1], [2, 1, 0], [0, 1, 2]])
+    image_index = torch.arange(5).repeat(400)
+
+    fed, labels = mismatch_images(image_index, 5, torch.Generator().manual_seed(6), hard_negatives)
+
+    mismatched = labels == 0
+    for image, pool in ((0, {3, 4}), (2, {0}), (3, {0, 1, 2}), (1, {0, 2, 3, 4})):
+        drawn = set(fed[mismatched & (image_index == image)].tolist())
+        assert drawn == pool, image
+
+
+# ---------------------------------------------------------------- stage collator
+
+
+def test_stage_collators_produce_exactly_their_inputs_and_labels(store, processor):
+    inputs = set(processor.model_input_names)
+    region = {"region_mask", "mrfr_labels"} | {
+        f"moc_{kind}_{part}" for kind in ("object", "attribute") for part in ("labels", "confidences")
+    }
+    stages = {
+        ("mlm", "mrfr", "moc", "ifrs"): {"mlm_labels", "ifrs_labels", "ifrs_mask"} | region,
+        ("mlm", "mrfr", "moc", "titp"): {"mlm_labels", "titp_labels"} | region,
+        tuple(SENTENCE_STAGE): {"mlm_labels", "itm_labels", "tits_labels"} | region,
+    }
+    for tasks, labels in stages.items():
+        batch = MSPCollator(store, processor, tasks, object_vocab=OBJECT_VOCAB)(corpus_rows())
+
+        assert set(batch) == inputs | labels, tasks
+        assert batch["visual_feats"].dtype == torch.float32 and batch["visual_feats"].shape == (6, 6, 8)
+        fed_boxes = torch.from_numpy(NUM_BOXES)[fed_images(batch)]
+        assert torch.equal(
+            batch["visual_attention_mask"], (torch.arange(6)[None] < fed_boxes[:, None]).long()
+        )
+        assert not batch["region_mask"][batch["visual_attention_mask"] == 0].any()
+
+
+def test_same_seed_gives_identical_batches_and_calls_differ(store, processor):
+    rows = corpus_rows() * 4
+
+    first = MSPCollator(store, processor, SENTENCE_STAGE + ["ifrs"], object_vocab=OBJECT_VOCAB, seed=7)
+    second = MSPCollator(store, processor, SENTENCE_STAGE + ["ifrs"], object_vocab=OBJECT_VOCAB, seed=7)
+    batches = [first(rows), first(rows)]
+    repeated = [second(rows), second(rows)]
+
+    for batch, again in zip(batches, repeated, strict=True):
+        assert batch.keys() == again.keys()
+        assert all(torch.equal(batch[name], again[name]) for name in batch)
+    assert not torch.equal(batches[0]["mlm_labels"], batches[1]["mlm_labels"])
+    assert all(torch.equal(first(rows, seed=3)[name], second(rows, seed=3)[name]) for name in batches[0])
+
+
+def test_mismatched_pairs_get_the_fed_images_region_and_topic_targets(store, processor):
+    collator = MSPCollator(store, processor, SENTENCE_STAGE, object_vocab=OBJECT_VOCAB)
+    rows = corpus_rows() * 5
+
+    batch = collator(rows)
+
+    fed = fed_images(batch)
+    own = torch.tensor([row["image_index"] for row in rows])
+    assert torch.equal(batch["itm_labels"], (fed == own).long())
+    assert 0 < int(batch["itm_labels"].sum()) < len(rows)
+    assert torch.equal(batch["moc_object_labels"], torch.from_numpy(store.object_ids[fed.numpy()]))
+    assert torch.equal(
+        batch["moc_attribute_confidences"], torch.from_numpy(store.attribute_confidences[fed.numpy()])
+    )
+    assert torch.equal(batch["mrfr_labels"], torch.from_numpy(store.features[fed.numpy()].astype(np.float32)))
+    # topic: the text's tokens that name an object of the image actually fed
+    tokenizer = processor.tokenizer
+    table = class_wordpieces(OBJECT_VOCAB, tokenizer)
+    unmasked = processor.encode_text([row["text"] for row in rows])["input_ids"]
+    for example, image in enumerate(fed.tolist()):
+        shown = {
+            piece
+            for cls in OBJECT_IDS[image, : NUM_BOXES[image]]
+            for piece in table[cls].tolist()
+            if piece >= 0
+        }
+        expected = shown & set(unmasked[example].tolist())
+        assert set(torch.nonzero(batch["tits_labels"][example]).flatten().tolist()) == expected
+
+
+def test_hard_negative_file_feeds_itm_hs(store, processor):
+    hard = np.full((NUM_IMAGES, 2), -1, dtype=np.int64)
+    hard[0] = [5, 4]
+    hard[1] = [3, -1]
+    np.save(store.path / HARD_NEGATIVES_FILE, hard)
+    collator = MSPCollator(
+        store,
+        processor,
+        ["itm", "mrfr"],
+        hard_negatives=load_hard_negatives(store.path),
+        mismatch_probability=1.0,
+    )
+    rows = corpus_rows([0, 1, 2]) * 30
+
+    fed = fed_images(collator(rows))
+
+    assert set(fed[0::3].tolist()) == {5, 4}
+    assert set(fed[1::3].tolist()) == {3}
+    assert 2 not in fed[2::3].tolist() and len(set(fed[2::3].tolist())) > 1
+
+
+def test_ifrs_labels_are_the_original_features_and_boxes_move_with_them(store, processor):
+    collator = MSPCollator(store, processor, ["ifrs"], triplet_shuffle_probability=1.0)
+
+    batch = collator(corpus_rows())
+
+    original = torch.from_numpy(store.features[:].astype(np.float32))
+    assert torch.equal(batch["ifrs_labels"], original)
+    whole_triplets = torch.from_numpy(NUM_BOXES[:, None] >= np.array([3, 6])[None, :]).repeat_interleave(
+        3, dim=1
+    )
+    assert torch.equal(batch["ifrs_mask"], whole_triplets)
+    source = batch["visual_feats"][..., 1].long() - 1
+    assert torch.equal(batch["visual_pos"][..., 0], source * batch["visual_attention_mask"] / 8)
+    # every shuffled triplet holds its own three regions in a non-identity order
+    triplets = source.view(6, 2, 3)[whole_triplets.view(6, 2, 3)[..., 0]]
+    in_order = triplets.min(dim=1, keepdim=True).values + torch.arange(3)
+    assert torch.equal(triplets.sort(dim=1).values, in_order)
+    assert (triplets != in_order).any(dim=1).all()
+
+
+def test_pretokenised_corpus_collates_like_raw_text_with_one_store_read(
+    store, processor, tmp_path, monkeypatch
+):
+    corpus = datasets.Dataset.from_list(corpus_rows())
+    corpus.save_to_disk(tmp_path / "corpus")
+    tokenised = tokenize_corpus(datasets.load_from_disk(tmp_path / "corpus"), processor)
+    collator = MSPCollator(store, processor, SENTENCE_STAGE, object_vocab=OBJECT_VOCAB)
+    reads = []
+    read = store.read
+    monkeypatch.setattr(store, "read", lambda rows: reads.append(rows) or read(rows))
+
+    from_text = collator(corpus_rows(), seed=11)
+    from_tokens = collator(list(tokenised), seed=11)
+
+    assert len(reads) == 2
+    assert all(torch.equal(from_text[name], from_tokens[name]) for name in from_text)
+
+
+@pytest.mark.parametrize(
+    ("rows", "error", "message"),
+    [
+        (
+            [{"image_index": 0, "text": "a"}, {"text": "a"}],
+            KeyError,
+            r"rows\[1\]: field 'image_index' is missing",
+        ),
+        (
+            [{"image_index": 0, "image_id": "img0"}],
+            KeyError,
+            r"rows\[0\] \(image_id 'img0'\): field 'text' is missing",
+        ),
+        (
+            [{"image_index": 9, "text": "a"}],
+            ValueError,
+            r"rows\[0\]: field 'image_index' is 9, outside the feature store",
+        ),
+        (
+            [{"image_index": 2, "image_id": "img3", "text": "a"}],
+            ValueError,
+            r"rows\[0\] \(image_id 'img3'\): field 'image_index' points at image 'img2'",
+        ),
+        (
+            [
+                {
+                    "image_index": 2,
+                    **{
+                        name: [0] * 5
+                        for name in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+                    },
+                }
+            ],
+            ValueError,
+            r"field 'input_ids' has lengths \[5\], expected the processor's max_length 12",
+        ),
+    ],
+)
+def test_bad_rows_name_the_record_and_field(store, processor, rows, error, message):
+    collator = MSPCollator(store, processor, ["mlm", "mrfr"])
+    with pytest.raises(error, match=message):
+        collator(rows)
+
+
+def test_bad_settings_are_refused(store, processor, tmp_path):
+    with pytest.raises(ValueError, match=r"tasks: unknown \['itm_hs'\]"):
+        MSPCollator(store, processor, ["mlm", "itm_hs"])
+    with pytest.raises(ValueError, match="object_vocab: TITP/TITS need"):
+        MSPCollator(store, processor, ["titp"])
+    with pytest.raises(ValueError, match="hard_negatives: given, but 'itm'"):
+        MSPCollator(store, processor, ["mlm"], hard_negatives=np.full((NUM_IMAGES, 2), -1))
+    with pytest.raises(ValueError, match=r"hard_negatives: expected shape \(6, M\)"):
+        MSPCollator(store, processor, ["itm"], hard_negatives=np.full((3, 2), -1))
+    with pytest.raises(KeyError, match="tokenize_corpus: the dataset has no column 'caption'"):
+        tokenize_corpus(datasets.Dataset.from_list(corpus_rows()), processor, text_column="caption")
+
+
+def test_object_ids_outside_the_vocabulary_name_the_image_and_field(store, processor):
+    collator = MSPCollator(store, processor, ["titp"], object_vocab=OBJECT_VOCAB[:3])
+
+    with pytest.raises(
+        ValueError,
+        match=r"image 'img0' \(fed to rows\[0\] \(image_id 'img0'\)\), region 1: field 'object_ids' is 4",
+    ):
+        collator(corpus_rows())

@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+import torch
+
+from processing.processor import LxmertSProcessor, fit_regions
+from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+
+# ids 5.. in this order; "striped" is three WordPieces so that pieces of one word are exercised.
+VOCABULARY = ["a", "man", "'", "s", "red", "-", "str", "##ipe", "##d", "shirt", ",", "blue", "sky"]
+MODEL_INPUT_NAMES = {
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "position_ids",
+    "visual_feats",
+    "visual_pos",
+    "visual_attention_mask",
+}
+
+
+@pytest.fixture
+def processor() -> LxmertSProcessor:
+    return LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(VOCABULARY), num_regions=6, max_length=20)
+
+
+def test_word_position_ids_match_whitespace_words(processor):
+    encoded = processor(["a man's red-striped shirt, blue sky", "  blue\tsky\n a,red  man "])
+
+    tokens = processor.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0][:15].tolist())
+    words = ["a", "man", "'", "s", "red", "-", "str", "##ipe", "##d", "shirt", ",", "blue", "sky"]
+    assert tokens == ["[CLS]", *words, "[SEP]"]
+    # a | man's | red-striped | shirt, | blue | sky ; [CLS]/[SEP] 1, padding 0
+    assert encoded["position_ids"][0].tolist() == [1, 2, 3, 3, 3, 4, 4, 4, 4, 4, 5, 5, 6, 7, 1] + [0] * 5
+    # blue | sky | a,red | man, with tabs, newlines and repeated spaces between them
+    assert encoded["position_ids"][1].tolist() == [1, 2, 3, 4, 4, 4, 5, 1] + [0] * 12
+    assert encoded["attention_mask"][1].tolist() == [1] * 8 + [0] * 12
+    assert encoded["token_type_ids"].eq(0).all()
+
+
+def test_long_text_is_truncated_to_max_length_with_sep_last(processor):
+    encoded = processor(" ".join(["sky"] * 25))
+
+    assert encoded["input_ids"].shape == (1, 20)
+    assert encoded["input_ids"][0, -1] == processor.tokenizer.sep_token_id
+    assert encoded["position_ids"][0].tolist() == [1, *range(2, 20), 1]
+
+
+def test_absolute_position_ids_count_every_slot():
+    processor = LxmertSProcessor(
+        wordpiece_tokenizer_from_vocabulary(VOCABULARY), max_length=8, position_ids_type="absolute"
+    )
+
+    encoded = processor(["a man's shirt", "sky"])
+
+    assert encoded["position_ids"].tolist() == [list(range(8))] * 2
+
+
+def test_regions_are_normalised_padded_and_truncated(processor):
+    features = [np.arange(4 * 3, dtype=np.float32).reshape(4, 3), np.ones((8, 3), np.float32)]
+    boxes = [np.tile([10.0, 20.0, 30.0, 40.0], (4, 1)), np.tile([0.0, 0.0, 100.0, 50.0], (8, 1))]
+
+    encoded = processor(["a man", "blue sky"], features, boxes, image_sizes=[[50, 100], [50, 100]])
+
+    assert set(encoded) == set(processor.model_input_names) == MODEL_INPUT_NAMES
+    assert encoded["visual_feats"].dtype == torch.float32 and encoded["visual_feats"].shape == (2, 6, 3)
+    assert encoded["visual_attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
+    assert torch.equal(encoded["visual_feats"][0, :4], torch.from_numpy(features[0]))
+    assert encoded["visual_feats"][0, 4:].eq(0).all() and encoded["visual_pos"][0, 4:].eq(0).all()
+    # x by the width (100), y by the height (50)
+    assert torch.allclose(encoded["visual_pos"][0, 0], torch.tensor([0.1, 0.4, 0.3, 0.8]))
+    assert encoded["visual_pos"][1].eq(torch.tensor([0.0, 0.0, 1.0, 1.0])).all()
+
+
+def test_numpy_and_torch_batches_give_the_same_inputs(processor):
+    rng = np.random.default_rng(0)
+    features = rng.random((2, 7, 5), dtype=np.float32)
+    boxes = np.sort(rng.random((2, 7, 2, 2), dtype=np.float32), axis=2).transpose(0, 1, 3, 2).reshape(2, 7, 4)
+
+    from_numpy = processor(["a", "sky"], features, boxes, boxes_normalized=True)
+    from_torch = processor(
+        ["a", "sky"], torch.from_numpy(features), torch.from_numpy(boxes), boxes_normalized=True
+    )
+
+    for name in MODEL_INPUT_NAMES:
+        assert torch.equal(from_numpy[name], from_torch[name]), name
+    assert torch.equal(from_numpy["visual_pos"], torch.from_numpy(boxes[:, :6]))
+
+
+def test_fit_regions_zeroes_everything_past_num_boxes():
+    arrays = {"confidences": np.full((2, 4), 0.9, np.float32), "features": np.ones((2, 4, 2), np.float16)}
+
+    fitted, mask = fit_regions(arrays, np.array([1, 4]), num_regions=3)
+
+    assert mask.tolist() == [[True, False, False], [True, True, True]]
+    np.testing.assert_array_equal(fitted["confidences"], np.float32([[0.9, 0, 0], [0.9, 0.9, 0.9]]))
+    assert fitted["features"].dtype == np.float16 and fitted["features"][0, 1:].sum() == 0
+
+
+def test_processor_round_trips_through_save_pretrained(tmp_path):
+    processor = LxmertSProcessor(
+        wordpiece_tokenizer_from_vocabulary(VOCABULARY),
+        num_regions=10,
+        max_length=12,
+        position_ids_type="absolute",
+    )
+    processor.save_pretrained(tmp_path)
+
+    reloaded = LxmertSProcessor.from_pretrained(tmp_path)
+
+    assert (reloaded.num_regions, reloaded.max_length, reloaded.position_ids_type) == (10, 12, "absolute")
+    assert reloaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert torch.equal(reloaded("a red shirt")["input_ids"], processor("a red shirt")["input_ids"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"visual_feats": np.ones((2, 3)), "boxes": np.ones((2, 5))},
+            r"boxes\[0\]: expected .* received shape \(2, 5\)",
+        ),
+        (
+            {"visual_feats": [np.ones((2, 3)), np.ones((3, 3))], "boxes": [np.ones((2, 4)), np.ones((2, 4))]},
+            r"boxes\[1\]: expected shape \(3, 4\) like visual_feats\[1\], received \(2, 4\)",
+        ),
+        (
+            {"visual_feats": np.ones((1, 2, 3, 4)), "boxes": np.ones((2, 4))},
+            r"visual_feats: .* shape \(1, 2, 3, 4\)",
+        ),
+        ({"visual_feats": np.full((2, 3), np.nan), "boxes": np.ones((2, 4))}, r"visual_feats\[0\]: .*NaN"),
+        ({"visual_feats": np.ones((2, 3)), "boxes": np.ones((2, 4))}, r"image_sizes: expected \(batch, 2\)"),
+        (
+            {"visual_feats": np.ones((2, 3)), "boxes": np.ones((2, 4)), "image_sizes": [[10, 10, 3]]},
+            r"image_sizes: expected shape \(1, 2\), received \(1, 3\)",
+        ),
+        (
+            {
+                "visual_feats": np.ones((2, 3)),
+                "boxes": np.array([[0, 0, 5, 5], [0, 0, 12, 5]]),
+                "image_sizes": [[10, 10]],
+            },
+            r"boxes\[0\]\[1\]: expected .* inside the image .* received \[0, 0, 12, 5\]",
+        ),
+        ({"visual_feats": np.ones((2, 3))}, "boxes: expected one box per region"),
+        ({"text": None}, "text, visual_feats: expected at least one"),
+        (
+            {
+                "text": ["a", "sky"],
+                "visual_feats": np.ones((2, 3)),
+                "boxes": np.ones((2, 4)),
+                "boxes_normalized": True,
+            },
+            "expected one image per text, received 2 texts and 1 images",
+        ),
+    ],
+)
+def test_bad_input_names_the_argument_and_shapes(processor, arguments, message):
+    arguments = {"text": "a man", **arguments}
+    with pytest.raises(ValueError, match=message):
+        processor(**arguments)
+
+
+def test_unknown_position_ids_type_is_refused():
+    with pytest.raises(ValueError, match="position_ids_type: expected 'word' or 'absolute', got 'bert'"):
+        LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(VOCABULARY), position_ids_type="bert")

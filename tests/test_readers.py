@@ -1,0 +1,400 @@
+"""Readers against tiny files written in each exact public format."""
+
+import json
+
+import pytest
+
+from processing.readers import (
+    Caption,
+    Flickr30kImage,
+    Nlvr2Pair,
+    Question,
+    RegionPhrase,
+    build_answer_vocab,
+    read_class_vocab,
+    read_coco_captions,
+    read_flickr30k_karpathy,
+    read_lxmert_nlvr2_json,
+    read_lxmert_pretrain_json,
+    read_lxmert_qa_json,
+    read_vg_region_descriptions,
+    read_vqa_official,
+    vqa_soft_scores,
+)
+
+
+def write_json(path, data):
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_class_vocab_takes_first_synonym_and_keeps_multi_word_names(tmp_path):
+    path = tmp_path / "objects_vocab.txt"
+    path.write_text("yolk\ntennis racket,tennis racquet\n  man \nt-shirt,tee shirt\n")
+    assert read_class_vocab(path) == ["yolk", "tennis racket", "man", "t-shirt"]
+
+
+def test_class_vocab_empty_line_names_file_and_line(tmp_path):
+    path = tmp_path / "attributes_vocab.txt"
+    path.write_text("white\n\nblack\n")
+    with pytest.raises(ValueError, match=r"attributes_vocab.txt: line 2: field 'class name'"):
+        read_class_vocab(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.json"):
+        read_coco_captions(tmp_path / "nothere.json")
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[\n{"img_id": "1",\n')
+    with pytest.raises(ValueError, match=r"broken.json: invalid JSON at line 3"):
+        read_lxmert_nlvr2_json(path)
+
+
+def region(region_id, image_id, phrase):
+    return {
+        "region_id": region_id,
+        "image_id": image_id,
+        "phrase": phrase,
+        "x": 1,
+        "y": 2,
+        "width": 3,
+        "height": 4,
+    }
+
+
+def test_vg_region_descriptions_accepts_id_and_image_id(tmp_path):
+    path = write_json(
+        tmp_path / "region_descriptions.json",
+        [
+            {"id": 1, "regions": [region(11, 1, "green old car"), region(12, 1, "man riding a bike")]},
+            {"image_id": 2, "regions": [region(21, 2, "clock on the tower")]},
+        ],
+    )
+    assert read_vg_region_descriptions(path) == [
+        RegionPhrase("1", "11", "green old car"),
+        RegionPhrase("1", "12", "man riding a bike"),
+        RegionPhrase("2", "21", "clock on the tower"),
+    ]
+
+
+def test_vg_region_missing_phrase_names_file_image_region_and_field(tmp_path):
+    bad = region(12, 1, "x")
+    del bad["phrase"]
+    path = write_json(
+        tmp_path / "region_descriptions.json", [{"id": 1, "regions": [region(11, 1, "a"), bad]}]
+    )
+    with pytest.raises(
+        KeyError,
+        match=r"region_descriptions.json: record 0 \(image 1\) region 1 \(region_id 12\): field 'phrase'",
+    ):
+        read_vg_region_descriptions(path)
+
+
+def test_vg_region_of_another_image_is_an_error(tmp_path):
+    path = write_json(tmp_path / "rd.json", [{"id": 1, "regions": [region(11, 7, "a")]}])
+    with pytest.raises(ValueError, match=r"region_id 11\): field 'image_id' is 7"):
+        read_vg_region_descriptions(path)
+
+
+def coco_file(tmp_path, annotations):
+    images = [
+        {"id": 57870, "file_name": "COCO_train2014_000000057870.jpg", "height": 480, "width": 640},
+        {"id": 384029, "file_name": "COCO_train2014_000000384029.jpg", "height": 429, "width": 640},
+    ]
+    return write_json(
+        tmp_path / "captions_train2014.json", {"info": {}, "images": images, "annotations": annotations}
+    )
+
+
+def test_coco_captions_use_file_name_stem_as_image_id(tmp_path):
+    path = coco_file(
+        tmp_path,
+        [
+            {"image_id": 57870, "id": 787980, "caption": "A very clean and well decorated empty bathroom\n"},
+            {"image_id": 384029, "id": 789366, "caption": "A man  standing next to a bike."},
+        ],
+    )
+    assert read_coco_captions(path) == [
+        Caption("COCO_train2014_000000057870", "A very clean and well decorated empty bathroom", "mscoco"),
+        Caption("COCO_train2014_000000384029", "A man standing next to a bike.", "mscoco"),
+    ]
+
+
+def test_coco_caption_of_unknown_image_names_annotation(tmp_path):
+    path = coco_file(tmp_path, [{"image_id": 5, "id": 42, "caption": "x"}])
+    with pytest.raises(ValueError, match=r"annotations\[0\] \(id 42\): field 'image_id' 5"):
+        read_coco_captions(path)
+
+
+def test_coco_caption_of_wrong_type_names_field(tmp_path):
+    path = coco_file(tmp_path, [{"image_id": 57870, "id": 42, "caption": 7}])
+    with pytest.raises(
+        ValueError, match=r"captions_train2014.json: annotations\[0\] \(id 42\): field 'caption' must be str"
+    ):
+        read_coco_captions(path)
+
+
+def lxmert_pretrain_file(tmp_path):
+    return write_json(
+        tmp_path / "mscoco_train.json",
+        [
+            {
+                "img_id": "COCO_train2014_000000318556",
+                "labelf": {"vqa": [{"yes": 1.0}]},
+                "sentf": {"mscoco": ["a cat on a mat", "a sleeping cat"], "vqa": ["is the cat asleep?"]},
+            },
+            {"img_id": "2345", "labelf": {}, "sentf": {"vg": ["man riding a bike"], "mscoco": []}},
+        ],
+    )
+
+
+def test_lxmert_pretrain_json_keeps_chosen_sources_in_file_order(tmp_path):
+    path = lxmert_pretrain_file(tmp_path)
+    assert read_lxmert_pretrain_json(path, ["mscoco", "vg"]) == [
+        Caption("COCO_train2014_000000318556", "a cat on a mat", "mscoco"),
+        Caption("COCO_train2014_000000318556", "a sleeping cat", "mscoco"),
+        Caption("2345", "man riding a bike", "vg"),
+    ]
+
+
+def test_lxmert_pretrain_json_unknown_source_lists_available(tmp_path):
+    path = lxmert_pretrain_file(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"unknown sources \['coco'\]; the file has \['mscoco', 'vg', 'vqa'\]"
+    ):
+        read_lxmert_pretrain_json(path, ["coco"])
+
+
+def test_lxmert_pretrain_json_bad_sentence_list_names_record(tmp_path):
+    path = write_json(tmp_path / "p.json", [{"img_id": "9", "labelf": {}, "sentf": {"mscoco": "not a list"}}])
+    with pytest.raises(
+        ValueError, match=r"p.json: record 0 \(img_id 9\) field 'sentf': field 'mscoco' must be list"
+    ):
+        read_lxmert_pretrain_json(path, ["mscoco"])
+
+
+def test_vqa_soft_scores_are_the_leave_one_out_accuracy():
+    # "a" given by 2 of 10: dropping one of its 2 annotators (2 subsets) leaves 1 match -> 1/3,
+    # dropping any of the other 8 leaves 2 matches -> 2/3: (2 * 1/3 + 8 * 2/3) / 10 = 0.6.
+    # "b" by 3: (3 * 2/3 + 7 * 1) / 10 = 0.9.  "c" by 1: (1 * 0 + 9 * 1/3) / 10 = 0.3.  "d" by 4: 1.0.
+    scores = vqa_soft_scores(["a", "a", "b", "b", "b", "c", "d", "d", "d", "d"])
+    assert scores == pytest.approx({"a": 0.6, "b": 0.9, "c": 0.3, "d": 1.0})
+    assert vqa_soft_scores(["yes"] * 10) == {"yes": 1.0}
+
+
+def vqa_answers(*given):
+    return [
+        {"answer": answer, "answer_confidence": "yes", "answer_id": i + 1} for i, answer in enumerate(given)
+    ]
+
+
+def write_vqa(tmp_path, annotations):
+    questions = write_json(
+        tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json",
+        {
+            "info": {},
+            "task_type": "Open-Ended",
+            "questions": [
+                {"image_id": 42, "question": "What color is the car?", "question_id": 42000},
+                {"image_id": 73, "question": "Is it raining?", "question_id": 73001},
+            ],
+        },
+    )
+    annotations_path = write_json(
+        tmp_path / "v2_mscoco_val2014_annotations.json", {"annotations": annotations}
+    )
+    return questions, annotations_path
+
+
+def vqa_annotation(question_id, image_id, given, majority):
+    return {
+        "question_id": question_id,
+        "image_id": image_id,
+        "question_type": "what color",
+        "answer_type": "other",
+        "answers": vqa_answers(*given),
+        "multiple_choice_answer": majority,
+    }
+
+
+def test_vqa_official_normalises_answers_scores_them_and_maps_image_ids(tmp_path):
+    questions, annotations = write_vqa(
+        tmp_path,
+        [
+            vqa_annotation(42000, 42, ["Red", "red ", "blue"] + ["green"] * 7, "green"),
+            vqa_annotation(73001, 73, ["no"] * 10, "no"),
+        ],
+    )
+    records = read_vqa_official(questions, annotations, "val2014")
+    assert records[0].question_id == "42000"
+    assert records[0].image_id == "COCO_val2014_000000000042"
+    assert records[0].question == "What color is the car?"
+    assert records[0].answer == "green"
+    assert dict(zip(records[0].answers, records[0].scores, strict=True)) == pytest.approx(
+        {"red": 0.6, "blue": 0.3, "green": 1.0}
+    )
+    assert records[1] == Question("73001", "COCO_val2014_000000000073", "Is it raining?", ["no"], [1.0], "no")
+
+
+def test_vqa_official_without_annotations_has_no_answers(tmp_path):
+    questions, _ = write_vqa(tmp_path, [])
+    records = read_vqa_official(questions, None, "test2015")
+    assert [(r.image_id, r.answers, r.scores, r.answer) for r in records] == [
+        ("COCO_test2015_000000000042", [], [], None),
+        ("COCO_test2015_000000000073", [], [], None),
+    ]
+
+
+def test_vqa_official_question_without_annotation_is_named(tmp_path):
+    questions, annotations = write_vqa(tmp_path, [vqa_annotation(42000, 42, ["red"] * 10, "red")])
+    with pytest.raises(KeyError, match=r"annotations.json: no annotation for question_id 73001"):
+        read_vqa_official(questions, annotations, "val2014")
+
+
+def test_vqa_official_answer_of_wrong_type_names_field(tmp_path):
+    annotation = vqa_annotation(42000, 42, ["red"] * 10, "red")
+    annotation["answers"][3]["answer"] = 3
+    questions, annotations = write_vqa(tmp_path, [annotation])
+    with pytest.raises(
+        ValueError, match=r"annotations\[0\] \(question_id 42000\) answers\[3\]: field 'answer'"
+    ):
+        read_vqa_official(questions, annotations, "val2014")
+
+
+def test_vqa_official_image_mismatch_is_an_error(tmp_path):
+    questions, annotations = write_vqa(
+        tmp_path,
+        [vqa_annotation(42000, 41, ["red"] * 10, "red"), vqa_annotation(73001, 73, ["no"] * 10, "no")],
+    )
+    with pytest.raises(ValueError, match=r"question_id 42000: field 'image_id' is 41"):
+        read_vqa_official(questions, annotations, "val2014")
+
+
+def test_lxmert_vqa_json(tmp_path):
+    path = write_json(
+        tmp_path / "minival.json",
+        [
+            {
+                "answer_type": "other",
+                "img_id": "COCO_val2014_000000393267",
+                "label": {"discus": 0.3, "frisbee": 1.0},
+                "question_id": 393267002,
+                "question_type": "what is the",
+                "sent": "What is the man throwing?",
+            },
+            {"img_id": "COCO_test2015_000000000001", "question_id": 1000, "sent": "Is it sunny?"},
+        ],
+    )
+    assert read_lxmert_qa_json(path) == [
+        Question(
+            "393267002",
+            "COCO_val2014_000000393267",
+            "What is the man throwing?",
+            ["discus", "frisbee"],
+            [0.3, 1.0],
+            "frisbee",
+        ),
+        Question("1000", "COCO_test2015_000000000001", "Is it sunny?", [], [], None),
+    ]
+
+
+def test_lxmert_gqa_json_with_string_ids(tmp_path):
+    path = write_json(
+        tmp_path / "testdev.json",
+        [{"img_id": "n161313", "label": {"yes": 1.0}, "question_id": "201307251", "sent": "Is it a shoe?"}],
+    )
+    assert read_lxmert_qa_json(path) == [
+        Question("201307251", "n161313", "Is it a shoe?", ["yes"], [1.0], "yes")
+    ]
+
+
+@pytest.mark.parametrize("score", [1.5, float("nan"), "1", True])
+def test_lxmert_label_score_must_be_in_unit_interval(tmp_path, score):
+    path = write_json(
+        tmp_path / "train.json", [{"img_id": "n1", "label": {"yes": score}, "question_id": "7", "sent": "?"}]
+    )
+    with pytest.raises(ValueError, match=r"train.json: record 0 \(question_id 7\): field 'label'\['yes'\]"):
+        read_lxmert_qa_json(path)
+
+
+def test_lxmert_question_missing_sentence_names_field(tmp_path):
+    path = write_json(tmp_path / "val.json", [{"img_id": "n1", "question_id": "7"}])
+    with pytest.raises(KeyError, match=r"val.json: record 0 \(question_id 7\): field 'sent' is missing"):
+        read_lxmert_qa_json(path)
+
+
+def test_answer_vocab_keeps_frequent_answers_by_count():
+    records = [
+        Question(str(i), "img", "q", [], [], answer)
+        for i, answer in enumerate(["yes"] * 3 + ["no"] * 2 + ["2"])
+    ]
+    records.append(Question("x", "img", "q", [], [], None))
+    assert build_answer_vocab(records, min_count=2) == ["yes", "no"]
+    assert build_answer_vocab(records, min_count=1) == ["yes", "no", "2"]
+
+
+def test_lxmert_nlvr2_json(tmp_path):
+    path = write_json(
+        tmp_path / "valid.json",
+        [
+            {
+                "identifier": "dev-850-0-0",
+                "img0": "dev-850-0-img0",
+                "img1": "dev-850-0-img1",
+                "label": 0,
+                "sent": "There are two dogs.",
+                "uid": "nlvr2_dev_0",
+            }
+        ],
+    )
+    assert read_lxmert_nlvr2_json(path) == [
+        Nlvr2Pair("dev-850-0-0", ("dev-850-0-img0", "dev-850-0-img1"), "There are two dogs.", 0)
+    ]
+
+
+@pytest.mark.parametrize("label", [2, "True", True])
+def test_lxmert_nlvr2_label_must_be_zero_or_one(tmp_path, label):
+    path = write_json(
+        tmp_path / "train.json",
+        [{"identifier": "train-1-0-0", "img0": "a", "img1": "b", "label": label, "sent": "s", "uid": "u"}],
+    )
+    with pytest.raises(ValueError, match=r"train.json: record 0 \(identifier train-1-0-0\): field 'label'"):
+        read_lxmert_nlvr2_json(path)
+
+
+def test_flickr30k_karpathy(tmp_path):
+    sentences = [{"raw": "Two young guys with shaggy hair.", "tokens": ["two"], "imgid": 0, "sentid": 0}]
+    path = write_json(
+        tmp_path / "dataset_flickr30k.json",
+        {
+            "dataset": "flickr30k",
+            "images": [
+                {
+                    "filename": "1000092795.jpg",
+                    "imgid": 0,
+                    "split": "train",
+                    "sentences": sentences,
+                    "sentids": [0],
+                },
+                {"filename": "1007129816.jpg", "imgid": 1, "split": "test", "sentences": [], "sentids": []},
+            ],
+        },
+    )
+    assert read_flickr30k_karpathy(path) == [
+        Flickr30kImage("1000092795", ["Two young guys with shaggy hair."], "train"),
+        Flickr30kImage("1007129816", [], "test"),
+    ]
+
+
+def test_flickr30k_sentence_without_raw_names_image(tmp_path):
+    path = write_json(
+        tmp_path / "dataset_flickr30k.json",
+        {"images": [{"filename": "1.jpg", "imgid": 0, "split": "val", "sentences": [{"tokens": []}]}]},
+    )
+    with pytest.raises(
+        KeyError, match=r"images\[0\] \(filename 1.jpg\) sentences\[0\]: field 'raw' is missing"
+    ):
+        read_flickr30k_karpathy(path)
