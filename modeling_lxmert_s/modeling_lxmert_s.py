@@ -23,6 +23,9 @@ from transformers.utils import ModelOutput
 from .configuration_lxmert_s import LxmertSConfig
 from .pretraining_heads import HEADS, LABEL_TASKS, EncoderFeatures, MaskedLanguageModelingHead
 
+# The released code's visual [CLS] covers the whole image.
+VISUAL_CLS_BOX = (0.0, 0.0, 1.0, 1.0)
+
 
 @dataclass
 class LxmertSModelOutput(ModelOutput):
@@ -106,7 +109,7 @@ class LxmertSVisualFeatureEncoder(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         if config.visual_cls_token:
             self.visual_cls_feature = nn.Parameter(torch.zeros(config.visual_feat_dim))
-            self.register_buffer("visual_cls_box", torch.tensor([0.0, 0.0, 1.0, 1.0]), persistent=False)
+            self.register_buffer("visual_cls_box", torch.tensor(VISUAL_CLS_BOX), persistent=False)
         else:
             self.visual_cls_feature = None
 
@@ -306,7 +309,7 @@ class LxmertSPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LxmertSVisualFeatureEncoder) and module.visual_cls_feature is not None:
             init.normal_(module.visual_cls_feature, mean=0.0, std=self.config.initializer_range)
             # not saved, so from_pretrained (which builds on the meta device) must set it here
-            init.copy_(module.visual_cls_box, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+            init.copy_(module.visual_cls_box, torch.tensor(VISUAL_CLS_BOX))
 
 
 def _shape_error(name: str, expected: str, received: torch.Size) -> ValueError:
