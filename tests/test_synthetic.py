@@ -1,0 +1,135 @@
+"""The synthetic world: deterministic, in the public formats, and learnable only by looking at the regions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+from transformers import AutoTokenizer
+
+from processing.hard_negatives import load_hard_negatives
+from processing.readers import (
+    read_class_vocab,
+    read_coco_captions,
+    read_flickr30k_karpathy,
+    read_lxmert_nlvr2_json,
+    read_lxmert_qa_json,
+    read_vg_region_descriptions,
+)
+from processing.store import ARRAYS, FeatureStore
+from processing.synthetic import ATTRIBUTES, OBJECT_CLASSES, VERBS, WorldSettings, generate_world
+from processing.verbs import contains_verb
+from processing.world_baselines import measure
+
+SMALL = WorldSettings(images=40, feature_dim=16, seed=7)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("world") / "world", SMALL)
+
+
+@pytest.fixture(scope="module")
+def larger_world(tmp_path_factory):
+    """Enough images and feature dimensions for the learnability checks to be more than noise."""
+    return generate_world(
+        tmp_path_factory.mktemp("world") / "world", WorldSettings(images=400, feature_dim=64, seed=1)
+    )
+
+
+def _same_world(first, second) -> bool:
+    a, b = FeatureStore(first / "store"), FeatureStore(second / "store")
+    arrays_equal = all(np.array_equal(a.arrays[name], b.arrays[name]) for name in ARRAYS)
+    files = ["region_descriptions.json", "captions_train.json", "dataset_flickr30k.json", "vqa/train.json"]
+    return arrays_equal and all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+
+
+def test_a_seed_makes_the_same_world_and_another_seed_another(world, tmp_path):
+    again = generate_world(tmp_path / "again", SMALL)
+    other = generate_world(tmp_path / "other", replace(SMALL, seed=8))
+    assert _same_world(world, again)
+    assert not _same_world(world, other)
+
+
+def test_an_existing_world_is_reused_and_a_different_one_refused(world):
+    stamp = (world / "world.json").stat().st_mtime_ns
+    assert generate_world(world, SMALL) == world
+    assert (world / "world.json").stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match="other settings"):
+        generate_world(world, replace(SMALL, seed=99))
+    with pytest.raises(ValueError, match="at least 20 images"):
+        generate_world(world.parent / "tiny", replace(SMALL, images=10))
+
+
+def test_the_store_looks_like_a_detectors(world):
+    store = FeatureStore(world / "store")
+    assert store.features.shape == (SMALL.images, SMALL.regions, SMALL.feature_dim)
+    assert (store.num_boxes == SMALL.regions).all()
+    assert (store.features >= 0).all()  # ReLU features, as pooled CNN features
+    assert (np.diff(store.object_confidences, axis=1) <= 0).all()  # listed by confidence
+    assert ((store.boxes >= 0) & (store.boxes <= 1)).all()
+    assert (store.boxes[..., 2:] >= store.boxes[..., :2]).all()
+    assert load_hard_negatives(world / "store").shape == (SMALL.images, SMALL.images - 1)
+
+
+def test_files_are_in_the_public_formats_and_read_back(world):
+    assert read_class_vocab(world / "objects_vocab.txt") == list(OBJECT_CLASSES)
+    assert read_class_vocab(world / "attributes_vocab.txt") == list(ATTRIBUTES)
+    store = FeatureStore(world / "store")
+    phrases = read_vg_region_descriptions(world / "region_descriptions.json")
+    assert {phrase.image_id for phrase in phrases} == set(store.image_ids)
+    images = read_flickr30k_karpathy(world / "dataset_flickr30k.json")
+    assert {image.split for image in images} == {"train", "val", "test"}
+    assert all(len(image.captions) == SMALL.captions_per_image for image in images)
+    train = {image.image_id for image in images if image.split == "train"}
+    assert {caption.image_id for caption in read_coco_captions(world / "captions_train.json")} == train
+    for split in ("train", "val", "test"):
+        questions = read_lxmert_qa_json(world / "vqa" / f"{split}.json")
+        assert len(questions) == SMALL.questions_per_image * sum(image.split == split for image in images)
+        assert all(max(question.scores) >= 0.9 for question in questions)  # most annotators agree
+        pairs = read_lxmert_nlvr2_json(world / "nlvr2" / f"{split}.json")
+        assert pairs and {pair.label for pair in pairs} <= {0, 1}
+
+
+def test_corpora_use_train_images_and_the_verb_filter_has_work(world):
+    train = {
+        image.image_id
+        for image in read_flickr30k_karpathy(world / "dataset_flickr30k.json")
+        if image.split == "train"
+    }
+    for name in ("tokens", "phrases", "captions", "vqa_train"):
+        assert set(load_from_disk(world / "corpora" / name)["image_id"]) == train, name
+    test_images = set(load_from_disk(world / "corpora" / "vqa_test")["image_id"])
+    assert test_images and not test_images & train
+    raw = [phrase.phrase for phrase in read_vg_region_descriptions(world / "region_descriptions.json")]
+    with_verbs = [phrase for phrase in raw if any(f" {verb} " in phrase for verb in VERBS)]
+    assert with_verbs and all(contains_verb(phrase) for phrase in with_verbs)
+    kept = ", ".join(load_from_disk(world / "corpora" / "phrases")["text"])
+    assert not any(f" {verb} " in kept for verb in VERBS)
+
+
+def test_the_tokenizer_knows_every_class_and_attribute(world):
+    tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
+    ids = tokenizer(list(OBJECT_CLASSES + ATTRIBUTES), add_special_tokens=False)["input_ids"]
+    assert all(tokenizer.unk_token_id not in piece for piece in ids)
+
+
+def test_what_a_region_is_can_be_read_from_its_feature(larger_world):
+    store = FeatureStore(larger_world / "store")
+    confident = store.object_confidences[:] >= 0.6
+    features = store.features[:][confident].astype(np.float64)
+    labels = store.object_ids[:][confident]
+    half = len(features) // 2
+    inputs = np.hstack([features, np.ones((len(features), 1))])
+    decoder = np.linalg.lstsq(inputs[:half], np.eye(len(OBJECT_CLASSES))[labels[:half]], rcond=None)[0]
+    accuracy = (np.argmax(inputs[half:] @ decoder, 1) == labels[half:]).mean()
+    assert accuracy > 0.9  # chance is 1/57; confident detections carry the right label
+
+
+def test_answers_need_the_regions_and_grounding_helps(larger_world):
+    results = measure(larger_world)
+    assert results["text only"]["all"] <= results["prior"]["all"] + 0.1
+    assert results["grounded"]["all"] >= results["text only"]["all"] + 0.25
+    assert results["grounded"]["color"] >= results["text only"]["color"] + 0.4
