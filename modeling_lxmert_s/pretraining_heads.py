@@ -62,12 +62,12 @@ class RegionHead(PretrainingHead):
     def region_states(self, features: EncoderFeatures, chosen: torch.Tensor | None = None) -> torch.Tensor:
         """Transformed (and gated) region outputs: (B, R, H), or (N, H) at the `chosen` (B, R) regions
         only, so that a decoder into 2,048 features runs where a loss needs it."""
-        regions = features.region_output
-        pooled = features.pooled_output.unsqueeze(1).expand_as(regions)
-        if chosen is not None:
-            regions, pooled = regions[chosen], pooled[chosen]
+        regions = features.region_output[chosen] if chosen is not None else features.region_output
         states = self.transform(regions)
-        return states * pooled if self.gate else states
+        if not self.gate:
+            return states
+        pooled = features.pooled_output.unsqueeze(1).expand_as(features.region_output)
+        return states * (pooled[chosen] if chosen is not None else pooled)
 
 
 def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
