@@ -31,8 +31,11 @@ class MSPTrainer(Trainer):
                 "TrainingArguments.remove_unused_columns must be False for MSPTrainer: the stage collator "
                 "reads the corpus columns (image_index, text) that the Trainer would remove"
             )
-        self._task_loss_sums: dict[str, torch.Tensor] = {}
-        self._task_loss_counts: dict[str, int] = {}
+        # One slot per task the model carries, so every process reduces tensors of the same shape even
+        # when a task had no labels in some of its micro-batches.
+        self._tasks = list(self.accelerator.unwrap_model(self.model).config.pretraining_tasks)
+        self._task_loss_sums = torch.zeros(len(self._tasks), device=self.args.device)
+        self._task_loss_counts = torch.zeros(len(self._tasks), device=self.args.device)
 
     def compute_loss(
         self,
@@ -43,33 +46,29 @@ class MSPTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         outputs = model(**inputs)
         if outputs.loss is None:
-            tasks = list(self.accelerator.unwrap_model(model).config.pretraining_tasks)
             raise ValueError(
-                f"the batch holds no labels of the model's tasks {tasks}; it has {sorted(inputs)}"
+                f"the batch holds no labels of the model's tasks {self._tasks}; it has {sorted(inputs)}"
             )
         if model.training:
             for task, value in outputs.losses.items():
-                self._task_loss_sums[task] = self._task_loss_sums.get(task, 0.0) + value.detach().float()
-                self._task_loss_counts[task] = self._task_loss_counts.get(task, 0) + 1
+                self._task_loss_sums[self._tasks.index(task)] += value.detach().float()
+                self._task_loss_counts[self._tasks.index(task)] += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._task_loss_sums:
+        if "loss" in logs:  # a training log: every process reaches it at the same step
             logs.update(self._window_task_losses())
         super().log(logs, start_time)
 
     def _window_task_losses(self) -> dict[str, float]:
         """Mean of each task's loss over the micro-batches since the last log, over all processes."""
-        tasks = sorted(self._task_loss_sums)
-        sums = torch.stack([torch.as_tensor(self._task_loss_sums[task]) for task in tasks]).to(
-            self.args.device
-        )
-        counts = torch.tensor(
-            [float(self._task_loss_counts[task]) for task in tasks], device=self.args.device
-        )
-        sums, counts = self.accelerator.reduce(sums, "sum"), self.accelerator.reduce(counts, "sum")
-        self._task_loss_sums, self._task_loss_counts = {}, {}
-        return {
+        sums = self.accelerator.reduce(self._task_loss_sums, "sum")
+        counts = self.accelerator.reduce(self._task_loss_counts, "sum")
+        means = {
             f"loss/{task}": (total / count).item()
-            for task, total, count in zip(tasks, sums, counts, strict=True)
+            for task, total, count in zip(self._tasks, sums, counts, strict=True)
+            if count > 0
         }
+        self._task_loss_sums.zero_()
+        self._task_loss_counts.zero_()
+        return means
