@@ -45,7 +45,7 @@ from processing.readers import (
     read_vg_region_descriptions,
     read_vqa_official,
 )
-from processing.store import FeatureStore, atomic_write_text
+from processing.store import FeatureStore, atomic_write_text, replace_folder
 from processing.verbs import contains_verb
 
 logger = logging.getLogger(__name__)
@@ -354,13 +354,7 @@ def save_corpus(corpus: Corpus, out: str | os.PathLike, *, overwrite: bool = Fal
     corpus.dataset.save_to_disk(str(temporary), num_shards=1 if len(corpus.dataset) == 0 else None)
     if corpus.answer_vocab is not None:
         atomic_write_text(temporary / ANSWERS_FILE, json.dumps(corpus.answer_vocab))
-    if out.exists():
-        previous = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, previous)
-        os.replace(temporary, out)
-        shutil.rmtree(previous)
-    else:
-        os.replace(temporary, out)
+    replace_folder(temporary, out)
     return out
 
 

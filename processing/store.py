@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def replace_folder(finished: Path, out: Path) -> None:
+    """Move the finished folder `finished` to `out`, replacing what is there with renames only, so a
+    killed process leaves either the old folder or the new one at `out`, never a mix."""
+    if out.exists():
+        previous = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, previous)
+        os.replace(finished, out)
+        shutil.rmtree(previous)
+    else:
+        os.replace(finished, out)
 
 
 def write_store(path: str | os.PathLike, image_ids: Sequence[str], **arrays: np.ndarray) -> FeatureStore:

@@ -52,7 +52,7 @@ from processing.readers import (
     read_vg_region_descriptions,
     vqa_soft_scores,
 )
-from processing.store import FeatureStore, atomic_write_text, write_store_from_chunks
+from processing.store import FeatureStore, atomic_write_text, replace_folder, write_store_from_chunks
 from processing.tokenizer import build_wordpiece_tokenizer
 
 # fmt: off
@@ -521,9 +521,7 @@ def generate_world(
     tokenizer = build_wordpiece_tokenizer([*_all_texts(work), *OBJECT_CLASSES, *ATTRIBUTES], vocab_size=2000)
     tokenizer.save_pretrained(work / "tokenizer")
     atomic_write_text(work / "world.json", json.dumps(asdict(settings), indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+    replace_folder(work, out)
     return out
 
 
