@@ -1,34 +1,52 @@
 """LXMERT-S for multi-stage pre-training; importing the package registers it with the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForQuestionAnswering
 
 from .configuration_lxmert_s import PRETRAINING_TASKS, LxmertSConfig
 from .convert_lxmert import convert_lxmert_state_dict
 from .modeling_lxmert_s import (
+    LxmertSForImageTextRetrieval,
     LxmertSForPreTraining,
     LxmertSForPreTrainingOutput,
+    LxmertSForQuestionAnswering,
+    LxmertSForVisualReasoning,
     LxmertSModel,
     LxmertSModelOutput,
     LxmertSPreTrainedModel,
+    LxmertSTaskOutput,
 )
 from .pretraining_heads import HEADS
 
 AutoConfig.register(LxmertSConfig.model_type, LxmertSConfig)
 AutoModel.register(LxmertSConfig, LxmertSModel)
 AutoModelForPreTraining.register(LxmertSConfig, LxmertSForPreTraining)
+# Where transformers' LXMERT is registered. Not AutoModelForVisualQuestionAnswering: its models take
+# pixels for the VQA pipeline, while LXMERT-S takes detector region features.
+AutoModelForQuestionAnswering.register(LxmertSConfig, LxmertSForQuestionAnswering)
 # save_pretrained then writes an auto_map entry for each class and copies the code beside the weights.
 LxmertSConfig.register_for_auto_class()
 LxmertSModel.register_for_auto_class("AutoModel")
 LxmertSForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+LxmertSForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
+# transformers has no Auto class for NLVR2 or retrieval (nor for its own ViLT/BLIP models of these
+# tasks). Registering them as AutoModel is what makes save_pretrained copy the code, and the saved
+# folder then rebuilds the task model with AutoModel(..., trust_remote_code=True), as Hub remote
+# code without a matching Auto class does; the encoder alone stays LxmertSModel.from_pretrained.
+LxmertSForVisualReasoning.register_for_auto_class("AutoModel")
+LxmertSForImageTextRetrieval.register_for_auto_class("AutoModel")
 
 __all__ = [
     "HEADS",
     "PRETRAINING_TASKS",
     "LxmertSConfig",
+    "LxmertSForImageTextRetrieval",
     "LxmertSForPreTraining",
     "LxmertSForPreTrainingOutput",
+    "LxmertSForQuestionAnswering",
+    "LxmertSForVisualReasoning",
     "LxmertSModel",
     "LxmertSModelOutput",
     "LxmertSPreTrainedModel",
+    "LxmertSTaskOutput",
     "convert_lxmert_state_dict",
 ]

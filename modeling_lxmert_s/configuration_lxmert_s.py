@@ -21,6 +21,7 @@ AUTO_MAP = {
     "AutoConfig": "configuration_lxmert_s.LxmertSConfig",
     "AutoModel": "modeling_lxmert_s.LxmertSModel",
     "AutoModelForPreTraining": "modeling_lxmert_s.LxmertSForPreTraining",
+    "AutoModelForQuestionAnswering": "modeling_lxmert_s.LxmertSForQuestionAnswering",
 }
 
 
@@ -53,6 +54,9 @@ class LxmertSConfig(PreTrainedConfig):
         (LXMERT and the LXMERT-S code); `True`: only at masked regions (the paper's wording).
     visual_loss_normalizer (`float`, defaults to 6.67):
         LXMERT's factor (about 1/0.15) on the MRFR and MOC losses.
+    num_qa_labels (`int`, defaults to 3129):
+        Size of the answer vocabulary of `LxmertSForQuestionAnswering` (LXMERT's VQA v2 answer set; a
+        GQA answer set differs).
     """
 
     model_type = "lxmert_s"
@@ -87,6 +91,8 @@ class LxmertSConfig(PreTrainedConfig):
     moc_masked_regions_only: bool = False
     visual_loss_normalizer: float = 6.67
 
+    num_qa_labels: int = 3129
+
     def __post_init__(self, **kwargs):
         if self.pretraining_tasks is None:
             self.pretraining_tasks = ["mlm", "mrfr", "moc", "itm"]
@@ -104,6 +110,8 @@ class LxmertSConfig(PreTrainedConfig):
             )
         if self.pooler_type == "product" and not self.visual_cls_token:
             raise ValueError("pooler_type='product' pools the visual [CLS]: it needs visual_cls_token=True")
+        if self.num_qa_labels < 1:
+            raise ValueError(f"num_qa_labels ({self.num_qa_labels}) must be at least 1")
         unknown = [task for task in self.pretraining_tasks if task not in PRETRAINING_TASKS]
         if unknown:
             raise ValueError(
@@ -145,6 +153,7 @@ class LxmertSConfig(PreTrainedConfig):
                 "num_object_labels",
                 "num_attr_labels",
                 "visual_loss_normalizer",
+                "num_qa_labels",
             )
         }
         settings = {

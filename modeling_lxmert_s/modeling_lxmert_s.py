@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -21,7 +22,13 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_lxmert_s import LxmertSConfig
-from .pretraining_heads import HEADS, LABEL_TASKS, EncoderFeatures, MaskedLanguageModelingHead
+from .pretraining_heads import (
+    HEADS,
+    LABEL_TASKS,
+    EncoderFeatures,
+    ImageTextMatchingHead,
+    MaskedLanguageModelingHead,
+)
 
 # The released code's visual [CLS] covers the whole image.
 VISUAL_CLS_BOX = (0.0, 0.0, 1.0, 1.0)
@@ -59,6 +66,26 @@ class LxmertSForPreTrainingOutput(ModelOutput):
     language_output: torch.Tensor | None = None
     vision_output: torch.Tensor | None = None
     pooled_output: torch.Tensor | None = None
+    language_hidden_states: tuple[torch.Tensor, ...] | None = None
+    vision_hidden_states: tuple[torch.Tensor, ...] | None = None
+    language_attentions: tuple[torch.Tensor, ...] | None = None
+    vision_attentions: tuple[torch.Tensor, ...] | None = None
+    cross_encoder_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class LxmertSTaskOutput(ModelOutput):
+    """What every downstream model returns. The scores are `logits`, as in transformers' task outputs
+    (not LXMERT's `question_answering_score`), so code written against those reads them unchanged.
+
+    loss: the task loss when `labels` were given. logits: (B, num_qa_labels) answer scores
+    (`LxmertSForQuestionAnswering`), (B, 2) false/true (`LxmertSForVisualReasoning`) or (B,) match
+    scores (`LxmertSForImageTextRetrieval`). The encoder's hidden states and attentions as in
+    `LxmertSModelOutput`; for NLVR2 over its 2B (sentence, image) rows, image-major per example.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
     language_hidden_states: tuple[torch.Tensor, ...] | None = None
     vision_hidden_states: tuple[torch.Tensor, ...] | None = None
     language_attentions: tuple[torch.Tensor, ...] | None = None
@@ -288,6 +315,27 @@ class LxmertSPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
+class LxmertSClassificationHead(nn.Module):
+    """LXMERT's downstream classifier: Linear(input, 2H) -> GELU -> LayerNorm -> Linear(2H, labels).
+
+    The layers sit in a Sequential named `logit_fc`, as in transformers' `LxmertVisualAnswerHead`, so
+    that LXMERT's `answer_head.logit_fc.{0,2,3}` weights map onto the QA head by key.
+    """
+
+    def __init__(self, config: LxmertSConfig, input_size: int, num_labels: int):
+        super().__init__()
+        hidden = 2 * config.hidden_size
+        self.logit_fc = nn.Sequential(
+            nn.Linear(input_size, hidden),
+            nn.GELU(),
+            nn.LayerNorm(hidden, eps=config.layer_norm_eps),
+            nn.Linear(hidden, num_labels),
+        )
+
+    def forward(self, pooled_output: torch.Tensor) -> torch.Tensor:
+        return self.logit_fc(pooled_output)
+
+
 class LxmertSPreTrainedModel(PreTrainedModel):
     config_class = LxmertSConfig
     config: LxmertSConfig
@@ -314,6 +362,18 @@ class LxmertSPreTrainedModel(PreTrainedModel):
 
 def _shape_error(name: str, expected: str, received: torch.Size) -> ValueError:
     return ValueError(f"{name}: expected shape {expected}, received {tuple(received)}")
+
+
+def _encoder_extras(encoded: LxmertSModelOutput) -> dict[str, tuple[torch.Tensor, ...] | None]:
+    """What a task output passes on from the encoder: hidden states and attentions, when asked for."""
+    names = (
+        "language_hidden_states",
+        "vision_hidden_states",
+        "language_attentions",
+        "vision_attentions",
+        "cross_encoder_attentions",
+    )
+    return {name: encoded.get(name) for name in names}
 
 
 class LxmertSModel(LxmertSPreTrainedModel):
@@ -564,10 +624,211 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+class LxmertSForQuestionAnswering(LxmertSPreTrainedModel):
+    """VQA v2 / GQA (MSP_SPEC "Downstream"): LXMERT's answer head on the pooled output.
+
+    `labels` are soft answer scores (B, num_qa_labels) in [0, 1] (VQA: min(n/3, 1) for an answer n
+    annotators gave; GQA: one-hot). Loss as LXMERT's and LXMERT-S's VQA/GQA fine-tuning: binary
+    cross-entropy with logits averaged over batch x answers, times the number of answers, i.e. summed
+    over answers and averaged over the batch. transformers' `LxmertForQuestionAnswering` instead takes
+    one answer index per question with cross-entropy, which cannot express VQA's soft scores.
+    """
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.lxmert = LxmertSModel(config)
+        self.answer_head = LxmertSClassificationHead(config, config.hidden_size, config.num_qa_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> LxmertSTaskOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.lxmert(
+            input_ids=input_ids,
+            visual_feats=visual_feats,
+            visual_pos=visual_pos,
+            attention_mask=attention_mask,
+            visual_attention_mask=visual_attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.answer_head(encoded.pooled_output)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape:
+                raise _shape_error("labels", f"{tuple(logits.shape)} [batch, num_qa_labels]", labels.shape)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float()) * logits.shape[1]
+        output = LxmertSTaskOutput(loss=loss, logits=logits, **_encoder_extras(encoded))
+        return output if return_dict else output.to_tuple()
+
+
+class LxmertSForVisualReasoning(LxmertSPreTrainedModel):
+    """NLVR2 (MSP_SPEC "Downstream"): is a sentence true of a pair of images?
+
+    Visual inputs carry the pair axis: `visual_feats` (B, 2, R, F), `visual_pos` (B, 2, R, 4),
+    `visual_attention_mask` (B, 2, R); the text (B, L) is shared by both images. As LXMERT's NLVR2
+    model, the encoder runs once over the 2B (sentence, image) rows, the two pooled outputs of an
+    example are concatenated in image order, [image 0, image 1] (B, 2H), and classified false/true;
+    `labels` (B,) in {0, 1}, cross-entropy.
+    """
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.lxmert = LxmertSModel(config)
+        self.classifier = LxmertSClassificationHead(config, 2 * config.hidden_size, 2)
+        self.post_init()
+
+    def _check_image_pairs(
+        self,
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+    ) -> None:
+        """The checks of the pair axis, so that errors name the shapes the caller passed; the encoder
+        checks the rest on the flattened rows."""
+        if input_ids.dim() != 2:
+            raise _shape_error("input_ids", "(batch, length)", input_ids.shape)
+        batch = input_ids.shape[0]
+        feat_dim = self.config.visual_feat_dim
+        if (
+            visual_feats.dim() != 4
+            or visual_feats.shape[:2] != (batch, 2)
+            or visual_feats.shape[3] != feat_dim
+        ):
+            raise _shape_error("visual_feats", f"({batch}, 2, regions, {feat_dim})", visual_feats.shape)
+        regions = visual_feats.shape[2]
+        expected_pos = (batch, 2, regions, self.config.visual_pos_dim)
+        if visual_pos.shape != expected_pos:
+            raise _shape_error("visual_pos", f"{expected_pos}", visual_pos.shape)
+        if visual_attention_mask is not None and visual_attention_mask.shape != (batch, 2, regions):
+            raise _shape_error("visual_attention_mask", f"{(batch, 2, regions)}", visual_attention_mask.shape)
+        if labels is not None and labels.shape != (batch,):
+            raise _shape_error("labels", f"({batch},)", labels.shape)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> LxmertSTaskOutput | tuple:
+        self._check_image_pairs(input_ids, visual_feats, visual_pos, visual_attention_mask, labels)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        # Row 2b + i pairs sentence b with its image i, so a view (B, 2H) puts an example's two
+        # pooled outputs side by side.
+        def per_image(text: torch.Tensor | None) -> torch.Tensor | None:
+            return None if text is None else text.repeat_interleave(2, dim=0)
+
+        if visual_attention_mask is not None:
+            visual_attention_mask = visual_attention_mask.flatten(0, 1)
+        encoded = self.lxmert(
+            input_ids=per_image(input_ids),
+            visual_feats=visual_feats.flatten(0, 1),
+            visual_pos=visual_pos.flatten(0, 1),
+            attention_mask=per_image(attention_mask),
+            visual_attention_mask=visual_attention_mask,
+            token_type_ids=per_image(token_type_ids),
+            position_ids=per_image(position_ids),
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.classifier(encoded.pooled_output.view(input_ids.shape[0], -1))
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        output = LxmertSTaskOutput(loss=loss, logits=logits, **_encoder_extras(encoded))
+        return output if return_dict else output.to_tuple()
+
+
+class LxmertSForImageTextRetrieval(LxmertSPreTrainedModel):
+    """Image-text retrieval (MSP_SPEC "Downstream"): the pre-trained ITM head as a matching score.
+
+    The head keeps the pre-training model's ITM module and key (`heads.itm.classifier`), so a
+    pre-training checkpoint loads into it whole: with no fine-tuning it gives the zero-shot score, and
+    a fine-tuned checkpoint loads back into `LxmertSForPreTraining`. `logits` (B,) = match logit minus
+    mismatch logit, the logit of the ITM softmax's match probability: it ranks pairs as that
+    probability does, and `sigmoid(logits)` is it. (The released LXMERT-S zero-shot script ranked by the
+    raw match logit, which can order pairs differently.) `labels` (B,) float, 1 = match: binary
+    cross-entropy on `sigmoid(logits)`. The released fine-tuning took BCE over both softmax columns
+    times 2, which is exactly twice this loss.
+    """
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.lxmert = LxmertSModel(config)
+        self.heads = nn.ModuleDict({"itm": ImageTextMatchingHead(config)})
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> LxmertSTaskOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.lxmert(
+            input_ids=input_ids,
+            visual_feats=visual_feats,
+            visual_pos=visual_pos,
+            attention_mask=attention_mask,
+            visual_attention_mask=visual_attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        mismatch, match = self.heads["itm"].logits(encoded.pooled_output).unbind(-1)
+        logits = match - mismatch
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape:
+                raise _shape_error("labels", f"{tuple(logits.shape)} [batch]", labels.shape)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        output = LxmertSTaskOutput(loss=loss, logits=logits, **_encoder_extras(encoded))
+        return output if return_dict else output.to_tuple()
+
+
 __all__ = [
+    "LxmertSForImageTextRetrieval",
     "LxmertSForPreTraining",
     "LxmertSForPreTrainingOutput",
+    "LxmertSForQuestionAnswering",
+    "LxmertSForVisualReasoning",
     "LxmertSModel",
     "LxmertSModelOutput",
     "LxmertSPreTrainedModel",
+    "LxmertSTaskOutput",
 ]

@@ -79,6 +79,25 @@ def _encode_text_column(batch: Mapping[str, list], processor: LxmertSProcessor, 
     return processor.encode_text(batch[text_column])
 
 
+def read_regions(store: FeatureStore, rows: np.ndarray, num_regions: int) -> dict[str, torch.Tensor]:
+    """One store read for a batch of images, fitted to `num_regions` regions with their attention mask."""
+    read = store.read(rows)
+    arrays = {
+        "features": read.features,
+        "boxes": read.boxes,
+        "object_ids": read.object_ids,
+        "object_confidences": read.object_confidences,
+        "attribute_ids": read.attribute_ids,
+        "attribute_confidences": read.attribute_confidences,
+    }
+    fitted, mask = fit_regions(arrays, read.num_boxes, num_regions)
+    regions = {name: torch.from_numpy(array) for name, array in fitted.items()}
+    # float16 -> float32 is the largest cost of a batch; float32_tensor does it 4x faster than .float()
+    regions["features"] = float32_tensor(fitted["features"])
+    regions["visual_attention_mask"] = torch.from_numpy(mask)
+    return regions
+
+
 class MSPCollator:
     """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
 
@@ -148,7 +167,7 @@ class MSPCollator:
             fed_index, batch["itm_labels"] = mismatch_images(
                 image_index, len(self.store), generator, self.hard_negatives, self.mismatch_probability
             )
-        regions = self._read_regions(fed_index)
+        regions = read_regions(self.store, fed_index.numpy(), self.processor.num_regions)
         original_features, visual_mask = regions["features"], regions["visual_attention_mask"]
         # The region pieces work in place on this one copy; the originals stay intact as their targets.
         features = (
@@ -236,24 +255,6 @@ class MSPCollator:
                 )
             inputs[name] = torch.from_numpy(np.stack(column).astype(np.int64))
         return inputs
-
-    def _read_regions(self, fed_index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One store read for the whole batch, fitted to the processor's region count."""
-        read = self.store.read(fed_index.numpy())
-        arrays = {
-            "features": read.features,
-            "boxes": read.boxes,
-            "object_ids": read.object_ids,
-            "object_confidences": read.object_confidences,
-            "attribute_ids": read.attribute_ids,
-            "attribute_confidences": read.attribute_confidences,
-        }
-        fitted, mask = fit_regions(arrays, read.num_boxes, self.processor.num_regions)
-        regions = {name: torch.from_numpy(array) for name, array in fitted.items()}
-        # float16 -> float32 is the largest cost of a batch; float32_tensor does it 4x faster than .float()
-        regions["features"] = float32_tensor(fitted["features"])
-        regions["visual_attention_mask"] = torch.from_numpy(mask)
-        return regions
 
     def _topic_targets(
         self,

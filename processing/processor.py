@@ -256,4 +256,8 @@ class LxmertSProcessor(ProcessorMixin):
         return np.stack([width, height, width, height], axis=1)[:, None, :]
 
 
+# save_pretrained then copies this file beside the tokenizer and writes an AutoProcessor auto_map entry:
+# the processor loads with trust_remote_code=True where this package is not installed.
+LxmertSProcessor.register_for_auto_class("AutoProcessor")
+
 __all__ = ["TEXT_INPUT_NAMES", "VISUAL_INPUT_NAMES", "LxmertSProcessor", "fit_regions", "word_position_ids"]

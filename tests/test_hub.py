@@ -55,6 +55,7 @@ def test_saved_folder_loads_without_the_package(tmp_path):
         "AutoConfig": "configuration_lxmert_s.LxmertSConfig",
         "AutoModel": "modeling_lxmert_s.LxmertSModel",
         "AutoModelForPreTraining": "modeling_lxmert_s.LxmertSForPreTraining",
+        "AutoModelForQuestionAnswering": "modeling_lxmert_s.LxmertSForQuestionAnswering",
     }
     for code in ("configuration_lxmert_s.py", "modeling_lxmert_s.py", "pretraining_heads.py"):
         assert (checkpoint / code).is_file(), code

@@ -1,19 +1,34 @@
-"""`MSPTrainer`: the transformers `Trainer` plus the per-task losses of multi-task MSP pre-training.
+"""`MSPTrainer`: the transformers `Trainer` plus what a stage of MSP pre-training needs.
 
-A stage of MSP optimises the weighted sum of several task losses (MLM, MRFR, MOC and the stage's own
-task); the sum alone hides which task learns. The model returns each active task's loss in
-`output.losses`; this trainer averages them over a logging window (every micro-batch of gradient
-accumulation, every process) and logs them next to `loss` as `loss/<task>`, so they reach TensorBoard
-and whatever `report_to` names, and stay in `trainer.state.log_history`.
+- Per-task losses. A stage optimises the weighted sum of several task losses (MLM, MRFR, MOC and the
+  stage's own task); the sum alone hides which task learns. The model returns each active task's loss in
+  `output.losses`; this trainer averages them over a logging window (every micro-batch of gradient
+  accumulation, every process) and logs them next to `loss` as `loss/<task>`, so they reach TensorBoard
+  and whatever `report_to` names, and stay in `trainer.state.log_history`.
+- Checkpoints a killed run can trust. The `Trainer` writes a checkpoint's files one after another; this
+  one marks a checkpoint finished (`COMPLETE_MARKER`, written atomically) after every process has saved,
+  and `last_complete_checkpoint` only returns marked ones.
+- Optimizer state across stages: `optimizer_state_by_name` / `initial_optimizer_state` carry Adam's
+  moments from one stage's model to the next by parameter name (heads a stage adds start fresh).
+- Mixed-corpus stages: with `source_lengths`, batches are drawn by `SourceBlockSampler`, one corpus each.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from processing.store import atomic_write_text
+from training.stage_data import SourceBlockSampler
+
+COMPLETE_MARKER = "checkpoint_complete"
 
 
 class MSPTrainer(Trainer):
@@ -22,9 +37,21 @@ class MSPTrainer(Trainer):
     The stage collators need the raw corpus columns (`image_index`, `text`), which the `Trainer` would
     drop as "unused" because the model's forward takes its labels as `**labels`: pass
     `TrainingArguments(remove_unused_columns=False)`.
+
+    `initial_optimizer_state` ({parameter name: Adam state}, from `optimizer_state_by_name`) seeds the new
+    optimizer's state; `source_lengths` (sizes of the concatenated corpora of a mixed stage) makes every
+    per-device batch come from one corpus.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        initial_optimizer_state: dict[str, dict[str, Any]] | None = None,
+        source_lengths: list[int] | None = None,
+        **kwargs: Any,
+    ):
+        self.initial_optimizer_state = initial_optimizer_state
+        self.source_lengths = source_lengths
         super().__init__(*args, **kwargs)
         if self.args.remove_unused_columns:
             raise ValueError(
@@ -72,3 +99,55 @@ class MSPTrainer(Trainer):
         self._task_loss_sums.zero_()
         self._task_loss_counts.zero_()
         return means
+
+    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
+        if self.source_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return SourceBlockSampler(self.source_lengths, self.args.per_device_train_batch_size, self.args.seed)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model)
+        if self.initial_optimizer_state is not None:
+            for name, parameter in self.accelerator.unwrap_model(self.model).named_parameters():
+                state = self.initial_optimizer_state.get(name)
+                if state is not None and parameter.requires_grad:
+                    optimizer.state[parameter] = {
+                        key: value.to(parameter.device) if torch.is_tensor(value) else value
+                        for key, value in state.items()
+                    }
+        return optimizer
+
+    def optimizer_state_by_name(self) -> dict[str, dict[str, Any]]:
+        """The optimizer's per-parameter state keyed by parameter name, for the next stage's model."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps it
+        return {
+            name: {
+                key: value.detach().cpu() if torch.is_tensor(value) else value for key, value in state.items()
+            }
+            for name, parameter in self.accelerator.unwrap_model(self.model).named_parameters()
+            if (state := optimizer.state.get(parameter))
+        }
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state
+        if self.args.should_save:
+            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            atomic_write_text(folder / COMPLETE_MARKER, f"{self.state.global_step}\n")
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of `folder` that was completely written; unfinished ones are removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    complete = []
+    for checkpoint in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = checkpoint.name.rsplit("-", 1)[-1]
+        if not (checkpoint.is_dir() and step.isdigit()):
+            continue
+        if (checkpoint / COMPLETE_MARKER).is_file():
+            complete.append((int(step), checkpoint))
+        else:
+            shutil.rmtree(checkpoint)
+    return max(complete)[1] if complete else None

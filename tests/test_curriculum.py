@@ -1,0 +1,139 @@
+"""Curriculum files: the shipped ones load as documented; bad ones fail naming the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.curriculum import CurriculumError, load_curriculum
+
+CONFIGS = Path(__file__).parent.parent / "recipes" / "configs"
+TOKEN, PHRASE, SENTENCE = (
+    ["mlm", "mrfr", "moc", "ifrs"],
+    ["mlm", "mrfr", "moc", "titp"],
+    ["mlm", "mrfr", "moc", "itm", "tits"],
+)
+
+
+def test_the_paper_schedule():
+    curriculum = load_curriculum(CONFIGS / "msp_paper.yaml")
+    schedule = [(s.name, s.tasks, s.epochs, s.batch_size, s.learning_rate) for s in curriculum.stages]
+    assert schedule == [
+        ("token", TOKEN, 10, 64, 1e-5),
+        ("phrase", PHRASE, 20, 128, 1e-5),
+        ("sentence", SENTENCE, 20, 128, 1e-5),
+    ]
+    assert curriculum.training.optimizer_state == "restart"
+    assert curriculum.training.weight_decay == 0.0
+
+
+@pytest.mark.parametrize(
+    ("name", "order"),
+    [
+        ("s", ["sentence"]),
+        ("t_s", ["token", "sentence"]),
+        ("p_s", ["phrase", "sentence"]),
+        ("t_p_s", ["token", "phrase", "sentence"]),
+        ("s_p_t", ["sentence", "phrase", "token"]),
+        ("p_t_s", ["phrase", "token", "sentence"]),
+    ],
+)
+def test_table4_orderings_reuse_the_paper_stages(name, order):
+    curriculum = load_curriculum(CONFIGS / "table4" / f"{name}.yaml")
+    paper = {stage.name: stage for stage in load_curriculum(CONFIGS / "msp_paper.yaml").stages}
+    assert curriculum.stages == [paper[stage] for stage in order]
+
+
+def test_table4_mixed_is_one_stage_over_every_corpus():
+    (stage,) = load_curriculum(CONFIGS / "table4" / "tps_mixed.yaml").stages
+    assert [(source.corpus, source.tasks) for source in stage.sources] == [
+        ("tokens", TOKEN),
+        ("phrases", PHRASE),
+        ("captions", SENTENCE),
+    ]
+    assert stage.tasks == ["mlm", "mrfr", "moc", "ifrs", "titp", "itm", "tits"]
+
+
+def test_default_config_is_the_synthetic_curriculum():
+    curriculum = load_curriculum(CONFIGS / "synthetic.yaml")
+    assert curriculum.data.synthetic is not None and curriculum.data.dir is None
+    assert [stage.tasks for stage in curriculum.stages] == [TOKEN, PHRASE, SENTENCE]
+    assert [s.tasks for s in load_curriculum(CONFIGS / "synthetic_s.yaml").stages] == [SENTENCE]
+
+
+def test_data_dir_replaces_the_configured_data():
+    curriculum = load_curriculum(CONFIGS / "synthetic.yaml", data_dir="/data/lxmert")
+    assert (curriculum.data.dir, curriculum.data.synthetic) == ("/data/lxmert", None)
+
+
+def _write(tmp_path: Path, text: str, name: str = "curriculum.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+STAGE = "{name: s, corpus: captions, tasks: [mlm], epochs: 1, batch_size: 8, learning_rate: 1.0e-4}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"data: {{dir: d}}\nstages: [{STAGE}]\nmodle: {{}}", r"unknown keys \['modle'\]"),
+        (f"data: {{dir: d}}\ntraining: {{sed: 1}}\nstages: [{STAGE}]", r"training: unknown keys \['sed'\]"),
+        (
+            f"data: {{dir: d}}\ntraining: {{optimizer_state: keep}}\nstages: [{STAGE}]",
+            r"training\.optimizer_state",
+        ),
+        (f"data: {{dir: d, synthetic: {{}}}}\nstages: [{STAGE}]", "exactly one of `dir` and `synthetic`"),
+        (f"data: {{synthetic: {{imagez: 5}}}}\nstages: [{STAGE}]", r"data\.synthetic: unknown keys"),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, foo], epochs: 1, batch_size: 8, "
+            "learning_rate: 1}]",
+            r"stages\[0\]\.sources\[0\]\.tasks",
+        ),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, learning_rate: 1}]",
+            r"stages\[0\]: missing \['batch_size'\]",
+        ),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8.5, "
+            "learning_rate: 1}]",
+            r"stages\[0\]\.batch_size: expected int",
+        ),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 0, batch_size: 8, "
+            "learning_rate: 1}]",
+            r"stages\[0\]\.epochs: must be positive",
+        ),
+        (f"data: {{dir: d}}\nstages: [{STAGE}, {STAGE}]", "names must be unique"),
+        (f"data: {{dir: d}}\nstages: [{STAGE}]\norder: [t]", r"order: no stage named \['t'\]"),
+        ("data: {dir: d}\nstages: []", "at least one stage"),
+        ("data: [dir", "not valid YAML"),
+    ],
+)
+def test_bad_curricula_name_the_file_and_the_field(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(CurriculumError, match=message) as error:
+        load_curriculum(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_base_is_merged_key_by_key(tmp_path):
+    _write(
+        tmp_path,
+        f"data: {{dir: d}}\nmodel: {{hidden_size: 64, num_layers: 1}}\nstages: [{STAGE}]",
+        "base.yaml",
+    )
+    child = _write(tmp_path, "base: base.yaml\nmodel: {num_layers: 3}\ntraining: {seed: 7}")
+    curriculum = load_curriculum(child)
+    assert curriculum.model == {"hidden_size": 64, "num_layers": 3}
+    assert curriculum.training.seed == 7
+    assert [stage.name for stage in curriculum.stages] == ["s"]
+
+
+def test_base_cycles_are_refused(tmp_path):
+    _write(tmp_path, "base: b.yaml", "a.yaml")
+    _write(tmp_path, "base: a.yaml", "b.yaml")
+    with pytest.raises(CurriculumError, match="cycle"):
+        load_curriculum(tmp_path / "a.yaml")

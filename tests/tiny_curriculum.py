@@ -1,0 +1,44 @@
+"""A curriculum small enough for tests: a 40-image synthetic world, a one-layer model, every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "num_layers": 1}
+TINY_WORLD = {"images": 40, "feature_dim": 32, "seed": 0}
+
+
+def tiny_stages(epochs: tuple[float, float, float] = (2, 2, 1), batch_size: int = 8) -> list[dict]:
+    corpora = [
+        ("token", "tokens", ["mlm", "mrfr", "moc", "ifrs"]),
+        ("phrase", "phrases", ["mlm", "mrfr", "moc", "titp"]),
+        ("sentence", "captions", ["mlm", "mrfr", "moc", "itm", "tits"]),
+    ]
+    return [
+        {
+            "name": name,
+            "corpus": corpus,
+            "tasks": tasks,
+            "epochs": stage_epochs,
+            "batch_size": batch_size,
+            "learning_rate": 1e-3,
+        }
+        for (name, corpus, tasks), stage_epochs in zip(corpora, epochs, strict=True)
+    ]
+
+
+def write_tiny_curriculum(
+    folder: Path, stages: list[dict] | None = None, data: dict | None = None, **training
+) -> Path:
+    """Write `curriculum.yaml` into `folder`; `training` entries override the test defaults."""
+    curriculum = {
+        "data": data or {"synthetic": TINY_WORLD},
+        "model": TINY_MODEL,
+        "training": {"report_to": ["none"], "logging_steps": 1, "save_steps": 4, **training},
+        "stages": stages or tiny_stages(),
+    }
+    path = folder / "curriculum.yaml"
+    path.write_text(yaml.safe_dump(curriculum))
+    return path

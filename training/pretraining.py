@@ -1,0 +1,237 @@
+"""Run an MSP curriculum: the stages in order, each from the previous one's weights, resumable at any point.
+
+Output folder:
+
+    <out>/world/               the synthetic world, when the curriculum uses it
+    <out>/<i>-<stage>/         checkpoint-<step>/ (the Trainer's, marked when complete), runs/ (TensorBoard),
+                               final/ (the stage's model, its trainer state with the log history, optimizer
+                               state when carried)
+    <out>/hub/                 the last stage's model, code, processor and model card: ready for the Hub
+    <out>/loss_curves.png      every task's loss over the whole curriculum, stage boundaries marked
+    <out>/log_history.json     the stages' log histories, with the curriculum-wide step
+
+A stage is done when its `final/` exists (written to a temporary folder and renamed). Re-running the same
+command skips done stages and resumes the current one from its last complete checkpoint, so a killed run
+loses at most `save_steps` steps and ends with the same number of optimizer steps as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import DistributedType
+from transformers import TrainingArguments, set_seed
+
+from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
+from processing.store import atomic_write_text, replace_folder
+from processing.synthetic import WorldSettings, generate_world
+from training.curriculum import Curriculum, StageConfig
+from training.loss_plot import plot_loss_curves
+from training.model_card import write_hub_folder
+from training.stage_data import PretrainingData, stage_data
+from training.trainer import MSPTrainer, last_complete_checkpoint
+
+FINAL = "final"
+LOG_HISTORY = "log_history.json"
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER_STATE = "optimizer_state.pt"
+
+
+@dataclass
+class StageResult:
+    """A finished stage: where its model is and what it logged."""
+
+    name: str
+    folder: Path
+    log_history: list[dict[str, Any]]
+    global_step: int
+    train_batch_size: int  # per process
+    final_losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CurriculumResult:
+    data_folder: Path
+    stages: list[StageResult]
+    hub_folder: Path
+    plot: Path
+
+
+def data_folder(curriculum: Curriculum, output_dir: Path) -> Path:
+    """The prepared data folder, generating the synthetic world (once, on the main process) when asked."""
+    if curriculum.data.dir is not None:
+        return Path(curriculum.data.dir)
+    state = PartialState()
+    world = output_dir / "world"
+    with state.main_process_first():
+        if state.is_main_process:
+            generate_world(world, WorldSettings(**curriculum.data.synthetic))
+    return world
+
+
+def stage_model(
+    curriculum: Curriculum, data: PretrainingData, stage: StageConfig, previous: Path | None
+) -> LxmertSForPreTraining:
+    """The stage's model: the previous stage's weights (shared heads included) plus fresh heads it adds."""
+    settings = {**curriculum.model, **data.model_sizes(), "pretraining_tasks": stage.tasks}
+    if previous is None:
+        return LxmertSForPreTraining(LxmertSConfig(**settings))
+    return LxmertSForPreTraining.from_pretrained(previous, pretraining_tasks=stage.tasks)
+
+
+def training_arguments(curriculum: Curriculum, stage: StageConfig, folder: Path) -> TrainingArguments:
+    """The stage's `TrainingArguments`; the stage's batch size is global (split over processes, steps)."""
+    training = curriculum.training
+    processes = PartialState().num_processes
+    per_device, remainder = divmod(stage.batch_size, processes * stage.gradient_accumulation_steps)
+    if remainder or per_device == 0:
+        raise ValueError(
+            f"{curriculum.path}: stage {stage.name!r}: batch_size {stage.batch_size} is not divisible by "
+            f"{processes} processes x {stage.gradient_accumulation_steps} accumulation steps"
+        )
+    return TrainingArguments(
+        output_dir=str(folder),
+        use_cpu=PartialState().device.type == "cpu",
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=stage.gradient_accumulation_steps,
+        num_train_epochs=stage.epochs,
+        learning_rate=stage.learning_rate,
+        warmup_steps=stage.warmup_ratio,
+        lr_scheduler_type=training.lr_scheduler_type,
+        optim=training.optim,
+        weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm,
+        bf16=training.bf16,
+        torch_compile=training.torch_compile,
+        activation_checkpointing=training.activation_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        logging_steps=training.logging_steps,
+        save_strategy="steps",
+        save_steps=training.save_steps,
+        save_total_limit=max(2, training.save_total_limit),  # the newest may be unfinished when killed
+        dataloader_num_workers=training.dataloader_num_workers,
+        report_to=training.report_to,
+        seed=training.seed,
+        remove_unused_columns=False,
+        # a mixed stage leaves the heads of the sources not in a batch without gradients
+        ddp_find_unused_parameters=len(stage.sources) > 1,
+    )
+
+
+def run_stage(
+    curriculum: Curriculum,
+    data: PretrainingData,
+    index: int,
+    stage: StageConfig,
+    folder: Path,
+    previous: Path | None,
+) -> StageResult:
+    state = PartialState()
+    final = folder / FINAL
+    if not final.is_dir():
+        set_seed(curriculum.training.seed + index)
+        model = stage_model(curriculum, data, stage, previous)
+        trained = stage_data(data, stage, curriculum.training, seed=curriculum.training.seed + index)
+        carried = None
+        if curriculum.training.optimizer_state == "carry" and previous is not None:
+            carried = torch.load(previous / OPTIMIZER_STATE, weights_only=True)
+        trainer = MSPTrainer(
+            model=model,
+            args=training_arguments(curriculum, stage, folder),
+            train_dataset=trained.dataset,
+            data_collator=trained.collator,
+            processing_class=data.processor,  # saved beside every checkpoint and final model
+            initial_optimizer_state=carried,
+            source_lengths=trained.source_lengths,
+        )
+        with state.main_process_first():
+            checkpoint = last_complete_checkpoint(folder)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        _save_final(trainer, final, curriculum.training.optimizer_state == "carry")
+    trainer_state = json.loads((final / TRAINER_STATE).read_text())
+    return StageResult(
+        name=stage.name,
+        folder=final,
+        log_history=trainer_state["log_history"],
+        global_step=trainer_state["global_step"],
+        train_batch_size=trainer_state["train_batch_size"],
+        final_losses=final_losses(trainer_state["log_history"]),
+    )
+
+
+def _save_final(trainer: MSPTrainer, final: Path, carry_optimizer: bool) -> None:
+    """Every process takes part in saving (sharded models gather their weights); the main one writes."""
+    state = PartialState()
+    work = final.with_name(final.name + ".partial")
+    if state.is_main_process:
+        shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(work))
+    optimizer_state = trainer.optimizer_state_by_name() if carry_optimizer else None
+    if state.is_main_process:
+        trainer.state.save_to_json(str(work / TRAINER_STATE))
+        if optimizer_state is not None:
+            torch.save(optimizer_state, work / OPTIMIZER_STATE)
+        replace_folder(work, final)
+    state.wait_for_everyone()
+
+
+def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The last logged value of the total and of each task's loss."""
+    losses: dict[str, float] = {}
+    for entry in log_history:
+        losses.update(
+            {key: value for key, value in entry.items() if key == "loss" or key.startswith("loss/")}
+        )
+    return losses
+
+
+def run_curriculum(curriculum: Curriculum, output_dir: str | Path) -> CurriculumResult:
+    """Every stage in order, then the Hub folder, the merged log and the loss plot (main process)."""
+    output_dir = Path(output_dir)
+    state = PartialState()
+    if curriculum.training.optimizer_state == "carry" and state.distributed_type == DistributedType.FSDP:
+        raise ValueError(
+            f"{curriculum.path}: training.optimizer_state: 'carry' needs whole (unsharded) optimizer states; "
+            "under FSDP use 'restart'"
+        )
+    folder = data_folder(curriculum, output_dir)
+    data = PretrainingData.open(folder, curriculum.data.tokenizer, curriculum.data.max_length)
+    results: list[StageResult] = []
+    previous = None
+    for index, stage in enumerate(curriculum.stages, start=1):
+        result = run_stage(curriculum, data, index, stage, output_dir / f"{index}-{stage.name}", previous)
+        results.append(result)
+        previous = result.folder
+    hub, plot = output_dir / "hub", output_dir / "loss_curves.png"
+    if state.is_main_process:
+        merged = merged_log_history(results)
+        atomic_write_text(output_dir / LOG_HISTORY, json.dumps(merged, indent=1))
+        plot_loss_curves(merged, [(result.name, offset) for result, offset in _offsets(results)], plot)
+        write_hub_folder(curriculum, data, results, previous, hub)
+    state.wait_for_everyone()
+    return CurriculumResult(data_folder=folder, stages=results, hub_folder=hub, plot=plot)
+
+
+def _offsets(results: list[StageResult]) -> list[tuple[StageResult, int]]:
+    offsets, step = [], 0
+    for result in results:
+        offsets.append((result, step))
+        step += result.global_step
+    return offsets
+
+
+def merged_log_history(results: list[StageResult]) -> list[dict[str, Any]]:
+    """All stages' training logs in one list, each entry with its stage and curriculum-wide step."""
+    return [
+        {**entry, "stage": result.name, "curriculum_step": offset + entry["step"]}
+        for result, offset in _offsets(results)
+        for entry in result.log_history
+        if "loss" in entry
+    ]

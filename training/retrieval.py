@@ -1,0 +1,130 @@
+"""Image–text retrieval scoring at scale: every image against every caption, in large batches.
+
+A cross-modal encoder has no separate image and text embeddings to compare with one matrix product: each
+(image, caption) pair is a forward pass. The pairs of a whole split (Flickr30k test: 1,000 x 5,000) are
+enumerated as index tensors and gathered batch by batch from one tokenisation of the captions and one store
+read of the images, so the only Python loop is over batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from metrics import load_metric
+from modeling_lxmert_s import LxmertSForPreTraining
+from processing.collators import read_regions
+from processing.processor import LxmertSProcessor
+from processing.store import FeatureStore
+
+PairScorer = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def itm_match_scorer(model: torch.nn.Module) -> PairScorer:
+    """log p(match) from a pre-training model's ITM head: the zero-shot retrieval score."""
+    if "itm" not in getattr(model, "heads", {}):
+        raise ValueError(
+            f"zero-shot retrieval needs the ITM head; this model carries {list(getattr(model, 'heads', {}))}"
+        )
+
+    def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.log_softmax(model(**inputs).itm_logits.float(), dim=-1)[:, 1]
+
+    return score
+
+
+@torch.no_grad()
+def score_all_pairs(
+    score: PairScorer,
+    store: FeatureStore,
+    processor: LxmertSProcessor,
+    image_rows: Sequence[int],
+    captions: Sequence[str],
+    device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Scores (images, captions) of every pair; `image_rows` index the store, `captions` are raw text."""
+    device = torch.device(device)
+    text = {
+        name: torch.from_numpy(array).to(device) for name, array in processor.encode_text(captions).items()
+    }
+    regions = read_regions(store, np.asarray(image_rows, dtype=np.int64), processor.num_regions)
+    visual = {
+        "visual_feats": regions["features"].to(device),
+        "visual_pos": regions["boxes"].float().to(device),
+        "visual_attention_mask": regions["visual_attention_mask"].long().to(device),
+    }
+    num_images, num_captions = len(image_rows), len(captions)
+    scores = torch.empty(num_images * num_captions, dtype=torch.float32, device=device)
+    for start in range(0, len(scores), batch_size):
+        pairs = torch.arange(start, min(start + batch_size, len(scores)), device=device)
+        image, caption = pairs // num_captions, pairs % num_captions
+        inputs = {name: value[caption] for name, value in text.items()}
+        inputs |= {name: value[image] for name, value in visual.items()}
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        ):
+            scores[pairs] = score(inputs).float()
+    return scores.view(num_images, num_captions).cpu()
+
+
+@dataclass
+class RetrievalResult:
+    """Recall@K of image retrieval (`image_r*`) and text retrieval (`text_r*`) on one split, in [0, 1]."""
+
+    split: str
+    images: int
+    captions: int
+    recalls: dict[str, float]
+
+    def summary(self) -> str:
+        recalls = "  ".join(f"{name} {100 * value:.1f}" for name, value in self.recalls.items())
+        return (
+            f"Zero-shot retrieval ({self.split}: {self.images} images x {self.captions} captions): {recalls}"
+        )
+
+
+def zero_shot_retrieval(
+    model_folder: str | Path,
+    data_folder: str | Path,
+    split: str = "test",
+    device: torch.device | str | None = None,
+    batch_size: int = 1024,
+) -> RetrievalResult:
+    """Rank every caption of a Flickr30k-style split (`corpora/flickr30k`) for every image, and back, by the
+    pre-trained ITM score of the model saved in `model_folder` (with its processor), no fine-tuning."""
+    data_folder = Path(data_folder)
+    corpus_path = data_folder / "corpora" / "flickr30k"
+    if not corpus_path.is_dir():
+        raise FileNotFoundError(
+            f"{corpus_path}: no retrieval corpus; build it with `python -m processing.corpora flickr30k`"
+        )
+    corpus = datasets.load_from_disk(str(corpus_path))
+    corpus = corpus.filter(lambda row: row["split"] == split, desc=f"Selecting {split}")
+    if len(corpus) == 0:
+        raise ValueError(f"{corpus_path}: no images in split {split!r}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
+    processor = LxmertSProcessor.from_pretrained(model_folder)
+    captions = [caption for row in corpus for caption in row["captions"]]
+    matches, start = [], 0
+    for row in corpus:
+        matches.append(list(range(start, start + len(row["captions"]))))
+        start += len(row["captions"])
+    scores = score_all_pairs(
+        itm_match_scorer(model),
+        FeatureStore(data_folder / "store"),
+        processor,
+        corpus["image_index"],
+        captions,
+        device=device,
+        batch_size=batch_size,
+    )
+    recalls = load_metric("retrieval_recall").compute(predictions=scores.tolist(), references=matches)
+    return RetrievalResult(split=split, images=len(corpus), captions=len(captions), recalls=recalls)
