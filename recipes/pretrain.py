@@ -47,8 +47,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"Hub-ready folder: {result.hub_folder}")
     print(f"Loss curves:      {result.plot}")
-    retrieval = zero_shot_retrieval(result.hub_folder, result.data_folder, args.retrieval_split)
-    print(retrieval.summary())
+    if "itm" not in curriculum.stages[-1].tasks:
+        print("Zero-shot retrieval: skipped, the last stage trains no ITM head to score pairs with")
+    elif not (result.data_folder / "corpora" / "flickr30k").is_dir():
+        print(f"Zero-shot retrieval: skipped, {result.data_folder} has no corpora/flickr30k")
+    else:
+        retrieval = zero_shot_retrieval(result.hub_folder, result.data_folder, args.retrieval_split)
+        print(retrieval.summary())
 
 
 if __name__ == "__main__":
