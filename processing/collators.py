@@ -98,6 +98,87 @@ def read_regions(store: FeatureStore, rows: np.ndarray, num_regions: int) -> dic
     return regions
 
 
+def describe_row(rows: Sequence[Mapping[str, Any]], position: int) -> str:
+    """How error messages name a row: its position in the batch and, when it has one, its image id."""
+    image_id = rows[position].get("image_id")
+    return f"rows[{position}]" + ("" if image_id is None else f" (image_id {image_id!r})")
+
+
+def row_field(rows: Sequence[Mapping[str, Any]], position: int, name: str) -> Any:
+    try:
+        return rows[position][name]
+    except KeyError:
+        raise KeyError(f"{describe_row(rows, position)}: field {name!r} is missing") from None
+
+
+def batch_generator(seed: int, calls: int) -> torch.Generator:
+    """The generator of a collator's `calls`-th batch: seeded by the collator's seed, the DataLoader worker
+    (worker copies count their calls independently; the id keeps two from drawing the same n-th batch) and
+    the call count, so the same seeds give the same batches."""
+    worker = get_worker_info()
+    entropy = [seed, 0 if worker is None else worker.id + 1, calls]
+    return torch.Generator().manual_seed(
+        int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+    )
+
+
+def store_rows(
+    rows: Sequence[Mapping[str, Any]],
+    store: FeatureStore,
+    index_field: str = "image_index",
+    id_field: str = "image_id",
+    images_per_row: int | None = None,
+) -> np.ndarray:
+    """(B,) store rows of each row's `index_field`, or (B, n) when each row names `images_per_row` images.
+
+    Each is checked to lie in the store and, when the row has `id_field`, to be that image there: a corpus
+    built against another store points at the wrong images without failing anywhere else.
+    """
+    values = [row_field(rows, position, index_field) for position in range(len(rows))]
+    if images_per_row is not None:
+        for position, value in enumerate(values):
+            if len(value) != images_per_row:
+                raise ValueError(
+                    f"{describe_row(rows, position)}: field {index_field!r} holds {len(value)} images, "
+                    f"expected {images_per_row}"
+                )
+    index = np.asarray(values, dtype=np.int64).reshape(len(rows), -1)
+    outside = (index < 0) | (index >= len(store))
+    if outside.any():
+        position = int(np.flatnonzero(outside.any(axis=1))[0])
+        raise ValueError(
+            f"{describe_row(rows, position)}: field {index_field!r} is {values[position]}, outside the "
+            f"feature store {store.path} of {len(store)} images"
+        )
+    for position, row in enumerate(rows):
+        if id_field not in row:
+            continue
+        ids = [row[id_field]] if images_per_row is None else list(row[id_field])
+        stored = [store.image_ids[image] for image in index[position]]
+        if stored != [str(image_id) for image_id in ids]:
+            raise ValueError(
+                f"{describe_row(rows, position)}: field {index_field!r} points at image(s) {stored} of "
+                f"{store.path}, not at the row's {id_field} {ids}: the corpus was built against another store"
+            )
+    return index[:, 0] if images_per_row is None else index
+
+
+def text_inputs(processor: LxmertSProcessor, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The processor's text inputs of raw texts, as tensors."""
+    return {name: torch.from_numpy(array) for name, array in processor.encode_text(texts).items()}
+
+
+def visual_inputs(store: FeatureStore, rows: np.ndarray, num_regions: int) -> dict[str, torch.Tensor]:
+    """The model's visual inputs of store `rows` (any shape), with `rows`' shape before the region axis."""
+    regions = read_regions(store, rows.reshape(-1), num_regions)
+    inputs = {
+        "visual_feats": regions["features"],
+        "visual_pos": regions["boxes"].float(),
+        "visual_attention_mask": regions["visual_attention_mask"].long(),
+    }
+    return {name: value.view(*rows.shape, *value.shape[1:]) for name, value in inputs.items()}
+
+
 class MSPCollator:
     """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
 
@@ -210,43 +291,23 @@ class MSPCollator:
         return batch
 
     def _generator(self, seed: int | None) -> torch.Generator:
-        if seed is None:
-            # Worker copies of the collator count their calls independently; the worker id keeps two
-            # workers from drawing the same masks for their n-th batches.
-            worker = get_worker_info()
-            entropy = [self.seed, 0 if worker is None else worker.id + 1, self._calls]
-            self._calls += 1
-            seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
-        return torch.Generator().manual_seed(seed)
+        if seed is not None:
+            return torch.Generator().manual_seed(seed)
+        self._calls += 1
+        return batch_generator(self.seed, self._calls - 1)
 
     def _image_index(self, rows: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        image_index = torch.tensor([_field(rows, position, "image_index") for position in range(len(rows))])
-        outside = (image_index < 0) | (image_index >= len(self.store))
-        for position in range(len(rows)):
-            row = rows[position]
-            if outside[position]:
-                raise ValueError(
-                    f"{_record(rows, position)}: field 'image_index' is {int(image_index[position])}, "
-                    f"outside the feature store {self.store.path} of {len(self.store)} images"
-                )
-            if "image_id" in row and self.store.image_ids[image_index[position]] != str(row["image_id"]):
-                raise ValueError(
-                    f"{_record(rows, position)}: field 'image_index' points at image "
-                    f"{self.store.image_ids[image_index[position]]!r} of {self.store.path}, not at the row's "
-                    "image_id: the corpus was built against another store"
-                )
-        return image_index
+        return torch.from_numpy(store_rows(rows, self.store))
 
     def _text_inputs(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Stack the columns of `tokenize_corpus` when rows have them, else tokenise `text` now."""
         if "input_ids" not in rows[0]:
-            texts = [_field(rows, position, "text") for position in range(len(rows))]
-            return {
-                name: torch.from_numpy(array) for name, array in self.processor.encode_text(texts).items()
-            }
+            return text_inputs(
+                self.processor, [row_field(rows, position, "text") for position in range(len(rows))]
+            )
         inputs = {}
         for name in TEXT_INPUT_NAMES:
-            column = [np.asarray(_field(rows, position, name)) for position in range(len(rows))]
+            column = [np.asarray(row_field(rows, position, name)) for position in range(len(rows))]
             lengths = {len(value) for value in column}
             if lengths != {self.processor.max_length}:
                 raise ValueError(
@@ -269,7 +330,7 @@ class MSPCollator:
             position, region = (int(axis[0]) for axis in torch.nonzero(unknown, as_tuple=True))
             raise ValueError(
                 f"{self.store.path}: image {self.store.image_ids[fed_index[position]]!r} (fed to "
-                f"{_record(rows, position)}), region {region}: field 'object_ids' is "
+                f"{describe_row(rows, position)}), region {region}: field 'object_ids' is "
                 f"{int(object_ids[position, region])}, outside the {len(self.class_wordpieces)} names of "
                 "object_vocab"
             )
@@ -284,16 +345,15 @@ class MSPCollator:
         )
 
 
-def _record(rows: Sequence[Mapping[str, Any]], position: int) -> str:
-    image_id = rows[position].get("image_id")
-    return f"rows[{position}]" + ("" if image_id is None else f" (image_id {image_id!r})")
-
-
-def _field(rows: Sequence[Mapping[str, Any]], position: int, name: str) -> Any:
-    try:
-        return rows[position][name]
-    except KeyError:
-        raise KeyError(f"{_record(rows, position)}: field {name!r} is missing") from None
-
-
-__all__ = ["TASK_PIECES", "MSPCollator", "tokenize_corpus"]
+__all__ = [
+    "TASK_PIECES",
+    "MSPCollator",
+    "batch_generator",
+    "describe_row",
+    "read_regions",
+    "row_field",
+    "store_rows",
+    "text_inputs",
+    "tokenize_corpus",
+    "visual_inputs",
+]

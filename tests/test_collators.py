@@ -432,7 +432,7 @@ def test_pretokenised_corpus_collates_like_raw_text_with_one_store_read(
         (
             [{"image_index": 2, "image_id": "img3", "text": "a"}],
             ValueError,
-            r"rows\[0\] \(image_id 'img3'\): field 'image_index' points at image 'img2'",
+            r"rows\[0\] \(image_id 'img3'\): field 'image_index' points at image\(s\) \['img2'\]",
         ),
         (
             [

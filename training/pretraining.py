@@ -18,7 +18,6 @@ loses at most `save_steps` steps and ends with the same number of optimizer step
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,22 @@ from accelerate.utils import DistributedType
 from transformers import TrainingArguments, set_seed
 
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from processing.store import atomic_write_text, replace_folder
+from processing.store import atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
 from training.curriculum import Curriculum, StageConfig
 from training.loss_plot import plot_loss_curves
 from training.model_card import write_hub_folder
 from training.stage_data import PretrainingData, stage_data
-from training.trainer import MSPTrainer, last_complete_checkpoint
+from training.trainer import (
+    OPTIMIZER_STATE,
+    TRAINER_STATE,
+    MSPTrainer,
+    last_complete_checkpoint,
+    save_trained_model,
+)
 
 FINAL = "final"
 LOG_HISTORY = "log_history.json"
-TRAINER_STATE = "trainer_state.json"
-OPTIMIZER_STATE = "optimizer_state.pt"
 
 
 @dataclass
@@ -153,7 +156,7 @@ def run_stage(
         with state.main_process_first():
             checkpoint = last_complete_checkpoint(folder)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        _save_final(trainer, final, curriculum.training.optimizer_state == "carry")
+        save_trained_model(trainer, final, curriculum.training.optimizer_state == "carry")
     trainer_state = json.loads((final / TRAINER_STATE).read_text())
     return StageResult(
         name=stage.name,
@@ -163,23 +166,6 @@ def run_stage(
         train_batch_size=trainer_state["train_batch_size"],
         final_losses=final_losses(trainer_state["log_history"]),
     )
-
-
-def _save_final(trainer: MSPTrainer, final: Path, carry_optimizer: bool) -> None:
-    """Every process takes part in saving (sharded models gather their weights); the main one writes."""
-    state = PartialState()
-    work = final.with_name(final.name + ".partial")
-    if state.is_main_process:
-        shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
-    trainer.save_model(str(work))
-    optimizer_state = trainer.optimizer_state_by_name() if carry_optimizer else None
-    if state.is_main_process:
-        trainer.state.save_to_json(str(work / TRAINER_STATE))
-        if optimizer_state is not None:
-            torch.save(optimizer_state, work / OPTIMIZER_STATE)
-        replace_folder(work, final)
-    state.wait_for_everyone()
 
 
 def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:

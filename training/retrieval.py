@@ -18,7 +18,7 @@ import torch
 
 from metrics import load_metric
 from modeling_lxmert_s import LxmertSForPreTraining
-from processing.collators import read_regions
+from processing.collators import text_inputs, visual_inputs
 from processing.processor import LxmertSProcessor
 from processing.store import FeatureStore
 
@@ -38,6 +38,16 @@ def itm_match_scorer(model: torch.nn.Module) -> PairScorer:
     return score
 
 
+def match_logit_scorer(model: torch.nn.Module) -> PairScorer:
+    """The match logit of `LxmertSForImageTextRetrieval`: the fine-tuned retrieval score. It is log p(match)
+    minus log p(mismatch) of the ITM softmax, so it ranks pairs as `itm_match_scorer` does."""
+
+    def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**inputs).logits.float()
+
+    return score
+
+
 @torch.no_grad()
 def score_all_pairs(
     score: PairScorer,
@@ -51,14 +61,10 @@ def score_all_pairs(
 ) -> torch.Tensor:
     """Scores (images, captions) of every pair; `image_rows` index the store, `captions` are raw text."""
     device = torch.device(device)
-    text = {
-        name: torch.from_numpy(array).to(device) for name, array in processor.encode_text(captions).items()
-    }
-    regions = read_regions(store, np.asarray(image_rows, dtype=np.int64), processor.num_regions)
+    text = {name: value.to(device) for name, value in text_inputs(processor, captions).items()}
+    rows = np.asarray(image_rows, dtype=np.int64)
     visual = {
-        "visual_feats": regions["features"].to(device),
-        "visual_pos": regions["boxes"].float().to(device),
-        "visual_attention_mask": regions["visual_attention_mask"].long().to(device),
+        name: value.to(device) for name, value in visual_inputs(store, rows, processor.num_regions).items()
     }
     num_images, num_captions = len(image_rows), len(captions)
     scores = torch.empty(num_images * num_captions, dtype=torch.float32, device=device)
@@ -78,6 +84,7 @@ def score_all_pairs(
 class RetrievalResult:
     """Recall@K of image retrieval (`image_r*`) and text retrieval (`text_r*`) on one split, in [0, 1]."""
 
+    title: str  # "Zero-shot retrieval", "Fine-tuned retrieval"
     split: str
     images: int
     captions: int
@@ -85,9 +92,44 @@ class RetrievalResult:
 
     def summary(self) -> str:
         recalls = "  ".join(f"{name} {100 * value:.1f}" for name, value in self.recalls.items())
-        return (
-            f"Zero-shot retrieval ({self.split}: {self.images} images x {self.captions} captions): {recalls}"
+        return f"{self.title} ({self.split}: {self.images} images x {self.captions} captions): {recalls}"
+
+
+def retrieval_split(data_folder: str | Path, split: str) -> datasets.Dataset:
+    """The images of one split of a data folder's Flickr30k-style corpus (`corpora/flickr30k`), with their
+    store rows and captions."""
+    corpus_path = Path(data_folder) / "corpora" / "flickr30k"
+    if not corpus_path.is_dir():
+        raise FileNotFoundError(
+            f"{corpus_path}: no retrieval corpus; build it with `python -m processing.corpora flickr30k`"
         )
+    corpus = datasets.load_from_disk(str(corpus_path))
+    corpus = corpus.filter(lambda row: row["split"] == split, desc=f"Selecting {split}")
+    if len(corpus) == 0:
+        raise ValueError(f"{corpus_path}: no images in split {split!r}")
+    return corpus
+
+
+def evaluate_retrieval(
+    score: PairScorer,
+    store: FeatureStore,
+    processor: LxmertSProcessor,
+    images: datasets.Dataset,
+    split: str,
+    title: str,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+) -> RetrievalResult:
+    """Rank every caption of `images` (rows of `retrieval_split`) for every image, and back, by `score`."""
+    per_image = images["captions"]
+    captions = [caption for texts in per_image for caption in texts]
+    ends = np.cumsum([len(texts) for texts in per_image]).tolist()
+    matches = [list(range(end - len(texts), end)) for texts, end in zip(per_image, ends, strict=True)]
+    scores = score_all_pairs(
+        score, store, processor, images["image_index"], captions, device=device, batch_size=batch_size
+    )
+    recalls = load_metric("retrieval_recall").compute(predictions=scores.tolist(), references=matches)
+    return RetrievalResult(title, split, images=len(images), captions=len(captions), recalls=recalls)
 
 
 def zero_shot_retrieval(
@@ -99,32 +141,11 @@ def zero_shot_retrieval(
 ) -> RetrievalResult:
     """Rank every caption of a Flickr30k-style split (`corpora/flickr30k`) for every image, and back, by the
     pre-trained ITM score of the model saved in `model_folder` (with its processor), no fine-tuning."""
-    data_folder = Path(data_folder)
-    corpus_path = data_folder / "corpora" / "flickr30k"
-    if not corpus_path.is_dir():
-        raise FileNotFoundError(
-            f"{corpus_path}: no retrieval corpus; build it with `python -m processing.corpora flickr30k`"
-        )
-    corpus = datasets.load_from_disk(str(corpus_path))
-    corpus = corpus.filter(lambda row: row["split"] == split, desc=f"Selecting {split}")
-    if len(corpus) == 0:
-        raise ValueError(f"{corpus_path}: no images in split {split!r}")
+    images = retrieval_split(data_folder, split)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
-    captions = [caption for row in corpus for caption in row["captions"]]
-    matches, start = [], 0
-    for row in corpus:
-        matches.append(list(range(start, start + len(row["captions"]))))
-        start += len(row["captions"])
-    scores = score_all_pairs(
-        itm_match_scorer(model),
-        FeatureStore(data_folder / "store"),
-        processor,
-        corpus["image_index"],
-        captions,
-        device=device,
-        batch_size=batch_size,
+    store = FeatureStore(Path(data_folder) / "store")
+    return evaluate_retrieval(
+        itm_match_scorer(model), store, processor, images, split, "Zero-shot retrieval", device, batch_size
     )
-    recalls = load_metric("retrieval_recall").compute(predictions=scores.tolist(), references=matches)
-    return RetrievalResult(split=split, images=len(corpus), captions=len(captions), recalls=recalls)

@@ -21,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from processing.store import atomic_write_text
+from processing.store import atomic_write_text, replace_folder
 from training.stage_data import SourceBlockSampler
 
 COMPLETE_MARKER = "checkpoint_complete"
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER_STATE = "optimizer_state.pt"
 
 
 class MSPTrainer(Trainer):
@@ -151,3 +154,22 @@ def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
         else:
             shutil.rmtree(checkpoint)
     return max(complete)[1] if complete else None
+
+
+def save_trained_model(trainer: Trainer, final: Path, carry_optimizer: bool = False) -> None:
+    """Save a trained model, its processor and trainer state (and, for MSPTrainer, optionally its optimizer
+    state by parameter name) into `final` atomically: built under a temporary name, then renamed. Every
+    process takes part (sharded models gather their weights); the main one writes."""
+    state = PartialState()
+    work = final.with_name(final.name + ".partial")
+    if state.is_main_process:
+        shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(work))
+    optimizer_state = trainer.optimizer_state_by_name() if carry_optimizer else None
+    if state.is_main_process:
+        trainer.state.save_to_json(str(work / TRAINER_STATE))
+        if optimizer_state is not None:
+            torch.save(optimizer_state, work / OPTIMIZER_STATE)
+        replace_folder(work, final)
+    state.wait_for_everyone()

@@ -1,0 +1,87 @@
+"""Evaluate a checkpoint on a split of VQA v2, GQA, NLVR2 or Flickr30k retrieval.
+
+    python recipes/evaluate_checkpoint.py --task vqa --model outputs/finetune-vqa/hub --split test
+    python recipes/evaluate_checkpoint.py --task retrieval --model outputs/pretrain/hub --split test \
+        --zero-shot
+    python recipes/evaluate_checkpoint.py --task gqa --model /ckpt/gqa/hub --split val --data-dir /data/lxmert
+
+--zero-shot ranks retrieval pairs by the ITM score of a pre-training checkpoint, with no fine-tuning (the
+paper's zero-shot retrieval). Prints the metrics and writes them to <output-dir>/eval-<task>-<split>.json
+(default output dir: the model folder); VQA and GQA also write every question's predicted answer to
+predictions-<task>-<split>.json, which is all an unlabelled test split yields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from processing.store import atomic_write_text
+from training.finetuning import (
+    GQA_NEEDS_REAL_DATA,
+    TASKS,
+    DownstreamData,
+    Evaluation,
+    default_data_folder,
+    evaluate_checkpoint,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--model", required=True, type=Path, help="a checkpoint folder with its processor")
+    parser.add_argument("--split", required=True, choices=["val", "test"])
+    parser.add_argument(
+        "--zero-shot", action="store_true", help="retrieval by a pre-training checkpoint's ITM score"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="prepared data folder (default: the synthetic world, outputs/pretrain/world)",
+    )
+    parser.add_argument("--output-dir", type=Path, help="where the json files go (default: the model folder)")
+    parser.add_argument("--batch-size", type=int, default=256, help="questions or sentences per forward pass")
+    args = parser.parse_args(argv)
+    if args.zero_shot and args.task != "retrieval":
+        parser.error("--zero-shot is retrieval by the ITM score: use it with --task retrieval")
+    if args.task == "gqa" and args.data_dir is None:
+        parser.error(GQA_NEEDS_REAL_DATA)
+    return args
+
+
+def main(argv: list[str] | None = None) -> Evaluation:
+    args = parse_args(argv)
+    task = TASKS[args.task]
+    data = DownstreamData.open(args.data_dir or default_data_folder())
+    evaluation = evaluate_checkpoint(
+        task, args.model, data, args.split, zero_shot=args.zero_shot, batch_size=args.batch_size
+    )
+    output_dir = args.output_dir or args.model
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{task.name}-{args.split}"
+    report = {
+        "task": task.name,
+        "model": str(args.model),
+        "data": str(data.folder),
+        "split": args.split,
+        "zero_shot": args.zero_shot,
+        "metrics": evaluation.metrics,
+    }
+    atomic_write_text(output_dir / f"eval-{name}.json", json.dumps(report, indent=2))
+    if evaluation.predictions is not None:
+        atomic_write_text(output_dir / f"predictions-{name}.json", json.dumps(evaluation.predictions))
+    if evaluation.metrics:
+        metrics = "  ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items())
+    else:
+        metrics = "no labels in this split; predictions written"
+    print(f"{task.name} on {args.split}{' (zero-shot)' if args.zero_shot else ''}: {metrics}")
+    print(f"Written to {output_dir / f'eval-{name}.json'}")
+    return evaluation
+
+
+if __name__ == "__main__":
+    main()

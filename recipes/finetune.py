@@ -1,0 +1,103 @@
+"""Fine-tune LXMERT-S on VQA v2, GQA, NLVR2 or Flickr30k retrieval (MSP_SPEC "Downstream", §4.2).
+
+    python recipes/finetune.py --task vqa --model outputs/pretrain/hub
+    python recipes/finetune.py --task nlvr2 --model none --model-config-from outputs/pretrain/hub
+    python recipes/finetune.py --task gqa --model /ckpt/hub --data-dir /data/lxmert
+    accelerate launch --multi_gpu --num_processes 8 recipes/finetune.py --task vqa --model ... --data-dir ...
+
+The paper's settings by default: Adam at 5e-5 (LXMERT's schedule: linear warm-up over the first 10% of the
+steps, then linear decay), batch 32, epochs VQA 6, GQA 5, NLVR2 8, retrieval 8.
+Without --data-dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
+absent), which has every task but GQA. Writes <output-dir>/hub (the best model on val + processor,
+`from_pretrained` loads it), <output-dir>/metrics.json (its val metrics) and <output-dir>/checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from accelerate import PartialState
+
+from training.finetuning import (
+    GQA_NEEDS_REAL_DATA,
+    PAPER_BATCH_SIZE,
+    PAPER_LEARNING_RATE,
+    TASKS,
+    DownstreamData,
+    FinetuneResult,
+    default_data_folder,
+    finetune,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a pre-training checkpoint folder with its processor (e.g. outputs/pretrain/hub), or 'none' "
+        "to train from scratch",
+    )
+    parser.add_argument(
+        "--model-config-from",
+        type=Path,
+        help="with --model none: take the architecture and processor of this checkpoint folder, so that no "
+        "pre-training is compared on the same model (default: LxmertSConfig's sizes, the data's tokenizer)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="prepared data folder (default: the synthetic world, outputs/pretrain/world)",
+    )
+    parser.add_argument("--output-dir", type=Path, help="default: outputs/finetune-<task>")
+    parser.add_argument("--epochs", type=float, help="default: the paper's for the task")
+    parser.add_argument(
+        "--batch-size", type=int, default=PAPER_BATCH_SIZE, help="global; default %(default)s"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=PAPER_LEARNING_RATE, help="default %(default)s"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)"
+    )
+    parser.add_argument("--report-to", nargs="+", default=["tensorboard"], help="Trainer loggers, or 'none'")
+    args = parser.parse_args(argv)
+    if args.model_config_from is not None and args.model != "none":
+        parser.error("--model-config-from goes with --model none (a checkpoint brings its own architecture)")
+    if args.task == "gqa" and args.data_dir is None:
+        parser.error(GQA_NEEDS_REAL_DATA)
+    return args
+
+
+def main(argv: list[str] | None = None) -> FinetuneResult:
+    args = parse_args(argv)
+    task = TASKS[args.task]
+    data = DownstreamData.open(args.data_dir or default_data_folder())
+    result = finetune(
+        task,
+        args.model,
+        data,
+        args.output_dir or Path(f"outputs/finetune-{task.name}"),
+        config_from=args.model_config_from,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        report_to=args.report_to,
+    )
+    if PartialState().is_main_process:
+        metrics = "  ".join(f"{name} {value:.4f}" for name, value in result.metrics.items())
+        print(f"{task.name} on val: {metrics}")
+        print(f"Hub-ready folder: {result.hub_folder}")
+        print(f"Metrics:          {result.metrics_file}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

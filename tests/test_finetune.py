@@ -1,0 +1,191 @@
+"""`recipes/finetune.py` and `recipes/evaluate_checkpoint.py` end to end on a tiny world with a tiny model,
+and the metrics their `compute_metrics` reports against hand computations."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_curriculum import TINY_MODEL
+from transformers import EvalPrediction
+
+from metrics import load_metric
+from modeling_lxmert_s import (
+    LxmertSConfig,
+    LxmertSForImageTextRetrieval,
+    LxmertSForPreTraining,
+    LxmertSForQuestionAnswering,
+    LxmertSForVisualReasoning,
+)
+from processing.corpora import load_answer_vocab
+from processing.downstream_collators import QACollator
+from processing.processor import LxmertSProcessor
+from processing.readers import vqa_soft_scores
+from processing.store import FeatureStore
+from processing.synthetic import WorldSettings, generate_world
+from processing.tokenizer import load_tokenizer
+from training.finetuning import GQA_NEEDS_REAL_DATA, TASKS, TaskMetrics
+
+REPO = Path(__file__).resolve().parents[1]
+RECALLS = {f"{kind}_r{k}" for kind in ("text", "image") for k in (1, 5, 10)}
+
+
+def _recipe(name: str):
+    """A recipe script as a module, so that tests call its `main` in this process."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+finetune = _recipe("finetune")
+evaluate_checkpoint = _recipe("evaluate_checkpoint")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return generate_world(tmp_path_factory.mktemp("data") / "world", WorldSettings(images=40, feature_dim=32))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(world, tmp_path_factory) -> Path:
+    """A tiny pre-training checkpoint folder with its processor, as `recipes/pretrain.py` leaves in hub/.
+    Not drawn with the fine-tuning seed (0): a model trained from scratch would start from its weights."""
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("pretrained")
+    processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
+    config = LxmertSConfig(
+        **TINY_MODEL,
+        vocab_size=len(processor.tokenizer),
+        visual_feat_dim=32,
+        pretraining_tasks=["mlm", "itm"],
+    )
+    LxmertSForPreTraining(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def run_finetune(task: str, model: str, world: Path, out: Path, *extra: str):
+    arguments = ["--task", task, "--model", model, "--data-dir", str(world), "--output-dir", str(out)]
+    return finetune.main([*arguments, "--batch-size", "8", "--max-steps", "3", "--report-to", "none", *extra])
+
+
+def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(world, checkpoint, tmp_path):
+    result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa")
+    report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
+    assert (report["task"], report["split"], report["global_step"]) == ("vqa", "val", 3)
+    assert set(report["metrics"]) == {"loss", "vqa_accuracy"} and 0 <= report["metrics"]["vqa_accuracy"] <= 1
+    assert report["metrics"] == result.metrics
+    model = LxmertSForQuestionAnswering.from_pretrained(result.hub_folder)
+    answers = load_answer_vocab(world / "corpora" / "vqa_train")
+    assert [model.config.id2label[i] for i in range(model.config.num_qa_labels)] == answers
+    assert LxmertSProcessor.from_pretrained(result.hub_folder).max_length == 20
+    # the encoder started from the checkpoint: its embeddings moved only by 3 steps of lr 5e-5
+    pretrained = load_file(checkpoint / "model.safetensors")["lxmert.embeddings.word_embeddings.weight"]
+    tuned = model.lxmert.embeddings.word_embeddings.weight
+    assert (tuned - pretrained).abs().max() < 1e-3
+
+    # evaluated again by the evaluation recipe: the same val accuracy, every question answered
+    evaluation = evaluate_checkpoint.main(
+        ["--task", "vqa", "--model", str(result.hub_folder), "--split", "val", "--data-dir", str(world)]
+    )
+    assert evaluation.metrics["vqa_accuracy"] == pytest.approx(report["metrics"]["vqa_accuracy"])
+    written = json.loads((result.hub_folder / "eval-vqa-val.json").read_text())
+    assert written["metrics"] == evaluation.metrics
+    predictions = json.loads((result.hub_folder / "predictions-vqa-val.json").read_text())
+    assert len(predictions) == 12 and {p["answer"] for p in predictions} <= set(answers)
+
+
+def test_nlvr2_without_pretraining_takes_the_checkpoint_architecture_not_its_weights(
+    world, checkpoint, tmp_path
+):
+    result = run_finetune("nlvr2", "none", world, tmp_path / "nlvr2", "--model-config-from", str(checkpoint))
+    model = LxmertSForVisualReasoning.from_pretrained(result.hub_folder)
+    assert (model.config.hidden_size, model.config.num_layers) == (TINY_MODEL["hidden_size"], 1)
+    pretrained = load_file(checkpoint / "model.safetensors")["lxmert.embeddings.word_embeddings.weight"]
+    assert (model.lxmert.embeddings.word_embeddings.weight - pretrained).abs().max() > 1e-2
+    report = json.loads((tmp_path / "nlvr2" / "metrics.json").read_text())
+    assert report["model"] == "none" and report["config_from"] == str(checkpoint)
+    assert set(report["metrics"]) == {"loss", "accuracy"} and 0 <= report["metrics"]["accuracy"] <= 1
+    assert report["metrics"]["accuracy"] * 4 == round(report["metrics"]["accuracy"] * 4)  # 4 val sentences
+
+
+def test_retrieval_fine_tunes_on_pairs_and_ranks_the_val_split(world, checkpoint, tmp_path):
+    result = run_finetune("retrieval", str(checkpoint), world, tmp_path / "retrieval")
+    assert set(result.metrics) == RECALLS and all(0 <= value <= 1 for value in result.metrics.values())
+    assert result.metrics["image_r5"] == 1.0  # 4 val images: each caption's image is in the top 5
+    model = LxmertSForImageTextRetrieval.from_pretrained(result.hub_folder)
+    itm = load_file(checkpoint / "model.safetensors")["heads.itm.classifier.weight"]
+    assert model.heads["itm"].classifier.weight.shape == itm.shape  # the pre-trained ITM head, fine-tuned
+
+    zero_shot = evaluate_checkpoint.main(
+        ["--task", "retrieval", "--model", str(checkpoint), "--split", "test", "--zero-shot"]
+        + ["--data-dir", str(world), "--output-dir", str(tmp_path / "zero-shot")]
+    )
+    written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
+    assert (
+        written["zero_shot"] and written["metrics"] == zero_shot.metrics and set(zero_shot.metrics) == RECALLS
+    )
+
+
+def test_gqa_on_the_synthetic_world_is_refused_with_how_to_get_real_data(world, checkpoint, capsys):
+    with pytest.raises(SystemExit):
+        finetune.main(["--task", "gqa", "--model", str(checkpoint)])
+    assert GQA_NEEDS_REAL_DATA in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="is a synthetic world. GQA needs real data"):
+        finetune.main(["--task", "gqa", "--model", str(checkpoint), "--data-dir", str(world)])
+
+
+def test_no_recipe_shadows_a_module_it_imports():
+    """Run as a script, a recipe's folder comes first on sys.path: a recipe named like an installed module
+    (`recipes/evaluate.py` and the `evaluate` library the metrics load) would be imported in its place."""
+    shadowing = [path.name for path in (REPO / "recipes").glob("*.py") if importlib.util.find_spec(path.stem)]
+    assert shadowing == []
+
+
+# ---- metrics ---------------------------------------------------------------------------------------
+
+
+def test_vqa_accuracy_is_the_official_metric_on_the_human_answers(world):
+    """The corpora keep soft scores, not the ten human answers: the score of the predicted answer must equal
+    the official leave-one-out VQA accuracy of that answer."""
+    humans = [
+        ["red"] * 2 + ["blue"] * 8,  # predicted red: 2 of 10 -> 0.6
+        ["2"] * 3 + ["3"] * 7,  # predicted 2: 3 of 10 -> 0.9
+        ["yes"] * 10,  # predicted no: 0
+        ["dog"] * 1 + ["cat"] * 4 + ["cow"] * 5,  # predicted cat: 4 of 10 -> 1.0
+    ]
+    predicted = ["red", "2", "no", "cat"]
+    vocabulary = ["red", "blue", "2", "3", "yes", "no", "dog", "cat", "cow"]
+    rows = []
+    for answers in humans:
+        scores = vqa_soft_scores(answers)
+        rows.append({"answers": list(scores), "scores": list(scores.values())})
+    processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
+    labels = QACollator(FeatureStore(world / "store"), processor, vocabulary).soft_scores(rows)
+    logits = torch.full(labels.shape, -5.0)
+    logits[torch.arange(4), torch.tensor([vocabulary.index(answer) for answer in predicted])] = 5.0
+
+    metrics = TaskMetrics(TASKS["vqa"])
+    assert metrics(EvalPrediction(logits[:2], labels[:2]), compute_result=False) is None  # batch by batch
+    result = metrics(EvalPrediction(logits[2:], labels[2:]), compute_result=True)
+    assert result["vqa_accuracy"] == pytest.approx((0.6 + 0.9 + 0.0 + 1.0) / 4)
+    official = load_metric("vqa_accuracy").compute(predictions=predicted, references=humans)
+    assert result["vqa_accuracy"] == pytest.approx(official["vqa_accuracy"])
+    assert metrics(EvalPrediction(logits[:1], labels[:1]))["vqa_accuracy"] == pytest.approx(
+        0.6
+    )  # starts over
+
+
+def test_gqa_and_nlvr2_accuracy_count_an_answer_outside_the_vocabulary_as_wrong():
+    logits = torch.tensor([[0.1, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    gqa_labels = torch.tensor(
+        [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    )  # last: answer not in vocab
+    assert TaskMetrics(TASKS["gqa"])(EvalPrediction(logits, gqa_labels)) == {"accuracy": pytest.approx(1 / 3)}
+    nlvr2 = TaskMetrics(TASKS["nlvr2"])(EvalPrediction(logits[:, :2], torch.tensor([1, 0, 1])))
+    assert nlvr2 == {"accuracy": pytest.approx(2 / 3)}

@@ -1,0 +1,438 @@
+"""Fine-tune LXMERT-S on a downstream task (MSP_SPEC "Downstream", §4.2) with the transformers `Trainer`, and
+evaluate a checkpoint on a split: what `recipes/finetune.py` and `recipes/evaluate_checkpoint.py` run.
+
+A data folder has the layout `processing` builds (the synthetic world has it too): `store/` (with
+`hard_negatives.npy` for retrieval's hard negatives), `corpora/<task>_<split>/` for VQA (`vqa_train`,
+`vqa_val`, ..., each with `answers.json`), GQA (`gqa_*`) and NLVR2 (`nlvr2_*`), and `corpora/flickr30k/`
+(one row per image, every Karpathy split) for retrieval.
+
+A fine-tuning run writes:
+
+    <out>/checkpoints/   the Trainer's epoch checkpoints and logs (runs/)
+    <out>/hub/           the model that scored best on val (retrieval: the last) + processor; from_pretrained
+                         loads it, and its trainer_state.json holds the log history
+    <out>/metrics.json   that model's val metrics, with the run's settings and steps
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from accelerate import PartialState
+from torch.utils.data import DataLoader
+from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
+
+from metrics import load_metric
+from modeling_lxmert_s import (
+    LxmertSConfig,
+    LxmertSForImageTextRetrieval,
+    LxmertSForQuestionAnswering,
+    LxmertSForVisualReasoning,
+    LxmertSPreTrainedModel,
+)
+from processing.corpora import load_answer_vocab
+from processing.downstream_collators import NLVR2Collator, QACollator, RetrievalCollator, retrieval_pairs
+from processing.hard_negatives import load_hard_negatives
+from processing.processor import LxmertSProcessor
+from processing.store import HARD_NEGATIVES_FILE, FeatureStore, atomic_write_text
+from processing.synthetic import WorldSettings, generate_world
+from processing.tokenizer import load_tokenizer
+from training.retrieval import evaluate_retrieval, match_logit_scorer, retrieval_split, zero_shot_retrieval
+from training.trainer import save_trained_model
+
+PAPER_LEARNING_RATE = 5e-5
+PAPER_BATCH_SIZE = 32
+# LXMERT fine-tunes with BertAdam: linear warm-up over the first 10% of the steps, then linear decay.
+WARMUP_RATIO = 0.1
+# The world `recipes/pretrain.py` pre-trains on by default (its configs/synthetic.yaml: default settings).
+DEFAULT_WORLD = Path("outputs/pretrain/world")
+GQA_NEEDS_REAL_DATA = (
+    "GQA needs real data: the synthetic world has no GQA corpus. Build corpora/gqa_train and "
+    "corpora/gqa_val in a data folder with `python -m processing.corpora gqa --store <folder>/store --out "
+    "<folder>/corpora/gqa_train --lxmert gqa/train.json` (and the same for val), then pass "
+    "--data-dir <folder>"
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    model_class: type[LxmertSPreTrainedModel]
+    epochs: int  # the paper's (§4.4)
+    metric: str | None  # keeps the best epoch on val; None: retrieval, ranked once after training
+    corpus: str  # corpora/<corpus>_<split>; retrieval: corpora/flickr30k, filtered by split
+
+    @property
+    def answers_questions(self) -> bool:
+        return self.model_class is LxmertSForQuestionAnswering
+
+
+TASKS = {
+    "vqa": Task("vqa", LxmertSForQuestionAnswering, 6, "vqa_accuracy", "vqa"),
+    "gqa": Task("gqa", LxmertSForQuestionAnswering, 5, "accuracy", "gqa"),
+    "nlvr2": Task("nlvr2", LxmertSForVisualReasoning, 8, "accuracy", "nlvr2"),
+    "retrieval": Task("retrieval", LxmertSForImageTextRetrieval, 8, None, "flickr30k"),
+}
+NLVR2_LABELS = {0: "false", 1: "true"}
+
+
+def default_data_folder() -> Path:
+    """`outputs/pretrain/world`, so that the default pre-training run's checkpoints are fine-tuned on the
+    images and tokenizer they were pre-trained with; generated (on the main process) when absent, reused
+    otherwise."""
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not (DEFAULT_WORLD / "world.json").is_file():
+            generate_world(DEFAULT_WORLD, WorldSettings())
+    return DEFAULT_WORLD
+
+
+@dataclass
+class DownstreamData:
+    folder: Path
+    store: FeatureStore
+
+    @classmethod
+    def open(cls, folder: str | Path) -> DownstreamData:
+        folder = Path(folder)
+        if not (folder / "store").is_dir():
+            raise FileNotFoundError(
+                f"{folder}: no store/; a data folder holds store/ and corpora/<name>/ "
+                "(README, 'The data pipeline')"
+            )
+        return cls(folder, FeatureStore(folder / "store"))
+
+    def split(self, task: Task, split: str) -> datasets.Dataset:
+        if task.name == "retrieval":
+            return retrieval_split(self.folder, split)
+        path = self.folder / "corpora" / f"{task.corpus}_{split}"
+        if path.is_dir():
+            return datasets.load_from_disk(str(path))
+        if task.name == "gqa" and (self.folder / "world.json").is_file():
+            raise FileNotFoundError(f"{self.folder} is a synthetic world. {GQA_NEEDS_REAL_DATA}")
+        raise FileNotFoundError(
+            f"{path}: no {task.name} corpus for split {split!r}; build it with "
+            f"`python -m processing.corpora {task.corpus} --store {self.folder / 'store'} --out {path} ...`"
+        )
+
+    def answer_vocab(self, task: Task) -> list[str]:
+        """The answers of the training corpus (`answers.json`), the classifier's outputs in order."""
+        return load_answer_vocab(self.folder / "corpora" / f"{task.corpus}_train")
+
+    def hard_negatives(self) -> np.ndarray | None:
+        """The store's hard negatives when built (`python -m processing.hard_negatives`), else None."""
+        if not (self.store.path / HARD_NEGATIVES_FILE).is_file():
+            return None
+        return load_hard_negatives(self.store.path)
+
+
+def load_processor(model: str, config_from: str | Path | None, data: DownstreamData) -> LxmertSProcessor:
+    """The checkpoint's processor, so that text is tokenised as in pre-training; for `model="none"`, that of
+    `config_from` or else a processor on the data folder's tokenizer (`bert-base-uncased` without one)."""
+    source = config_from if model == "none" else model
+    if source is not None:
+        return LxmertSProcessor.from_pretrained(source)
+    tokenizer = data.folder / "tokenizer"
+    return LxmertSProcessor(load_tokenizer(tokenizer if tokenizer.is_dir() else "bert-base-uncased"))
+
+
+def _task_settings(task: Task, answers: Sequence[str] | None) -> dict[str, Any]:
+    """Config fields a task's head needs; the label names travel in the config so a checkpoint maps its
+    predictions back without the data folder."""
+    if task.answers_questions:
+        return {"num_qa_labels": len(answers), "id2label": dict(enumerate(answers))}
+    if task.name == "nlvr2":
+        return {"id2label": NLVR2_LABELS}
+    return {}
+
+
+def _check_fits(
+    config: LxmertSConfig, processor: LxmertSProcessor, data: DownstreamData, origin: str
+) -> None:
+    if config.visual_feat_dim != data.store.feature_dim:
+        raise ValueError(
+            f"{origin}: the model takes {config.visual_feat_dim}-d region features, the store "
+            f"{data.store.path} holds {data.store.feature_dim}-d ones"
+        )
+    if config.vocab_size < len(processor.tokenizer):
+        raise ValueError(
+            f"{origin}: the model's vocab_size {config.vocab_size} is smaller than its tokenizer's "
+            f"{len(processor.tokenizer)} tokens"
+        )
+    if config.position_ids_type != processor.position_ids_type:
+        raise ValueError(
+            f"{origin}: the model's position_ids_type {config.position_ids_type!r} differs from its "
+            f"processor's {processor.position_ids_type!r}"
+        )
+
+
+def build_model(
+    task: Task,
+    model: str,
+    data: DownstreamData,
+    processor: LxmertSProcessor,
+    config_from: str | Path | None = None,
+    answers: Sequence[str] | None = None,
+) -> LxmertSPreTrainedModel:
+    """The task model on a pre-trained checkpoint's weights (its task head new), or with `model="none"` from
+    scratch: the architecture of `config_from` when given, so that "no pre-training" compares like with like,
+    else `LxmertSConfig`'s defaults sized from the data (vocabulary, feature dimension)."""
+    settings = _task_settings(task, answers)
+    if model != "none":
+        network = task.model_class.from_pretrained(model, **settings)
+    elif config_from is not None:
+        network = task.model_class(LxmertSConfig.from_pretrained(config_from, **settings))
+    else:
+        config = LxmertSConfig(
+            vocab_size=len(processor.tokenizer),
+            visual_feat_dim=data.store.feature_dim,
+            position_ids_type=processor.position_ids_type,
+            **settings,
+        )
+        network = task.model_class(config)
+    _check_fits(network.config, processor, data, model if model != "none" else str(config_from or "none"))
+    return network
+
+
+def task_collator(
+    task: Task, store: FeatureStore, processor: LxmertSProcessor, answers: Sequence[str] | None = None
+) -> QACollator | NLVR2Collator:
+    """The collator of a classification task's rows (retrieval trains on `RetrievalCollator`'s pairs)."""
+    if task.answers_questions:
+        return QACollator(store, processor, answers)
+    return NLVR2Collator(store, processor)
+
+
+class TaskMetrics:
+    """A classification task's metric, fed batch by batch: as the `Trainer`'s `compute_metrics` with
+    `batch_eval_metrics=True`, a split's logits and labels (VQA's are 3,129 wide) never sit in memory at once.
+
+    VQA accuracy is the mean soft score of the predicted answer. The corpora keep each answer's score, not
+    the ten human answers, and `processing.readers.vqa_soft_scores` computes that score as the official
+    metric's leave-one-out average of min(#humans / 3, 1) for the answer: so the mean is what
+    `load_metric("vqa_accuracy")` gives on the human answers (tests/test_finetune.py checks it), which the
+    metric module cannot take as scores. Answers outside the vocabulary have no score; the classifier cannot
+    give them. GQA and NLVR2: `load_metric("accuracy")` of the arg-max against the label (GQA: the answer
+    scored 1; a question whose answer is outside the vocabulary counts as wrong).
+    """
+
+    def __init__(self, task: Task):
+        self.task = task
+        self.accuracy = None if task.name == "vqa" else load_metric("accuracy")
+        self._predictions: list[torch.Tensor] = []
+        self._references: list[torch.Tensor] = []
+
+    def __call__(self, prediction: EvalPrediction, compute_result: bool = True) -> dict[str, float] | None:
+        self.add(torch.as_tensor(prediction.predictions), torch.as_tensor(prediction.label_ids))
+        return self.compute() if compute_result else None
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Take one batch; return its predicted label ids."""
+        predicted = logits.argmax(-1)
+        if self.task.name == "vqa":
+            reference = labels.gather(1, predicted[:, None]).squeeze(1).float()  # the prediction's score
+        elif self.task.answers_questions:
+            reference = torch.where(labels.amax(-1) > 0, labels.argmax(-1), -1)
+        else:
+            reference = labels
+        self._predictions.append(predicted.cpu())
+        self._references.append(reference.cpu())
+        return predicted
+
+    def compute(self) -> dict[str, float]:
+        """The metric of the batches taken so far; then start over."""
+        predictions, references = torch.cat(self._predictions), torch.cat(self._references)
+        self._predictions, self._references = [], []
+        if self.accuracy is None:
+            return {"vqa_accuracy": references.mean().item()}
+        return self.accuracy.compute(predictions=predictions.tolist(), references=references.tolist())
+
+
+def finetuning_arguments(
+    task: Task,
+    output_dir: Path,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    max_steps: int | None,
+    report_to: Sequence[str],
+) -> TrainingArguments:
+    """`batch_size` is global, split over processes. Classification tasks are evaluated on val after every
+    epoch and the best epoch is kept; retrieval's all-pairs ranking runs once, after training."""
+    processes = PartialState().num_processes
+    if batch_size % processes:
+        raise ValueError(f"batch_size {batch_size} is not divisible by {processes} processes")
+    return TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=epochs,
+        max_steps=max_steps or -1,
+        per_device_train_batch_size=batch_size // processes,
+        per_device_eval_batch_size=batch_size // processes,
+        learning_rate=learning_rate,
+        warmup_steps=WARMUP_RATIO,
+        lr_scheduler_type="linear",
+        eval_strategy="no" if task.metric is None else "epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=task.metric is not None,
+        metric_for_best_model=task.metric,
+        greater_is_better=True,
+        batch_eval_metrics=True,
+        logging_steps=10,
+        report_to=list(report_to),
+        seed=seed,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,  # the collators read the corpus columns
+    )
+
+
+@dataclass
+class FinetuneResult:
+    hub_folder: Path
+    metrics_file: Path
+    metrics: dict[str, float]  # on val
+
+
+def finetune(
+    task: Task,
+    model: str,
+    data: DownstreamData,
+    output_dir: str | Path,
+    *,
+    config_from: str | Path | None = None,
+    epochs: float | None = None,
+    batch_size: int = PAPER_BATCH_SIZE,
+    learning_rate: float = PAPER_LEARNING_RATE,
+    seed: int = 0,
+    max_steps: int | None = None,
+    report_to: Sequence[str] = ("tensorboard",),
+) -> FinetuneResult:
+    """Train `task` from `model` (a checkpoint folder, or "none"), keep the best model on val, save it with
+    its processor, and write its val metrics. `epochs` defaults to the paper's for the task."""
+    output_dir = Path(output_dir)
+    state = PartialState()
+    processor = load_processor(model, config_from, data)
+    train, val = data.split(task, "train"), data.split(task, "val")
+    answers = data.answer_vocab(task) if task.answers_questions else None
+    set_seed(seed)
+    network = build_model(task, model, data, processor, config_from, answers)
+    if task.name == "retrieval":
+        train_dataset, eval_dataset, compute_metrics = retrieval_pairs(train), None, None
+        collator = RetrievalCollator(data.store, processor, train, data.hard_negatives(), seed=seed)
+    else:
+        train_dataset, eval_dataset, compute_metrics = train, val, TaskMetrics(task)
+        collator = task_collator(task, data.store, processor, answers)
+    epochs = task.epochs if epochs is None else epochs
+    trainer = Trainer(
+        model=network,
+        args=finetuning_arguments(
+            task, output_dir, epochs, batch_size, learning_rate, seed, max_steps, report_to
+        ),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=processor,  # saved beside every checkpoint and the final model
+        compute_metrics=compute_metrics,
+    )
+    trainer.train()
+    if task.name == "retrieval":
+        scorer = match_logit_scorer(trainer.model.eval())
+        result = evaluate_retrieval(
+            scorer, data.store, processor, val, "val", "Fine-tuned retrieval", trainer.args.device
+        )
+        metrics = result.recalls
+    else:
+        metrics = {
+            key.removeprefix("eval_"): value
+            for key, value in trainer.evaluate().items()
+            if key.startswith("eval_") and not key.endswith(("runtime", "per_second"))
+        }
+    hub, metrics_file = output_dir / "hub", output_dir / "metrics.json"
+    save_trained_model(trainer, hub)
+    if state.is_main_process:
+        report = {
+            "task": task.name,
+            "model": model,
+            "config_from": None if config_from is None else str(config_from),
+            "data": str(data.folder),
+            "split": "val",
+            "metrics": metrics,
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "seed": seed,
+            "global_step": trainer.state.global_step,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+        }
+        atomic_write_text(metrics_file, json.dumps(report, indent=2))
+    state.wait_for_everyone()
+    return FinetuneResult(hub_folder=hub, metrics_file=metrics_file, metrics=metrics)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # empty for a split without labels
+    predictions: list[dict[str, Any]] | None = None  # VQA / GQA: {question_id, answer} per question
+
+
+@torch.no_grad()
+def evaluate_checkpoint(
+    task: Task,
+    model_folder: str | Path,
+    data: DownstreamData,
+    split: str,
+    *,
+    zero_shot: bool = False,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> Evaluation:
+    """Metrics of the model saved in `model_folder` (with its processor) on `split`. Retrieval ranks all pairs
+    of the split; `zero_shot` does so by the pre-trained ITM score of a pre-training checkpoint."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if zero_shot:
+        if task.name != "retrieval":
+            raise ValueError(f"zero-shot evaluation is retrieval by the ITM score, not {task.name}")
+        return Evaluation(zero_shot_retrieval(model_folder, data.folder, split, device).recalls)
+    model = task.model_class.from_pretrained(model_folder).to(device).eval()
+    processor = LxmertSProcessor.from_pretrained(model_folder)
+    _check_fits(model.config, processor, data, str(model_folder))
+    rows = data.split(task, split)
+    if task.name == "retrieval":
+        scorer = match_logit_scorer(model)
+        result = evaluate_retrieval(
+            scorer, data.store, processor, rows, split, "Fine-tuned retrieval", device
+        )
+        return Evaluation(result.recalls)
+    answers = None
+    if task.answers_questions:
+        if len(model.config.id2label) != model.config.num_qa_labels:
+            raise ValueError(
+                f"{model_folder}: config.id2label names {len(model.config.id2label)} answers for "
+                f"{model.config.num_qa_labels} outputs; models fine-tuned by `recipes/finetune.py` carry them"
+            )
+        answers = [model.config.id2label[index] for index in range(model.config.num_qa_labels)]
+    metrics = TaskMetrics(task)
+    predicted = []
+    loader = DataLoader(
+        rows, batch_size=batch_size, collate_fn=task_collator(task, data.store, processor, answers)
+    )
+    for batch in loader:
+        logits = model(**{name: value.to(device) for name, value in batch.items() if name != "labels"}).logits
+        predicted += metrics.add(logits.cpu(), batch["labels"]).tolist()
+    labelled = not task.answers_questions or any(rows["answers"])
+    evaluation = Evaluation(metrics.compute() if labelled else {})
+    if task.answers_questions:
+        evaluation.predictions = [
+            {"question_id": question, "answer": answers[index]}
+            for question, index in zip(rows["question_id"], predicted, strict=True)
+        ]
+    return evaluation
