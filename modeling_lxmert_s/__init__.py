@@ -14,6 +14,7 @@ from .modeling_lxmert_s import (
     LxmertSModelOutput,
     LxmertSPreTrainedModel,
     LxmertSTaskOutput,
+    LxmertSUnidirectionalOutput,
 )
 from .pretraining_heads import HEADS
 
@@ -48,5 +49,6 @@ __all__ = [
     "LxmertSModelOutput",
     "LxmertSPreTrainedModel",
     "LxmertSTaskOutput",
+    "LxmertSUnidirectionalOutput",
     "convert_lxmert_state_dict",
 ]

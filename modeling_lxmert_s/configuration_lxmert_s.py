@@ -14,7 +14,7 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-PRETRAINING_TASKS = ("mlm", "mrfr", "moc", "itm", "ifrs", "titp", "tits")
+PRETRAINING_TASKS = ("mlm", "mrfr", "moc", "itm", "ifrs", "titp", "tits", "flm")
 
 # Every Auto class a saved folder answers to; save_pretrained only adds the saved model's own class.
 AUTO_MAP = {
@@ -54,6 +54,17 @@ class LxmertSConfig(PreTrainedConfig):
         (LXMERT and the LXMERT-S code); `True`: only at masked regions (the paper's wording).
     visual_loss_normalizer (`float`, defaults to 6.67):
         LXMERT's factor (about 1/0.15) on the MRFR and MOC losses.
+    flm_reconstructor_layers (`int`, defaults to 1):
+        Depth of FLM's reconstructor (cross-attention + feed-forward layers). As in the FLM code, its layer
+        t reads the two unidirectional passes after encoder layer `num_layers - flm_reconstructor_layers + t`,
+        so it can be at most `num_layers`.
+    flm_corruption_rate (`float`, defaults to 0.0):
+        FLM's corruption rate r in [0, 1]: in training, besides its own word, each target hides from the
+        reconstructor a span of on average r x (tokens after [CLS]) - 1 neighbouring tokens, one always
+        kept (`reconstructor_key_mask` gives the rule). The released FLM recipe uses 0.
+    flm_directional_losses (`bool`, defaults to `False`):
+        Add FLM's auxiliary losses: next word from the left-to-right pass, previous word from the
+        right-to-left pass; the FLM loss is then the mean of the three.
     num_qa_labels (`int`, defaults to 3129):
         Size of the answer vocabulary of `LxmertSForQuestionAnswering` (LXMERT's VQA v2 answer set; a
         GQA answer set differs).
@@ -90,6 +101,9 @@ class LxmertSConfig(PreTrainedConfig):
     loss_weights: dict[str, float] | None = None
     moc_masked_regions_only: bool = False
     visual_loss_normalizer: float = 6.67
+    flm_reconstructor_layers: int = 1
+    flm_corruption_rate: float | int = 0.0
+    flm_directional_losses: bool = False
 
     num_qa_labels: int = 3129
 
@@ -110,6 +124,13 @@ class LxmertSConfig(PreTrainedConfig):
             )
         if self.pooler_type == "product" and not self.visual_cls_token:
             raise ValueError("pooler_type='product' pools the visual [CLS]: it needs visual_cls_token=True")
+        if not 1 <= self.flm_reconstructor_layers <= self.num_layers:
+            raise ValueError(
+                f"flm_reconstructor_layers ({self.flm_reconstructor_layers}) must be between 1 and "
+                f"num_layers ({self.num_layers}): each reconstructor layer reads one encoder layer"
+            )
+        if not 0.0 <= self.flm_corruption_rate <= 1.0:
+            raise ValueError(f"flm_corruption_rate ({self.flm_corruption_rate}) must be in [0, 1]")
         if self.num_qa_labels < 1:
             raise ValueError(f"num_qa_labels ({self.num_qa_labels}) must be at least 1")
         unknown = [task for task in self.pretraining_tasks if task not in PRETRAINING_TASKS]

@@ -24,8 +24,10 @@ from transformers.utils import ModelOutput
 from .configuration_lxmert_s import LxmertSConfig
 from .pretraining_heads import (
     HEADS,
+    IGNORE_INDEX,
     LABEL_TASKS,
     EncoderFeatures,
+    FreeLanguageModelingHead,
     ImageTextMatchingHead,
     MaskedLanguageModelingHead,
 )
@@ -52,6 +54,20 @@ class LxmertSModelOutput(ModelOutput):
     language_attentions: tuple[torch.Tensor, ...] | None = None
     vision_attentions: tuple[torch.Tensor, ...] | None = None
     cross_encoder_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class LxmertSUnidirectionalOutput(ModelOutput):
+    """FLM's two unidirectional passes over the text (`LxmertSModel.unidirectional_passes`).
+
+    hidden_states: each layer's text output (B, 2L, H), the left-to-right pass at [0, L) and the
+    right-to-left pass at [L, 2L). position_embeddings: (B, L, H), the text's position embeddings, where
+    the reconstructor's queries stand. attention_mask: (B, L), the text's padding mask.
+    """
+
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    position_embeddings: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -150,6 +166,39 @@ class LxmertSVisualFeatureEncoder(nn.Module):
         features = self.visn_layer_norm(self.visn_fc(visual_feats))
         boxes = self.box_layer_norm(self.box_fc(visual_pos))
         return self.dropout((features + boxes) / 2)
+
+
+def additive_mask(mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(B, K) or (B, Q, K) 1/0 -> (B, 1, 1, K) or (B, 1, Q, K) additive mask in the dtype attention runs in
+    (bf16 under autocast, where float32's minimum would round to -inf)."""
+    device_type = reference.device.type
+    dtype = (
+        torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else reference.dtype
+    )
+    expanded = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
+    return (1.0 - expanded.to(dtype)) * torch.finfo(dtype).min
+
+
+def unidirectional_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) padding mask -> (B, 2L, 2L) text self-attention mask of FLM's two passes run as one sequence.
+
+    The left-to-right copy of the text is at [0, L), the right-to-left copy at [L, 2L), and neither sees
+    the other. As in the FLM code, a word (position >= 1) of the left-to-right pass sees the tokens up to
+    itself and one of the right-to-left pass the tokens from itself on; the [CLS] row sees every word, but no
+    word sees the [CLS], which would hand it the words of the other side. Padding rows see every real token:
+    their outputs are never read, and a row with no key would break the softmax.
+    """
+    valid = attention_mask.bool()
+    position = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    word_row = (valid & (position > 0))[:, :, None]
+    keys = valid[:, None, :]
+    up_to_query = position[None, :] <= position[:, None]
+    left_to_right = torch.where(word_row, up_to_query & (position > 0), True) & keys
+    right_to_left = torch.where(word_row, up_to_query.T, True) & keys
+    unseen = torch.zeros_like(left_to_right)
+    return torch.cat(
+        [torch.cat([left_to_right, unseen], dim=2), torch.cat([unseen, right_to_left], dim=2)], dim=1
+    )
 
 
 def eager_attention_forward(
@@ -286,9 +335,15 @@ class LxmertSCrossModalityLayer(GradientCheckpointingLayer):
         lang_mask: torch.Tensor | None,
         visual_feats: torch.Tensor,
         visual_mask: torch.Tensor | None,
+        vision_sees_language: bool = True,
     ) -> tuple[torch.Tensor, ...]:
+        """`vision_sees_language=False` (FLM's unidirectional passes): the regions' cross-attention reads the
+        regions instead of the text, so the image side carries no word to a word that must not see it."""
         lang_cross, cross_weights = self.visual_attention(lang_feats, visual_feats, visual_mask)
-        visual_cross, _ = self.visual_attention(visual_feats, lang_feats, lang_mask)
+        if vision_sees_language:
+            visual_cross, _ = self.visual_attention(visual_feats, lang_feats, lang_mask)
+        else:
+            visual_cross, _ = self.visual_attention(visual_feats, visual_feats, visual_mask)
         lang_self, lang_weights = self.lang_self_att(lang_cross, lang_mask)
         visual_self, visual_weights = self.visn_self_att(visual_cross, visual_mask)
         lang_out = self.lang_output(self.lang_inter(lang_self), lang_self)
@@ -301,6 +356,52 @@ class LxmertSEncoder(nn.Module):
         super().__init__()
         self.visn_fc = LxmertSVisualFeatureEncoder(config)
         self.x_layers = nn.ModuleList(LxmertSCrossModalityLayer(config) for _ in range(config.num_layers))
+
+
+class LxmertSReconstructorLayer(nn.Module):
+    """One layer of FLM's reconstructor: cross-attention from the queries to the two passes, then a
+    feed-forward block. No self-attention: a query would read the context of another target, which may
+    hold this target's word."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.cross_attention = LxmertSCrossAttentionLayer(config)
+        self.intermediate = LxmertSIntermediate(config)
+        self.output = LxmertSOutput(config)
+
+    def forward(
+        self, queries: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
+    ) -> torch.Tensor:
+        attended, _ = self.cross_attention(queries, context, context_mask)
+        return self.output(self.intermediate(attended), attended)
+
+
+class LxmertSReconstructor(nn.Module):
+    """FLM's reconstructor (Wang et al., "Accelerating Vision-Language Pretraining with Free Language
+    Modeling", CVPR 2023): the query of position i is a learned mask embedding plus i's position embedding;
+    layer t reads the unidirectional passes after encoder layer `num_layers - depth + t` (the FLM code's
+    top reconstructor layers) through a (B, L, 2L) key mask."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.mask_embedding = nn.Parameter(torch.zeros(config.hidden_size))
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList(
+            LxmertSReconstructorLayer(config) for _ in range(config.flm_reconstructor_layers)
+        )
+
+    def forward(
+        self,
+        position_embeddings: torch.Tensor,
+        pass_states: tuple[torch.Tensor, ...],
+        key_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        queries = self.dropout(self.LayerNorm(position_embeddings + self.mask_embedding))
+        context_mask = additive_mask(key_mask, queries)
+        for layer, context in zip(self.layers, pass_states[-len(self.layers) :], strict=True):
+            queries = layer(queries, context, context_mask)
+        return queries
 
 
 class LxmertSPooler(nn.Module):
@@ -352,8 +453,10 @@ class LxmertSPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, MaskedLanguageModelingHead):
+        if isinstance(module, (MaskedLanguageModelingHead, FreeLanguageModelingHead)):
             init.zeros_(module.bias)
+        elif isinstance(module, LxmertSReconstructor):
+            init.normal_(module.mask_embedding, mean=0.0, std=self.config.initializer_range)
         elif isinstance(module, LxmertSVisualFeatureEncoder) and module.visual_cls_feature is not None:
             init.normal_(module.visual_cls_feature, mean=0.0, std=self.config.initializer_range)
             # not saved, so from_pretrained (which builds on the meta device) must set it here
@@ -440,18 +543,42 @@ class LxmertSModel(LxmertSPreTrainedModel):
         if visual_attention_mask is not None and visual_attention_mask.shape != (batch, regions):
             raise _shape_error("visual_attention_mask", f"{(batch, regions)}", visual_attention_mask.shape)
 
-    @staticmethod
-    def _additive_mask(mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """(B, K) 1/0 -> (B, 1, 1, K) additive mask in the dtype attention runs in (bf16 under autocast,
-        where float32's minimum would round to -inf)."""
-        device_type = reference.device.type
-        dtype = (
-            torch.get_autocast_dtype(device_type)
-            if torch.is_autocast_enabled(device_type)
-            else reference.dtype
+    def _complete_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check the inputs and fill in the optional ones; the visual mask gains the visual [CLS] when there
+        is one. Returns attention_mask, token_type_ids, position_ids, visual_attention_mask."""
+        self._check_inputs(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            visual_feats,
+            visual_pos,
+            visual_attention_mask,
         )
-        inverted = 1.0 - mask[:, None, None, :].to(dtype)
-        return inverted * torch.finfo(dtype).min
+        batch, length = input_ids.shape
+        device = input_ids.device
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(length, device=device).expand(batch, length)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if visual_attention_mask is None:
+            visual_attention_mask = torch.ones(visual_feats.shape[:2], dtype=torch.long, device=device)
+        if self.config.visual_cls_token:
+            visual_attention_mask = torch.cat(
+                [visual_attention_mask.new_ones(batch, 1), visual_attention_mask], 1
+            )
+        return attention_mask, token_type_ids, position_ids, visual_attention_mask
 
     def forward(
         self,
@@ -466,15 +593,6 @@ class LxmertSModel(LxmertSPreTrainedModel):
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
     ) -> LxmertSModelOutput | tuple:
-        self._check_inputs(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            visual_feats,
-            visual_pos,
-            visual_attention_mask,
-        )
         config = self.config
         output_hidden_states = (
             config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -484,25 +602,19 @@ class LxmertSModel(LxmertSPreTrainedModel):
         if output_attentions and config._attn_implementation != "eager":
             raise ValueError("output_attentions=True needs the eager attention (attn_implementation='eager')")
 
-        batch, length = input_ids.shape
-        device = input_ids.device
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(length, device=device).expand(batch, length)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if visual_attention_mask is None:
-            visual_attention_mask = torch.ones(visual_feats.shape[:2], dtype=torch.long, device=device)
-        if config.visual_cls_token:
-            visual_attention_mask = torch.cat(
-                [visual_attention_mask.new_ones(batch, 1), visual_attention_mask], 1
-            )
-
+        attention_mask, token_type_ids, position_ids, visual_attention_mask = self._complete_inputs(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            visual_feats,
+            visual_pos,
+            visual_attention_mask,
+        )
         lang = self.embeddings(input_ids, token_type_ids, position_ids)
         visual = self.encoder.visn_fc(visual_feats, visual_pos)
-        lang_mask = self._additive_mask(attention_mask, lang)
-        visual_mask = self._additive_mask(visual_attention_mask, visual)
+        lang_mask = additive_mask(attention_mask, lang)
+        visual_mask = additive_mask(visual_attention_mask, visual)
 
         lang_states, visual_states = (lang,), (visual,)
         lang_attentions, visual_attentions, cross_attentions = (), (), ()
@@ -532,6 +644,50 @@ class LxmertSModel(LxmertSPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def unidirectional_passes(
+        self,
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> LxmertSUnidirectionalOutput:
+        """FLM's left-to-right and right-to-left encodings of the text (Wang et al., CVPR 2023), through the
+        cross-modality layers with the same weights as `forward`.
+
+        The two passes are one sequence of 2L tokens with the mask of `unidirectional_attention_mask`, so the
+        image side runs once for both: it attends to the regions only, since a region that read the text
+        would carry the later words back to every word of the left-to-right pass.
+        """
+        attention_mask, token_type_ids, position_ids, visual_attention_mask = self._complete_inputs(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            visual_feats,
+            visual_pos,
+            visual_attention_mask,
+        )
+
+        def both_passes(text: torch.Tensor) -> torch.Tensor:
+            return torch.cat([text, text], dim=1)
+
+        lang = self.embeddings(both_passes(input_ids), both_passes(token_type_ids), both_passes(position_ids))
+        visual = self.encoder.visn_fc(visual_feats, visual_pos)
+        lang_mask = additive_mask(unidirectional_attention_mask(attention_mask), lang)
+        visual_mask = additive_mask(visual_attention_mask, visual)
+        states = ()
+        for layer in self.encoder.x_layers:
+            lang, visual, *_ = layer(lang, lang_mask, visual, visual_mask, vision_sees_language=False)
+            states += (lang,)
+        return LxmertSUnidirectionalOutput(
+            hidden_states=states,
+            position_embeddings=self.embeddings.position_embeddings(position_ids),
+            attention_mask=attention_mask,
+        )
+
 
 class LxmertSForPreTraining(LxmertSPreTrainedModel):
     """LXMERT-S with the MSP pre-training heads that `config.pretraining_tasks` names.
@@ -544,12 +700,12 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
         super().__init__(config)
         self.lxmert = LxmertSModel(config)
         self.heads = nn.ModuleDict({task: HEADS[task](config) for task in config.pretraining_tasks})
-        # The tie exists only where the MLM head does, so the mapping is per instance.
-        self._tied_weights_keys = (
-            {"heads.mlm.decoder.weight": "lxmert.embeddings.word_embeddings.weight"}
-            if "mlm" in self.heads
-            else {}
-        )
+        # The ties exist only where the MLM / FLM heads do, so the mapping is per instance.
+        self._tied_weights_keys = {
+            f"heads.{task}.decoder.weight": "lxmert.embeddings.word_embeddings.weight"
+            for task in ("mlm", "flm")
+            if task in self.heads
+        }
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -559,7 +715,10 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
         self.lxmert.set_input_embeddings(value)
 
     def get_output_embeddings(self) -> nn.Linear | None:
-        return self.heads["mlm"].decoder if "mlm" in self.heads else None
+        for task in ("mlm", "flm"):
+            if task in self.heads:
+                return self.heads[task].decoder
+        return None
 
     def _active_tasks(self, labels: dict[str, torch.Tensor]) -> list[str]:
         for name in labels:
@@ -615,6 +774,24 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
             region_output=encoded.vision_output[:, first_region:],
             pooled_output=encoded.pooled_output,
         )
+        if "flm" in active:
+            flm_labels = labels["flm_labels"]
+            if flm_labels.shape != input_ids.shape:
+                raise _shape_error("flm_labels", f"{tuple(input_ids.shape)} like input_ids", flm_labels.shape)
+            # FLM reads the unmasked text: `flm_labels` hold the original id of every word and MLM masks
+            # words only, so putting them back undoes MLM's masking in a batch that trains both.
+            passes = self.lxmert.unidirectional_passes(
+                input_ids=torch.where(flm_labels != IGNORE_INDEX, flm_labels, input_ids),
+                visual_feats=visual_feats,
+                visual_pos=visual_pos,
+                attention_mask=attention_mask,
+                visual_attention_mask=visual_attention_mask,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+            )
+            features.unidirectional_states = passes.hidden_states
+            features.position_embeddings = passes.position_embeddings
+            features.attention_mask = passes.attention_mask
         losses = {task: self.heads[task](features, labels) for task in active}
         loss = (
             sum(self.config.loss_weight(task) * value for task, value in losses.items()) if losses else None
@@ -831,4 +1008,5 @@ __all__ = [
     "LxmertSModelOutput",
     "LxmertSPreTrainedModel",
     "LxmertSTaskOutput",
+    "LxmertSUnidirectionalOutput",
 ]

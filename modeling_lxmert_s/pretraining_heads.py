@@ -18,15 +18,22 @@ from transformers.activations import ACT2FN
 
 from .configuration_lxmert_s import LxmertSConfig
 
+# Label value of a position that is not a target (PyTorch's cross-entropy default).
+IGNORE_INDEX = -100
+
 
 @dataclass
 class EncoderFeatures:
     """What the heads read: text outputs (B, L, H), region outputs without the visual [CLS] (B, R, H),
-    and the pooled multimodal representation (B, H)."""
+    and the pooled multimodal representation (B, H). When FLM is in the batch, also its two unidirectional
+    passes, the text's position embeddings and padding mask (see `LxmertSUnidirectionalOutput`)."""
 
     language_output: torch.Tensor
     region_output: torch.Tensor
     pooled_output: torch.Tensor
+    unidirectional_states: tuple[torch.Tensor, ...] | None = None
+    position_embeddings: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
 
 
 class LxmertSPredictionHeadTransform(nn.Module):
@@ -99,6 +106,108 @@ class MaskedLanguageModelingHead(PretrainingHead):
         if logits.shape[0] == 0:
             return _zero_loss_like(logits)
         return F.cross_entropy(logits.float(), mlm_labels[chosen])
+
+
+def reconstructor_key_mask(
+    attention_mask: torch.Tensor, corruption_rate: float = 0.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of the 2L pass states the reconstructor's query at each position reads, as in the FLM code.
+
+    Returns the (B, L, 2L) key mask and `reconstructable` (B, L). The query of word i (position >= 1) reads
+    the left-to-right states of words 1..i-1 and the right-to-left states of positions i+1.. (padding and the
+    [CLS] states, which saw every word, left out), so word i appears in none of its keys. Other rows ([CLS],
+    padding, and a word with nothing around it, as the only token after [CLS]) read every real token: they are
+    not reconstructed (`reconstructable` is False) and exist only because the batch is rectangular.
+
+    Corruption (FLM's span corruption, with rate r): a word with n keys hides k ~ Binomial(n, p) more of them,
+    p = clip((r (n + 1) - 1) / n, 0, 1), so that on average a fraction r of its n + 1 tokens (itself included)
+    is corrupted; k is cut to n - 1 so that one key always stays. The span holds the k positions nearest to i,
+    half on each side (an odd k puts its extra position on a random side) and less where it meets an end.
+    """
+    valid = attention_mask.bool()
+    batch, length = valid.shape
+    position = torch.arange(length, device=valid.device)
+    query, key = position[:, None], position[None, :]
+    keys = valid[:, None, :] & (key > 0)
+    before = keys & (key < query)
+    after = keys & (key > query)
+    count = before.sum(-1) + after.sum(-1)
+    reconstructable = valid & (position > 0) & (count > 0)
+    if corruption_rate > 0:
+        draws = torch.rand((batch, length, length), generator=generator, device=valid.device)
+        rate = ((corruption_rate * (count + 1) - 1) / count.clamp(min=1)).clamp(0, 1)
+        hidden = ((draws < rate[..., None]) & (key < count[..., None])).sum(-1)
+        hidden = torch.minimum(hidden, (count - 1).clamp(min=0))
+        coin = torch.rand((batch, length), generator=generator, device=valid.device) < 0.5
+        left = hidden // 2 + (coin & (hidden % 2 == 1)).long()
+        before = before & (key < query - left[..., None])
+        after = after & (key > query + (hidden - left)[..., None])
+    every = valid[:, None, :].expand(batch, length, length)
+    row = reconstructable[..., None]
+    key_mask = torch.cat([torch.where(row, before, every), torch.where(row, after, every)], dim=-1)
+    return key_mask, reconstructable
+
+
+class FreeLanguageModelingHead(PretrainingHead):
+    """FLM (Wang et al., "Accelerating Vision-Language Pretraining with Free Language Modeling", CVPR 2023):
+    every word is a target (a 100% prediction rate, against MLM's 15%).
+
+    The encoder's two unidirectional passes (`LxmertSModel.unidirectional_passes`) give, for each word, a
+    context that has not seen it; the reconstructor (`LxmertSReconstructor`) rebuilds each word from the
+    left-to-right states before it and the right-to-left states after it (`reconstructor_key_mask`), and a
+    vocabulary head tied to the word embeddings predicts it. Loss: cross-entropy over every target of
+    `flm_labels` (the collator marks every word; [CLS], [SEP], padding and other special tokens are -100).
+    With `config.flm_directional_losses`, the FLM code's auxiliary losses are added: the left-to-right state
+    of word i predicts word i + 1 and the right-to-left state predicts word i - 1; the loss is then the mean
+    of the three cross-entropies (the code's weighting with both weights 1). Span corruption
+    (`config.flm_corruption_rate`) applies in training only, like dropout.
+    """
+
+    task = "flm"
+    label_names = ("flm_labels",)
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        # modeling_lxmert_s imports this module, so the encoder's blocks are imported when the head is built.
+        from .modeling_lxmert_s import LxmertSReconstructor
+
+        self.reconstructor = LxmertSReconstructor(config)
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.corruption_rate = config.flm_corruption_rate
+        self.directional_losses = config.flm_directional_losses
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        flm_labels = labels["flm_labels"]
+        key_mask, reconstructable = reconstructor_key_mask(
+            features.attention_mask, self.corruption_rate if self.training else 0.0
+        )
+        reconstructed = self.reconstructor(
+            features.position_embeddings, features.unidirectional_states, key_mask
+        )
+        # (states, where to predict, words to predict) of each loss
+        predictions = [(reconstructed, reconstructable & (flm_labels != IGNORE_INDEX), flm_labels)]
+        if self.directional_losses:
+            left_to_right, right_to_left = features.unidirectional_states[-1].chunk(2, dim=1)
+            # a word's state has read one side only; the [CLS] and padding rows read every word
+            one_sided = features.attention_mask.bool().clone()
+            one_sided[:, 0] = False
+            next_words = F.pad(flm_labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+            previous_words = F.pad(flm_labels[:, :-1], (1, 0), value=IGNORE_INDEX)
+            predictions.append((left_to_right, one_sided & (next_words != IGNORE_INDEX), next_words))
+            predictions.append((right_to_left, one_sided & (previous_words != IGNORE_INDEX), previous_words))
+        # one decoder call for all of them: the vocabulary projection is the head's largest matmul
+        states = torch.cat([source[where] for source, where, _ in predictions])
+        logits = self.decoder(self.transform(states)) + self.bias
+        if logits.shape[0] == 0:
+            return _zero_loss_like(logits)
+        counts = [int(where.sum()) for _, where, _ in predictions]
+        losses = []
+        for part, (_, where, words) in zip(logits.split(counts), predictions, strict=True):
+            if part.shape[0] > 0:
+                losses.append(F.cross_entropy(part.float(), words[where]))
+        return torch.stack(losses).mean()
 
 
 class ImageTextMatchingHead(PretrainingHead):
@@ -249,6 +358,7 @@ HEADS: dict[str, type[PretrainingHead]] = {
         ImageFeatureShuffleHead,
         PhraseTopicHead,
         SentenceTopicHead,
+        FreeLanguageModelingHead,
     )
 }
 

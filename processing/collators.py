@@ -9,6 +9,7 @@ One piece per task (MSP_SPEC "Tasks"); a stage collator composes the pieces of i
     ifrs   shuffle_triplets              ifrs_labels, ifrs_mask (§3.1, eq. 1)
     mrfr   mask_regions                  region_mask, mrfr_labels
     moc    mask_regions (the same mask)  region_mask, moc_{object,attribute}_{labels,confidences}
+    flm    flm_targets                   flm_labels (every word, from the text before MLM masks it)
     mlm    mask_tokens                   mlm_labels
 
 Within a batch the pieces run in that order: the fed image must be known before the store is read (one
@@ -32,6 +33,7 @@ from torch.utils.data import get_worker_info
 
 from processing.pretraining_pieces import (
     class_wordpieces,
+    flm_targets,
     mask_regions,
     mask_tokens,
     mismatch_images,
@@ -49,6 +51,7 @@ TASK_PIECES = {
     "ifrs": shuffle_triplets,
     "mrfr": mask_regions,
     "moc": mask_regions,
+    "flm": flm_targets,
     "mlm": mask_tokens,
 }
 
@@ -275,6 +278,8 @@ class MSPCollator:
             batch["moc_object_confidences"] = regions["object_confidences"]
             batch["moc_attribute_labels"] = regions["attribute_ids"]
             batch["moc_attribute_confidences"] = regions["attribute_confidences"]
+        if "flm" in self.tasks:
+            batch["flm_labels"] = flm_targets(batch["input_ids"], batch["attention_mask"], self.special_ids)
         if "mlm" in self.tasks:
             batch["input_ids"], batch["mlm_labels"] = mask_tokens(
                 batch["input_ids"],

@@ -44,6 +44,20 @@ def mask_tokens(
     return masked, torch.where(chosen, input_ids, IGNORE_INDEX)
 
 
+def flm_targets(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor
+) -> torch.Tensor:
+    """FLM (Wang et al., CVPR 2023): every word is a target, so `flm_labels` is the original id at every
+    real, non-special token and -100 elsewhere; the input is not masked.
+
+    The special tokens are those MLM never chooses (the collator passes the same `special_ids`), so every
+    position MLM may mask holds its original id here; the model restores the unmasked text for FLM's passes
+    from these labels when a batch trains both. [SEP] is no target: it is always last and says nothing of
+    the image, and LXMERT-S generates no text that would need an end token.
+    """
+    return torch.where(attention_mask.bool() & ~torch.isin(input_ids, special_ids), input_ids, IGNORE_INDEX)
+
+
 def mask_regions(
     features: torch.Tensor,
     visual_attention_mask: torch.Tensor,
@@ -177,6 +191,7 @@ def mismatch_images(
 __all__ = [
     "IGNORE_INDEX",
     "class_wordpieces",
+    "flm_targets",
     "mask_regions",
     "mask_tokens",
     "mismatch_images",

@@ -60,6 +60,7 @@ def random_labels(
     mlm_labels[2, 2] = 11
     region_mask = torch.zeros(batch, regions, dtype=torch.bool)
     region_mask[0, 0] = region_mask[1, 2] = region_mask[2, 4] = True
+    words = inputs["attention_mask"].bool() & (torch.arange(length) > 0)
     ifrs_mask = torch.zeros(batch, regions, dtype=torch.bool)
     ifrs_mask[0, :3] = True
     confidences = torch.rand(batch, regions, generator=generator) * inputs["visual_attention_mask"]
@@ -81,4 +82,5 @@ def random_labels(
         "ifrs_mask": ifrs_mask,
         "titp_labels": topic,
         "tits_labels": topic.roll(1, dims=1),
+        "flm_labels": torch.where(words, inputs["input_ids"], -100),
     }
