@@ -45,7 +45,7 @@ from processing.store import HARD_NEGATIVES_FILE, FeatureStore, atomic_write_tex
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
 from training.retrieval import evaluate_retrieval, match_logit_scorer, retrieval_split, zero_shot_retrieval
-from training.trainer import save_trained_model
+from training.trainer import per_device_batch_size, save_trained_model
 
 PAPER_LEARNING_RATE = 5e-5
 PAPER_BATCH_SIZE = 32
@@ -267,15 +267,13 @@ def finetuning_arguments(
 ) -> TrainingArguments:
     """`batch_size` is global, split over processes. Classification tasks are evaluated on val after every
     epoch and the best epoch is kept; retrieval's all-pairs ranking runs once, after training."""
-    processes = PartialState().num_processes
-    if batch_size % processes:
-        raise ValueError(f"batch_size {batch_size} is not divisible by {processes} processes")
+    per_device = per_device_batch_size(batch_size)
     return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=epochs,
         max_steps=max_steps or -1,
-        per_device_train_batch_size=batch_size // processes,
-        per_device_eval_batch_size=batch_size // processes,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device,
         learning_rate=learning_rate,
         warmup_steps=WARMUP_RATIO,
         lr_scheduler_type="linear",

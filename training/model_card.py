@@ -22,14 +22,13 @@ def write_hub_folder(
     curriculum: Curriculum,
     data: PretrainingData,
     results: Sequence[StageResult],
-    final_model: Path,
     out: Path,
 ) -> Path:
     """`save_pretrained` of the last stage's model and of the processor (both with their code, so
     `trust_remote_code=True` loads them where this package is not installed) plus `README.md`. Atomic."""
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    model = LxmertSForPreTraining.from_pretrained(final_model)
+    model = LxmertSForPreTraining.from_pretrained(results[-1].folder)
     model.save_pretrained(work)
     data.processor.save_pretrained(work)
     atomic_write_text(work / "README.md", model_card(curriculum, data, results, model))

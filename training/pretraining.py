@@ -39,6 +39,7 @@ from training.trainer import (
     TRAINER_STATE,
     MSPTrainer,
     last_complete_checkpoint,
+    per_device_batch_size,
     save_trained_model,
 )
 
@@ -54,7 +55,6 @@ class StageResult:
     folder: Path
     log_history: list[dict[str, Any]]
     global_step: int
-    train_batch_size: int  # per process
     final_losses: dict[str, float] = field(default_factory=dict)
 
 
@@ -82,22 +82,18 @@ def stage_model(
     curriculum: Curriculum, data: PretrainingData, stage: StageConfig, previous: Path | None
 ) -> LxmertSForPreTraining:
     """The stage's model: the previous stage's weights (shared heads included) plus fresh heads it adds."""
+    if previous is not None:
+        return LxmertSForPreTraining.from_pretrained(previous, pretraining_tasks=stage.tasks)
     settings = {**curriculum.model, **data.model_sizes(), "pretraining_tasks": stage.tasks}
-    if previous is None:
-        return LxmertSForPreTraining(LxmertSConfig(**settings))
-    return LxmertSForPreTraining.from_pretrained(previous, pretraining_tasks=stage.tasks)
+    return LxmertSForPreTraining(LxmertSConfig(**settings))
 
 
 def training_arguments(curriculum: Curriculum, stage: StageConfig, folder: Path) -> TrainingArguments:
     """The stage's `TrainingArguments`; the stage's batch size is global (split over processes, steps)."""
     training = curriculum.training
-    processes = PartialState().num_processes
-    per_device, remainder = divmod(stage.batch_size, processes * stage.gradient_accumulation_steps)
-    if remainder or per_device == 0:
-        raise ValueError(
-            f"{curriculum.path}: stage {stage.name!r}: batch_size {stage.batch_size} is not divisible by "
-            f"{processes} processes x {stage.gradient_accumulation_steps} accumulation steps"
-        )
+    per_device = per_device_batch_size(
+        stage.batch_size, stage.gradient_accumulation_steps, f"{curriculum.path}: stage {stage.name!r}"
+    )
     return TrainingArguments(
         output_dir=str(folder),
         use_cpu=PartialState().device.type == "cpu",
@@ -163,7 +159,6 @@ def run_stage(
         folder=final,
         log_history=trainer_state["log_history"],
         global_step=trainer_state["global_step"],
-        train_batch_size=trainer_state["train_batch_size"],
         final_losses=final_losses(trainer_state["log_history"]),
     )
 
@@ -200,7 +195,7 @@ def run_curriculum(curriculum: Curriculum, output_dir: str | Path) -> Curriculum
         merged = merged_log_history(results)
         atomic_write_text(output_dir / LOG_HISTORY, json.dumps(merged, indent=1))
         plot_loss_curves(merged, [(result.name, offset) for result, offset in _offsets(results)], plot)
-        write_hub_folder(curriculum, data, results, previous, hub)
+        write_hub_folder(curriculum, data, results, hub)
     state.wait_for_everyone()
     return CurriculumResult(data_folder=folder, stages=results, hub_folder=hub, plot=plot)
 

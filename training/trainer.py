@@ -139,6 +139,19 @@ class MSPTrainer(Trainer):
             atomic_write_text(folder / COMPLETE_MARKER, f"{self.state.global_step}\n")
 
 
+def per_device_batch_size(batch_size: int, accumulation_steps: int = 1, where: str = "batch_size") -> int:
+    """A global batch size split over the processes and the gradient-accumulation steps; `where` names the
+    setting in the error when it does not split evenly."""
+    processes = PartialState().num_processes
+    per_device, remainder = divmod(batch_size, processes * accumulation_steps)
+    if remainder or per_device == 0:
+        raise ValueError(
+            f"{where}: batch_size {batch_size} is not divisible by {processes} processes x "
+            f"{accumulation_steps} accumulation steps"
+        )
+    return per_device
+
+
 def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
     """The newest checkpoint of `folder` that was completely written; unfinished ones are removed."""
     folder = Path(folder)
