@@ -1,4 +1,5 @@
-"""Two non-neural answerers that show the synthetic world's VQA needs the regions.
+"""Non-neural answerers that show how much of the synthetic world's VQA needs the regions, and what NLVR2
+gives away in its text.
 
     python -m processing.world_baselines data/world
 
@@ -8,6 +9,8 @@
   regions — existence and count from confident detections, colour from the region's feature through a
   least-squares decoder fitted on training regions, relation from the boxes. It never sees the answers.
 Both are scored with VQA accuracy (the soft scores of the ten simulated annotators).
+* NLVR2 text only: the most frequent training label of the statement's kind (the statement with its noun
+  replaced), scored with accuracy: what an NLVR2 model can reach without looking at either image.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from processing.readers import Question, read_class_vocab, read_lxmert_qa_json
+from processing.readers import (
+    Nlvr2Pair,
+    Question,
+    read_class_vocab,
+    read_lxmert_nlvr2_json,
+    read_lxmert_qa_json,
+)
 from processing.store import FeatureStore, float32_tensor
 from processing.synthetic import CATEGORIES, COLOURS, plural
 
@@ -130,6 +139,26 @@ class GroundedAnswerer:
         return self.names[labels[min(candidates, key=lambda r: np.abs(offset[r]).sum())]]
 
 
+NOUN = re.compile(r"\b(" + "|".join(sorted({*CATEGORIES, *SINGULAR}, key=len, reverse=True)) + r")\b")
+
+
+def statement_kind(sentence: str) -> str:
+    """The statement with its nouns replaced: "both images contain a dog." -> "both images contain a _."."""
+    return NOUN.sub("_", sentence)
+
+
+def nlvr2_text_only_accuracy(train: Sequence[Nlvr2Pair], test: Sequence[Nlvr2Pair]) -> float:
+    """Accuracy of the most frequent training label of each test statement's kind (1 for an unseen kind)."""
+    labels: dict[str, Counter] = defaultdict(Counter)
+    for pair in train:
+        labels[statement_kind(pair.sentence)][pair.label] += 1
+    guesses = [
+        labels[kind].most_common(1)[0][0] if (kind := statement_kind(pair.sentence)) in labels else 1
+        for pair in test
+    ]
+    return float(np.mean([guess == pair.label for guess, pair in zip(guesses, test, strict=True)]))
+
+
 def measure(world: str | Path) -> dict[str, dict[str, float]]:
     """VQA accuracy of the prior, text-only and grounded answerers on the test split, overall and per type."""
     world = Path(world)
@@ -165,6 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'VQA accuracy (test)':>20} " + " ".join(f"{c:>9}" for c in columns))
     for name, row in results.items():
         print(f"{name:>20} " + " ".join(f"{100 * row[c]:9.1f}" for c in columns))
+    nlvr2 = nlvr2_text_only_accuracy(
+        read_lxmert_nlvr2_json(args.world / "nlvr2" / "train.json"),
+        read_lxmert_nlvr2_json(args.world / "nlvr2" / "test.json"),
+    )
+    print(f"NLVR2 accuracy (test) of the text-only answerer: {100 * nlvr2:.1f}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
     python recipes/bench.py                                          # CPU, small batch
     python recipes/bench.py --device cuda --bf16 --batch-size 1024   # one GPU
     python recipes/bench.py --device cuda --bf16 --batch-size 1024 --compile
+    python recipes/bench.py --models lxmert-s lxmert-s-flm lxmert-s-mlm-flm          # FLM's step-time cost
 
 Both models get the same random batch (20 text tokens, 36 regions) and the same tasks: MLM, ITM and
-the region heads (feature regression, object and attribute classification). A step is forward,
+the region heads (feature regression, object and attribute classification); `lxmert-s-flm` replaces
+MLM with FLM and `lxmert-s-mlm-flm` trains both. A step is forward,
 backward and an AdamW update. Each model runs in a fresh process so that peak memory is its own:
 peak GPU memory allocated on CUDA, peak resident memory of the process on the CPU.
 """
@@ -45,14 +47,25 @@ def make_batch(config: LxmertSConfig, batch: int, length: int, regions: int, dev
     return {name: tensor.to(device) for name, tensor in tensors.items()}
 
 
-def ours_step_inputs(batch: dict) -> dict:
+# LXMERT-S variants by their text objectives.
+TEXT_OBJECTIVES = {"lxmert-s": ("mlm",), "lxmert-s-flm": ("flm",), "lxmert-s-mlm-flm": ("mlm", "flm")}
+
+
+def ours_step_inputs(batch: dict, objectives: tuple[str, ...]) -> dict:
+    """LXMERT-S's inputs; FLM predicts every word of the unmasked text (position 0 stands for [CLS])."""
+    text_labels = {}
+    if "mlm" in objectives:
+        text_labels["mlm_labels"] = batch["mlm_labels"]
+    if "flm" in objectives:
+        text_labels["flm_labels"] = batch["input_ids"].clone()
+        text_labels["flm_labels"][:, 0] = -100
     return {
         "input_ids": batch["input_ids"],
         "attention_mask": batch["attention_mask"],
         "position_ids": batch["position_ids"],
         "visual_feats": batch["visual_feats"],
         "visual_pos": batch["visual_pos"],
-        "mlm_labels": batch["mlm_labels"],
+        **text_labels,
         "itm_labels": batch["itm_labels"],
         "region_mask": batch["region_mask"],
         "mrfr_labels": batch["visual_feats"],
@@ -80,9 +93,10 @@ def lxmert_step_inputs(batch: dict) -> dict:
 
 
 def build(name: str) -> tuple[torch.nn.Module, LxmertSConfig]:
-    config = LxmertSConfig(pretraining_tasks=["mlm", "mrfr", "moc", "itm"])
-    if name == "lxmert-s":
+    if name in TEXT_OBJECTIVES:
+        config = LxmertSConfig(pretraining_tasks=[*TEXT_OBJECTIVES[name], "mrfr", "moc", "itm"])
         return LxmertSForPreTraining(config), config
+    config = LxmertSConfig(pretraining_tasks=["mlm", "mrfr", "moc", "itm"])
     reference = LxmertConfig(l_layers=0, r_layers=0, x_layers=config.num_layers, task_qa=False)
     return LxmertForPreTraining(reference), config
 
@@ -94,7 +108,11 @@ def measure(name: str, args: argparse.Namespace) -> tuple[float, int, float]:
     model, config = build(name)
     model.to(device).train()
     batch = make_batch(config, args.batch_size, args.text_length, args.regions, device)
-    inputs = ours_step_inputs(batch) if name == "lxmert-s" else lxmert_step_inputs(batch)
+    inputs = (
+        ours_step_inputs(batch, TEXT_OBJECTIVES[name])
+        if name in TEXT_OBJECTIVES
+        else lxmert_step_inputs(batch)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     forward = torch.compile(model) if args.compile else model
 
@@ -139,7 +157,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
-    parser.add_argument("--models", nargs="+", default=["lxmert-s", "transformers-lxmert"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["lxmert-s", "transformers-lxmert"],
+        choices=[*TEXT_OBJECTIVES, "transformers-lxmert"],
+    )
     args = parser.parse_args()
 
     context = multiprocessing.get_context("spawn")

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import statistics
 from pathlib import Path
 
 from processing.store import atomic_write_text
-from processing.synthetic import WorldSettings, generate_world
 from training.curriculum import load_curriculum
 from training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
 from training.pretraining import run_curriculum
+from training.results import cached_json, evidence_parser, evidence_world, mean_std
 
 CONFIGS = Path(__file__).parent / "configs"
 CURRICULA = {"S": CONFIGS / "synthetic_s.yaml", "T→P→S": CONFIGS / "synthetic.yaml"}
@@ -44,28 +42,15 @@ COLUMNS = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/evidence"))
+    parser = evidence_parser(__doc__, "outputs/evidence")
     parser.add_argument(
         "--curricula", nargs=2, type=Path, metavar=("S", "TPS"), help="replace the two configs"
     )
-    parser.add_argument("--world-images", type=int, default=WorldSettings().images)
-    parser.add_argument("--world-feature-dim", type=int, default=WorldSettings().feature_dim)
     parser.add_argument(
         "--epochs", nargs="*", default=[], metavar="TASK=N", help="fine-tuning epochs, default the paper's"
     )
     parser.add_argument("--max-steps", type=int, help="fine-tuning steps per task (a smoke run)")
     return parser.parse_args(argv)
-
-
-def _once(path: Path, compute) -> dict:
-    """The json result at `path`, computed and written (atomically) only if absent."""
-    if not path.is_file():
-        atomic_write_text(path, json.dumps(compute(), indent=2))
-    return json.loads(path.read_text())
 
 
 def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: dict[str, float]) -> dict:
@@ -85,7 +70,7 @@ def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: 
         tag = condition.replace("→", "")
         scores = results.setdefault(condition, {})
         if checkpoint != "none":
-            scores["zero_shot"] = _once(
+            scores["zero_shot"] = cached_json(
                 out / f"{tag}-zero_shot.json",
                 lambda c=checkpoint: (
                     evaluate_checkpoint(TASKS["retrieval"], c, data, "test", zero_shot=True).metrics
@@ -108,7 +93,7 @@ def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: 
                 )
                 return evaluate_checkpoint(TASKS[task], tuned.hub_folder, data, "test").metrics
 
-            scores[task] = _once(out / f"{tag}-{task}.json", train_and_test)
+            scores[task] = cached_json(out / f"{tag}-{task}.json", train_and_test)
     return results
 
 
@@ -124,12 +109,7 @@ def results_table(per_seed: dict[int, dict]) -> str:
             values = [
                 100 * seed[condition][task][metric] for seed in per_seed.values() if task in seed[condition]
             ]
-            if not values:
-                cells.append("—")
-            elif len(values) == 1:
-                cells.append(f"{values[0]:.1f}")
-            else:
-                cells.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
+            cells.append(mean_std(values))
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -142,10 +122,7 @@ def main(argv: list[str] | None = None) -> str:
         if task not in DOWNSTREAM or not value:
             raise SystemExit(f"--epochs: expected TASK=N with TASK in {DOWNSTREAM}, got {item!r}")
         epochs[task] = float(value)
-    world = generate_world(
-        args.output_dir / "world", WorldSettings(images=args.world_images, feature_dim=args.world_feature_dim)
-    )
-    data = DownstreamData.open(world)
+    data = evidence_world(args)
     per_seed = {seed: run_seed(seed, args, data, epochs) for seed in args.seeds}
     table = results_table(per_seed)
     settings = f"Seeds {args.seeds}; fine-tuning epochs {epochs or 'the paper defaults'}; test split; in %."

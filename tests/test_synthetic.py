@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from processing.hard_negatives import load_hard_negatives
 from processing.readers import (
+    Nlvr2Pair,
     read_class_vocab,
     read_coco_captions,
     read_flickr30k_karpathy,
@@ -21,7 +22,7 @@ from processing.readers import (
 from processing.store import ARRAYS, FeatureStore
 from processing.synthetic import ATTRIBUTES, OBJECT_CLASSES, VERBS, WorldSettings, generate_world
 from processing.verbs import contains_verb
-from processing.world_baselines import measure
+from processing.world_baselines import measure, nlvr2_text_only_accuracy, statement_kind
 
 SMALL = WorldSettings(images=40, feature_dim=16, seed=7)
 
@@ -133,3 +134,25 @@ def test_answers_need_the_regions_and_grounding_helps(larger_world):
     assert results["text only"]["all"] <= results["prior"]["all"] + 0.1
     assert results["grounded"]["all"] >= results["text only"]["all"] + 0.25
     assert results["grounded"]["color"] >= results["text only"]["color"] + 0.4
+
+
+def test_the_nlvr2_text_only_answerer_takes_each_statement_kinds_majority_label():
+    def pair(sentence: str, label: int) -> Nlvr2Pair:
+        return Nlvr2Pair("p", ("1", "2"), sentence, label)
+
+    train = [
+        pair("both images contain a dog.", 0),
+        pair("both images contain a cat.", 0),
+        pair("both images contain a bus.", 1),
+        pair("exactly one image contains a man.", 1),
+    ]
+    assert statement_kind("the left image has more buses than the right image.") == statement_kind(
+        "the left image has more men than the right image."
+    )
+    test = [
+        pair("both images contain a horse.", 0),  # majority 0: right
+        pair("both images contain a child.", 1),  # wrong
+        pair("exactly one image contains a tree.", 1),  # majority 1: right
+        pair("the left image has more cups than the right image.", 0),  # unseen kind, guessed 1: wrong
+    ]
+    assert nlvr2_text_only_accuracy(train, test) == 0.5

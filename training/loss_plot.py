@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
+from training.plotting import plt, save_figure
 
 
 def plot_loss_curves(
@@ -46,8 +43,4 @@ def plot_loss_curves(
     axes.legend(loc="upper right", ncols=2)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    work = out.with_name(f".{out.name}.partial.png")
-    figure.savefig(work, dpi=120)
-    plt.close(figure)
-    os.replace(work, out)
-    return out
+    return save_figure(figure, out)

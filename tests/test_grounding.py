@@ -1,0 +1,123 @@
+"""`training.grounding`: the cross-attention a word pays to the regions of the class it names."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from tiny_curriculum import TINY_MODEL, TINY_WORLD
+
+from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
+from processing.collators import text_inputs, visual_inputs
+from processing.processor import LxmertSProcessor
+from processing.readers import read_class_vocab
+from processing.store import FeatureStore
+from processing.synthetic import WorldSettings, generate_world
+from processing.tokenizer import load_tokenizer
+from training.grounding import main, named_region_attention, pooled_output_spread
+from training.retrieval import retrieval_split
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("world"), WorldSettings(**TINY_WORLD))
+
+
+def _model(world, folder, blind: bool = False):
+    processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
+    store = FeatureStore(world / "store")
+    config = LxmertSConfig(
+        **TINY_MODEL,
+        vocab_size=len(processor.tokenizer),
+        visual_feat_dim=store.feature_dim,
+        pretraining_tasks=["itm"],
+    )
+    model = LxmertSForPreTraining(config)
+    if blind:  # zero queries: every key gets the same score, so the attention is uniform
+        for layer in model.lxmert.encoder.x_layers:
+            torch.nn.init.zeros_(layer.visual_attention.att.query.weight)
+            torch.nn.init.zeros_(layer.visual_attention.att.query.bias)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_uniform_attention_scores_exactly_one(world, tmp_path):
+    measured = named_region_attention(_model(world, tmp_path / "blind", blind=True), world, images=4)
+    assert measured.words > 0
+    assert measured.ratios == pytest.approx([1.0] * TINY_MODEL["num_layers"], abs=1e-5)
+
+
+def test_the_weight_is_the_attention_on_the_named_class_regions(world, tmp_path):
+    folder = _model(world, tmp_path / "random")
+    with torch.no_grad():  # sharpen the attention so the weights differ from the uniform share
+        model = LxmertSForPreTraining.from_pretrained(folder)
+        for layer in model.lxmert.encoder.x_layers:
+            layer.visual_attention.att.query.weight.mul_(30)
+        model.save_pretrained(folder)
+    measured = named_region_attention(folder, world, images=4)
+
+    processor = LxmertSProcessor.from_pretrained(folder)
+    model = LxmertSForPreTraining.from_pretrained(folder, attn_implementation="eager").eval()
+    names = read_class_vocab(world / "objects_vocab.txt")
+    rows = retrieval_split(world, "test").select(range(4))
+    image_rows = np.asarray(rows["image_index"])
+    store = FeatureStore(world / "store")
+    inputs = text_inputs(processor, [captions[0] for captions in rows["captions"]])
+    inputs |= visual_inputs(store, image_rows, processor.num_regions)
+    with torch.no_grad():
+        attention = model.lxmert(**inputs, output_attentions=True).cross_encoder_attentions[-1]
+    offset = attention.shape[-1] - store.num_regions
+    weights = []
+    for caption, tokens in enumerate(inputs["input_ids"].tolist()):
+        for position, token in enumerate(tokens):
+            word = processor.tokenizer.convert_ids_to_tokens(token)
+            if word not in names:
+                continue
+            valid = inputs["visual_attention_mask"][caption].bool().numpy()
+            hit = valid & (np.asarray(store.object_ids[image_rows[caption]]) == names.index(word))
+            if hit.any():
+                weights.append(
+                    attention[caption, :, position, offset:][:, torch.from_numpy(hit)].sum(-1).mean().item()
+                )
+    assert measured.words == len(weights)
+    assert measured.weights[-1] == pytest.approx(np.mean(weights), rel=1e-5)
+    assert measured.ratios[-1] != pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_vocabulary_no_caption_names_is_an_error(world, tmp_path):
+    elsewhere = tmp_path / "world"
+    shutil.copytree(world, elsewhere, symlinks=True)
+    (elsewhere / "objects_vocab.txt").write_text("\n".join(f"thing{i}" for i in range(50)) + "\n")
+    with pytest.raises(ValueError, match="no caption word"):
+        named_region_attention(_model(world, tmp_path / "model"), elsewhere, images=4)
+
+
+def test_the_pooled_spread_tells_a_live_pooler_from_a_collapsed_or_saturated_one(world, tmp_path):
+    live = pooled_output_spread(_model(world, tmp_path / "live"), world, images=4)
+    assert live.spread > 1e-3 and live.saturated == 0.0
+
+    folder = _model(world, tmp_path / "collapsed")
+    model = LxmertSForPreTraining.from_pretrained(folder)
+    with torch.no_grad():  # poolers that ignore their input: the same pooled vector for every input
+        for pooler in (model.lxmert.pooler, model.lxmert.visual_pooler):
+            pooler.dense.weight.zero_()
+            pooler.dense.bias.fill_(0.5)
+    model.save_pretrained(folder)
+    assert pooled_output_spread(folder, world, images=4).spread == pytest.approx(0.0, abs=1e-6)
+
+    with torch.no_grad():  # a huge bias saturates every unit
+        for pooler in (model.lxmert.pooler, model.lxmert.visual_pooler):
+            pooler.dense.bias.fill_(50.0)
+    model.save_pretrained(folder)
+    assert pooled_output_spread(folder, world, images=4).saturated == 1.0
+
+
+def test_the_command_prints_both_checks(world, tmp_path, capsys):
+    folder = _model(world, tmp_path / "blind", blind=True)
+    main([str(folder), "--data-dir", str(world), "--images", "4"])
+    printed = capsys.readouterr().out
+    assert "per layer: " + ", ".join(["1.00"] * TINY_MODEL["num_layers"]) + " (" in printed
+    assert "pooled output: spread over inputs" in printed

@@ -1,0 +1,50 @@
+"""What the evidence recipes (`recipes/msp_evidence.py`, `recipes/msp_stages.py`) share: their common
+arguments and world, results cached as json files, and mean ± std cells for their tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from processing.store import atomic_write_text
+from processing.synthetic import WorldSettings, generate_world
+from training.finetuning import DownstreamData
+
+
+def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParser:
+    """--seeds, --output-dir and the synthetic world's size, which every evidence recipe takes."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output-dir", type=Path, default=Path(output_dir))
+    parser.add_argument("--world-images", type=int, default=WorldSettings().images)
+    parser.add_argument("--world-feature-dim", type=int, default=WorldSettings().feature_dim)
+    return parser
+
+
+def evidence_world(args: argparse.Namespace) -> DownstreamData:
+    """The one synthetic world every run of an evidence recipe shares: `<output-dir>/world`."""
+    settings = WorldSettings(images=args.world_images, feature_dim=args.world_feature_dim)
+    return DownstreamData.open(generate_world(args.output_dir / "world", settings))
+
+
+def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
+    """The json result at `path`, computed and written (atomically) only if absent: a killed or repeated run
+    redoes only what has no result yet."""
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(compute(), indent=2))
+    return json.loads(path.read_text())
+
+
+def mean_std(values: Sequence[float], digits: int = 1) -> str:
+    """'mean ± sample std' of a table cell; one value alone, '—' for none."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
