@@ -1,7 +1,7 @@
 """Does MSP help? Downstream scores after no pre-training, after S only and after T→P→S, over seeds.
 
     python recipes/msp_evidence.py --seeds 0 1 2                       # the synthetic world, paper epochs
-    python recipes/msp_evidence.py --seeds 0 1 2 --epochs retrieval=2   # fewer retrieval epochs (CPU)
+    python recipes/msp_evidence.py --epochs retrieval=1 --learning-rate 1e-3   # the small model on a CPU
 
 For every seed: pre-train the S curriculum (`recipes/configs/synthetic_s.yaml`) and the T→P→S one
 (`synthetic.yaml`) with that seed; score zero-shot retrieval on the test split; fine-tune VQA, NLVR2 and
@@ -87,6 +87,7 @@ def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: 
                     # no pre-training: the architecture and processor of the T→P→S checkpoint, fresh weights
                     config_from=checkpoints["T→P→S"] if checkpoint == "none" else None,
                     epochs=epochs.get(task),
+                    learning_rate=args.learning_rate,
                     seed=seed,
                     max_steps=args.max_steps,
                     report_to=["none"],
@@ -125,7 +126,10 @@ def main(argv: list[str] | None = None) -> str:
     data = evidence_world(args)
     per_seed = {seed: run_seed(seed, args, data, epochs) for seed in args.seeds}
     table = results_table(per_seed)
-    settings = f"Seeds {args.seeds}; fine-tuning epochs {epochs or 'the paper defaults'}; test split; in %."
+    settings = (
+        f"Seeds {args.seeds}; fine-tuning epochs {epochs or 'the paper defaults'}, learning rate "
+        f"{args.learning_rate}; test split; in %."
+    )
     atomic_write_text(args.output_dir / "results.md", f"{settings}\n\n{table}\n")
     print(table)
     return table

@@ -36,6 +36,8 @@ def test_every_condition_is_pretrained_finetuned_and_scored_once(tmp_path):
         "32",
         "--max-steps",
         "2",
+        "--learning-rate",
+        "2e-4",
     ]
     table = evidence.main(arguments)
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()[2:]}
@@ -47,6 +49,7 @@ def test_every_condition_is_pretrained_finetuned_and_scored_once(tmp_path):
         for task in ("vqa", "nlvr2", "retrieval"):
             metrics = json.loads((seed / f"{tag}-{task}.json").read_text())
             assert all(0 <= value <= 1 for value in metrics.values()), (tag, task)
+            assert json.loads((seed / f"{tag}-{task}" / "metrics.json").read_text())["learning_rate"] == 2e-4
     # the S condition pre-trained only the sentence stage, T→P→S all three
     assert sorted(p.name for p in (seed / "pretrain-S").glob("*-*") if p.is_dir()) == ["1-sentence"]
     assert len([p for p in (seed / "pretrain-TPS").glob("[0-9]-*") if p.is_dir()]) == 3

@@ -12,11 +12,12 @@ from typing import Any
 
 from processing.store import atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
-from training.finetuning import DownstreamData
+from training.finetuning import PAPER_LEARNING_RATE, DownstreamData
 
 
 def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParser:
-    """--seeds, --output-dir and the synthetic world's size, which every evidence recipe takes."""
+    """--seeds, --output-dir, the synthetic world's size and the fine-tuning learning rate, which every
+    evidence recipe takes."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -24,6 +25,9 @@ def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParse
     parser.add_argument("--output-dir", type=Path, default=Path(output_dir))
     parser.add_argument("--world-images", type=int, default=WorldSettings().images)
     parser.add_argument("--world-feature-dim", type=int, default=WorldSettings().feature_dim)
+    parser.add_argument(
+        "--learning-rate", type=float, default=PAPER_LEARNING_RATE, help="fine-tuning; default the paper's"
+    )
     return parser
 
 
