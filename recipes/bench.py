@@ -4,6 +4,8 @@
     python recipes/bench.py --device cuda --bf16 --batch-size 1024   # one GPU
     python recipes/bench.py --device cuda --bf16 --batch-size 1024 --compile
     python recipes/bench.py --models lxmert-s lxmert-s-flm lxmert-s-mlm-flm          # FLM's step-time cost
+    python recipes/bench.py --models lxmert-s lxmert-s-flm --hidden-size 128 --num-layers 2 \
+        --intermediate-size 512 --num-attention-heads 4 --batch-size 64   # the synthetic curricula's size
 
 Both models get the same random batch (20 text tokens, 36 regions) and the same tasks: MLM, ITM and
 the region heads (feature regression, object and attribute classification); `lxmert-s-flm` replaces
@@ -28,7 +30,9 @@ from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 def make_batch(config: LxmertSConfig, batch: int, length: int, regions: int, device: str) -> dict:
     """A fixed-shape batch with labels in both models' conventions (15% of tokens and regions chosen)."""
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(1000, config.vocab_size, (batch, length), generator=generator)
+    # word ids past the special tokens: BERT's first 1,000 ids are special or unused, a small vocabulary's few
+    first_word = 1000 if config.vocab_size > 2000 else 5
+    input_ids = torch.randint(first_word, config.vocab_size, (batch, length), generator=generator)
     chosen_tokens = torch.rand(batch, length, generator=generator) < 0.15
     chosen_regions = torch.rand(batch, regions, generator=generator) < 0.15
     tensors = {
@@ -92,10 +96,12 @@ def lxmert_step_inputs(batch: dict) -> dict:
     }
 
 
-def build(name: str) -> tuple[torch.nn.Module, LxmertSConfig]:
+def build(name: str, sizes: dict[str, int]) -> tuple[torch.nn.Module, LxmertSConfig]:
     if name in TEXT_OBJECTIVES:
-        config = LxmertSConfig(pretraining_tasks=[*TEXT_OBJECTIVES[name], "mrfr", "moc", "itm"])
+        config = LxmertSConfig(**sizes, pretraining_tasks=[*TEXT_OBJECTIVES[name], "mrfr", "moc", "itm"])
         return LxmertSForPreTraining(config), config
+    if sizes:
+        raise SystemExit("the size options apply to the LXMERT-S models only")
     config = LxmertSConfig(pretraining_tasks=["mlm", "mrfr", "moc", "itm"])
     reference = LxmertConfig(l_layers=0, r_layers=0, x_layers=config.num_layers, task_qa=False)
     return LxmertForPreTraining(reference), config
@@ -105,7 +111,12 @@ def measure(name: str, args: argparse.Namespace) -> tuple[float, int, float]:
     """Samples/s, peak bytes and the last loss of `args.steps` timed steps after warm-up."""
     torch.manual_seed(0)
     device = args.device
-    model, config = build(name)
+    sizes = {
+        key: value
+        for key in ("hidden_size", "num_layers", "intermediate_size", "num_attention_heads", "vocab_size")
+        if (value := getattr(args, key)) is not None
+    }
+    model, config = build(name, sizes)
     model.to(device).train()
     batch = make_batch(config, args.batch_size, args.text_length, args.regions, device)
     inputs = (
@@ -155,6 +166,11 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=36)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--hidden-size", type=int, help="LXMERT-S only; default LXMERT's 768")
+    parser.add_argument("--num-layers", type=int, help="LXMERT-S only; default 5")
+    parser.add_argument("--intermediate-size", type=int, help="LXMERT-S only; default 3072")
+    parser.add_argument("--num-attention-heads", type=int, help="LXMERT-S only; default 12")
+    parser.add_argument("--vocab-size", type=int, help="LXMERT-S only; default BERT's 30522")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument(
