@@ -14,14 +14,12 @@ table and written to <output-dir>/results.md. All conditions share one world (`<
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from processing.store import atomic_write_text
-from training.curriculum import load_curriculum
 from training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
 from training.pretraining import run_curriculum
-from training.results import cached_json, evidence_parser, evidence_world, mean_std
+from training.results import cached_json, evidence_parser, evidence_world, mean_std, seeded_curriculum
 
 CONFIGS = Path(__file__).parent / "configs"
 CURRICULA = {"S": CONFIGS / "synthetic_s.yaml", "T→P→S": CONFIGS / "synthetic.yaml"}
@@ -53,7 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--epochs", nargs="*", default=[], metavar="TASK=N", help="fine-tuning epochs, default the paper's"
     )
-    parser.add_argument("--max-steps", type=int, help="fine-tuning steps per task (a smoke run)")
     return parser.parse_args(argv)
 
 
@@ -63,10 +60,7 @@ def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: 
     curricula = dict(zip(CURRICULA, args.curricula, strict=True)) if args.curricula else CURRICULA
     checkpoints = {"none": "none"}
     for condition, config in curricula.items():
-        curriculum = load_curriculum(config, data_dir=data.folder)
-        curriculum = dataclasses.replace(
-            curriculum, training=dataclasses.replace(curriculum.training, seed=seed, report_to=["none"])
-        )
+        curriculum = seeded_curriculum(config, data, seed)
         folder = out / f"pretrain-{condition.replace('→', '')}"
         checkpoints[condition] = str(run_curriculum(curriculum, folder).hub_folder)
     results: dict[str, dict] = {}

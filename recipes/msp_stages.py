@@ -25,16 +25,14 @@ Output (a re-run skips what is finished; every result is a json file written whe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from functools import partial
 from pathlib import Path
 
 from processing.store import atomic_write_text
-from training.curriculum import load_curriculum
 from training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
 from training.grounding import named_region_attention
 from training.pretraining import StageResult, run_curriculum
-from training.results import cached_json, evidence_parser, evidence_world, mean_std
+from training.results import cached_json, evidence_parser, evidence_world, mean_std, seeded_curriculum
 from training.stage_figures import (
     pick_questions,
     plot_answers,
@@ -61,7 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--figures", action=argparse.BooleanOptionalAction, default=True, help="draw Fig. 3 and 4"
     )
-    parser.add_argument("--max-steps", type=int, help="fine-tuning steps per run (a smoke run)")
     return parser.parse_args(argv)
 
 
@@ -87,10 +84,7 @@ def run_seed(
     config: Path, seed: int, out: Path, data: DownstreamData, args: argparse.Namespace
 ) -> list[dict]:
     """Pre-train, then score each stage; the stages' records in order."""
-    curriculum = load_curriculum(config, data_dir=data.folder)
-    curriculum = dataclasses.replace(
-        curriculum, training=dataclasses.replace(curriculum.training, seed=seed, report_to=["none"])
-    )
+    curriculum = seeded_curriculum(config, data, seed)
     stages = run_curriculum(curriculum, out / "pretrain").stages
     records, elapsed = [], 0.0
     for index, (stage, config_stage) in enumerate(zip(stages, curriculum.stages, strict=True), start=1):

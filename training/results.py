@@ -4,6 +4,7 @@ arguments and world, results cached as json files, and mean ± std cells for the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from collections.abc import Callable, Sequence
@@ -12,12 +13,13 @@ from typing import Any
 
 from processing.store import atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
+from training.curriculum import Curriculum, load_curriculum
 from training.finetuning import PAPER_LEARNING_RATE, DownstreamData
 
 
 def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParser:
-    """--seeds, --output-dir, the synthetic world's size and the fine-tuning learning rate, which every
-    evidence recipe takes."""
+    """--seeds, --output-dir, the synthetic world's size and the fine-tuning learning rate and steps, which
+    every evidence recipe takes."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -28,6 +30,7 @@ def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParse
     parser.add_argument(
         "--learning-rate", type=float, default=PAPER_LEARNING_RATE, help="fine-tuning; default the paper's"
     )
+    parser.add_argument("--max-steps", type=int, help="steps per fine-tuning run (a smoke run)")
     return parser
 
 
@@ -35,6 +38,13 @@ def evidence_world(args: argparse.Namespace) -> DownstreamData:
     """The one synthetic world every run of an evidence recipe shares: `<output-dir>/world`."""
     settings = WorldSettings(images=args.world_images, feature_dim=args.world_feature_dim)
     return DownstreamData.open(generate_world(args.output_dir / "world", settings))
+
+
+def seeded_curriculum(config: Path, data: DownstreamData, seed: int) -> Curriculum:
+    """The curriculum file on `data` with `seed` for every stage, logging to no tracker."""
+    curriculum = load_curriculum(config, data_dir=data.folder)
+    training = dataclasses.replace(curriculum.training, seed=seed, report_to=["none"])
+    return dataclasses.replace(curriculum, training=training)
 
 
 def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
