@@ -43,13 +43,25 @@ class NamedRegionAttention:
         return [weight / self.uniform_share for weight in self.weights]
 
 
+def caption_inputs(
+    processor: LxmertSProcessor, store: FeatureStore, data_folder: Path, split: str, images: int
+) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Model inputs of the first caption of each of the first `images` images of a Flickr30k-style split
+    (all, if it has fewer), each with its own image; and those images' store rows."""
+    rows = retrieval_split(data_folder, split)
+    rows = rows.select(range(min(images, len(rows))))
+    image_rows = np.asarray(rows["image_index"], dtype=np.int64)
+    inputs = text_inputs(processor, [captions[0] for captions in rows["captions"]])
+    inputs |= visual_inputs(store, image_rows, processor.num_regions)
+    return inputs, image_rows
+
+
 @torch.no_grad()
 def named_region_attention(
     model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
 ) -> NamedRegionAttention:
-    """Measured on the first caption of the first `images` images of a Flickr30k-style split (all, if it has
-    fewer), over every
-    word that is a one-piece class name of `objects_vocab.txt` and that the detector found in the image."""
+    """Measured on `caption_inputs`, over every word that is a one-piece class name of `objects_vocab.txt`
+    and that the detector found in the image."""
     data_folder = Path(data_folder)
     model = LxmertSForPreTraining.from_pretrained(model_folder, attn_implementation="eager").eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
@@ -59,11 +71,7 @@ def named_region_attention(
         pieces = processor.tokenizer.tokenize(name)
         if len(pieces) == 1:
             class_of_token[processor.tokenizer.convert_tokens_to_ids(pieces[0])] = index
-    rows = retrieval_split(data_folder, split)
-    rows = rows.select(range(min(images, len(rows))))
-    image_rows = np.asarray(rows["image_index"], dtype=np.int64)
-    inputs = text_inputs(processor, [captions[0] for captions in rows["captions"]])
-    inputs |= visual_inputs(store, image_rows, processor.num_regions)
+    inputs, image_rows = caption_inputs(processor, store, data_folder, split, images)
     attentions = model.lxmert(**inputs, output_attentions=True).cross_encoder_attentions
     valid = inputs["visual_attention_mask"].bool().numpy()
     labels = np.where(valid, np.asarray(store.object_ids[image_rows]), -1)
@@ -106,19 +114,11 @@ class PooledSpread:
 def pooled_output_spread(
     model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
 ) -> PooledSpread:
-    """Measured on the first caption of the first `images` images of a Flickr30k-style split, each with its
-    own image."""
+    """Measured on `caption_inputs`."""
     data_folder = Path(data_folder)
     model = LxmertSForPreTraining.from_pretrained(model_folder).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
-    rows = retrieval_split(data_folder, split)
-    rows = rows.select(range(min(images, len(rows))))
-    inputs = text_inputs(processor, [captions[0] for captions in rows["captions"]])
-    inputs |= visual_inputs(
-        FeatureStore(data_folder / "store"),
-        np.asarray(rows["image_index"], dtype=np.int64),
-        processor.num_regions,
-    )
+    inputs, _ = caption_inputs(processor, FeatureStore(data_folder / "store"), data_folder, split, images)
     pooled = model.lxmert(**inputs).pooled_output.float()
     spread = (pooled.std(0).mean() / pooled.abs().mean().clamp(min=1e-12)).item()
     return PooledSpread(spread=spread, saturated=(pooled.abs() > 0.99).float().mean().item())
