@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForQuestionAnswering
 
-from .configuration_lxmert_s import PRETRAINING_TASKS, LxmertSConfig
+from .configuration_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, head_module_name
 from .convert_lxmert import convert_lxmert_state_dict
 from .modeling_lxmert_s import (
     LxmertSForImageTextRetrieval,
@@ -51,4 +51,5 @@ __all__ = [
     "LxmertSTaskOutput",
     "LxmertSUnidirectionalOutput",
     "convert_lxmert_state_dict",
+    "head_module_name",
 ]

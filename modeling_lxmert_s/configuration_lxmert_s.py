@@ -14,7 +14,15 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-PRETRAINING_TASKS = ("mlm", "mrfr", "moc", "itm", "ifrs", "titp", "tits", "flm")
+PRETRAINING_TASKS = ("mlm", "mrfr", "moc", "itm", "itm_hs", "ifrs", "titp", "tits", "flm")
+# Tasks that train another task's head module: ITM_HS is ITM on hard negatives (§3.3), one `heads.itm`, so
+# a checkpoint of either loads into the other and into `LxmertSForImageTextRetrieval`.
+SHARED_HEAD_MODULES = {"itm_hs": "itm"}
+
+
+def head_module_name(task: str) -> str:
+    """The key of a task's head under `heads.` (its own name unless it shares another task's module)."""
+    return SHARED_HEAD_MODULES.get(task, task)
 
 # Every Auto class a saved folder answers to; save_pretrained only adds the saved model's own class.
 AUTO_MAP = {
@@ -46,7 +54,8 @@ class LxmertSConfig(PreTrainedConfig):
         does; `False` reads `transform(h_v)` as LXMERT.
     pretraining_tasks (`list[str]`):
         The heads `LxmertSForPreTraining` carries, a subset of `PRETRAINING_TASKS`. A checkpoint
-        meant to go through every MSP stage carries the union of the stages' tasks.
+        meant to go through every MSP stage carries the union of the stages' tasks. `itm` (random
+        negatives) and `itm_hs` (hard negatives) train the same module `heads.itm`; a config lists one.
     loss_weights (`dict[str, float]`):
         Weight of each task's loss in the total; a task not named weighs 1.0.
     moc_masked_regions_only (`bool`, defaults to `False`):
@@ -140,6 +149,12 @@ class LxmertSConfig(PreTrainedConfig):
             )
         if len(set(self.pretraining_tasks)) != len(self.pretraining_tasks):
             raise ValueError(f"pretraining_tasks lists a task twice: {self.pretraining_tasks}")
+        modules = [head_module_name(task) for task in self.pretraining_tasks]
+        if len(set(modules)) != len(modules):
+            raise ValueError(
+                f"pretraining_tasks: {self.pretraining_tasks} lists 'itm' (random negatives) and 'itm_hs' "
+                "(hard negatives), which train the same head; list one of them"
+            )
         stray = [task for task in self.loss_weights if task not in PRETRAINING_TASKS]
         if stray:
             raise ValueError(
@@ -188,4 +203,4 @@ class LxmertSConfig(PreTrainedConfig):
         return cls(**{**sizes, **settings, **kwargs})
 
 
-__all__ = ["LxmertSConfig", "PRETRAINING_TASKS"]
+__all__ = ["LxmertSConfig", "PRETRAINING_TASKS", "SHARED_HEAD_MODULES", "head_module_name"]

@@ -21,7 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_lxmert_s import LxmertSConfig
+from .configuration_lxmert_s import LxmertSConfig, head_module_name
 from .pretraining_heads import (
     HEADS,
     IGNORE_INDEX,
@@ -699,7 +699,9 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
     def __init__(self, config: LxmertSConfig):
         super().__init__(config)
         self.lxmert = LxmertSModel(config)
-        self.heads = nn.ModuleDict({task: HEADS[task](config) for task in config.pretraining_tasks})
+        self.heads = nn.ModuleDict(
+            {head_module_name(task): HEADS[task](config) for task in config.pretraining_tasks}
+        )
         # The ties exist only where the MLM / FLM heads do, so the mapping is per instance.
         self._tied_weights_keys = {
             f"heads.{task}.decoder.weight": "lxmert.embeddings.word_embeddings.weight"
@@ -721,22 +723,23 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
         return None
 
     def _active_tasks(self, labels: dict[str, torch.Tensor]) -> list[str]:
+        tasks = self.config.pretraining_tasks
         for name in labels:
             if name not in LABEL_TASKS:
                 raise ValueError(f"unexpected argument '{name}': not a model input nor a task label")
-            if not any(task in self.heads for task in LABEL_TASKS[name]):
+            if not any(task in tasks for task in LABEL_TASKS[name]):
                 raise ValueError(
                     f"'{name}' are labels for task(s) {list(LABEL_TASKS[name])}, "
-                    "which this model does not carry "
-                    f"(config.pretraining_tasks={list(self.heads)})"
+                    f"which this model does not carry (config.pretraining_tasks={list(tasks)})"
                 )
         active = []
-        for task, head in self.heads.items():
-            if head.label_names[0] not in labels:
+        for task in tasks:
+            label_names = HEADS[task].label_names
+            if label_names[0] not in labels:
                 continue
-            missing = [name for name in head.label_names if name not in labels]
+            missing = [name for name in label_names if name not in labels]
             if missing:
-                raise ValueError(f"task '{task}' got '{head.label_names[0]}' but not {missing}")
+                raise ValueError(f"task '{task}' got '{label_names[0]}' but not {missing}")
             active.append(task)
         return active
 
@@ -792,7 +795,7 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
             features.unidirectional_states = passes.hidden_states
             features.position_embeddings = passes.position_embeddings
             features.attention_mask = passes.attention_mask
-        losses = {task: self.heads[task](features, labels) for task in active}
+        losses = {task: self.heads[head_module_name(task)](features, labels) for task in active}
         loss = (
             sum(self.config.loss_weight(task) * value for task, value in losses.items()) if losses else None
         )

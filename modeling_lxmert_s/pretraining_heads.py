@@ -2,7 +2,7 @@
 
 Every head reads the encoder outputs (`EncoderFeatures`) and the batch's labels for its task and
 returns a scalar loss. `HEADS` maps task names to classes; `LxmertSForPreTraining` builds the ones
-that `config.pretraining_tasks` names. Labels use the names in each head's `label_names`; the first
+that `config.pretraining_tasks` names, each under `heads.<head_module_name(task)>`. Labels use the names in each head's `label_names`; the first
 name is the task's primary label, whose presence in a batch switches the task on.
 """
 
@@ -211,11 +211,10 @@ class FreeLanguageModelingHead(PretrainingHead):
 
 
 class ImageTextMatchingHead(PretrainingHead):
-    """ITM and ITM_HS (§3.3, eq. 3): match / mismatch from the pooled representation.
+    """ITM (LXMERT; random negatives): match / mismatch from the pooled representation.
 
     Two logits with cross-entropy, as LXMERT: this equals eq. 3's binary cross-entropy with the match
-    score s = softmax(logits)[1], and keeps LXMERT's `seq_relationship` weights importable. Hard
-    negatives (ITM_HS) differ only in the data.
+    score s = softmax(logits)[1], and keeps LXMERT's `seq_relationship` weights importable.
     """
 
     task = "itm"
@@ -230,6 +229,13 @@ class ImageTextMatchingHead(PretrainingHead):
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self.logits(features.pooled_output).float(), labels["itm_labels"])
+
+
+class HardImageTextMatchingHead(ImageTextMatchingHead):
+    """ITM_HS (§3.3, eq. 3): ITM whose negatives are hard ones, images similar to the text's. Only the data
+    differs (the collator draws the negatives), so it is the same module, `heads.itm`."""
+
+    task = "itm_hs"
 
 
 class RegionFeatureRegressionHead(RegionHead):
@@ -355,6 +361,7 @@ HEADS: dict[str, type[PretrainingHead]] = {
         RegionFeatureRegressionHead,
         MaskedObjectClassificationHead,
         ImageTextMatchingHead,
+        HardImageTextMatchingHead,
         ImageFeatureShuffleHead,
         PhraseTopicHead,
         SentenceTopicHead,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from model_inputs import random_inputs, random_labels, tiny_config
+from model_inputs import EVERY_HEAD, random_inputs, random_labels, tiny_config
 from torch.nn import functional as F
 from transformers import LxmertConfig, LxmertForPreTraining, LxmertModel
 
@@ -108,7 +108,7 @@ def test_sdpa_and_eager_agree_in_the_reference_setting():
             outputs[attention] = model(**inputs, **labels)
     for name in ("language_output", "vision_output", "pooled_output"):
         assert torch.allclose(outputs["sdpa"][name], outputs["eager"][name], atol=1e-5)
-    for task in PRETRAINING_TASKS:
+    for task in EVERY_HEAD:
         assert torch.allclose(outputs["sdpa"].losses[task], outputs["eager"].losses[task], atol=1e-5)
 
 
@@ -319,7 +319,7 @@ def test_topic_loss_by_hand(hand_setup, task):
 def test_total_loss_is_the_weighted_sum(hand_setup):
     _, _, _, output, _ = hand_setup
     expected = sum(value * (0.5 if task == "ifrs" else 1.0) for task, value in output.losses.items())
-    assert set(output.losses) == set(PRETRAINING_TASKS)
+    assert set(output.losses) == set(EVERY_HEAD)
     assert torch.allclose(output.loss, expected)
 
 
@@ -359,6 +359,23 @@ def test_each_heads_gradient_reaches_the_encoder(task):
         model.lxmert.encoder.visn_fc.visn_fc.weight,
     ):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+
+
+def test_itm_hs_trains_the_itm_module_under_its_own_name(tmp_path):
+    config = tiny_config(pretraining_tasks=["mlm", "itm_hs"])
+    model = LxmertSForPreTraining(config).eval()
+    inputs = random_inputs(config)
+    labels = random_labels(config, inputs)
+    assert set(model.heads) == {"mlm", "itm"}
+    with torch.no_grad():
+        output = model(**inputs, itm_labels=labels["itm_labels"])
+    assert list(output.losses) == ["itm_hs"]
+    expected = F.cross_entropy(output.itm_logits, labels["itm_labels"])
+    assert torch.allclose(output.losses["itm_hs"], expected)
+    # the same weights: an ITM_HS checkpoint loads into an ITM model and back, head included
+    model.save_pretrained(tmp_path)
+    plain = LxmertSForPreTraining.from_pretrained(tmp_path, pretraining_tasks=["itm"])
+    assert torch.equal(plain.heads["itm"].classifier.weight, model.heads["itm"].classifier.weight)
 
 
 def test_a_stage_model_carries_only_its_heads_and_the_mlm_decoder_is_tied():
@@ -438,6 +455,7 @@ def test_a_task_with_partial_labels_is_refused():
     [
         ({"pooler_type": "product", "visual_cls_token": False}, "visual_cls_token"),
         ({"pretraining_tasks": ["mlm", "nsp"]}, "unknown.*nsp"),
+        ({"pretraining_tasks": ["itm", "itm_hs"]}, "lists 'itm' .random negatives. and 'itm_hs'"),
         ({"loss_weights": {"mlmm": 2.0}}, "loss_weights.*mlmm"),
         ({"hidden_size": 15}, "multiple of"),
     ],
