@@ -2,8 +2,9 @@
 
 Every head reads the encoder outputs (`EncoderFeatures`) and the batch's labels for its task and
 returns a scalar loss. `HEADS` maps task names to classes; `LxmertSForPreTraining` builds the ones
-that `config.pretraining_tasks` names, each under `heads.<head_module_name(task)>`. Labels use the names in each head's `label_names`; the first
-name is the task's primary label, whose presence in a batch switches the task on.
+that `config.pretraining_tasks` names, each under `heads.<head_module_name(task)>`. Labels use the
+names in each head's `label_names`; the first name is the task's primary label, whose presence in a
+batch switches the task on.
 """
 
 from __future__ import annotations

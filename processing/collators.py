@@ -2,27 +2,31 @@
 
 One piece per task (MSP_SPEC "Tasks"); a stage collator composes the pieces of its tasks:
 
-    task   piece                         labels it adds
-    itm    mismatch_images               itm_labels (ITM_HS when hard negatives are given, §3.3)
-    titp   topic_targets                 titp_labels (§3.2, eq. 2)
-    tits   topic_targets                 tits_labels (§3.3, eq. 4)
-    ifrs   shuffle_triplets              ifrs_labels, ifrs_mask (§3.1, eq. 1)
-    mrfr   mask_regions                  region_mask, mrfr_labels
-    moc    mask_regions (the same mask)  region_mask, moc_{object,attribute}_{labels,confidences}
-    flm    flm_targets                   flm_labels (every word, from the text before MLM masks it)
-    mlm    mask_tokens                   mlm_labels
+    task    piece                        labels it adds
+    itm     mismatch_images              itm_labels (random negatives)
+    itm_hs  mismatch_images              itm_labels (hard negatives, §3.3)
+    titp    topic_targets                titp_labels (§3.2, eq. 2)
+    tits    topic_targets                tits_labels (§3.3, eq. 4)
+    ifrs    shuffle_triplets             ifrs_labels, ifrs_mask (§3.1, eq. 1)
+    mrfr    mask_regions                 region_mask, mrfr_labels
+    moc     mask_regions (the same mask) region_mask, moc_{object,attribute}_{labels,confidences}
+    flm     flm_targets                  flm_labels (every word, from the text before MLM masks it)
+    mlm     mask_tokens                  mlm_labels
 
 Within a batch the pieces run in that order: the fed image must be known before the store is read (one
 `store.read` per batch) and before any region target is taken from it; topic targets need the unmasked text;
-regions are shuffled before they are masked. Region targets (`mrfr_labels`, `moc_*`, `ifrs_labels`) describe
-the fed image in its unshuffled order, the target at position p being the region that belongs at p: that is
-IFRS's target, and MRFR/MOC at a shuffled position must not contradict it (the paper is silent here).
+regions are shuffled before they are masked. IFRS moves features only, never boxes, so a slot is its box:
+every region target (`ifrs_labels`, `mrfr_labels`, `moc_*`) at slot p describes the detector's region p, the
+one whose box is fed at p. That is IFRS's target (the original feature of the slot), MRFR at a masked slot
+regresses the region its box shows, and MOC asks the class of that region, agreeing with IFRS where a shuffle
+put another feature there (the paper is silent on MRFR/MOC at shuffled slots).
 Every piece works on whole (B, L) / (B, R) tensors and draws from one `torch.Generator`, so a seed fixes a
 batch exactly.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +36,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from processing.pretraining_pieces import (
+    class_word_ids,
     class_wordpieces,
     flm_targets,
     mask_regions,
@@ -41,11 +46,13 @@ from processing.pretraining_pieces import (
     topic_targets,
 )
 from processing.processor import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
-from processing.store import FeatureStore, float32_tensor
+from processing.store import HARD_NEGATIVES_FILE, FeatureStore, float32_tensor
 
+logger = logging.getLogger(__name__)
 # The registry: the piece each task calls (documentation above, validation of `tasks` below).
 TASK_PIECES = {
     "itm": mismatch_images,
+    "itm_hs": mismatch_images,
     "titp": topic_targets,
     "tits": topic_targets,
     "ifrs": shuffle_triplets,
@@ -56,18 +63,38 @@ TASK_PIECES = {
 }
 
 
+def count_truncated(texts: Sequence[str], processor: LxmertSProcessor, name: str) -> int:
+    """How many `texts` are longer than the processor's `max_length` (so cut when tokenised), logged as a
+    warning naming the corpus (`name`): a text is never cut silently."""
+    truncated = int((processor.text_lengths(texts) > processor.max_length).sum())
+    if truncated:
+        logger.warning(
+            "%s: %d of %d texts are longer than max_length %d tokens and are cut",
+            name,
+            truncated,
+            len(texts),
+            processor.max_length,
+        )
+    return truncated
+
+
 def tokenize_corpus(
     dataset: datasets.Dataset,
     processor: LxmertSProcessor,
     text_column: str = "text",
     batch_size: int = 1000,
     num_proc: int | None = None,
+    name: str = "corpus",
 ) -> datasets.Dataset:
-    """Add the processor's text inputs (`TEXT_INPUT_NAMES`) as columns once, so collating only stacks them."""
+    """Add the processor's text inputs (`TEXT_INPUT_NAMES`) as columns once, so collating only stacks them.
+
+    Texts longer than the processor's `max_length` are cut; `count_truncated` logs how many, under `name`.
+    """
     if text_column not in dataset.column_names:
         raise KeyError(
             f"tokenize_corpus: the dataset has no column {text_column!r}; it has {dataset.column_names}"
         )
+    count_truncated(dataset[text_column], processor, name)
     return dataset.map(
         _encode_text_column,
         batched=True,
@@ -186,10 +213,13 @@ class MSPCollator:
     """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
 
     Stages (MSP_SPEC "The three stages"): token `["mlm", "mrfr", "moc", "ifrs"]`, phrase
-    `["mlm", "mrfr", "moc", "titp"]`, sentence `["mlm", "mrfr", "moc", "itm", "tits"]` with
-    `hard_negatives=processing.hard_negatives.load_hard_negatives(store.path)` for ITM_HS (rows of -1 mean
-    "none": such images get a random negative). `object_vocab` (the detector's class names,
-    indexed by the store's `object_ids`) is needed by TITP/TITS.
+    `["mlm", "mrfr", "moc", "titp"]`, sentence `["mlm", "mrfr", "moc", "itm_hs", "tits"]`. `itm` draws random
+    negatives, `itm_hs` hard ones from `hard_negatives` (`processing.hard_negatives.load_hard_negatives`; rows
+    of -1 mean "none": such images get a random negative); a stage trains one of the two. Negatives come from
+    `negative_images` (store rows; default: every store image): give the images of the stage's corpus, so that
+    no held-out image of a downstream split is ever fed. `object_vocab` (the detector's class names, indexed
+    by the store's `object_ids`) is needed by TITP/TITS; with `attribute_vocab` it also gives the class-name
+    words that MLM chooses with `class_word_mlm_probability` when that is set (the phrase stage, §3.2).
 
     Each call draws from a generator seeded by `seed`, the DataLoader worker id and the number of calls this
     copy has made, or by the `seed` passed to the call: the same seeds give identical batches.
@@ -201,9 +231,12 @@ class MSPCollator:
         processor: LxmertSProcessor,
         tasks: Iterable[str],
         object_vocab: Sequence[str] | None = None,
+        attribute_vocab: Sequence[str] | None = None,
         hard_negatives: np.ndarray | None = None,
+        negative_images: Sequence[int] | np.ndarray | None = None,
         seed: int = 0,
         mlm_probability: float = 0.15,
+        class_word_mlm_probability: float | None = None,
         region_mask_probability: float = 0.15,
         triplet_shuffle_probability: float = 0.05,
         mismatch_probability: float = 0.5,
@@ -212,27 +245,56 @@ class MSPCollator:
         unknown = [task for task in self.tasks if task not in TASK_PIECES]
         if unknown:
             raise ValueError(f"tasks: unknown {unknown}; known tasks are {list(TASK_PIECES)}")
+        if {"itm", "itm_hs"} <= set(self.tasks):
+            raise ValueError(
+                "tasks: 'itm' (random negatives) and 'itm_hs' (hard negatives) train the same head; "
+                "a stage lists one of them"
+            )
         if {"titp", "tits"} & set(self.tasks) and object_vocab is None:
             raise ValueError("object_vocab: TITP/TITS need the detector's class names, received None")
+        if class_word_mlm_probability is not None and (object_vocab is None or "mlm" not in self.tasks):
+            raise ValueError(
+                "class_word_mlm_probability: prefers class-name words in MLM; it needs 'mlm' in tasks and "
+                "object_vocab"
+            )
+        if "itm_hs" in self.tasks and hard_negatives is None:
+            raise ValueError(
+                f"hard_negatives: 'itm_hs' draws hard negatives, received None; load "
+                f"{store.path / HARD_NEGATIVES_FILE} with processing.hard_negatives.load_hard_negatives "
+                f"(build it with `python -m processing.hard_negatives {store.path}`), or train 'itm' "
+                "(random negatives)"
+            )
         if hard_negatives is not None:
-            if "itm" not in self.tasks:
+            if "itm_hs" not in self.tasks:
                 raise ValueError(
-                    "hard_negatives: given, but 'itm' (which draws the negatives) is not in tasks"
+                    "hard_negatives: given, but 'itm_hs' (which draws them) is not in tasks; 'itm' draws "
+                    "random negatives"
                 )
             if hard_negatives.ndim != 2 or hard_negatives.shape[0] != len(store):
                 raise ValueError(
                     f"hard_negatives: expected shape ({len(store)}, M), one row per store image, received "
                     f"{hard_negatives.shape}"
                 )
-        if "itm" in self.tasks and len(store) < 2:
+        pool = np.arange(len(store)) if negative_images is None else np.unique(negative_images)
+        if pool.size and (pool[0] < 0 or pool[-1] >= len(store)):
             raise ValueError(
-                f"store: ITM needs at least 2 images to draw a mismatch from, {store.path} has {len(store)}"
+                f"negative_images: rows outside the feature store {store.path} of {len(store)} images"
+            )
+        if {"itm", "itm_hs"} & set(self.tasks) and len(pool) < 2:
+            raise ValueError(
+                f"negative_images: ITM needs at least 2 images to draw a mismatch from, received {len(pool)} "
+                f"(store {store.path})"
             )
         self.store = store
         self.processor = processor
-        self.hard_negatives = hard_negatives
+        self.negative_pool = torch.from_numpy(pool.astype(np.int64))
+        # A hard negative outside the pool (a held-out image) is dropped: its row draws among the rest.
+        self.hard_negatives = (
+            None if hard_negatives is None else np.where(np.isin(hard_negatives, pool), hard_negatives, -1)
+        )
         self.seed = seed
         self.mlm_probability = mlm_probability
+        self.class_word_mlm_probability = class_word_mlm_probability
         self.region_mask_probability = region_mask_probability
         self.triplet_shuffle_probability = triplet_shuffle_probability
         self.mismatch_probability = mismatch_probability
@@ -240,6 +302,9 @@ class MSPCollator:
         self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
         self.class_wordpieces = None if object_vocab is None else class_wordpieces(object_vocab, tokenizer)
+        self.class_word_ids = None
+        if class_word_mlm_probability is not None:
+            self.class_word_ids = class_word_ids([*object_vocab, *(attribute_vocab or [])], tokenizer)
         self._calls = 0
 
     def __call__(self, rows: Sequence[Mapping[str, Any]], seed: int | None = None) -> dict[str, torch.Tensor]:
@@ -247,24 +312,28 @@ class MSPCollator:
         image_index = self._image_index(rows)
         batch = self._text_inputs(rows)
         fed_index = image_index
-        if "itm" in self.tasks:
-            fed_index, batch["itm_labels"] = mismatch_images(
-                image_index, len(self.store), generator, self.hard_negatives, self.mismatch_probability
-            )
+        for task in ("itm", "itm_hs"):
+            if task in self.tasks:
+                fed_index, batch["itm_labels"] = mismatch_images(
+                    image_index,
+                    self.negative_pool,
+                    generator,
+                    self.hard_negatives if task == "itm_hs" else None,
+                    self.mismatch_probability,
+                )
         regions = read_regions(self.store, fed_index.numpy(), self.processor.num_regions)
         original_features, visual_mask = regions["features"], regions["visual_attention_mask"]
         # The region pieces work in place on this one copy; the originals stay intact as their targets.
         features = (
             original_features.clone() if {"ifrs", "mrfr", "moc"} & set(self.tasks) else original_features
         )
-        boxes = regions["boxes"]
 
         for task in ("titp", "tits"):
             if task in self.tasks:
                 batch[f"{task}_labels"] = self._topic_targets(batch, regions, rows, fed_index)
         if "ifrs" in self.tasks:
             batch["ifrs_mask"] = shuffle_triplets(
-                features, boxes, visual_mask, generator, self.triplet_shuffle_probability
+                features, visual_mask, generator, self.triplet_shuffle_probability
             )
             batch["ifrs_labels"] = original_features
         if "mrfr" in self.tasks or "moc" in self.tasks:
@@ -289,9 +358,11 @@ class MSPCollator:
                 special_ids=self.special_ids,
                 generator=generator,
                 probability=self.mlm_probability,
+                preferred_ids=self.class_word_ids,
+                preferred_probability=self.class_word_mlm_probability,
             )
         batch["visual_feats"] = features
-        batch["visual_pos"] = boxes
+        batch["visual_pos"] = regions["boxes"]
         batch["visual_attention_mask"] = visual_mask.long()
         return batch
 
@@ -354,6 +425,7 @@ __all__ = [
     "TASK_PIECES",
     "MSPCollator",
     "batch_generator",
+    "count_truncated",
     "describe_row",
     "read_regions",
     "row_field",

@@ -29,14 +29,23 @@ def mask_tokens(
     special_ids: torch.Tensor,
     generator: torch.Generator,
     probability: float = 0.15,
+    preferred_ids: torch.Tensor | None = None,
+    preferred_probability: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MLM (BERT/LXMERT): choose each text token with `probability`; of the chosen 80% become [MASK], 10% a
     random vocabulary id, 10% stay. Returns the new ids and `mlm_labels` (original id where chosen, -100
     elsewhere). Padding and `special_ids` are never chosen: the collator passes all the tokenizer's special
     tokens ([CLS], [SEP], [PAD], and [UNK], a useless target), as Hugging Face's MLM collator does.
+
+    Tokens whose id is in `preferred_ids` are chosen with `preferred_probability` instead: the phrase stage's
+    MLM "masks the attribute or category information" (§3.2), so it prefers the class-name words of
+    `class_word_ids`.
     """
     eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & eligible
+    rate = torch.full(input_ids.shape, probability)
+    if preferred_ids is not None:
+        rate = torch.where(torch.isin(input_ids, preferred_ids), preferred_probability, rate)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < rate) & eligible
     action = torch.rand(input_ids.shape, generator=generator)
     random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
     masked = torch.where(chosen & (action < 0.8), mask_token_id, input_ids)
@@ -90,17 +99,19 @@ def mask_regions(
 
 def shuffle_triplets(
     features: torch.Tensor,
-    boxes: torch.Tensor,
     visual_attention_mask: torch.Tensor,
     generator: torch.Generator,
     probability: float = 0.05,
 ) -> torch.Tensor:
     """IFRS (§3.1, eq. 1), in place: regions form consecutive triplets (r_i, r_i+1, r_i+2), i = 0, 3, 6, ...;
-    each triplet of valid regions is, with `probability`, put in a random non-identity order.
+    the features of each triplet of valid regions are, with `probability`, put in a random non-identity order.
 
-    A region's box moves with its feature: the paper shuffles the image's objects, and a box left behind
-    would tell the model where each feature came from. Returns `ifrs_mask` (B, R), true at every position of
-    a shuffled triplet; regions past the last whole triplet never move.
+    Only the features move; the boxes stay in their slots. LXMERT-S has no region-slot embedding, so its
+    encoder is equivariant to permuting regions: had each box travelled with its feature, a shuffled image
+    would be a mere permutation of the original, its outputs the permuted originals, and the shuffle
+    undetectable. With the boxes left behind, a slot's box says which region belongs there and its feature
+    now disagrees. Returns `ifrs_mask` (B, R), true at every slot of a shuffled triplet; regions past the
+    last whole triplet never move.
     """
     batch_size, num_regions = visual_attention_mask.shape
     num_triplets = num_regions // 3
@@ -112,9 +123,8 @@ def shuffle_triplets(
     image, triplet = torch.nonzero(chosen, as_tuple=True)
     target = (triplet * 3)[:, None] + torch.arange(3)
     source = (triplet * 3)[:, None] + NON_IDENTITY_PERMUTATIONS[permutation[image, triplet]]
-    # The right-hand sides are copies, so reading and writing the same tensor is safe.
+    # The right-hand side is a copy, so reading and writing the same tensor is safe.
     features[image[:, None], target] = features[image[:, None], source]
-    boxes[image[:, None], target] = boxes[image[:, None], source]
     ifrs_mask = torch.zeros((batch_size, num_regions), dtype=torch.bool)
     ifrs_mask[:, : 3 * num_triplets] = chosen.repeat_interleave(3, dim=1)
     return ifrs_mask
@@ -131,6 +141,18 @@ def class_wordpieces(class_names: Sequence[str], tokenizer: PreTrainedTokenizerB
     ids = encoded["input_ids"]
     keep = encoded["attention_mask"].bool() & ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
     return torch.where(keep, ids, -1)
+
+
+def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Ids of the words of detector class names (every synonym, every word of a multi-word name such as
+    "tennis racket") that are one WordPiece each: the "attribute or category information" the phrase stage's
+    MLM prefers (§3.2). A word split into several pieces is left out, as its pieces ("##et") also occur
+    inside unrelated words; on Visual Genome's 1,600 object and 400 attribute names, 1,332 of the 1,941
+    distinct names are one word of one piece (docs/benchmarks.md, "Text lengths")."""
+    words = sorted({word for name in class_names for synonym in name.split(",") for word in synonym.split()})
+    encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))
 
 
 def topic_targets(
@@ -159,22 +181,27 @@ def topic_targets(
 
 def mismatch_images(
     image_index: torch.Tensor,
-    num_images: int,
+    pool: torch.Tensor,
     generator: torch.Generator,
     hard_negatives: np.ndarray | None = None,
     probability: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ITM / ITM_HS (§3.3, eq. 3): with `probability` feed another image than the text's.
 
-    The other image is a random member of the image's hard-negative row (ITM_HS; -1 entries are empty) and
-    a uniformly random other store image when there are no hard negatives or the row is empty (plain ITM).
-    Returns the store rows to feed and `itm_labels` (1 = the fed image is the text's).
+    Negatives come from `pool`, the sorted store rows a negative may be (the stage corpus's images, so never a
+    held-out image of a downstream split). ITM_HS: a random member of the image's `hard_negatives` row (-1
+    entries are empty; the caller keeps only members of the pool); a uniformly random other pool image when
+    the row is empty (the paper's rule) or when no hard negatives are given (plain ITM). Returns the store
+    rows to feed and `itm_labels` (1 = the fed image is the text's).
     """
     batch_size = len(image_index)
     mismatched = torch.rand(batch_size, generator=generator) < probability
-    # Drawing from num_images - 1 and skipping the own row gives a uniform other image.
-    other = torch.randint(num_images - 1, (batch_size,), generator=generator)
-    other = other + (other >= image_index).long()
+    # Drawing from the pool less the own image (when it is a member) and skipping its slot gives a uniform
+    # other image.
+    own = torch.searchsorted(pool, image_index).clamp(max=len(pool) - 1)
+    member = pool[own] == image_index
+    draw = (torch.rand(batch_size, generator=generator) * (len(pool) - member.long())).long()
+    other = pool[draw + (member & (draw >= own)).long()]
     pick = torch.rand(batch_size, generator=generator)
     if hard_negatives is not None:
         candidates = torch.from_numpy(np.asarray(hard_negatives[image_index.numpy()], dtype=np.int64))
@@ -190,6 +217,7 @@ def mismatch_images(
 
 __all__ = [
     "IGNORE_INDEX",
+    "class_word_ids",
     "class_wordpieces",
     "flm_targets",
     "mask_regions",

@@ -1,10 +1,10 @@
 """`LxmertSProcessor`: text and region features -> exactly the inputs `LxmertSModel` takes.
 
-Text is tokenised to LXMERT's fixed length (20) with the position ids the model's config asks for; regions
-are padded with zeros or truncated to the configured count (36) with a visual attention mask, and pixel boxes
-are divided by the image's width and height as LXMERT does. The two array functions below,
-`word_position_ids` and `fit_regions`, are shared with the pre-training collators so that both produce the
-same inputs.
+Text is tokenised to a fixed length (LXMERT's 20 by default; MSP's stages set their own) with the position
+ids the model's config asks for; regions are padded with zeros or truncated to the configured count (36) with
+a visual attention mask, and pixel boxes are divided by the image's width and height as LXMERT does. The two
+array functions below, `word_position_ids` and `fit_regions`, are shared with the pre-training collators so
+that both produce the same inputs.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class LxmertSProcessor(ProcessorMixin):
     num_regions (`int`, defaults to 36):
         Regions per image the model sees (LXMERT's 36 detector boxes); fewer are zero-padded and masked.
     max_length (`int`, defaults to 20):
-        Text length in tokens, [CLS] and [SEP] included (LXMERT's `max_seq_length`).
+        Text length in tokens, [CLS] and [SEP] included (LXMERT's `max_seq_length`); longer texts are cut, and
+        `text_lengths` tells which would be.
     position_ids_type (`"word"` or `"absolute"`, defaults to `"word"`):
         Must equal the model config's `position_ids_type`: `"word"` gives `word_position_ids`, `"absolute"`
         BERT's 0..L-1.
@@ -185,6 +186,11 @@ class LxmertSProcessor(ProcessorMixin):
             "token_type_ids": encoding["token_type_ids"].astype(np.int64),
             "position_ids": position_ids,
         }
+
+    def text_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """(B,) tokens of each text as `encode_text` gives it before cutting, [CLS] and [SEP] included."""
+        encoding = self.tokenizer(list(texts), return_attention_mask=False, return_token_type_ids=False)
+        return np.array([len(ids) for ids in encoding["input_ids"]], dtype=np.int64)
 
     def prepare_regions(
         self,

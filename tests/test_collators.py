@@ -1,3 +1,4 @@
+import logging
 import math
 
 import datasets
@@ -5,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from model_inputs import tiny_config
+
+from modeling_lxmert_s import LxmertSModel
 from modeling_lxmert_s.configuration_lxmert_s import PRETRAINING_TASKS
-from processing.collators import TASK_PIECES, MSPCollator, tokenize_corpus
+from processing.collators import TASK_PIECES, MSPCollator, count_truncated, tokenize_corpus
 from processing.hard_negatives import load_hard_negatives
 from processing.pretraining_pieces import (
     NON_IDENTITY_PERMUTATIONS,
+    class_word_ids,
     class_wordpieces,
     mask_regions,
     mask_tokens,
@@ -45,6 +50,7 @@ TEXTS = [
     "a dog and a car",
 ]
 SENTENCE_STAGE = ["mlm", "mrfr", "moc", "itm", "tits"]
+ATTRIBUTE_VOCAB = ["red", "blue"]
 
 
 def within_binomial(count: int, trials: int, probability: float, sigmas: float = 4.0) -> bool:
@@ -189,15 +195,12 @@ def test_mask_regions_rate_split_and_donors_from_other_images():
 
 def test_shuffle_triplets_permutes_every_whole_valid_triplet_at_probability_one():
     features = torch.from_numpy(region_codes(2, 8, 3))
-    boxes = torch.arange(2 * 8 * 4, dtype=torch.float32).view(2, 8, 4)
     # image 0: triplets (0,1,2) and (3,4,5) valid; regions 6, 7 are outside any triplet.
     # image 1: 5 valid regions, so only (0,1,2) is whole.
     mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
 
-    shuffled, shuffled_boxes = features.clone(), boxes.clone()
-    ifrs_mask = shuffle_triplets(
-        shuffled, shuffled_boxes, mask, torch.Generator().manual_seed(3), probability=1.0
-    )
+    shuffled = features.clone()
+    ifrs_mask = shuffle_triplets(shuffled, mask, torch.Generator().manual_seed(3), probability=1.0)
 
     assert ifrs_mask.tolist() == [[True] * 6 + [False] * 2, [True] * 3 + [False] * 5]
     source_region = shuffled[..., 1].long() - 1
@@ -207,8 +210,6 @@ def test_shuffle_triplets_permutes_every_whole_valid_triplet_at_probability_one(
             assert sorted(order) == [start, start + 1, start + 2] and order != sorted(order)
     assert torch.equal(source_region[~ifrs_mask], torch.arange(8).expand(2, 8)[~ifrs_mask])
     assert (shuffled[..., 0].long() - 1).eq(torch.tensor([[0], [1]])).all()
-    # each box travels with its feature
-    assert torch.equal(shuffled_boxes, boxes[torch.tensor([[0], [1]]), source_region])
 
 
 def test_shuffle_triplets_rate_and_all_five_orders():
@@ -218,7 +219,7 @@ def test_shuffle_triplets_rate_and_all_five_orders():
     mask = torch.ones(batch, num_regions, dtype=torch.long)
 
     shuffled = features.clone()
-    ifrs_mask = shuffle_triplets(shuffled, torch.zeros(batch, num_regions, 4), mask, generator)
+    ifrs_mask = shuffle_triplets(shuffled, mask, generator)
 
     shuffled_triplets = ifrs_mask.view(batch, 12, 3)[..., 0]
     assert within_binomial(int(shuffled_triplets.sum()), batch * 12, 0.05)
@@ -262,7 +263,7 @@ def test_topic_targets_are_text_tokens_that_name_a_detected_object(processor):
 
 def test_mismatch_images_rate_and_uniform_other_images():
     image_index = torch.arange(2000) % 10
-    fed, labels = mismatch_images(image_index, 10, torch.Generator().manual_seed(5))
+    fed, labels = mismatch_images(image_index, torch.arange(10), torch.Generator().manual_seed(5))
 
     assert within_binomial(int((labels == 0).sum()), 2000, 0.5)
     assert torch.equal(fed == image_index, labels == 1)
@@ -270,16 +271,61 @@ def test_mismatch_images_rate_and_uniform_other_images():
     assert others.unique().tolist() == list(range(10))
 
 
+def test_mismatch_images_draw_only_from_the_pool():
+    pool = torch.tensor([1, 4, 6, 9])
+    image_index = torch.tensor([4, 9, 2]).repeat(1000)  # 2 is not in the pool
+
+    fed, labels = mismatch_images(image_index, pool, torch.Generator().manual_seed(7), probability=1.0)
+
+    assert (labels == 0).all()
+    for image, others in ((4, [1, 6, 9]), (9, [1, 4, 6]), (2, [1, 4, 6, 9])):
+        drawn = fed[image_index == image]
+        values, counts = drawn.unique(return_counts=True)
+        assert values.tolist() == others, image
+        assert all(within_binomial(int(count), len(drawn), 1 / len(others)) for count in counts)
+
+
 def test_mismatch_images_draw_from_hard_negatives_when_there_are_some():
     hard_negatives = np.array([[3, 4, -1], [-1, -1, -1], [0, -1, -1], [2, 1, 0], [0, 1, 2]])
     image_index = torch.arange(5).repeat(400)
 
-    fed, labels = mismatch_images(image_index, 5, torch.Generator().manual_seed(6), hard_negatives)
+    fed, labels = mismatch_images(
+        image_index, torch.arange(5), torch.Generator().manual_seed(6), hard_negatives
+    )
 
     mismatched = labels == 0
     for image, pool in ((0, {3, 4}), (2, {0}), (3, {0, 1, 2}), (1, {0, 2, 3, 4})):
         drawn = set(fed[mismatched & (image_index == image)].tolist())
         assert drawn == pool, image
+
+
+def test_mask_tokens_chooses_preferred_ids_at_their_own_rate():
+    batch, length, vocab_size = 3000, 20, 50
+    generator = torch.Generator().manual_seed(8)
+    input_ids = torch.randint(5, vocab_size, (batch, length), generator=generator)
+    preferred_ids = torch.arange(5, 15)
+
+    _, labels = mask_tokens(
+        input_ids,
+        torch.ones_like(input_ids),
+        mask_token_id=4,
+        vocab_size=vocab_size,
+        special_ids=torch.tensor([0, 1, 2, 3, 4]),
+        generator=generator,
+        preferred_ids=preferred_ids,
+        preferred_probability=0.4,
+    )
+
+    chosen, preferred = labels != -100, torch.isin(input_ids, preferred_ids)
+    assert within_binomial(int(chosen[preferred].sum()), int(preferred.sum()), 0.4)
+    assert within_binomial(int(chosen[~preferred].sum()), int((~preferred).sum()), 0.15)
+
+
+def test_class_word_ids_are_the_one_piece_words_of_every_class_name():
+    tokenizer = wordpiece_tokenizer_from_vocabulary([*WORDS, "bi", "##ke"])
+    ids = class_word_ids(["man", "hot dog", "car,cars", "bike", "unicorn", *ATTRIBUTE_VOCAB], tokenizer)
+    # "hot dog" gives both words; "cars" and "unicorn" are unknown words ([UNK]) and "bike" two pieces
+    assert sorted(tokenizer.convert_ids_to_tokens(ids.tolist())) == ["blue", "car", "dog", "hot", "man", "red"]
 
 
 # ---------------------------------------------------------------- stage collator
@@ -360,7 +406,7 @@ def test_hard_negative_file_feeds_itm_hs(store, processor):
     collator = MSPCollator(
         store,
         processor,
-        ["itm", "mrfr"],
+        ["itm_hs", "mrfr"],
         hard_negatives=load_hard_negatives(store.path),
         mismatch_probability=1.0,
     )
@@ -371,26 +417,122 @@ def test_hard_negative_file_feeds_itm_hs(store, processor):
     assert set(fed[0::3].tolist()) == {5, 4}
     assert set(fed[1::3].tolist()) == {3}
     assert 2 not in fed[2::3].tolist() and len(set(fed[2::3].tolist())) > 1
+    # plain ITM ignores the file: random negatives
+    random = MSPCollator(store, processor, ["itm", "mrfr"], mismatch_probability=1.0)
+    assert len(set(fed_images(random(rows))[0::3].tolist())) == NUM_IMAGES - 1
 
 
-def test_ifrs_labels_are_the_original_features_and_boxes_move_with_them(store, processor):
-    collator = MSPCollator(store, processor, ["ifrs"], triplet_shuffle_probability=1.0)
+def test_negatives_are_only_the_corpus_images(store, processor):
+    hard = np.tile(np.array([5, 4, 3, 2, 1, 0]), (NUM_IMAGES, 1))  # every image's hard list starts with 5
+    corpus = [0, 1, 2, 3]  # images 4 and 5 are held out
+    rows = corpus_rows(corpus) * 50
+    for tasks, hard_negatives in ((["itm", "mrfr"], None), (["itm_hs", "mrfr"], hard)):
+        collator = MSPCollator(
+            store,
+            processor,
+            tasks,
+            hard_negatives=hard_negatives,
+            negative_images=corpus,
+            mismatch_probability=1.0,
+        )
+        fed = fed_images(collator(rows))
+        assert set(fed.tolist()) <= set(corpus), tasks
+    # the hard list's first held-out-free member is 3 for images 0-2, and 2 for image 3
+    assert set(fed.view(50, 4)[:, :3].flatten().tolist()) <= {3, 2, 1, 0}
+
+
+def test_ifrs_shuffles_features_only_and_region_targets_describe_each_slots_own_region(store, processor):
+    collator = MSPCollator(store, processor, ["ifrs", "mrfr", "moc"], triplet_shuffle_probability=1.0)
 
     batch = collator(corpus_rows())
 
     original = torch.from_numpy(store.features[:].astype(np.float32))
-    assert torch.equal(batch["ifrs_labels"], original)
     whole_triplets = torch.from_numpy(NUM_BOXES[:, None] >= np.array([3, 6])[None, :]).repeat_interleave(
         3, dim=1
     )
     assert torch.equal(batch["ifrs_mask"], whole_triplets)
+    # boxes stay in their slots; the features of each shuffled triplet are its own three, reordered
+    assert torch.equal(batch["visual_pos"], torch.from_numpy(np.array(store.boxes)).float())
+    unmasked = ~batch["region_mask"]
     source = batch["visual_feats"][..., 1].long() - 1
-    assert torch.equal(batch["visual_pos"][..., 0], source * batch["visual_attention_mask"] / 8)
-    # every shuffled triplet holds its own three regions in a non-identity order
-    triplets = source.view(6, 2, 3)[whole_triplets.view(6, 2, 3)[..., 0]]
+    triplets = source.view(6, 2, 3)[(whole_triplets & unmasked).view(6, 2, 3).all(-1)]
     in_order = triplets.min(dim=1, keepdim=True).values + torch.arange(3)
-    assert torch.equal(triplets.sort(dim=1).values, in_order)
-    assert (triplets != in_order).any(dim=1).all()
+    assert torch.equal(triplets.sort(dim=1).values, in_order) and (triplets != in_order).any(dim=1).all()
+    # IFRS, MRFR and MOC targets at slot p: the original region p, whose box is fed there
+    assert torch.equal(batch["ifrs_labels"], original)
+    assert torch.equal(batch["mrfr_labels"], original)
+    assert torch.equal(batch["moc_object_labels"], torch.from_numpy(store.object_ids[:]))
+
+
+def test_the_encoder_sees_a_shuffle_only_because_the_boxes_stay(store, processor):
+    """LXMERT-S has no region-slot embedding: moving the boxes with the features would only permute the
+    encoder's outputs, leaving nothing to detect; with the boxes in place the outputs change."""
+    batch = MSPCollator(store, processor, ["ifrs"], triplet_shuffle_probability=1.0)(corpus_rows())
+    config = tiny_config(visual_feat_dim=FEATURE_DIM, vocab_size=len(processor.tokenizer))
+    model = LxmertSModel(config).eval()
+    text = {name: batch[name] for name in ("input_ids", "attention_mask", "position_ids")}
+    valid = batch["visual_attention_mask"].bool()
+    # the slot each fed feature comes from (a padding slot's feature is zero: it stays)
+    source = torch.where(valid, batch["visual_feats"][..., 1].long() - 1, torch.arange(NUM_REGIONS))
+    images = torch.arange(NUM_IMAGES)[:, None]
+    original = batch["ifrs_labels"]
+    shuffled_slots = batch["ifrs_mask"]
+    assert shuffled_slots.sum() == 27  # every whole triplet of the six images
+
+    def regions(features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            output = model(
+                **text,
+                visual_feats=features,
+                visual_pos=boxes,
+                visual_attention_mask=batch["visual_attention_mask"],
+            )
+        return output.vision_output[:, 1:]  # after the visual [CLS]
+
+    unshuffled = regions(original, batch["visual_pos"])
+    # features and boxes moved together: exactly the permuted outputs of the unshuffled image
+    both_moved = regions(batch["visual_feats"], batch["visual_pos"][images, source])
+    torch.testing.assert_close(both_moved[valid], unshuffled[images, source][valid], rtol=1e-4, atol=1e-5)
+    # features moved, boxes kept (the collator's input): each shuffled slot's output is not the output its
+    # feature had in its own slot, so the shuffle is visible to the model
+    fed = regions(batch["visual_feats"], batch["visual_pos"])
+    moved = shuffled_slots & (source != torch.arange(NUM_REGIONS))  # a permutation may keep one in place
+    assert moved.sum() > 10
+    assert ((fed - unshuffled[images, source]).abs().amax(-1)[moved] > 1e-2).all()
+
+
+def test_the_phrase_stage_prefers_class_name_words_at_the_configured_rate(store, processor):
+    collator = MSPCollator(
+        store,
+        processor,
+        ["mlm"],
+        object_vocab=OBJECT_VOCAB,
+        attribute_vocab=ATTRIBUTE_VOCAB,
+        class_word_mlm_probability=0.6,
+    )
+    rows = corpus_rows() * 400
+
+    batch = collator(rows, seed=5)
+
+    ids = torch.from_numpy(processor.encode_text([row["text"] for row in rows])["input_ids"])
+    tokens = processor.tokenizer.convert_tokens_to_ids
+    class_words = torch.tensor([tokens(word) for word in ("man", "hot", "dog", "car", "tree", "red", "blue")])
+    other_words = torch.tensor([tokens(word) for word in ("a", "on", "the", "street", "with", "and", "sky")])
+    chosen = batch["mlm_labels"] != -100
+    is_class, is_other = torch.isin(ids, class_words), torch.isin(ids, other_words)
+    assert within_binomial(int(chosen[is_class].sum()), int(is_class.sum()), 0.6)
+    assert within_binomial(int(chosen[is_other].sum()), int(is_other.sum()), 0.15)
+    assert not chosen[~is_class & ~is_other].any()  # [CLS], [SEP], padding
+
+
+def test_texts_longer_than_max_length_are_counted_and_logged(processor, caplog):
+    texts = ["a man", "a man on the street with a hot dog and a car and a tree", "red car"]
+    with caplog.at_level(logging.WARNING, logger="processing.collators"):
+        assert count_truncated(texts, processor, "stage 'token', corpus 'tokens'") == 1
+        tokenize_corpus(datasets.Dataset.from_dict({"text": texts}), processor, name="the corpus")
+    assert "stage 'token', corpus 'tokens': 1 of 3 texts are longer than max_length 12" in caplog.text
+    assert "the corpus: 1 of 3 texts are longer than max_length 12 tokens and are cut" in caplog.text
+    assert processor.text_lengths(texts).tolist() == [4, 17, 4]  # [CLS] + 15 words + [SEP]
 
 
 def test_pretokenised_corpus_collates_like_raw_text_with_one_store_read(
@@ -456,14 +598,26 @@ def test_bad_rows_name_the_record_and_field(store, processor, rows, error, messa
 
 
 def test_bad_settings_are_refused(store, processor, tmp_path):
-    with pytest.raises(ValueError, match=r"tasks: unknown \['itm_hs'\]"):
+    with pytest.raises(ValueError, match=r"tasks: unknown \['nsp'\]"):
+        MSPCollator(store, processor, ["mlm", "nsp"])
+    with pytest.raises(ValueError, match="tasks: 'itm' .random negatives. and 'itm_hs' .hard negatives."):
+        MSPCollator(store, processor, ["itm", "itm_hs"], hard_negatives=np.full((NUM_IMAGES, 2), -1))
+    with pytest.raises(
+        ValueError,
+        match=r"'itm_hs' draws hard negatives, received None; load .*store/hard_negatives\.npy .*"
+        r"python -m processing\.hard_negatives .*store",
+    ):
         MSPCollator(store, processor, ["mlm", "itm_hs"])
+    with pytest.raises(ValueError, match="class_word_mlm_probability: .* needs 'mlm' in tasks"):
+        MSPCollator(store, processor, ["itm"], object_vocab=OBJECT_VOCAB, class_word_mlm_probability=0.3)
+    with pytest.raises(ValueError, match="negative_images: ITM needs at least 2 images"):
+        MSPCollator(store, processor, ["itm"], negative_images=[3])
     with pytest.raises(ValueError, match="object_vocab: TITP/TITS need"):
         MSPCollator(store, processor, ["titp"])
-    with pytest.raises(ValueError, match="hard_negatives: given, but 'itm'"):
-        MSPCollator(store, processor, ["mlm"], hard_negatives=np.full((NUM_IMAGES, 2), -1))
+    with pytest.raises(ValueError, match="hard_negatives: given, but 'itm_hs'"):
+        MSPCollator(store, processor, ["itm"], hard_negatives=np.full((NUM_IMAGES, 2), -1))
     with pytest.raises(ValueError, match=r"hard_negatives: expected shape \(6, M\)"):
-        MSPCollator(store, processor, ["itm"], hard_negatives=np.full((3, 2), -1))
+        MSPCollator(store, processor, ["itm_hs"], hard_negatives=np.full((3, 2), -1))
     with pytest.raises(KeyError, match="tokenize_corpus: the dataset has no column 'caption'"):
         tokenize_corpus(datasets.Dataset.from_list(corpus_rows()), processor, text_column="caption")
 
