@@ -3,8 +3,10 @@
 Each builder takes the plain records of `processing.readers` and a `FeatureStore`, and returns a
 `Corpus`: the dataset (columns as in the shared contract, each row holding its image's store row in
 `image_index`), how many records were dropped for a missing image, and for question answering the
-answer vocabulary. A record whose image is not in the store is an error naming the record, unless
-`drop_missing=True`; then the count is logged and returned, never silent. Columns are assembled as
+answer vocabulary. The phrase corpus keeps each image's phrases as a list: `phrase_rows` packs them
+into texts of a stage's length when the stage starts, as the length is the stage's setting. A record
+whose image is not in the store is an error naming the record, unless `drop_missing=True`; then the
+count is logged and returned, never silent. Columns are assembled as
 Python lists and turned into Arrow once (`Dataset.from_dict`), not appended row by row.
 
 Command line (`python -m processing.corpora KIND --store STORE --out DIR ...`) builds one corpus and
@@ -26,9 +28,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from datasets import Dataset, Features, Value, concatenate_datasets
+from datasets import Dataset, Features, Value, concatenate_datasets, load_from_disk
 from datasets import Sequence as ListFeature
 
+from processing.processor import LxmertSProcessor
 from processing.readers import (
     Caption,
     Flickr30kImage,
@@ -57,6 +60,10 @@ TEXT_FEATURES = Features(
     {"image_id": Value("string"), "image_index": Value("int64"), "text": Value("string")}
 )
 CAPTION_FEATURES = Features({**TEXT_FEATURES, "source": Value("string")})
+PHRASE_FEATURES = Features(
+    {"image_id": Value("string"), "image_index": Value("int64"), "phrases": ListFeature(Value("string"))}
+)
+PHRASE_SEPARATOR = ", "
 QA_FEATURES = Features(
     {
         "question_id": Value("string"),
@@ -144,31 +151,41 @@ def _locate(
     return list(compress(records, keep)), rows[keep], dropped
 
 
-def token_corpus(store: FeatureStore, object_vocab: Sequence[str]) -> Corpus:
+def token_corpus(
+    store: FeatureStore, object_vocab: Sequence[str], images: Iterable[str] | None = None
+) -> Corpus:
     """Stage 1 (§3.1): per image, its detected object category names in object order, space-joined.
 
-    Only the image's valid regions (`num_boxes`) count; multi-word names ("tennis racket") stay whole.
+    Only the image's valid regions (`num_boxes`) count; multi-word names ("tennis racket") stay whole. The
+    paper takes this stage's images from its caption data (0.12M pairs): `images` (image ids, e.g. the
+    `image_id` column of a caption corpus) restricts the rows to them, as a shared store holds Visual Genome
+    and downstream images too; ids the store lacks are left out.
     """
     vocab = np.asarray(object_vocab, dtype=object)
-    object_ids = np.asarray(store.object_ids)
-    num_boxes = np.asarray(store.num_boxes)
+    if images is None:
+        rows = np.arange(len(store))
+    else:
+        rows = np.sort(store.indices({image_id for image_id in images if image_id in store}))
+    object_ids = np.asarray(store.object_ids[rows])
+    num_boxes = np.asarray(store.num_boxes[rows])
+    image_ids = [store.image_ids[row] for row in rows]
     valid = np.arange(object_ids.shape[1]) < num_boxes[:, None]
     bad = valid & ((object_ids < 0) | (object_ids >= len(vocab)))
     if bad.any():
         image, region = (int(axis[0]) for axis in np.nonzero(bad))
         raise ValueError(
-            f"{store.path}: image {store.image_ids[image]!r} region {region}: field 'object_ids' is "
+            f"{store.path}: image {image_ids[image]!r} region {region}: field 'object_ids' is "
             f"{object_ids[image, region]}, outside the {len(vocab)}-class vocabulary"
         )
     empty = np.flatnonzero(num_boxes <= 0)
     if empty.size:
         raise ValueError(
-            f"{store.path}: image {store.image_ids[empty[0]]!r}: field 'num_boxes' is {num_boxes[empty[0]]}, "
+            f"{store.path}: image {image_ids[empty[0]]!r}: field 'num_boxes' is {num_boxes[empty[0]]}, "
             f"so it has no object names ({empty.size} such images)"
         )
     names = vocab[np.where(valid, object_ids, 0)]
     texts = [" ".join(row[:count]) for row, count in zip(names, num_boxes, strict=True)]
-    columns = {"image_id": list(store.image_ids), "image_index": np.arange(len(store)), "text": texts}
+    columns = {"image_id": image_ids, "image_index": rows, "text": texts}
     return Corpus(Dataset.from_dict(columns, features=TEXT_FEATURES), dropped=0)
 
 
@@ -185,10 +202,10 @@ def phrase_corpus(
     origin: str = "region descriptions",
 ) -> Corpus:
     """Stage 2 (§3.2): per image, its region phrases that contain no verb (`processing.verbs`),
-    de-duplicated case-insensitively in first-seen order and joined with ", ".
+    de-duplicated case-insensitively, in first-seen order, as the list `phrases`.
 
-    Images all of whose phrases contain a verb (or are empty) get no row; those counts are logged.
-    `dropped` counts the phrases of images missing from the store.
+    A stage turns them into texts with `phrase_rows`. Images all of whose phrases contain a verb (or are
+    empty) get no row; those counts are logged. `dropped` counts the phrases of images missing from the store.
     """
     kept: dict[str, dict[str, str]] = {}  # image -> lower-cased phrase -> phrase, in first-seen order
     first_region: dict[str, str] = {}
@@ -231,9 +248,51 @@ def phrase_corpus(
     columns = {
         "image_id": list(compress(image_ids, keep)),
         "image_index": rows[keep],
-        "text": [", ".join(phrases.values()) for phrases in compress(kept.values(), keep)],
+        "phrases": [list(phrases.values()) for phrases in compress(kept.values(), keep)],
     }
-    return Corpus(Dataset.from_dict(columns, features=TEXT_FEATURES), dropped=dropped)
+    return Corpus(Dataset.from_dict(columns, features=PHRASE_FEATURES), dropped=dropped)
+
+
+def phrase_rows(images: Dataset, processor: LxmertSProcessor, name: str = "phrases") -> Dataset:
+    """The phrase stage's pairs: each image's `phrases` (rows of `phrase_corpus`) packed, in order, into as
+    few texts as fit the processor's `max_length`, joined with ", " (§3.2), a phrase never split.
+
+    The paper has 0.34M phrase pairs from Visual Genome's ~108K images, so a pair is not "all of an image's
+    phrases" (which a 20-token text would cut after a few): an image gives as many texts as its phrases fill.
+    A phrase longer than a whole text stands alone and is cut (`count_truncated` reports it when the stage
+    tokenises). Returns `image_id`, `image_index`, `text` rows; the count is logged.
+    """
+    tokenizer = processor.tokenizer
+    budget = processor.max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    separator = len(tokenizer(PHRASE_SEPARATOR.strip(), add_special_tokens=False)["input_ids"])
+    per_image = images["phrases"]
+    flat = [phrase for phrases in per_image for phrase in phrases]
+    lengths = iter(len(ids) for ids in tokenizer(flat, add_special_tokens=False)["input_ids"])
+    columns: dict[str, list] = {"image_id": [], "image_index": [], "text": []}
+    rows = zip(images["image_id"], images["image_index"], per_image, strict=True)
+    for image_id, image_index, phrases in rows:
+        texts: list[list[str]] = [[]]
+        used = 0
+        for phrase in phrases:
+            cost = next(lengths) + (separator if texts[-1] else 0)
+            if texts[-1] and used + cost > budget:
+                texts.append([])
+                cost -= separator
+                used = 0
+            texts[-1].append(phrase)
+            used += cost
+        columns["image_id"] += [image_id] * len(texts)
+        columns["image_index"] += [image_index] * len(texts)
+        columns["text"] += [PHRASE_SEPARATOR.join(text) for text in texts]
+    logger.info(
+        "%s: %d phrases of %d images packed into %d texts of at most %d tokens",
+        name,
+        len(flat),
+        len(per_image),
+        len(columns["text"]),
+        processor.max_length,
+    )
+    return Dataset.from_dict(columns, features=TEXT_FEATURES)
 
 
 def caption_corpus(
@@ -382,7 +441,10 @@ def _concatenate(parts: list[Corpus]) -> Corpus:
 
 
 def _build_tokens(args: argparse.Namespace, store: FeatureStore) -> Corpus:
-    return token_corpus(store, read_class_vocab(args.object_vocab))
+    images = None
+    if args.images_of is not None:
+        images = load_from_disk(str(args.images_of))["image_id"]
+    return token_corpus(store, read_class_vocab(args.object_vocab), images)
 
 
 def _build_phrases(args: argparse.Namespace, store: FeatureStore) -> Corpus:
@@ -473,9 +535,15 @@ def _parser() -> argparse.ArgumentParser:
 
     tokens = kinds.add_parser("tokens", parents=[common], help="stage 1: detected object names per image")
     tokens.add_argument("--object-vocab", required=True, help="Visual Genome objects_vocab.txt")
+    tokens.add_argument(
+        "--images-of",
+        help="a saved corpus (e.g. the caption corpus) whose images alone get a row, as in the paper",
+    )
     tokens.set_defaults(build=_build_tokens)
 
-    phrases = kinds.add_parser("phrases", parents=[common], help="stage 2: VG phrases without verbs")
+    phrases = kinds.add_parser(
+        "phrases", parents=[common], help="stage 2: each image's VG phrases without verbs"
+    )
     phrases.add_argument(
         "--region-descriptions", required=True, help="Visual Genome region_descriptions.json"
     )

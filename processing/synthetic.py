@@ -316,22 +316,42 @@ def questions(scene: Scene, count: int, rng: np.random.Generator) -> list[dict]:
     return records
 
 
-def statements(left: Scene, right: Scene, rng: np.random.Generator) -> tuple[str, int]:
-    """An NLVR2-style statement about two images and whether it is true."""
-    category = str(rng.choice([item.category for item in (*left.objects, *right.objects)]))
-    kind = int(rng.integers(3))
-    if kind == 0:
-        return f"both images contain a {category}.", int(
-            left.count(category) > 0 and right.count(category) > 0
-        )
-    if kind == 1:
-        return f"exactly one image contains a {category}.", int(
-            (left.count(category) > 0) != (right.count(category) > 0)
-        )
-    return (
-        f"the left image has more {plural(category)} than the right image.",
-        int(left.count(category) > right.count(category)),
-    )
+STATEMENT_KINDS = ("both", "exactly one", "more")
+
+
+def statement_text(kind: str, category: str) -> str:
+    if kind == "both":
+        return f"both images contain a {category}."
+    if kind == "exactly one":
+        return f"exactly one image contains a {category}."
+    return f"the left image has more {plural(category)} than the right image."
+
+
+def statement_holds(kind: str, category: str, left: Scene, right: Scene) -> bool:
+    in_left, in_right = left.count(category), right.count(category)
+    if kind == "both":
+        return in_left > 0 and in_right > 0
+    if kind == "exactly one":
+        return (in_left > 0) != (in_right > 0)
+    return in_left > in_right
+
+
+def nlvr2_pair(scenes: list[Scene], rng: np.random.Generator) -> tuple[Scene, Scene, str, int]:
+    """An NLVR2-style (left, right, statement, label): the label (true or false, half each) and the kind of
+    statement are drawn first, then two images and one of their objects for which the statement has that
+    label. Each kind is then as often true as false, so the text alone tells nothing, as in real NLVR2
+    (drawing the statement first made "exactly one image contains a _" true for 92% of them)."""
+    label, kind = int(rng.integers(2)), STATEMENT_KINDS[int(rng.integers(len(STATEMENT_KINDS)))]
+    # A random pair fits a (kind, label) at least about a third of the time ("exactly one" false needs an
+    # object in both images), so a few draws suffice; the bound only guards a degenerate world.
+    for _ in range(1000):
+        left, right = (scenes[i] for i in rng.choice(len(scenes), 2, replace=False))
+        shown = sorted({item.category for item in (*left.objects, *right.objects)})
+        fitting = [category for category in shown if statement_holds(kind, category, left, right) == label]
+        if fitting:
+            category = fitting[int(rng.integers(len(fitting)))]
+            return left, right, statement_text(kind, category), label
+    raise RuntimeError(f"no pair of the {len(scenes)} images makes a {kind!r} statement {bool(label)}")
 
 
 def _split_of(index: int, images: int) -> str:
@@ -405,8 +425,7 @@ def write_annotations(
         by_split = [scene for scene in scenes if splits[scene.image_id] == split]
         pairs = []
         for number in range(len(by_split)):
-            left, right = (by_split[i] for i in rng.choice(len(by_split), 2, replace=False))
-            sentence, label = statements(left, right, rng)
+            left, right, sentence, label = nlvr2_pair(by_split, rng)
             pairs.append(
                 {
                     "identifier": f"{split}-{number}-0",
@@ -443,8 +462,10 @@ def build_corpora(folder: Path) -> None:
         if item.split == "train"
     }
     corpora = folder / "corpora"
-    tokens = token_corpus(store, read_class_vocab(folder / "objects_vocab.txt"))
-    tokens.dataset = tokens.dataset.filter(lambda row: row["image_id"] in train)
+    captions = caption_corpus(read_coco_captions(folder / "captions_train.json"), store)
+    save_corpus(captions, corpora / "captions")
+    # the token stage's images are the caption images, as in the paper (§4.1)
+    tokens = token_corpus(store, read_class_vocab(folder / "objects_vocab.txt"), captions.dataset["image_id"])
     save_corpus(tokens, corpora / "tokens")
     phrases = [
         record
@@ -452,9 +473,6 @@ def build_corpora(folder: Path) -> None:
         if record.image_id in train
     ]
     save_corpus(phrase_corpus(phrases, store), corpora / "phrases")
-    save_corpus(
-        caption_corpus(read_coco_captions(folder / "captions_train.json"), store), corpora / "captions"
-    )
     vqa = {split: read_lxmert_qa_json(folder / "vqa" / f"{split}.json") for split in ("train", "val", "test")}
     answers = build_answer_vocab(vqa["train"], min_count=1)
     for split in ("train", "val", "test"):

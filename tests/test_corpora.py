@@ -15,12 +15,15 @@ from processing.corpora import (
     main,
     nlvr2_dataset,
     phrase_corpus,
+    phrase_rows,
     qa_dataset,
     save_corpus,
     token_corpus,
 )
+from processing.processor import LxmertSProcessor
 from processing.readers import Caption, Flickr30kImage, Nlvr2Pair, Question, RegionPhrase
 from processing.store import write_store
+from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
 
 IMAGE_IDS = ["1", "2", "COCO_val2014_000000000042"]
 OBJECT_VOCAB = ["man", "tennis racket", "car", "tree"]
@@ -52,6 +55,22 @@ def test_token_corpus_names_valid_objects_in_order(store):
     }
 
 
+def test_token_corpus_can_keep_only_the_images_of_a_caption_corpus(store, tmp_path):
+    captions = caption_corpus([Caption("COCO_val2014_000000000042", "a man", "mscoco")], store)
+    dataset = token_corpus(store, OBJECT_VOCAB, captions.dataset["image_id"]).dataset
+    assert dataset.to_dict() == {
+        "image_id": ["COCO_val2014_000000000042"],
+        "image_index": [2],
+        "text": ["tree man tennis racket car"],
+    }
+    save_corpus(captions, tmp_path / "captions")
+    vocab = tmp_path / "objects_vocab.txt"
+    vocab.write_text("\n".join(OBJECT_VOCAB) + "\n")
+    argv = ["tokens", "--store", str(store.path), "--out", str(tmp_path / "t"), "--object-vocab", str(vocab)]
+    main([*argv, "--images-of", str(tmp_path / "captions")])
+    assert load_from_disk(str(tmp_path / "t"))["image_index"] == [2]
+
+
 def test_token_corpus_object_id_outside_vocab_names_image_region_field(store):
     with pytest.raises(
         ValueError, match=r"store: image '1' region 2: field 'object_ids' is 3, outside the 3-class"
@@ -63,7 +82,7 @@ def phrases(*triples):
     return [RegionPhrase(image, str(region), phrase) for image, region, phrase in triples]
 
 
-def test_phrase_corpus_drops_verb_phrases_dedupes_and_joins(store):
+def test_phrase_corpus_drops_verb_phrases_and_dedupes(store):
     records = phrases(
         ("1", 11, "Green old car."),
         ("1", 12, "man riding a bike"),
@@ -78,8 +97,34 @@ def test_phrase_corpus_drops_verb_phrases_dedupes_and_joins(store):
     assert corpus.dataset.to_dict() == {
         "image_id": ["1", "COCO_val2014_000000000042"],
         "image_index": [0, 2],
-        "text": ["Green old car, white clouds in blue sky", "clock on the tower"],
+        "phrases": [["Green old car", "white clouds in blue sky"], ["clock on the tower"]],
     }
+
+
+def test_phrase_rows_pack_whole_phrases_into_texts_that_fit(store):
+    words = ["a", "red", "car", "blue", "sky", "old", "tall", "tree", "man", "##ly", ","]
+    processor = LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(words), max_length=8)
+    images = phrase_corpus(
+        phrases(
+            ("1", 1, "red car"),  # 2 tokens
+            ("1", 2, "blue sky"),  # + comma + 2 = 5
+            ("1", 3, "a tall tree"),  # + comma + 3 = 9 > 6: a new text
+            ("1", 4, "manly"),  # + comma + 2 = 6: fits
+            ("2", 5, "a red car a blue sky a tree"),  # 8 tokens alone: longer than a whole text
+            ("2", 6, "old man"),
+        ),
+        store,
+    ).dataset
+
+    rows = phrase_rows(images, processor)
+
+    assert rows.to_dict() == {
+        "image_id": ["1", "1", "2", "2"],
+        "image_index": [0, 0, 1, 1],
+        "text": ["red car, blue sky", "a tall tree, manly", "a red car a blue sky a tree", "old man"],
+    }
+    lengths = processor.text_lengths(rows["text"])
+    assert lengths.tolist() == [7, 8, 10, 4]  # only the one phrase longer than a text is cut
 
 
 def test_phrase_of_missing_image_is_named(store):

@@ -20,11 +20,27 @@ from processing.readers import (
     read_vg_region_descriptions,
 )
 from processing.store import ARRAYS, FeatureStore
-from processing.synthetic import ATTRIBUTES, OBJECT_CLASSES, VERBS, WorldSettings, generate_world
+from processing.synthetic import (
+    ATTRIBUTES,
+    CATEGORIES,
+    OBJECT_CLASSES,
+    STATEMENT_KINDS,
+    VERBS,
+    WorldSettings,
+    generate_world,
+    make_scenes,
+    nlvr2_pair,
+    statement_holds,
+    statement_text,
+)
 from processing.verbs import contains_verb
 from processing.world_baselines import measure, nlvr2_text_only_accuracy, statement_kind
 
 SMALL = WorldSettings(images=40, feature_dim=16, seed=7)
+
+
+def within_binomial(count: int, trials: int, probability: float, sigmas: float = 4.0) -> bool:
+    return abs(count - trials * probability) <= sigmas * (trials * probability * (1 - probability)) ** 0.5
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +123,9 @@ def test_corpora_use_train_images_and_the_verb_filter_has_work(world):
     raw = [phrase.phrase for phrase in read_vg_region_descriptions(world / "region_descriptions.json")]
     with_verbs = [phrase for phrase in raw if any(f" {verb} " in phrase for verb in VERBS)]
     assert with_verbs and all(contains_verb(phrase) for phrase in with_verbs)
-    kept = ", ".join(load_from_disk(world / "corpora" / "phrases")["text"])
+    kept = ", ".join(
+        phrase for row in load_from_disk(world / "corpora" / "phrases")["phrases"] for phrase in row
+    )
     assert not any(f" {verb} " in kept for verb in VERBS)
 
 
@@ -134,6 +152,30 @@ def test_answers_need_the_regions_and_grounding_helps(larger_world):
     assert results["text only"]["all"] <= results["prior"]["all"] + 0.1
     assert results["grounded"]["all"] >= results["text only"]["all"] + 0.25
     assert results["grounded"]["color"] >= results["text only"]["color"] + 0.4
+
+
+def test_nlvr2_statements_are_true_or_false_half_the_time_whatever_their_kind():
+    rng = np.random.default_rng(3)
+    scenes = make_scenes(WorldSettings(images=200), rng)
+    pairs = [nlvr2_pair(scenes, rng) for _ in range(3000)]
+
+    texts = {
+        statement_text(kind, category): (kind, category)
+        for kind in STATEMENT_KINDS
+        for category in CATEGORIES
+    }
+    for left, right, sentence, label in pairs:  # each label is what the statement says of its two images
+        kind, category = texts[sentence]
+        assert statement_holds(kind, category, left, right) == bool(label)
+        assert category in {item.category for item in (*left.objects, *right.objects)}
+    for kind in STATEMENT_KINDS:
+        labels = [label for _, _, sentence, label in pairs if texts[sentence][0] == kind]
+        assert within_binomial(sum(labels), len(labels), 0.5), kind
+    records = [
+        Nlvr2Pair("p", (left.image_id, right.image_id), text, label) for left, right, text, label in pairs
+    ]
+    accuracy = nlvr2_text_only_accuracy(records[:2000], records[2000:])
+    assert abs(accuracy - 0.5) <= 4 * (0.25 / 1000) ** 0.5  # the text alone is a coin toss
 
 
 def test_the_nlvr2_text_only_answerer_takes_each_statement_kinds_majority_label():
