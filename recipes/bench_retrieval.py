@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         score_all_pairs(
             score,
             data.store,
-            data.processor,
+            data.processor(20),  # LXMERT's caption length
             list(range(images)),
             captions,
             args.device,

@@ -6,9 +6,13 @@
     python recipes/evaluate_checkpoint.py --task gqa --model /ckpt/gqa/hub --split val --data-dir /data/lxmert
 
 --zero-shot ranks retrieval pairs by the ITM score of a pre-training checkpoint, with no fine-tuning (the
-paper's zero-shot retrieval). Prints the metrics and writes them to <output-dir>/eval-<task>-<split>.json
-(default output dir: the model folder); VQA and GQA also write every question's predicted answer to
-predictions-<task>-<split>.json, which is all an unlabelled test split yields.
+paper's zero-shot retrieval). Text retrieval ranks every caption (the standard 1k images x 5k captions) unless
+--text-retrieval first_caption asks for the released LXMERT-S code's protocol (each image against the first
+caption of every image, 1k x 1k), which the paper's TR numbers use; image retrieval is the same in both.
+
+Prints the metrics and writes them to <output-dir>/eval-<task>-<split>.json (default output dir: the model
+folder); VQA and GQA also write every question's predicted answer to predictions-<task>-<split>.json, which is
+all an unlabelled test split yields.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from training.finetuning import (
     default_data_folder,
     evaluate_checkpoint,
 )
+from training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", type=Path, help="where the json files go (default: the model folder)")
     parser.add_argument("--batch-size", type=int, default=256, help="questions or sentences per forward pass")
+    parser.add_argument(
+        "--text-retrieval",
+        choices=sorted(TEXT_RETRIEVAL_PROTOCOLS),
+        default="all_captions",
+        help="retrieval: the captions text retrieval ranks (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.text_retrieval != "all_captions" and args.task != "retrieval":
+        parser.error("--text-retrieval is a retrieval protocol: use it with --task retrieval")
     if args.zero_shot and args.task != "retrieval":
         parser.error("--zero-shot is retrieval by the ITM score: use it with --task retrieval")
     if args.task == "gqa" and args.data_dir is None:
@@ -58,7 +71,13 @@ def main(argv: list[str] | None = None) -> Evaluation:
     task = TASKS[args.task]
     data = DownstreamData.open(args.data_dir or default_data_folder())
     evaluation = evaluate_checkpoint(
-        task, args.model, data, args.split, zero_shot=args.zero_shot, batch_size=args.batch_size
+        task,
+        args.model,
+        data,
+        args.split,
+        zero_shot=args.zero_shot,
+        batch_size=args.batch_size,
+        text_retrieval=args.text_retrieval,
     )
     output_dir = args.output_dir or args.model
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +88,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
         "data": str(data.folder),
         "split": args.split,
         "zero_shot": args.zero_shot,
+        "text_retrieval": args.text_retrieval if task.name == "retrieval" else None,
         "metrics": evaluation.metrics,
     }
     atomic_write_text(output_dir / f"eval-{name}.json", json.dumps(report, indent=2))

@@ -28,6 +28,7 @@ import argparse
 from functools import partial
 from pathlib import Path
 
+from modeling_lxmert_s import head_module_name
 from processing.store import atomic_write_text
 from training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
 from training.grounding import named_region_attention
@@ -97,7 +98,7 @@ def run_seed(
             "seconds_per_step": runtime / stage.global_step,
         }
         tag = f"{index}-{stage.name}"
-        itm = "itm" in config_stage.tasks
+        itm = "itm" in map(head_module_name, config_stage.tasks)
         score = partial(score_stage, timing, stage.folder, itm, out / f"{tag}-vqa", seed, data, args)
         looks = partial(attention_to_named_regions, stage.folder, data.folder)
         records.append(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from modeling_lxmert_s import head_module_name
 from training.curriculum import load_curriculum
 from training.launch import distributed_state
 from training.pretraining import run_curriculum
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"Hub-ready folder: {result.hub_folder}")
     print(f"Loss curves:      {result.plot}")
-    if "itm" not in curriculum.stages[-1].tasks:
+    if "itm" not in map(head_module_name, curriculum.stages[-1].tasks):
         print("Zero-shot retrieval: skipped, the last stage trains no ITM head to score pairs with")
     elif not (result.data_folder / "corpora" / "flickr30k").is_dir():
         print(f"Zero-shot retrieval: skipped, {result.data_folder} has no corpora/flickr30k")

@@ -325,7 +325,14 @@ def test_class_word_ids_are_the_one_piece_words_of_every_class_name():
     tokenizer = wordpiece_tokenizer_from_vocabulary([*WORDS, "bi", "##ke"])
     ids = class_word_ids(["man", "hot dog", "car,cars", "bike", "unicorn", *ATTRIBUTE_VOCAB], tokenizer)
     # "hot dog" gives both words; "cars" and "unicorn" are unknown words ([UNK]) and "bike" two pieces
-    assert sorted(tokenizer.convert_ids_to_tokens(ids.tolist())) == ["blue", "car", "dog", "hot", "man", "red"]
+    assert sorted(tokenizer.convert_ids_to_tokens(ids.tolist())) == [
+        "blue",
+        "car",
+        "dog",
+        "hot",
+        "man",
+        "red",
+    ]
 
 
 # ---------------------------------------------------------------- stage collator

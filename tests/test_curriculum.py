@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ CONFIGS = Path(__file__).parent.parent / "recipes" / "configs"
 TOKEN, PHRASE, SENTENCE = (
     ["mlm", "mrfr", "moc", "ifrs"],
     ["mlm", "mrfr", "moc", "titp"],
-    ["mlm", "mrfr", "moc", "itm", "tits"],
+    ["mlm", "mrfr", "moc", "itm_hs", "tits"],
 )
 
 
@@ -26,6 +27,11 @@ def test_the_paper_schedule():
     ]
     assert curriculum.training.optimizer_state == "restart"
     assert curriculum.training.weight_decay == 0.0
+    # measured text lengths: all 36 labels fit the token stage (docs/benchmarks.md, "Text lengths")
+    assert [stage.max_length for stage in curriculum.stages] == [72, 72, 20]
+    assert [stage.mlm_class_word_probability for stage in curriculum.stages] == [None, 0.3, None]
+    # IFRS's squared L2 summed over 2,048 dimensions, brought to a mean over them (docs, "Loss scales")
+    assert curriculum.model["loss_weights"] == {"ifrs": 1 / 2048}
 
 
 @pytest.mark.parametrize(
@@ -52,7 +58,26 @@ def test_table4_mixed_is_one_stage_over_every_corpus():
         ("phrases", PHRASE),
         ("captions", SENTENCE),
     ]
-    assert stage.tasks == ["mlm", "mrfr", "moc", "ifrs", "titp", "itm", "tits"]
+    assert stage.tasks == ["mlm", "mrfr", "moc", "ifrs", "titp", "itm_hs", "tits"]
+
+
+@pytest.mark.parametrize(
+    ("name", "stage", "tasks"),
+    [
+        ("no_ifrs", "token", ["mlm", "mrfr", "moc"]),
+        ("no_titp", "phrase", ["mlm", "mrfr", "moc"]),
+        ("no_itm_hs", "sentence", ["mlm", "mrfr", "moc", "tits"]),
+        ("no_tits", "sentence", ["mlm", "mrfr", "moc", "itm_hs"]),
+        ("itm", "sentence", ["mlm", "mrfr", "moc", "itm", "tits"]),
+    ],
+)
+def test_table4_task_rows_change_one_task_of_the_paper_stages(name, stage, tasks):
+    curriculum = load_curriculum(CONFIGS / "table4" / f"{name}.yaml")
+    paper = load_curriculum(CONFIGS / "msp_paper.yaml")
+    for changed, original in zip(curriculum.stages, paper.stages, strict=True):
+        expected = tasks if original.name == stage else original.tasks
+        assert changed.tasks == expected
+        assert dataclasses.replace(changed, sources=original.sources) == original  # schedule untouched
 
 
 def test_default_config_is_the_synthetic_curriculum():
@@ -107,6 +132,28 @@ STAGE = "{name: s, corpus: captions, tasks: [mlm], epochs: 1, batch_size: 8, lea
             r"stages\[0\]\.epochs: must be positive",
         ),
         (f"data: {{dir: d}}\nstages: [{STAGE}, {STAGE}]", "names must be unique"),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm, itm_hs], epochs: 1, "
+            "batch_size: 8, learning_rate: 1}]",
+            r"stages\[0\]: tasks .* hold 'itm' \(random negatives\) and 'itm_hs'",
+        ),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, "
+            "learning_rate: 1, max_length: 600}]",
+            r"stages\[0\]\.max_length: must be between 3 .* 512 positions, got 600",
+        ),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [itm], epochs: 1, batch_size: 8, "
+            "learning_rate: 1, mlm_class_word_probability: 0.3}]",
+            r"stages\[0\]\.mlm_class_word_probability: set, but the stage has no 'mlm' task",
+        ),
+        (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [ifrs]", r"no stage has the tasks \['ifrs'\]"),
+        (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [mlm]", r"after remove_tasks.*tasks from"),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm], epochs: 1, batch_size: 8, "
+            "learning_rate: 1}]\nreplace_tasks: {mlm: itm_hs}",
+            r"stages\[0\] \(s\) after remove_tasks / replace_tasks: tasks .* hold 'itm'",
+        ),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\norder: [t]", r"order: no stage named \['t'\]"),
         ("data: {dir: d}\nstages: []", "at least one stage"),
         ("data: [dir", "not valid YAML"),

@@ -129,56 +129,62 @@ def test_retrieval_pairs_are_one_row_per_caption(flickr):
     }
 
 
-def test_retrieval_negatives_are_negatives_from_the_training_images(store, processor, flickr):
+def caption_owners(processor, batch, kind: int, images) -> list[list[int]]:
+    """Per pair of `kind`, the images (rows of `images`) one of whose captions is the pair's text."""
+    texts = [processor.tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["input_ids"][kind::4]]
+    return [
+        [row["image_index"] for row in images if text in [caption.lower() for caption in row["captions"]]]
+        for text in texts
+    ]
+
+
+def test_retrieval_negatives_are_a_random_caption_a_random_image_and_a_hard_caption(store, processor, flickr):
     train = flickr["train"]
     hard = load_hard_negatives(store.path)
     collator = RetrievalCollator(store, processor, train, hard, seed=0)
     pairs = retrieval_pairs(train)
     rows = [pairs[i] for i in range(0, len(pairs), 5)]  # one caption of every training image
     batch = collator(rows)
-    assert RETRIEVAL_PAIR_KINDS == ("positive", "random_caption", "random_image", "hard_image")
+    assert RETRIEVAL_PAIR_KINDS == ("positive", "random_caption", "random_image", "hard_caption")
     assert batch["labels"].tolist() == [1.0, 0.0, 0.0, 0.0] * len(rows)
     fed = np.array(fed_images(store, batch["visual_feats"])).reshape(len(rows), 4)
     own = np.array([row["image_index"] for row in rows])
     training_images = set(train["image_index"])
     assert set(fed.ravel()) <= training_images  # no val/test image is ever fed
-    assert (fed[:, 0] == own).all() and (fed[:, 1] == own).all()
-    assert (fed[:, 2] != own).all() and (fed[:, 3] != own).all()
-    for b, image in enumerate(own):  # the hard image is the nearest training neighbour the file lists
-        assert fed[b, 3] in [row for row in hard[image] if row in training_images]
-
-    captions_of = dict(zip(train["image_index"], train["captions"], strict=True))
-    by_text = {caption: image for image, captions in captions_of.items() for caption in captions}
+    # the anchor image with its caption, a random caption and a hard caption; the caption with a random image
+    assert (fed[:, [0, 1, 3]] == own[:, None]).all() and (fed[:, 2] != own).all()
     ids = batch["input_ids"].view(len(rows), 4, -1)
     for b, row in enumerate(rows):
         own_ids = encoded(processor, [row["text"]])["input_ids"][0]
-        for kind in (0, 2, 3):
-            assert torch.equal(ids[b, kind], own_ids)
-        random_caption = processor.tokenizer.decode(ids[b, 1], skip_special_tokens=True)
-        assert random_caption not in [caption.lower() for caption in captions_of[row["image_index"]]]
-        owners = [image for text, image in by_text.items() if text.lower() == random_caption]
-        assert owners and own[b] not in owners
+        assert torch.equal(ids[b, 0], own_ids) and torch.equal(ids[b, 2], own_ids)
+    random_owners = caption_owners(processor, batch, 1, train)
+    hard_owners = caption_owners(processor, batch, 3, train)
+    for b, image in enumerate(own):
+        assert random_owners[b] and image not in random_owners[b]
+        # the hard caption belongs to one of the image's listed neighbours among the training images
+        neighbours = [row for row in hard[image] if row in training_images]
+        assert hard_owners[b] and set(hard_owners[b]) & set(neighbours) and image not in hard_owners[b]
 
 
 def test_hard_negatives_outside_the_training_images_are_skipped(store, processor, flickr):
     train, val = flickr["train"], flickr["val"]
     image, neighbour = train[0]["image_index"], train[5]["image_index"]
     hard = np.full((len(store), 3), -1)
-    hard[image] = [val[0]["image_index"], neighbour, -1]  # a held-out image first: never fed
+    hard[image] = [val[0]["image_index"], neighbour, -1]  # a held-out image first: never drawn
     collator = RetrievalCollator(store, processor, train, hard, seed=0)
     rows = [{"image_index": image, "text": train[0]["captions"][0]}] * 6
     batch = collator(rows)
-    assert fed_images(store, batch["visual_feats"][3::4]) == [neighbour] * 6
+    assert caption_owners(processor, batch, 3, train) == [[neighbour]] * 6
 
 
-def test_without_hard_negatives_the_hard_image_is_a_random_other_training_image(store, processor, flickr):
+def test_without_hard_negatives_the_hard_caption_is_a_random_other_training_images(store, processor, flickr):
     train = flickr["train"]
     collator = RetrievalCollator(store, processor, train, seed=0)
     image = train[2]["image_index"]
     batch = collator([{"image_index": image, "text": "a red car left of a dog."}] * 30)
-    hard_images = fed_images(store, batch["visual_feats"][3::4])
-    assert image not in hard_images and set(hard_images) <= set(train["image_index"])
-    assert len(set(hard_images)) > 5
+    owners = [owner for owners in caption_owners(processor, batch, 3, train) for owner in owners]
+    assert image not in owners and set(owners) <= set(train["image_index"])
+    assert len(set(owners)) > 5
 
 
 def test_retrieval_batches_follow_the_seed(store, processor, flickr):

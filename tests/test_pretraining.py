@@ -26,7 +26,8 @@ from training.stage_data import PretrainingData
 
 REPO = Path(__file__).resolve().parents[1]
 # tokens and phrases: 32 train images; captions: 5 each. Batch 8, epochs (2, 2, 1).
-EXPECTED_STEPS = [2 * math.ceil(32 / 8), 2 * math.ceil(32 / 8), math.ceil(160 / 8)]
+# 32 training images; their phrases pack into 62 texts of 20 tokens; 160 captions
+EXPECTED_STEPS = [2 * math.ceil(32 / 8), 2 * math.ceil(62 / 8), math.ceil(160 / 8)]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_hub_folder_loads_model_and_processor_without_the_package(finished, tmp_
         "AutoProcessor": "processor.LxmertSProcessor"
     }
     data = PretrainingData.open(result.data_folder)
-    regions = read_regions(data.store, np.array([0, 1]), data.processor.num_regions)
+    regions = read_regions(data.store, np.array([0, 1]), data.processor(20).num_regions)
     save_file(
         {"features": regions["features"], "boxes": regions["boxes"].float()}, tmp_path / "image.safetensors"
     )
@@ -164,16 +165,15 @@ def test_rerunning_a_finished_curriculum_trains_nothing(finished):
 def test_all_pair_scores_equal_one_pair_at_a_time(finished):
     _, result, _ = finished
     data = PretrainingData.open(result.data_folder)
+    processor = data.processor(20)
     model = LxmertSForPreTraining.from_pretrained(result.hub_folder).eval()
     captions = ["a red car.", "a small dog above a cat.", "two birds"]
     rows = [3, 0, 5, 7]
-    scores = score_all_pairs(
-        itm_match_scorer(model), data.store, data.processor, rows, captions, batch_size=5
-    )
+    scores = score_all_pairs(itm_match_scorer(model), data.store, processor, rows, captions, batch_size=5)
     assert scores.shape == (4, 3)
     for i, row in enumerate(rows):
         for j, caption in enumerate(captions):
-            single = score_all_pairs(itm_match_scorer(model), data.store, data.processor, [row], [caption])
+            single = score_all_pairs(itm_match_scorer(model), data.store, processor, [row], [caption])
             assert single.item() == pytest.approx(scores[i, j].item(), abs=1e-5)
 
 
@@ -232,10 +232,10 @@ def test_carried_optimizer_state_reaches_the_next_stage(tmp_path, finished):
     word_embeddings = carried["lxmert.embeddings.word_embeddings.weight"]
     assert word_embeddings["exp_avg_sq"].abs().sum() > 0
     assert "heads.ifrs.decoder.weight" in carried
-    # stage 2 (4 steps) started from stage 1's moments: its step count continues stage 1's
+    # stage 2 (8 steps: 62 phrase texts) started from stage 1's moments: its step count continues stage 1's
     after = torch.load(tmp_path / "out" / "2-phrase" / "final" / "optimizer_state.pt", weights_only=True)
-    assert after["lxmert.embeddings.word_embeddings.weight"]["step"] == word_embeddings["step"] + 4
-    assert after["heads.titp.dense.weight"]["step"] == 4  # a head new in stage 2 starts fresh
+    assert after["lxmert.embeddings.word_embeddings.weight"]["step"] == word_embeddings["step"] + 8
+    assert after["heads.titp.dense.weight"]["step"] == 8  # a head new in stage 2 starts fresh
 
 
 def test_config_switches_and_the_global_batch_reach_the_training_arguments(tmp_path):

@@ -11,21 +11,22 @@ TINY_WORLD = {"images": 40, "feature_dim": 32, "seed": 0}
 
 
 def tiny_stages(epochs: tuple[float, float, float] = (2, 2, 1), batch_size: int = 8) -> list[dict]:
-    corpora = [
-        ("token", "tokens", ["mlm", "mrfr", "moc", "ifrs"]),
-        ("phrase", "phrases", ["mlm", "mrfr", "moc", "titp"]),
-        ("sentence", "captions", ["mlm", "mrfr", "moc", "itm", "tits"]),
+    corpora = [  # the world's 36 labels are 38 tokens
+        ("token", "tokens", ["mlm", "mrfr", "moc", "ifrs"], 38),
+        ("phrase", "phrases", ["mlm", "mrfr", "moc", "titp"], 20),
+        ("sentence", "captions", ["mlm", "mrfr", "moc", "itm_hs", "tits"], 20),
     ]
     return [
         {
             "name": name,
             "corpus": corpus,
             "tasks": tasks,
+            "max_length": max_length,
             "epochs": stage_epochs,
             "batch_size": batch_size,
             "learning_rate": 1e-3,
         }
-        for (name, corpus, tasks), stage_epochs in zip(corpora, epochs, strict=True)
+        for (name, corpus, tasks, max_length), stage_epochs in zip(corpora, epochs, strict=True)
     ]
 
 

@@ -16,10 +16,14 @@ stages:
     epochs: 10
     batch_size: 64            # global: split over processes and accumulation steps
     learning_rate: 1.0e-5
+    max_length: 72            # text tokens, [CLS] and [SEP] included (default: LXMERT's 20)
+    mlm_class_word_probability: 0.3   # optional: MLM rate of class-name words (the phrase stage, §3.2)
+remove_tasks: [ifrs]          # optional: drop tasks from every stage (Table 4's "-IFRS" rows) ...
+replace_tasks: {itm_hs: itm}  # ... or swap them ("ITM instead of ITM_HS")
 ```
 
-A `base` is merged key by key (mappings recursively, everything else replaced), so an ordering of Table 4
-is a few lines on top of the paper's schedule. Every error names the file and the field.
+A `base` is merged key by key (mappings recursively, everything else replaced), so an ordering or a task
+removal of Table 4 is a few lines on top of the paper's schedule. Every error names the file and the field.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from modeling_lxmert_s import PRETRAINING_TASKS
+from modeling_lxmert_s import PRETRAINING_TASKS, head_module_name
 from processing.synthetic import WorldSettings
 
 
@@ -47,7 +51,6 @@ class DataConfig:
     dir: str | None = None
     synthetic: dict[str, Any] | None = None
     tokenizer: str | None = None  # default: <dir>/tokenizer when present, else bert-base-uncased
-    max_length: int = 20
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class TrainingConfig:
     """Settings shared by every stage."""
 
     seed: int = 0
-    # "restart": a fresh optimizer per stage (the paper); "carry": Adam's moments follow each parameter
+    # "restart": a fresh optimizer per stage (our choice: the paper does not say); "carry": Adam's moments
+    # follow each parameter
     optimizer_state: Literal["restart", "carry"] = "restart"
     optim: str = "adamw_torch"
     weight_decay: float = 0.0  # 0 makes AdamW the paper's Adam
@@ -94,6 +98,8 @@ class StageConfig:
     learning_rate: float
     warmup_ratio: float = 0.0
     gradient_accumulation_steps: int = 1
+    max_length: int = 20  # text tokens with [CLS] and [SEP]; longer texts are cut, and counted
+    mlm_class_word_probability: float | None = None  # MLM rate of class-name words; others: mlm_probability
 
     @property
     def tasks(self) -> list[str]:
@@ -115,7 +121,7 @@ def load_curriculum(path: str | os.PathLike, data_dir: str | os.PathLike | None 
     path = Path(path)
     raw = _read_with_base(path, seen=())
     where = str(path)
-    known = {"data", "model", "training", "stages", "order"}
+    known = {"data", "model", "training", "stages", "order", "remove_tasks", "replace_tasks"}
     _refuse_unknown(raw, known, where, "")
     data = _build(DataConfig, raw.get("data") or {}, where, "data")
     if data_dir is not None:
@@ -128,9 +134,14 @@ def load_curriculum(path: str | os.PathLike, data_dir: str | os.PathLike | None 
     if not isinstance(model, dict):
         raise CurriculumError(f"{where}: model: expected a mapping of LxmertSConfig fields, got {model!r}")
     training = _build(TrainingConfig, raw.get("training") or {}, where, "training")
-    stages = [_stage(entry, where, f"stages[{i}]") for i, entry in enumerate(_list(raw, "stages", where))]
+    positions = model.get("max_position_embeddings", 512)
+    stages = [
+        _stage(entry, where, f"stages[{i}]", positions) for i, entry in enumerate(_list(raw, "stages", where))
+    ]
     if "order" in raw:
         stages = _ordered(stages, raw["order"], where)
+    if "remove_tasks" in raw or "replace_tasks" in raw:
+        stages = _changed_tasks(stages, raw.get("remove_tasks") or [], raw.get("replace_tasks") or {}, where)
     if not stages:
         raise CurriculumError(f"{where}: stages: a curriculum needs at least one stage")
     names = [stage.name for stage in stages]
@@ -176,7 +187,7 @@ def _list(raw: dict[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
-def _stage(entry: Any, where: str, at: str) -> StageConfig:
+def _stage(entry: Any, where: str, at: str, positions: int) -> StageConfig:
     if not isinstance(entry, dict):
         raise CurriculumError(f"{where}: {at}: expected a mapping, got {entry!r}")
     entry = dict(entry)
@@ -189,20 +200,75 @@ def _stage(entry: Any, where: str, at: str) -> StageConfig:
     else:
         sources = [{"corpus": entry.pop("corpus", None), "tasks": entry.pop("tasks", None)}]
     built = [_build(Source, source, where, f"{at}.sources[{i}]") for i, source in enumerate(sources)]
-    for i, source in enumerate(built):
+    stage = _build(StageConfig, {**entry, "sources": built}, where, at)
+    _check_tasks(stage, where, at)
+    for name in ("epochs", "batch_size", "learning_rate", "gradient_accumulation_steps"):
+        if getattr(stage, name) <= 0:
+            raise CurriculumError(f"{where}: {at}.{name}: must be positive, got {getattr(stage, name)}")
+    if not 0 <= stage.warmup_ratio < 1:
+        raise CurriculumError(f"{where}: {at}.warmup_ratio: must be in [0, 1), got {stage.warmup_ratio}")
+    if not 3 <= stage.max_length <= positions:
+        raise CurriculumError(
+            f"{where}: {at}.max_length: must be between 3 ([CLS] word [SEP]) and the model's "
+            f"{positions} positions, got {stage.max_length}"
+        )
+    if stage.mlm_class_word_probability is not None and not 0 <= stage.mlm_class_word_probability <= 1:
+        raise CurriculumError(
+            f"{where}: {at}.mlm_class_word_probability: must be in [0, 1], "
+            f"got {stage.mlm_class_word_probability}"
+        )
+    return stage
+
+
+def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
+    for i, source in enumerate(stage.sources):
         unknown = [task for task in source.tasks if task not in PRETRAINING_TASKS]
         if unknown or not source.tasks:
             raise CurriculumError(
                 f"{where}: {at}.sources[{i}].tasks: expected tasks from {list(PRETRAINING_TASKS)}, "
                 f"got {source.tasks}"
             )
-    stage = _build(StageConfig, {**entry, "sources": built}, where, at)
-    for name in ("epochs", "batch_size", "learning_rate", "gradient_accumulation_steps"):
-        if getattr(stage, name) <= 0:
-            raise CurriculumError(f"{where}: {at}.{name}: must be positive, got {getattr(stage, name)}")
-    if not 0 <= stage.warmup_ratio < 1:
-        raise CurriculumError(f"{where}: {at}.warmup_ratio: must be in [0, 1), got {stage.warmup_ratio}")
-    return stage
+    modules = [head_module_name(task) for task in stage.tasks]
+    if len(set(modules)) != len(modules):
+        raise CurriculumError(
+            f"{where}: {at}: tasks {stage.tasks} hold 'itm' (random negatives) and 'itm_hs' (hard "
+            "negatives), which train the same head; a stage lists one of them"
+        )
+    if stage.mlm_class_word_probability is not None and "mlm" not in stage.tasks:
+        raise CurriculumError(
+            f"{where}: {at}.mlm_class_word_probability: set, but the stage has no 'mlm' task"
+        )
+
+
+def _changed_tasks(stages: list[StageConfig], remove: Any, replace: Any, where: str) -> list[StageConfig]:
+    """Every stage with the tasks of `remove_tasks` dropped and those of `replace_tasks` swapped."""
+    if not isinstance(remove, list) or not all(task in PRETRAINING_TASKS for task in remove):
+        raise CurriculumError(
+            f"{where}: remove_tasks: expected a list of tasks from {list(PRETRAINING_TASKS)}, got {remove!r}"
+        )
+    if not isinstance(replace, dict) or not all(
+        old in PRETRAINING_TASKS and new in PRETRAINING_TASKS for old, new in replace.items()
+    ):
+        raise CurriculumError(
+            f"{where}: replace_tasks: expected a mapping between tasks of {list(PRETRAINING_TASKS)}, "
+            f"got {replace!r}"
+        )
+    present = {task for stage in stages for task in stage.tasks}
+    absent = [task for task in [*remove, *replace] if task not in present]
+    if absent:
+        raise CurriculumError(f"{where}: remove_tasks / replace_tasks: no stage has the tasks {absent}")
+    changed = []
+    for i, stage in enumerate(stages):
+        sources = [
+            dataclasses.replace(
+                source, tasks=[replace.get(task, task) for task in source.tasks if task not in remove]
+            )
+            for source in stage.sources
+        ]
+        stage = dataclasses.replace(stage, sources=sources)
+        _check_tasks(stage, where, f"stages[{i}] ({stage.name}) after remove_tasks / replace_tasks")
+        changed.append(stage)
+    return changed
 
 
 def _ordered(stages: list[StageConfig], order: Any, where: str) -> list[StageConfig]:

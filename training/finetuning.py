@@ -44,12 +44,19 @@ from processing.processor import LxmertSProcessor
 from processing.store import HARD_NEGATIVES_FILE, FeatureStore, atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.retrieval import evaluate_retrieval, match_logit_scorer, retrieval_split, zero_shot_retrieval
+from training.retrieval import (
+    TextRetrieval,
+    evaluate_retrieval,
+    match_logit_scorer,
+    retrieval_split,
+    zero_shot_retrieval,
+)
 from training.trainer import per_device_batch_size, save_trained_model
 
 PAPER_LEARNING_RATE = 5e-5
 PAPER_BATCH_SIZE = 32
-# LXMERT fine-tunes with BertAdam: linear warm-up over the first 10% of the steps, then linear decay.
+# Our choice, LXMERT's (the paper gives only Adam at 5e-5): BertAdam's linear warm-up over the first 10% of
+# the steps, then linear decay.
 WARMUP_RATIO = 0.1
 # The world `recipes/pretrain.py` pre-trains on by default (its configs/synthetic.yaml: default settings).
 DEFAULT_WORLD = Path("outputs/pretrain/world")
@@ -392,14 +399,17 @@ def evaluate_checkpoint(
     zero_shot: bool = False,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    text_retrieval: TextRetrieval = "all_captions",
 ) -> Evaluation:
     """Metrics of the model saved in `model_folder` (with its processor) on `split`. Retrieval ranks all pairs
-    of the split; `zero_shot` does so by the pre-trained ITM score of a pre-training checkpoint."""
+    of the split (`text_retrieval`: which captions text retrieval ranks, `training.retrieval.TextRetrieval`);
+    `zero_shot` does so by the pre-trained ITM score of a pre-training checkpoint."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if zero_shot:
         if task.name != "retrieval":
             raise ValueError(f"zero-shot evaluation is retrieval by the ITM score, not {task.name}")
-        return Evaluation(zero_shot_retrieval(model_folder, data.folder, split, device).recalls)
+        result = zero_shot_retrieval(model_folder, data.folder, split, device, text_retrieval=text_retrieval)
+        return Evaluation(result.recalls)
     model = task.model_class.from_pretrained(model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     _check_fits(model.config, processor, data, str(model_folder))
@@ -407,7 +417,7 @@ def evaluate_checkpoint(
     if task.name == "retrieval":
         scorer = match_logit_scorer(model)
         result = evaluate_retrieval(
-            scorer, data.store, processor, rows, split, "Fine-tuned retrieval", device
+            scorer, data.store, processor, rows, split, "Fine-tuned retrieval", device, 1024, text_retrieval
         )
         return Evaluation(result.recalls)
     answers = None

@@ -24,13 +24,14 @@ def write_hub_folder(
     results: Sequence[StageResult],
     out: Path,
 ) -> Path:
-    """`save_pretrained` of the last stage's model and of the processor (both with their code, so
-    `trust_remote_code=True` loads them where this package is not installed) plus `README.md`. Atomic."""
+    """`save_pretrained` of the last stage's model and of its processor (both with their code, so
+    `trust_remote_code=True` loads them where this package is not installed) plus `README.md`. Atomic.
+    The processor has the last stage's text length, which fine-tuning from the folder then uses."""
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     model = LxmertSForPreTraining.from_pretrained(results[-1].folder)
     model.save_pretrained(work)
-    data.processor.save_pretrained(work)
+    data.processor(curriculum.stages[-1].max_length).save_pretrained(work)
     atomic_write_text(work / "README.md", model_card(curriculum, data, results, model))
     replace_folder(work, out)
     return out
@@ -48,15 +49,16 @@ def _data_description(curriculum: Curriculum, data: PretrainingData) -> str:
         origin = f"the prepared data folder `{curriculum.data.dir}`"
     return (
         f"Pre-trained on {origin}. Image side: {len(data.store):,} images, {data.store.num_regions} regions "
-        f"of {data.store.feature_dim}-d features each; text: tokenizer of {len(data.processor.tokenizer):,} "
-        f"word pieces, {data.processor.max_length} tokens."
+        f"of {data.store.feature_dim}-d features each; text: tokenizer of {len(data.tokenizer):,} "
+        "word pieces, each stage's text length in the table below."
     )
 
 
 def _stage_rows(curriculum: Curriculum, data: PretrainingData, results: Sequence[StageResult]) -> list[str]:
     rows = [
-        "| stage | corpus (examples) | tasks | epochs | batch | lr | optimizer steps | final losses |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| stage | corpus (rows) | tasks | text tokens | epochs | batch | lr | optimizer steps "
+        "| final losses |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for stage, result in zip(curriculum.stages, results, strict=True):
         corpora = ", ".join(f"{s.corpus} ({len(data.corpus(s.corpus)):,})" for s in stage.sources)
@@ -64,8 +66,8 @@ def _stage_rows(curriculum: Curriculum, data: PretrainingData, results: Sequence
             f"{key.removeprefix('loss/')} {value:.4g}" for key, value in result.final_losses.items()
         )
         rows.append(
-            f"| {stage.name} | {corpora} | {' '.join(stage.tasks)} | {stage.epochs:g} | {stage.batch_size} | "
-            f"{stage.learning_rate:g} | {result.global_step} | {losses} |"
+            f"| {stage.name} | {corpora} | {' '.join(stage.tasks)} | {stage.max_length} | {stage.epochs:g} | "
+            f"{stage.batch_size} | {stage.learning_rate:g} | {result.global_step} | {losses} |"
         )
     return rows
 

@@ -145,7 +145,7 @@ def run_stage(
             args=training_arguments(curriculum, stage, folder),
             train_dataset=trained.dataset,
             data_collator=trained.collator,
-            processing_class=data.processor,  # saved beside every checkpoint and final model
+            processing_class=trained.processor,  # saved beside every checkpoint and final model
             initial_optimizer_state=carried,
             source_lengths=trained.source_lengths,
         )
@@ -183,7 +183,7 @@ def run_curriculum(curriculum: Curriculum, output_dir: str | Path) -> Curriculum
             "under FSDP use 'restart'"
         )
     folder = data_folder(curriculum, output_dir)
-    data = PretrainingData.open(folder, curriculum.data.tokenizer, curriculum.data.max_length)
+    data = PretrainingData.open(folder, curriculum.data.tokenizer)
     results: list[StageResult] = []
     previous = None
     for index, stage in enumerate(curriculum.stages, start=1):

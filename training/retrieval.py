@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import numpy as np
@@ -23,6 +24,15 @@ from processing.processor import LxmertSProcessor
 from processing.store import FeatureStore
 
 PairScorer = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+# How text retrieval (image -> caption) ranks: "all_captions", the standard protocol (1k images x 5k captions,
+# a hit when any of the image's captions ranks in the top K), or "first_caption", the released LXMERT-S code's
+# (each image against the first caption of every image, 1k x 1k), for comparing with the paper's TR numbers.
+# Image retrieval always ranks the images for each of all the captions.
+TextRetrieval = Literal["all_captions", "first_caption"]
+TEXT_RETRIEVAL_PROTOCOLS = {
+    "all_captions": "TR over every caption (standard)",
+    "first_caption": "TR over each image's first caption (the released LXMERT-S code's)",
+}
 
 
 def itm_match_scorer(model: torch.nn.Module) -> PairScorer:
@@ -89,10 +99,13 @@ class RetrievalResult:
     images: int
     captions: int
     recalls: dict[str, float]
+    text_retrieval: TextRetrieval = "all_captions"
 
     def summary(self) -> str:
         recalls = "  ".join(f"{name} {100 * value:.1f}" for name, value in self.recalls.items())
-        return f"{self.title} ({self.split}: {self.images} images x {self.captions} captions): {recalls}"
+        protocol = TEXT_RETRIEVAL_PROTOCOLS[self.text_retrieval]
+        sizes = f"{self.split}: {self.images} images x {self.captions} captions; {protocol}"
+        return f"{self.title} ({sizes}): {recalls}"
 
 
 def retrieval_split(data_folder: str | Path, split: str) -> datasets.Dataset:
@@ -119,8 +132,14 @@ def evaluate_retrieval(
     title: str,
     device: torch.device | str = "cpu",
     batch_size: int = 1024,
+    text_retrieval: TextRetrieval = "all_captions",
 ) -> RetrievalResult:
-    """Rank every caption of `images` (rows of `retrieval_split`) for every image, and back, by `score`."""
+    """Rank every caption of `images` (rows of `retrieval_split`) for every image, and back, by `score`;
+    `text_retrieval` chooses the captions text retrieval ranks (`TextRetrieval`)."""
+    if text_retrieval not in TEXT_RETRIEVAL_PROTOCOLS:
+        raise ValueError(
+            f"text_retrieval: expected one of {list(TEXT_RETRIEVAL_PROTOCOLS)}, got {text_retrieval!r}"
+        )
     per_image = images["captions"]
     captions = [caption for texts in per_image for caption in texts]
     ends = np.cumsum([len(texts) for texts in per_image]).tolist()
@@ -128,8 +147,15 @@ def evaluate_retrieval(
     scores = score_all_pairs(
         score, store, processor, images["image_index"], captions, device=device, batch_size=batch_size
     )
-    recalls = load_metric("retrieval_recall").compute(predictions=scores.tolist(), references=matches)
-    return RetrievalResult(title, split, images=len(images), captions=len(captions), recalls=recalls)
+    metric = load_metric("retrieval_recall")
+    recalls = metric.compute(predictions=scores.tolist(), references=matches)
+    if text_retrieval == "first_caption":
+        first = [caption_ids[0] for caption_ids in matches]
+        text = metric.compute(
+            predictions=scores[:, first].tolist(), references=[[image] for image in range(len(first))]
+        )
+        recalls |= {name: value for name, value in text.items() if name.startswith("text_")}
+    return RetrievalResult(title, split, len(images), len(captions), recalls, text_retrieval)
 
 
 def zero_shot_retrieval(
@@ -138,6 +164,7 @@ def zero_shot_retrieval(
     split: str = "test",
     device: torch.device | str | None = None,
     batch_size: int = 1024,
+    text_retrieval: TextRetrieval = "all_captions",
 ) -> RetrievalResult:
     """Rank every caption of a Flickr30k-style split (`corpora/flickr30k`) for every image, and back, by the
     pre-trained ITM score of the model saved in `model_folder` (with its processor), no fine-tuning."""
@@ -146,6 +173,7 @@ def zero_shot_retrieval(
     model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     store = FeatureStore(Path(data_folder) / "store")
+    scorer = itm_match_scorer(model)
     return evaluate_retrieval(
-        itm_match_scorer(model), store, processor, images, split, "Zero-shot retrieval", device, batch_size
+        scorer, store, processor, images, split, "Zero-shot retrieval", device, batch_size, text_retrieval
     )

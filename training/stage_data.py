@@ -2,7 +2,9 @@
 
 A data folder holds what `processing` builds (the synthetic world has the same layout):
 `store/` (+ `hard_negatives.npy` for ITM_HS), `corpora/<name>/` (`save_to_disk` corpora with `image_index`
-and `text`), `objects_vocab.txt`, `attributes_vocab.txt` and, optionally, `tokenizer/`.
+and `text`, or `phrases` lists that `phrase_rows` packs into texts of the stage's length),
+`objects_vocab.txt`, `attributes_vocab.txt` and, optionally, `tokenizer/`. Each stage tokenises with its own
+text length (`max_length`); how many texts it cuts is logged and kept in `StageData.truncated`.
 
 A stage with several sources (Table 4's "T+P+S" mixes all corpora in one stage) trains each batch on one
 source with that source's tasks: `SourceBlockSampler` orders the examples so that every per-device batch
@@ -20,30 +22,32 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+from transformers import PreTrainedTokenizerBase
 
-from processing.collators import MSPCollator
+from processing.collators import MSPCollator, count_truncated
+from processing.corpora import phrase_rows
 from processing.hard_negatives import load_hard_negatives
 from processing.processor import LxmertSProcessor
 from processing.readers import read_class_vocab
-from processing.store import HARD_NEGATIVES_FILE, FeatureStore
+from processing.store import FeatureStore
 from processing.tokenizer import load_tokenizer
-from training.curriculum import StageConfig, TrainingConfig
+from training.curriculum import Source, StageConfig, TrainingConfig
 
 SOURCE_COLUMN = "source"
 
 
 @dataclass
 class PretrainingData:
-    """The shared image side and vocabularies of every stage, opened once per run."""
+    """The shared image side, tokenizer and vocabularies of every stage, opened once per run."""
 
     folder: Path
     store: FeatureStore
-    processor: LxmertSProcessor
+    tokenizer: PreTrainedTokenizerBase
     object_vocab: list[str]
     attribute_vocab: list[str]
 
     @classmethod
-    def open(cls, folder: str | Path, tokenizer: str | None = None, max_length: int = 20) -> PretrainingData:
+    def open(cls, folder: str | Path, tokenizer: str | None = None) -> PretrainingData:
         folder = Path(folder)
         for needed in ("store", "objects_vocab.txt", "attributes_vocab.txt"):
             if not (folder / needed).exists():
@@ -56,15 +60,19 @@ class PretrainingData:
         return cls(
             folder=folder,
             store=FeatureStore(folder / "store"),
-            processor=LxmertSProcessor(load_tokenizer(tokenizer), max_length=max_length),
+            tokenizer=load_tokenizer(tokenizer),
             object_vocab=read_class_vocab(folder / "objects_vocab.txt"),
             attribute_vocab=read_class_vocab(folder / "attributes_vocab.txt"),
         )
 
+    def processor(self, max_length: int) -> LxmertSProcessor:
+        """The processor of a stage: the run's tokenizer, the stage's text length."""
+        return LxmertSProcessor(self.tokenizer, max_length=max_length)
+
     def model_sizes(self) -> dict[str, int]:
         """The `LxmertSConfig` sizes the data fixes: vocabularies and the RoI feature dimension."""
         return {
-            "vocab_size": len(self.processor.tokenizer),
+            "vocab_size": len(self.tokenizer),
             "num_object_labels": len(self.object_vocab),
             "num_attr_labels": len(self.attribute_vocab),
             "visual_feat_dim": self.store.feature_dim,
@@ -77,25 +85,43 @@ class PretrainingData:
                 f"{path}: no corpus {name!r}; build it with `python -m processing.corpora`"
             )
         corpus = datasets.load_from_disk(str(path))
-        missing = {"image_index", "text"} - set(corpus.column_names)
-        if missing:
+        if "image_index" not in corpus.column_names or not {"text", "phrases"} & set(corpus.column_names):
             raise ValueError(
-                f"{path}: corpus lacks the columns {sorted(missing)}; it has {corpus.column_names}"
+                f"{path}: a stage corpus has `image_index` and `text` (or `phrases`); it has "
+                f"{corpus.column_names}"
             )
         return corpus
 
-    def collator(self, tasks: Sequence[str], training: TrainingConfig, seed: int) -> MSPCollator:
-        hard_negatives = None
-        if "itm" in tasks and (self.store.path / HARD_NEGATIVES_FILE).is_file():
-            hard_negatives = load_hard_negatives(self.store.path)
+    def source_texts(self, source: Source, processor: LxmertSProcessor, stage: str) -> datasets.Dataset:
+        """A source's (`image_index`, `text`) rows at the stage's text length; phrase lists are packed."""
+        name = f"stage {stage!r}, corpus {source.corpus!r}"
+        corpus = self.corpus(source.corpus)
+        if "phrases" in corpus.column_names:
+            corpus = phrase_rows(corpus, processor, name)
+        return corpus.select_columns(["image_index", "text"])
+
+    def collator(
+        self,
+        source: Source,
+        stage: StageConfig,
+        processor: LxmertSProcessor,
+        negative_images: np.ndarray,
+        training: TrainingConfig,
+        seed: int,
+    ) -> MSPCollator:
+        """The source's collator; ITM negatives are drawn among `negative_images`, its corpus's images."""
         return MSPCollator(
             self.store,
-            self.processor,
-            tasks,
+            processor,
+            source.tasks,
             object_vocab=self.object_vocab,
-            hard_negatives=hard_negatives,
+            attribute_vocab=self.attribute_vocab,
+            # load_hard_negatives names the file and how to build it when it is missing
+            hard_negatives=load_hard_negatives(self.store.path) if "itm_hs" in source.tasks else None,
+            negative_images=negative_images,
             seed=seed,
             mlm_probability=training.mlm_probability,
+            class_word_mlm_probability=stage.mlm_class_word_probability,
             region_mask_probability=training.region_mask_probability,
             triplet_shuffle_probability=training.triplet_shuffle_probability,
             mismatch_probability=training.mismatch_probability,
@@ -104,26 +130,35 @@ class PretrainingData:
 
 @dataclass
 class StageData:
-    """A stage's training set and collator; `source_lengths` is set when it mixes several corpora."""
+    """A stage's training set, collator and processor; `truncated` counts the texts of each corpus longer
+    than the stage's `max_length`; `source_lengths` is set when the stage mixes several corpora."""
 
     dataset: datasets.Dataset
     collator: MSPCollator | MixedSourceCollator
+    processor: LxmertSProcessor
+    truncated: dict[str, int]
     source_lengths: list[int] | None = None
 
 
 def stage_data(data: PretrainingData, stage: StageConfig, training: TrainingConfig, seed: int) -> StageData:
-    if len(stage.sources) == 1:
-        source = stage.sources[0]
-        corpus = data.corpus(source.corpus).select_columns(["image_index", "text"])
-        return StageData(corpus, data.collator(source.tasks, training, seed))
-    parts = []
+    processor = data.processor(stage.max_length)
+    parts, collators, truncated = [], [], {}
     for index, source in enumerate(stage.sources):
-        corpus = data.corpus(source.corpus).select_columns(["image_index", "text"])
-        parts.append(corpus.add_column(SOURCE_COLUMN, [index] * len(corpus)))
-    collators = [data.collator(source.tasks, training, seed + i) for i, source in enumerate(stage.sources)]
+        texts = data.source_texts(source, processor, stage.name)
+        truncated[source.corpus] = count_truncated(
+            texts["text"], processor, f"stage {stage.name!r}, corpus {source.corpus!r}"
+        )
+        images = np.unique(texts["image_index"])
+        collators.append(data.collator(source, stage, processor, images, training, seed + index))
+        parts.append(texts)
+    if len(stage.sources) == 1:
+        return StageData(parts[0], collators[0], processor, truncated)
+    parts = [part.add_column(SOURCE_COLUMN, [index] * len(part)) for index, part in enumerate(parts)]
     return StageData(
         datasets.concatenate_datasets(parts),
         MixedSourceCollator(collators),
+        processor,
+        truncated,
         source_lengths=[len(part) for part in parts],
     )
 
