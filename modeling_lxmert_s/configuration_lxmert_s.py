@@ -24,6 +24,7 @@ def head_module_name(task: str) -> str:
     """The key of a task's head under `heads.` (its own name unless it shares another task's module)."""
     return SHARED_HEAD_MODULES.get(task, task)
 
+
 # Every Auto class a saved folder answers to; save_pretrained only adds the saved model's own class.
 AUTO_MAP = {
     "AutoConfig": "configuration_lxmert_s.LxmertSConfig",

@@ -32,7 +32,7 @@ from processing.processor import LxmertSProcessor
 from processing.store import FeatureStore
 
 # Within a batch of 4B retrieval pairs, row 4b + k is positive b's pair of this kind.
-RETRIEVAL_PAIR_KINDS = ("positive", "random_caption", "random_image", "hard_image")
+RETRIEVAL_PAIR_KINDS = ("positive", "random_caption", "random_image", "hard_caption")
 
 
 class QACollator:
@@ -128,13 +128,12 @@ def retrieval_pairs(images: datasets.Dataset) -> datasets.Dataset:
 class RetrievalCollator:
     """Positive (image, caption) rows of `retrieval_pairs` -> 4B pairs with `labels` 1 (match) or 0.
 
-    Per positive, three negatives (MSP_SPEC "Downstream": 2 random, 1 hard), as ViLBERT's retrieval
-    fine-tuning draws them: the positive's image with a random other image's caption, the positive's
-    caption with a random other image, and its caption with a hard image, one of the image's most similar
-    images (the store's `hard_negatives.npy`, `load_hard_negatives`), or a random other image when none is
-    given or the image has none. The hard negative replaces the image because the hard-negative file ranks
-    images by similarity; replacing the caption once and the image twice keeps both directions of
-    retrieval (text -> image, image -> text) in training. Pair 4b + k is of kind
+    Per positive, three negatives (MSP_SPEC "Downstream": 2 random, 1 hard), as the released LXMERT-S
+    retrieval fine-tuning draws them: the positive's image with a random other image's caption, the
+    positive's caption with a random other image, and the positive's image with a hard caption, a caption of
+    one of the image's most similar images (the store's `hard_negatives.npy`, `load_hard_negatives`; a random
+    other image's when none is given or the image has none). The hard-negative file ranks images, and a
+    caption of a look-alike image describes nearly what the anchor image shows. Pair 4b + k is of kind
     `RETRIEVAL_PAIR_KINDS[k]`.
 
     Negatives come only from `images` (the training split's `flickr30k_dataset` rows), never from
@@ -195,21 +194,22 @@ class RetrievalCollator:
                 f"{len(self.image_rows)} images, among which negatives are drawn"
             )
         positions = torch.from_numpy(positions)
-        count = len(self.image_rows)
-        caption_owner, _ = mismatch_images(positions, count, generator, probability=1.0)
-        nth = (torch.rand(len(rows), generator=generator) * self.caption_counts[caption_owner]).long()
-        random_captions = [self.captions[i] for i in (self.caption_starts[caption_owner] + nth).tolist()]
-        random_image, _ = mismatch_images(positions, count, generator, probability=1.0)
-        hard_image, _ = mismatch_images(positions, count, generator, self.hard_positions, probability=1.0)
+        pool = torch.arange(len(self.image_rows))
+        random_owner, _ = mismatch_images(positions, pool, generator, probability=1.0)
+        random_image, _ = mismatch_images(positions, pool, generator, probability=1.0)
+        hard_owner, _ = mismatch_images(positions, pool, generator, self.hard_positions, probability=1.0)
+        owners = torch.cat([random_owner, hard_owner])
+        nth = (torch.rand(len(owners), generator=generator) * self.caption_counts[owners]).long()
+        negative_captions = [self.captions[i] for i in (self.caption_starts[owners] + nth).tolist()]
 
         texts = [row_field(rows, position, "text") for position in range(len(rows))]
-        text = text_inputs(self.processor, [*texts, *random_captions])  # (2B, L)
+        text = text_inputs(self.processor, [*texts, *negative_captions])  # (3B, L): own, random, hard
         batch_size = len(rows)
         own = torch.arange(batch_size)
-        text_of_pair = torch.stack([own, own + batch_size, own, own], dim=1).flatten()
-        images = self.image_rows[torch.stack([positions, random_image, hard_image])]  # (3, B)
+        text_of_pair = torch.stack([own, own + batch_size, own, own + 2 * batch_size], dim=1).flatten()
+        images = self.image_rows[torch.stack([positions, random_image])]  # (2, B)
         visual = visual_inputs(self.store, images.flatten().numpy(), self.processor.num_regions)
-        image_of_pair = torch.stack([own, own, own + batch_size, own + 2 * batch_size], dim=1).flatten()
+        image_of_pair = torch.stack([own, own, own + batch_size, own], dim=1).flatten()
         batch = {name: value[text_of_pair] for name, value in text.items()}
         batch |= {name: value[image_of_pair] for name, value in visual.items()}
         batch["labels"] = torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(batch_size)

@@ -5,7 +5,6 @@ import datasets
 import numpy as np
 import pytest
 import torch
-
 from model_inputs import tiny_config
 
 from modeling_lxmert_s import LxmertSModel
