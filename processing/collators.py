@@ -49,6 +49,7 @@ from processing.processor import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
 from processing.store import HARD_NEGATIVES_FILE, FeatureStore, float32_tensor
 
 logger = logging.getLogger(__name__)
+
 # The registry: the piece each task calls (documentation above, validation of `tasks` below).
 TASK_PIECES = {
     "itm": mismatch_images,

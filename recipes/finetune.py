@@ -5,8 +5,9 @@
     python recipes/finetune.py --task gqa --model /ckpt/hub --data-dir /data/lxmert
     accelerate launch --multi_gpu --num_processes 8 recipes/finetune.py --task vqa --model ... --data-dir ...
 
-The paper's settings by default: Adam at 5e-5 (LXMERT's schedule: linear warm-up over the first 10% of the
-steps, then linear decay), batch 32, epochs VQA 6, GQA 5, NLVR2 8, retrieval 8.
+The paper's settings by default: Adam at 5e-5, batch 32, epochs VQA 6, GQA 5, NLVR2 8, retrieval 8; and, our
+choice as the paper gives no schedule, LXMERT's linear warm-up over the first 10% of the steps, then linear
+decay.
 Without --data-dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
 absent), which has every task but GQA. Writes <output-dir>/hub (the best model on val + processor,
 `from_pretrained` loads it), <output-dir>/metrics.json (its val metrics) and <output-dir>/checkpoints.
