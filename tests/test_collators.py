@@ -467,7 +467,7 @@ def test_ifrs_shuffles_features_only_and_region_targets_describe_each_slots_own_
     # IFRS, MRFR and MOC targets at slot p: the original region p, whose box is fed there
     assert torch.equal(batch["ifrs_labels"], original)
     assert torch.equal(batch["mrfr_labels"], original)
-    assert torch.equal(batch["moc_object_labels"], torch.from_numpy(store.object_ids[:]))
+    assert torch.equal(batch["moc_object_labels"], torch.from_numpy(np.array(store.object_ids)))
 
 
 def test_the_encoder_sees_a_shuffle_only_because_the_boxes_stay(store, processor):

@@ -115,7 +115,8 @@ def test_accelerate_launch_with_two_processes_runs_data_parallel(tmp_path, world
         )
     )
     assert "starting 2 gloo processes" in output
-    for stage, examples in zip(STAGES, (32, 32, 160), strict=True):
+    # 32 images; their phrases packed into 62 texts of 20 tokens; 160 captions
+    for stage, examples in zip(STAGES, (32, 62, 160), strict=True):
         state = _stage_state(tmp_path / "out", stage)
         assert state["train_batch_size"] == 4, stage  # global batch 8 over 2 processes
         assert state["global_step"] == -(-examples // 8), stage  # steps of the global batch, not of 4
