@@ -14,10 +14,13 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-PRETRAINING_TASKS = ("mlm", "mrfr", "moc", "itm", "itm_hs", "ifrs", "titp", "tits", "flm")
-# Tasks that train another task's head module: ITM_HS is ITM on hard negatives (§3.3), one `heads.itm`, so
-# a checkpoint of either loads into the other and into `LxmertSForImageTextRetrieval`.
-SHARED_HEAD_MODULES = {"itm_hs": "itm"}
+PRETRAINING_TASKS = (
+    "mlm", "mrfr", "moc", "itm", "itm_hs", "itm_vsc", "ifrs", "titp", "tits", "flm", "vsc", "wpg"
+)  # fmt: skip
+# Tasks that train another task's head module: ITM_HS is ITM on hard negatives (§3.3) and ITM_VSC ITM on
+# negatives mined in the batch from the VSC similarities; one `heads.itm`, so a checkpoint of any loads into
+# the others and into `LxmertSForImageTextRetrieval`.
+SHARED_HEAD_MODULES = {"itm_hs": "itm", "itm_vsc": "itm"}
 
 
 def head_module_name(task: str) -> str:
@@ -43,9 +46,13 @@ class LxmertSConfig(PreTrainedConfig):
         Prepend one learned `visual_feat_dim` vector with box `[0, 0, 1, 1]` to the regions, as the
         released LXMERT-S code does; the visual sequence is then one longer and its first output is
         the visual [CLS]. `False`: LXMERT's behaviour, regions only.
-    pooler_type (`"product"` or `"language"`, defaults to `"product"`):
+    pooler_type (`"product"`, `"language"` or `"alignment"`, defaults to `"product"`):
         `"product"`: tanh(W_l h_lang[CLS]) * tanh(W_v h_vis[CLS]) (released code, needs the visual
-        [CLS]); `"language"`: LXMERT's dense + tanh on the language [CLS].
+        [CLS]); `"language"`: LXMERT's dense + tanh on the language [CLS]; `"alignment"`: pooled from
+        each word's cosine alignment with the regions (`LxmertSAlignmentPooler`, not in LXMERT-S: a
+        readout that compares each word with the region it matches instead of reading a [CLS] alone).
+    alignment_temperature (`float`, defaults to 0.1):
+        Temperature of the alignment pooler's softmax over a word's region cosine similarities.
     position_ids_type (`"word"` or `"absolute"`, defaults to `"word"`):
         `"word"`: one position per whitespace word, shared by its WordPieces, computed by
         `LxmertSProcessor` (the model cannot recover word boundaries from ids, so it requires
@@ -75,6 +82,12 @@ class LxmertSConfig(PreTrainedConfig):
     flm_directional_losses (`bool`, defaults to `False`):
         Add FLM's auxiliary losses: next word from the left-to-right pass, previous word from the
         right-to-left pass; the FLM loss is then the mean of the three.
+    contrastive_dim (`int`, *optional*):
+        Size of the VSC embeddings (`get_text_features` / `get_image_features`); `hidden_size` when None.
+    contrastive_temperature (`float`, defaults to 0.07):
+        Initial temperature of the VSC softmax (learned, as CLIP's; the logit scale starts at 1/0.07).
+    grounding_margin (`float`, defaults to 0.2):
+        WPG's hinge margin between a concept word's best region in its image and in a negative one (MVP).
     num_qa_labels (`int`, defaults to 3129):
         Size of the answer vocabulary of `LxmertSForQuestionAnswering` (LXMERT's VQA v2 answer set; a
         GQA answer set differs).
@@ -103,7 +116,8 @@ class LxmertSConfig(PreTrainedConfig):
     num_attr_labels: int = 400
 
     visual_cls_token: bool = True
-    pooler_type: Literal["product", "language"] = "product"
+    pooler_type: Literal["product", "language", "alignment"] = "product"
+    alignment_temperature: float = 0.1
     position_ids_type: Literal["word", "absolute"] = "word"
     gate_region_heads: bool = True
 
@@ -114,6 +128,9 @@ class LxmertSConfig(PreTrainedConfig):
     flm_reconstructor_layers: int = 1
     flm_corruption_rate: float | int = 0.0
     flm_directional_losses: bool = False
+    contrastive_dim: int | None = None
+    contrastive_temperature: float = 0.07
+    grounding_margin: float = 0.2
 
     num_qa_labels: int = 3129
 
@@ -153,9 +170,24 @@ class LxmertSConfig(PreTrainedConfig):
         modules = [head_module_name(task) for task in self.pretraining_tasks]
         if len(set(modules)) != len(modules):
             raise ValueError(
-                f"pretraining_tasks: {self.pretraining_tasks} lists 'itm' (random negatives) and 'itm_hs' "
-                "(hard negatives), which train the same head; list one of them"
+                f"pretraining_tasks: {self.pretraining_tasks} lists more than one of 'itm' (random "
+                "negatives), 'itm_hs' (hard negatives) and 'itm_vsc' (negatives mined in the batch), which "
+                "train the same head; list one of them"
             )
+        mismatching = [task for task in ("itm", "itm_hs") if task in self.pretraining_tasks]
+        if "wpg" in self.pretraining_tasks and mismatching:
+            raise ValueError(
+                "pretraining_tasks: 'wpg' builds its negative images in the batch and needs every row to be "
+                f"a matched pair, but {mismatching} mismatch rows in the collator; use 'itm_vsc' for ITM"
+            )
+        if "itm_vsc" in self.pretraining_tasks and "vsc" not in self.pretraining_tasks:
+            raise ValueError(
+                "pretraining_tasks: 'itm_vsc' mines its negatives from the VSC similarities: add 'vsc'"
+            )
+        if not self.alignment_temperature > 0.0:
+            raise ValueError(f"alignment_temperature ({self.alignment_temperature}) must be positive")
+        if not self.contrastive_temperature > 0.0:
+            raise ValueError(f"contrastive_temperature ({self.contrastive_temperature}) must be positive")
         stray = [task for task in self.loss_weights if task not in PRETRAINING_TASKS]
         if stray:
             raise ValueError(
@@ -204,4 +236,9 @@ class LxmertSConfig(PreTrainedConfig):
         return cls(**{**sizes, **settings, **kwargs})
 
 
-__all__ = ["LxmertSConfig", "PRETRAINING_TASKS", "SHARED_HEAD_MODULES", "head_module_name"]
+__all__ = [
+    "LxmertSConfig",
+    "PRETRAINING_TASKS",
+    "SHARED_HEAD_MODULES",
+    "head_module_name",
+]

@@ -30,6 +30,8 @@ from .pretraining_heads import (
     FreeLanguageModelingHead,
     ImageTextMatchingHead,
     MaskedLanguageModelingHead,
+    VisualSemanticContrastiveHead,
+    word_region_similarity,
 )
 
 # The released code's visual [CLS] covers the whole image.
@@ -416,6 +418,54 @@ class LxmertSPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
+class LxmertSAlignmentPooler(nn.Module):
+    """The pooled output from word-region alignment (`config.pooler_type="alignment"`), not in LXMERT-S.
+
+    A [CLS] can only report a match once the layers have learned to compare each word with the region it
+    matches and gather the comparisons into it; trained from scratch, the small model never got there
+    (docs/results.md). This pooler makes the comparison explicit: for each word w (every real token but
+    [CLS]), the cosine similarities s_wr of its output with the region outputs give a_w, the regions averaged
+    with softmax(s_w / `alignment_temperature`) (what the word found), and f_w = max_r s_wr (how well it
+    matched); learned weights beta = softmax_w(u . h_w) pick the words that matter, and
+
+        pooled = tanh(W [sum_w beta_w h_w ; sum_w beta_w a_w ; SCORE_SCALE sum_w beta_w f_w]).
+
+    WPG trains the similarities it reads.
+    """
+
+    # The match score is one input beside 2H others: scaled so that it is not lost among them at init.
+    SCORE_SCALE = 5.0
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.word_weight = nn.Linear(config.hidden_size, 1)
+        self.dense = nn.Linear(2 * config.hidden_size + 1, config.hidden_size)
+        self.activation = nn.Tanh()
+        self.temperature = config.alignment_temperature
+
+    def forward(
+        self,
+        language_output: torch.Tensor,
+        region_output: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        similarity = word_region_similarity(language_output, region_output, visual_attention_mask)
+        found = (
+            torch.softmax(similarity.float() / self.temperature, dim=-1).to(region_output.dtype)
+            @ region_output
+        )
+        words = attention_mask.bool().clone()
+        words[:, 0] = False  # the [CLS]
+        scores = self.word_weight(language_output).squeeze(-1).float().masked_fill(~words, float("-inf"))
+        beta = torch.softmax(scores, dim=-1).nan_to_num(0.0).to(language_output.dtype)[..., None]
+        match = (beta[..., 0] * similarity.max(-1).values.to(beta.dtype)).sum(1, keepdim=True)
+        pooled = torch.cat(
+            [(beta * language_output).sum(1), (beta * found).sum(1), self.SCORE_SCALE * match], -1
+        )
+        return self.activation(self.dense(pooled))
+
+
 class LxmertSClassificationHead(nn.Module):
     """LXMERT's downstream classifier: Linear(input, 2H) -> GELU -> LayerNorm -> Linear(2H, labels).
 
@@ -486,7 +536,9 @@ class LxmertSModel(LxmertSPreTrainedModel):
         super().__init__(config)
         self.embeddings = LxmertSEmbeddings(config)
         self.encoder = LxmertSEncoder(config)
-        self.pooler = LxmertSPooler(config)
+        self.pooler = (
+            LxmertSAlignmentPooler(config) if config.pooler_type == "alignment" else LxmertSPooler(config)
+        )
         self.visual_pooler = LxmertSPooler(config) if config.pooler_type == "product" else None
         self.post_init()
 
@@ -628,7 +680,13 @@ class LxmertSModel(LxmertSPreTrainedModel):
             visual_attentions += (visual_weights,)
             cross_attentions += (cross_weights,)
 
-        pooled = self.pooler(lang)
+        if self.config.pooler_type == "alignment":
+            first_region = 1 if self.config.visual_cls_token else 0
+            pooled = self.pooler(
+                lang, visual[:, first_region:], attention_mask, visual_attention_mask[:, first_region:]
+            )
+        else:
+            pooled = self.pooler(lang)
         if self.visual_pooler is not None:
             pooled = pooled * self.visual_pooler(visual)
 
@@ -722,6 +780,109 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
                 return self.heads[task].decoder
         return None
 
+    @property
+    def _first_region(self) -> int:
+        """Index of the first region in the visual outputs (after the visual [CLS], when there is one)."""
+        return 1 if self.config.visual_cls_token else 0
+
+    def _features(
+        self, encoded: LxmertSModelOutput, attention_mask: torch.Tensor, visual_attention_mask: torch.Tensor
+    ) -> EncoderFeatures:
+        return EncoderFeatures(
+            language_output=encoded.language_output,
+            region_output=encoded.vision_output[:, self._first_region :],
+            pooled_output=encoded.pooled_output,
+            attention_mask=attention_mask,
+            visual_attention_mask=visual_attention_mask,
+        )
+
+    def _unmasked_text_embeddings(
+        self, text: dict[str, torch.Tensor | None], labels: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The text's embeddings before any cross-modal layer, for VSC. MLM's labels put the masked words
+        back: the contrastive side should see the caption, as in ALBEF, where contrast and MLM read separate
+        passes."""
+        input_ids = text["input_ids"]
+        if "mlm_labels" in labels:
+            input_ids = torch.where(labels["mlm_labels"] != IGNORE_INDEX, labels["mlm_labels"], input_ids)
+        token_type_ids, position_ids = text["token_type_ids"], text["position_ids"]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        return self.lxmert.embeddings(input_ids, token_type_ids, position_ids)
+
+    def _negative_pairs(
+        self, features: EncoderFeatures, image_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices (texts, images) of one negative pair per row whose image differs from another row's:
+        rows in the first half keep their text and get another row's image, rows in the second half keep their
+        image and get another row's text. With the VSC head the partner is sampled in proportion to the
+        softmax of the VSC similarity (a hard negative, as MVP and ALBEF mine them), else uniformly; a row
+        showing the same image (image_ids equal) is never a partner."""
+        batch = len(image_ids)
+        other = image_ids[:, None] != image_ids[None, :]
+        with torch.no_grad():
+            if "vsc" in self.heads and features.text_embeddings is not None:
+                similarity = self.heads["vsc"].similarity(features)
+                image_weights = torch.softmax(similarity, dim=1) * other
+                text_weights = torch.softmax(similarity.T, dim=1) * other.T
+            else:
+                image_weights = text_weights = other.float()
+            # a softmax can underflow to 0 for every partner; and rows without a partner need some weight to
+            # sample from (they are dropped below)
+            image_weights = torch.where(image_weights.sum(1, keepdim=True) > 0, image_weights, other.float())
+            text_weights = torch.where(text_weights.sum(1, keepdim=True) > 0, text_weights, other.T.float())
+            has_partner = other.any(1)
+            image_weights[~has_partner] = 1.0
+            text_weights[~has_partner] = 1.0
+            hard_image = torch.multinomial(image_weights, 1).squeeze(1)
+            hard_text = torch.multinomial(text_weights, 1).squeeze(1)
+        rows = torch.arange(batch, device=image_ids.device)
+        first_half = rows < (batch + 1) // 2
+        text_index = torch.where(first_half, rows, hard_text)[has_partner]
+        image_index = torch.where(first_half, hard_image, rows)[has_partner]
+        return text_index, image_index
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, D) L2-normalised VSC text embeddings (as CLIP's `get_text_features`): their dot product with
+        `get_image_features` ranks images and texts with no cross-modal pass (needs the `vsc` head)."""
+        head = self._contrastive_head()
+        text = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+                "position_ids": position_ids}  # fmt: skip
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return head.text_embeds(self._unmasked_text_embeddings(text, {}), attention_mask)
+
+    def get_image_features(
+        self,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, D) L2-normalised VSC image embeddings (see `get_text_features`)."""
+        head = self._contrastive_head()
+        if visual_attention_mask is None:
+            visual_attention_mask = torch.ones(
+                visual_feats.shape[:2], dtype=torch.long, device=visual_feats.device
+            )
+        regions = self.lxmert.encoder.visn_fc(visual_feats, visual_pos)[:, self._first_region :]
+        return head.image_embeds(regions, visual_attention_mask)
+
+    def _contrastive_head(self) -> VisualSemanticContrastiveHead:
+        if "vsc" not in self.heads:
+            raise ValueError(
+                f"text and image features come from the VSC head; this model carries {list(self.heads)} "
+                "(pre-train with the 'vsc' task)"
+            )
+        return self.heads["vsc"]
+
     def _active_tasks(self, labels: dict[str, torch.Tensor]) -> list[str]:
         tasks = self.config.pretraining_tasks
         for name in labels:
@@ -759,24 +920,46 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
     ) -> LxmertSForPreTrainingOutput | tuple:
         active = self._active_tasks(labels)
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        contrastive = bool({"vsc", "itm_vsc"} & set(active))
+        text = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+        }
+        if visual_attention_mask is None:
+            visual_attention_mask = torch.ones(
+                visual_feats.shape[:2], dtype=torch.long, device=visual_feats.device
+            )
+        image = {
+            "visual_feats": visual_feats,
+            "visual_pos": visual_pos,
+            "visual_attention_mask": visual_attention_mask,
+        }
         encoded = self.lxmert(
-            input_ids=input_ids,
-            visual_feats=visual_feats,
-            visual_pos=visual_pos,
-            attention_mask=attention_mask,
-            visual_attention_mask=visual_attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            output_hidden_states=output_hidden_states,
+            **text,
+            **image,
+            output_hidden_states=output_hidden_states or contrastive,
             output_attentions=output_attentions,
             return_dict=True,
         )
-        first_region = 1 if self.config.visual_cls_token else 0
-        features = EncoderFeatures(
-            language_output=encoded.language_output,
-            region_output=encoded.vision_output[:, first_region:],
-            pooled_output=encoded.pooled_output,
-        )
+        features = self._features(encoded, text["attention_mask"], visual_attention_mask)
+        if contrastive:
+            features.text_embeddings = self._unmasked_text_embeddings(text, labels)
+            features.region_embeddings = encoded.vision_hidden_states[0][:, self._first_region :]
+            if not output_hidden_states:
+                encoded.language_hidden_states = encoded.vision_hidden_states = None
+        if {"wpg", "itm_vsc"} & set(active):
+            text_index, image_index = self._negative_pairs(features, labels["image_ids"])
+            negative = self.lxmert(
+                **{name: None if value is None else value[text_index] for name, value in text.items()},
+                **{name: value[image_index] for name, value in image.items()},
+                return_dict=True,
+            )
+            features.negative = self._features(
+                negative, text["attention_mask"][text_index], visual_attention_mask[image_index]
+            )
+            features.negative_pairs = (text_index, image_index)
         if "flm" in active:
             flm_labels = labels["flm_labels"]
             if flm_labels.shape != input_ids.shape:
@@ -794,7 +977,6 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
             )
             features.unidirectional_states = passes.hidden_states
             features.position_embeddings = passes.position_embeddings
-            features.attention_mask = passes.attention_mask
         losses = {task: self.heads[head_module_name(task)](features, labels) for task in active}
         loss = (
             sum(self.config.loss_weight(task) * value for task, value in losses.items()) if losses else None

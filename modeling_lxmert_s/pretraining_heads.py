@@ -9,6 +9,7 @@ batch switches the task on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,16 +26,37 @@ IGNORE_INDEX = -100
 
 @dataclass
 class EncoderFeatures:
-    """What the heads read: text outputs (B, L, H), region outputs without the visual [CLS] (B, R, H),
-    and the pooled multimodal representation (B, H). When FLM is in the batch, also its two unidirectional
-    passes, the text's position embeddings and padding mask (see `LxmertSUnidirectionalOutput`)."""
+    """What the heads read: text outputs (B, L, H), region outputs without the visual [CLS] (B, R, H), the
+    pooled multimodal representation (B, H) and the two padding masks (B, L), (B, R).
+
+    When FLM is in the batch, also its two unidirectional passes and the text's position embeddings (see
+    `LxmertSUnidirectionalOutput`). When VSC or ITM_VSC is, the uni-modal embeddings the contrastive loss
+    compares: the unmasked text's embeddings (B, L, H) and the regions' (B, R, H), before any cross-modal
+    layer. When WPG or ITM_VSC is, `negative` holds the encoder outputs of the negative pairs the model built
+    in the batch, pair n being text `negative_pairs[0][n]` with image `negative_pairs[1][n]` (row indices).
+    """
 
     language_output: torch.Tensor
     region_output: torch.Tensor
     pooled_output: torch.Tensor
+    attention_mask: torch.Tensor
+    visual_attention_mask: torch.Tensor
     unidirectional_states: tuple[torch.Tensor, ...] | None = None
     position_embeddings: torch.Tensor | None = None
-    attention_mask: torch.Tensor | None = None
+    text_embeddings: torch.Tensor | None = None
+    region_embeddings: torch.Tensor | None = None
+    negative: EncoderFeatures | None = None
+    negative_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def word_region_similarity(
+    language_output: torch.Tensor, region_output: torch.Tensor, visual_attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """(B, L, R) cosine similarity of every text output with every region output; padding regions get -2,
+    below any cosine, so a max or softmax over regions never picks them. The alignment pooler and WPG share
+    it."""
+    similarity = F.normalize(language_output, dim=-1) @ F.normalize(region_output, dim=-1).transpose(1, 2)
+    return similarity.masked_fill(~visual_attention_mask.bool()[:, None, :], -2.0)
 
 
 class LxmertSPredictionHeadTransform(nn.Module):
@@ -239,6 +261,123 @@ class HardImageTextMatchingHead(ImageTextMatchingHead):
     task = "itm_hs"
 
 
+class MinedImageTextMatchingHead(ImageTextMatchingHead):
+    """ITM_VSC: ITM whose negatives are mined in the batch from the VSC similarities (MVP, ALBEF): the batch
+    holds matched pairs only, and `LxmertSForPreTraining` encodes one negative pair per row, half a text with
+    an image sampled in proportion to softmax(similarity) (a hard image), half an image with a hard text.
+    Cross-entropy over the B matched and B negative pairs. The same module as ITM, `heads.itm`."""
+
+    task = "itm_vsc"
+    label_names = ("itm_labels", "image_ids")
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        matched = labels["itm_labels"]
+        if not bool((matched == 1).all()):
+            raise ValueError(
+                "itm_labels: itm_vsc mines its own negatives, so every row must be a matched pair (1)"
+            )
+        negative = features.negative.pooled_output
+        logits = self.logits(torch.cat([features.pooled_output, negative]))
+        targets = torch.cat([matched, matched.new_zeros(len(negative))])
+        return F.cross_entropy(logits.float(), targets)
+
+
+class VisualSemanticContrastiveHead(PretrainingHead):
+    """VSC (MVP's visual-semantic contrastive loss, as CLIP): symmetric InfoNCE between text and image
+    embeddings computed without cross-modal attention, with a learned temperature.
+
+    LXMERT-S has no single-modality encoders, so the embeddings are the mean of the text's token embeddings
+    and the mean of the regions' feature embeddings (the inputs of the first cross-modality layer), each
+    projected and L2-normalised: no extra pass, and any text compares with any image, so retrieval ranks all
+    pairs with one matrix product (docs/results.md compares this with a pass through the layers).
+    `vsc_labels` (B,) name each text's image and `image_ids` (B,) the image fed in each row (store rows, say):
+    text i and image j are a positive pair when they are equal, so a batch may repeat an image or hold
+    mismatched rows. Each direction averages, over the rows that have a positive, -log of the softmax mass on
+    the positives.
+    """
+
+    task = "vsc"
+    label_names = ("vsc_labels", "image_ids")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        dim = config.contrastive_dim or config.hidden_size
+        self.text_projection = nn.Linear(config.hidden_size, dim)
+        self.image_projection = nn.Linear(config.hidden_size, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.contrastive_temperature)))
+
+    def text_embeds(self, text_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_projection(_masked_mean(text_embeddings, attention_mask)), dim=-1)
+
+    def image_embeds(
+        self, region_embeddings: torch.Tensor, visual_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return F.normalize(
+            self.image_projection(_masked_mean(region_embeddings, visual_attention_mask)), dim=-1
+        )
+
+    def similarity(self, features: EncoderFeatures) -> torch.Tensor:
+        """(B, B) scaled similarity of text i and image j of the batch."""
+        text = self.text_embeds(features.text_embeddings, features.attention_mask)
+        image = self.image_embeds(features.region_embeddings, features.visual_attention_mask)
+        # CLIP's clamp: a temperature below 1/100 makes the softmax one-hot and the gradients vanish
+        return self.logit_scale.exp().clamp(max=100) * text.float() @ image.float().T
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.similarity(features)
+        positive = labels["vsc_labels"][:, None] == labels["image_ids"][None, :]
+        return (_multi_positive_nce(logits, positive) + _multi_positive_nce(logits.T, positive.T)) / 2
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(states.dtype)[..., None]
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows with a positive of -log(softmax mass on the row's positives)."""
+    has_positive = positive.any(1)
+    if not bool(has_positive.any()):
+        return _zero_loss_like(logits)
+    log_probabilities = logits.log_softmax(1)
+    on_positives = torch.logsumexp(log_probabilities.masked_fill(~positive, float("-inf")), 1)
+    return -on_positives[has_positive].mean()
+
+
+class PhraseGroundingHead(PretrainingHead):
+    """WPG (MVP's weakly-supervised phrase grounding): a word that names a concept (`wpg_concept_mask`, words
+    of the detector's class names) should find a better match among its own image's regions than among a
+    negative image's. Score of a word in a pair: the maximum over regions of the cosine similarity of its
+    cross-modal output with the region outputs; hinge max(0, margin - score with its image + score with the
+    negative image), averaged over the concept words of the negative pairs `LxmertSForPreTraining` encodes in
+    the batch (the same text with another image, so the two scores differ only by the image)."""
+
+    task = "wpg"
+    label_names = ("wpg_concept_mask", "image_ids")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.margin = config.grounding_margin
+
+    @staticmethod
+    def word_scores(features: EncoderFeatures) -> torch.Tensor:
+        """(B, L) each word's best cosine similarity with a region of its pair's image."""
+        similarity = word_region_similarity(
+            features.language_output, features.region_output, features.visual_attention_mask
+        )
+        return similarity.max(-1).values
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        text_index, _ = features.negative_pairs
+        matched = self.word_scores(features).float()[text_index]
+        negative = self.word_scores(features.negative).float()
+        concept = labels["wpg_concept_mask"].bool()[text_index] & features.attention_mask.bool()[text_index]
+        hinge = F.relu(self.margin - matched + negative)
+        if not bool(concept.any()):
+            return _zero_loss_like(hinge)
+        return hinge[concept].mean()
+
+
 class RegionFeatureRegressionHead(RegionHead):
     """MRFR (LXMERT): smooth-L1 to the original RoI feature, averaged over its dimensions, kept at
     masked regions, averaged over batch x regions, times `visual_loss_normalizer` (~1/0.15)."""
@@ -363,10 +502,13 @@ HEADS: dict[str, type[PretrainingHead]] = {
         MaskedObjectClassificationHead,
         ImageTextMatchingHead,
         HardImageTextMatchingHead,
+        MinedImageTextMatchingHead,
         ImageFeatureShuffleHead,
         PhraseTopicHead,
         SentenceTopicHead,
         FreeLanguageModelingHead,
+        VisualSemanticContrastiveHead,
+        PhraseGroundingHead,
     )
 }
 

@@ -5,6 +5,9 @@ One piece per task (MSP_SPEC "Tasks"); a stage collator composes the pieces of i
     task    piece                        labels it adds
     itm     mismatch_images              itm_labels (random negatives)
     itm_hs  mismatch_images              itm_labels (hard negatives, §3.3)
+    itm_vsc matched_pairs                itm_labels (all 1: the model mines negatives in the batch), image_ids
+    vsc     contrastive_targets          vsc_labels (each text's image), image_ids (each row's fed image)
+    wpg     concept_words                wpg_concept_mask (words naming a detector class), image_ids
     titp    topic_targets                titp_labels (§3.2, eq. 2)
     tits    topic_targets                tits_labels (§3.3, eq. 4)
     ifrs    shuffle_triplets             ifrs_labels, ifrs_mask (§3.1, eq. 1)
@@ -38,9 +41,12 @@ from torch.utils.data import get_worker_info
 from processing.pretraining_pieces import (
     class_word_ids,
     class_wordpieces,
+    concept_words,
+    contrastive_targets,
     flm_targets,
     mask_regions,
     mask_tokens,
+    matched_pairs,
     mismatch_images,
     shuffle_triplets,
     topic_targets,
@@ -50,10 +56,17 @@ from processing.store import HARD_NEGATIVES_FILE, FeatureStore, float32_tensor
 
 logger = logging.getLogger(__name__)
 
+# Tasks whose negatives the model builds in the batch from matched pairs (LxmertSForPreTraining encodes
+# negative pairs), so no row of theirs may be mismatched here.
+IN_BATCH_NEGATIVE_TASKS = ("itm_vsc", "wpg")
+
 # The registry: the piece each task calls (documentation above, validation of `tasks` below).
 TASK_PIECES = {
     "itm": mismatch_images,
     "itm_hs": mismatch_images,
+    "itm_vsc": matched_pairs,
+    "vsc": contrastive_targets,
+    "wpg": concept_words,
     "titp": topic_targets,
     "tits": topic_targets,
     "ifrs": shuffle_triplets,
@@ -251,8 +264,15 @@ class MSPCollator:
                 "tasks: 'itm' (random negatives) and 'itm_hs' (hard negatives) train the same head; "
                 "a stage lists one of them"
             )
-        if {"titp", "tits"} & set(self.tasks) and object_vocab is None:
-            raise ValueError("object_vocab: TITP/TITS need the detector's class names, received None")
+        in_batch = [task for task in IN_BATCH_NEGATIVE_TASKS if task in self.tasks]
+        mismatching = [task for task in ("itm", "itm_hs") if task in self.tasks]
+        if in_batch and mismatching:
+            raise ValueError(
+                f"tasks: {in_batch} build their negatives in the batch from matched pairs, but {mismatching} "
+                "mismatch rows here; train ITM as 'itm_vsc' in such a stage"
+            )
+        if {"titp", "tits", "wpg"} & set(self.tasks) and object_vocab is None:
+            raise ValueError("object_vocab: TITP/TITS/WPG need the detector's class names, received None")
         if class_word_mlm_probability is not None and (object_vocab is None or "mlm" not in self.tasks):
             raise ValueError(
                 "class_word_mlm_probability: prefers class-name words in MLM; it needs 'mlm' in tasks and "
@@ -303,6 +323,7 @@ class MSPCollator:
         self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
         self.class_wordpieces = None if object_vocab is None else class_wordpieces(object_vocab, tokenizer)
+        self.concept_ids = None if "wpg" not in self.tasks else class_word_ids(object_vocab, tokenizer)
         self.class_word_ids = None
         if class_word_mlm_probability is not None:
             self.class_word_ids = class_word_ids([*object_vocab, *(attribute_vocab or [])], tokenizer)
@@ -322,6 +343,13 @@ class MSPCollator:
                     self.hard_negatives if task == "itm_hs" else None,
                     self.mismatch_probability,
                 )
+        if "itm_vsc" in self.tasks:
+            fed_index, batch["itm_labels"] = matched_pairs(image_index)
+        if {"vsc", *IN_BATCH_NEGATIVE_TASKS} & set(self.tasks):
+            identities = contrastive_targets(image_index, fed_index)
+            batch["image_ids"] = identities["image_ids"]
+            if "vsc" in self.tasks:
+                batch["vsc_labels"] = identities["vsc_labels"]
         regions = read_regions(self.store, fed_index.numpy(), self.processor.num_regions)
         original_features, visual_mask = regions["features"], regions["visual_attention_mask"]
         # The region pieces work in place on this one copy; the originals stay intact as their targets.
@@ -350,6 +378,10 @@ class MSPCollator:
             batch["moc_attribute_confidences"] = regions["attribute_confidences"]
         if "flm" in self.tasks:
             batch["flm_labels"] = flm_targets(batch["input_ids"], batch["attention_mask"], self.special_ids)
+        if "wpg" in self.tasks:
+            batch["wpg_concept_mask"] = concept_words(
+                batch["input_ids"], batch["attention_mask"], self.concept_ids
+            )
         if "mlm" in self.tasks:
             batch["input_ids"], batch["mlm_labels"] = mask_tokens(
                 batch["input_ids"],

@@ -155,6 +155,28 @@ def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBas
     return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))
 
 
+def concept_words(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, concept_ids: torch.Tensor
+) -> torch.Tensor:
+    """WPG (MVP's phrase grounding): (B, L) true at the words that name a concept, here a detector object
+    class (`class_word_ids` of the object vocabulary), the words whose best region WPG compares across
+    images."""
+    return attention_mask.bool() & torch.isin(input_ids, concept_ids)
+
+
+def matched_pairs(image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM_VSC: every row is fed its own image (`itm_labels` 1); the model mines the negatives in the batch
+    from the VSC similarities. Returns the store rows to feed and `itm_labels`."""
+    return image_index, torch.ones_like(image_index)
+
+
+def contrastive_targets(image_index: torch.Tensor, fed_index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """VSC: `vsc_labels`, each text's own image, and `image_ids`, the image fed in each row (store rows):
+    text i and image j are a positive pair when `vsc_labels[i] == image_ids[j]`, which holds for a repeated
+    image and fails for a row ITM mismatched."""
+    return {"vsc_labels": image_index, "image_ids": fed_index}
+
+
 def topic_targets(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -217,6 +239,9 @@ def mismatch_images(
 
 __all__ = [
     "IGNORE_INDEX",
+    "concept_words",
+    "contrastive_targets",
+    "matched_pairs",
     "class_word_ids",
     "class_wordpieces",
     "flm_targets",

@@ -19,8 +19,10 @@ TINY_SIZES = {
 }
 
 
-# Every task but ITM_HS, which trains the ITM head itself (a config lists one of the two).
-EVERY_HEAD = [task for task in PRETRAINING_TASKS if task != "itm_hs"]
+# Every task but ITM_HS and ITM_VSC, which train the ITM head itself (a config lists one ITM variant), and WPG,
+# which needs matched rows and so goes with ITM_VSC (ALIGNMENT_TASKS).
+EVERY_HEAD = [task for task in PRETRAINING_TASKS if task not in ("itm_hs", "itm_vsc", "wpg")]
+ALIGNMENT_TASKS = ["mlm", "vsc", "wpg", "itm_vsc"]
 
 
 def tiny_config(**overrides) -> LxmertSConfig:
@@ -87,4 +89,19 @@ def random_labels(
         "titp_labels": topic,
         "tits_labels": topic.roll(1, dims=1),
         "flm_labels": torch.where(words, inputs["input_ids"], -100),
+        "vsc_labels": torch.arange(batch),
+        "image_ids": torch.arange(batch),
+    }
+
+
+def alignment_labels(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Labels of `ALIGNMENT_TASKS` for a batch of matched pairs of distinct images; every word is a concept."""
+    batch, length = inputs["input_ids"].shape
+    labels = random_labels(tiny_config(), inputs)
+    return {
+        "mlm_labels": labels["mlm_labels"],
+        "itm_labels": torch.ones(batch, dtype=torch.long),
+        "image_ids": torch.arange(batch),
+        "vsc_labels": torch.arange(batch),
+        "wpg_concept_mask": inputs["attention_mask"].bool() & (torch.arange(length) > 0),
     }

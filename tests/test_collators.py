@@ -618,7 +618,7 @@ def test_bad_settings_are_refused(store, processor, tmp_path):
         MSPCollator(store, processor, ["itm"], object_vocab=OBJECT_VOCAB, class_word_mlm_probability=0.3)
     with pytest.raises(ValueError, match="negative_images: ITM needs at least 2 images"):
         MSPCollator(store, processor, ["itm"], negative_images=[3])
-    with pytest.raises(ValueError, match="object_vocab: TITP/TITS need"):
+    with pytest.raises(ValueError, match="object_vocab: TITP/TITS/WPG need"):
         MSPCollator(store, processor, ["titp"])
     with pytest.raises(ValueError, match="hard_negatives: given, but 'itm_hs'"):
         MSPCollator(store, processor, ["itm"], hard_negatives=np.full((NUM_IMAGES, 2), -1))

@@ -135,7 +135,7 @@ STAGE = "{name: s, corpus: captions, tasks: [mlm], epochs: 1, batch_size: 8, lea
         (
             "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm, itm_hs], epochs: 1, "
             "batch_size: 8, learning_rate: 1}]",
-            r"stages\[0\]: tasks .* hold 'itm' \(random negatives\) and 'itm_hs'",
+            r"stages\[0\]: pretraining_tasks: .* more than one of 'itm' \(random negatives\), 'itm_hs'",
         ),
         (
             "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, "
@@ -152,7 +152,7 @@ STAGE = "{name: s, corpus: captions, tasks: [mlm], epochs: 1, batch_size: 8, lea
         (
             "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm], epochs: 1, batch_size: 8, "
             "learning_rate: 1}]\nreplace_tasks: {mlm: itm_hs}",
-            r"stages\[0\] \(s\) after remove_tasks / replace_tasks: tasks .* hold 'itm'",
+            r"stages\[0\] \(s\) after remove_tasks / replace_tasks: pretraining_tasks: .* more than one of 'itm'",
         ),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\norder: [t]", r"order: no stage named \['t'\]"),
         ("data: {dir: d}\nstages: []", "at least one stage"),

@@ -28,8 +28,8 @@ ISOLATED_LOAD = textwrap.dedent(
 
     checkpoint, inputs_file, out_file = sys.argv[1:]
     inputs = load_file(inputs_file)
-    labels = {k: v for k, v in inputs.items() if k.endswith(("_labels", "_mask", "_confidences"))
-              and k not in ("attention_mask", "visual_attention_mask")}
+    labels = {k: v for k, v in inputs.items() if (k.endswith(("_labels", "_mask", "_confidences"))
+              or k == "image_ids") and k not in ("attention_mask", "visual_attention_mask")}
     model_inputs = {k: v for k, v in inputs.items() if k not in labels}
     base = AutoModel.from_pretrained(checkpoint, trust_remote_code=True).eval()
     full = AutoModelForPreTraining.from_pretrained(checkpoint, trust_remote_code=True).eval()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from model_inputs import EVERY_HEAD, random_inputs, random_labels, tiny_config
+from model_inputs import EVERY_HEAD, alignment_labels, random_inputs, random_labels, tiny_config
 from torch.nn import functional as F
 from transformers import LxmertConfig, LxmertForPreTraining, LxmertModel
 
@@ -348,16 +348,17 @@ def test_a_batch_without_chosen_positions_gives_a_zero_loss_in_the_graph():
 
 @pytest.mark.parametrize("task", PRETRAINING_TASKS)
 def test_each_heads_gradient_reaches_the_encoder(task):
-    config = tiny_config(pretraining_tasks=[task])
+    # ITM_VSC mines its negatives with the VSC head, so it comes with it
+    config = tiny_config(pretraining_tasks=[task, "vsc"] if task == "itm_vsc" else [task])
     model = LxmertSForPreTraining(config).train()
     inputs = random_inputs(config)
-    labels = random_labels(config, inputs)
-    model(**inputs, **{name: labels[name] for name in HEADS[task].label_names}).loss.backward()
-    first_layer = model.lxmert.encoder.x_layers[0]
-    for parameter in (
-        first_layer.visual_attention.att.query.weight,
-        model.lxmert.encoder.visn_fc.visn_fc.weight,
-    ):
+    labels = {**random_labels(config, inputs), **alignment_labels(inputs)}
+    names = {name for head in config.pretraining_tasks for name in HEADS[head].label_names}
+    model(**inputs, **{name: labels[name] for name in names}).loss.backward()
+    reached = [model.lxmert.encoder.visn_fc.visn_fc.weight, model.lxmert.embeddings.word_embeddings.weight]
+    if task != "vsc":  # VSC compares the embeddings themselves, before any cross-modality layer
+        reached.append(model.lxmert.encoder.x_layers[0].visual_attention.att.query.weight)
+    for parameter in reached:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
 
 
@@ -455,7 +456,11 @@ def test_a_task_with_partial_labels_is_refused():
     [
         ({"pooler_type": "product", "visual_cls_token": False}, "visual_cls_token"),
         ({"pretraining_tasks": ["mlm", "nsp"]}, "unknown.*nsp"),
-        ({"pretraining_tasks": ["itm", "itm_hs"]}, "lists 'itm' .random negatives. and 'itm_hs'"),
+        ({"pretraining_tasks": ["itm", "itm_hs"]}, "more than one of 'itm' .random negatives., 'itm_hs'"),
+        ({"pretraining_tasks": ["itm_vsc", "itm", "vsc"]}, "more than one of 'itm'"),
+        ({"pretraining_tasks": ["wpg", "itm_hs"]}, "'wpg' builds its negative images in the batch"),
+        ({"pretraining_tasks": ["itm_vsc"]}, "'itm_vsc' mines its negatives from the VSC similarities"),
+        ({"alignment_temperature": 0.0}, "alignment_temperature"),
         ({"loss_weights": {"mlmm": 2.0}}, "loss_weights.*mlmm"),
         ({"hidden_size": 15}, "multiple of"),
     ],

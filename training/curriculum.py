@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
+from huggingface_hub.errors import StrictDataclassClassValidationError
 
-from modeling_lxmert_s import PRETRAINING_TASKS, head_module_name
+from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig
 from processing.synthetic import WorldSettings
 
 
@@ -228,12 +229,10 @@ def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
                 f"{where}: {at}.sources[{i}].tasks: expected tasks from {list(PRETRAINING_TASKS)}, "
                 f"got {source.tasks}"
             )
-    modules = [head_module_name(task) for task in stage.tasks]
-    if len(set(modules)) != len(modules):
-        raise CurriculumError(
-            f"{where}: {at}: tasks {stage.tasks} hold 'itm' (random negatives) and 'itm_hs' (hard "
-            "negatives), which train the same head; a stage lists one of them"
-        )
+    try:  # the model's own rules on which tasks go together (one ITM variant, WPG with matched pairs, ...)
+        LxmertSConfig(pretraining_tasks=stage.tasks)
+    except StrictDataclassClassValidationError as error:
+        raise CurriculumError(f"{where}: {at}: {error.__cause__ or error}") from error
     if stage.mlm_class_word_probability is not None and "mlm" not in stage.tasks:
         raise CurriculumError(
             f"{where}: {at}.mlm_class_word_probability: set, but the stage has no 'mlm' task"
