@@ -8,6 +8,7 @@ through transformers' attention interface: SDPA by default, eager on request.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -507,6 +508,8 @@ class LxmertSPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, LxmertSReconstructor):
             init.normal_(module.mask_embedding, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, VisualSemanticContrastiveHead):
+            init.constant_(module.logit_scale, math.log(1 / self.config.contrastive_temperature))
         elif isinstance(module, LxmertSVisualFeatureEncoder) and module.visual_cls_feature is not None:
             init.normal_(module.visual_cls_feature, mean=0.0, std=self.config.initializer_range)
             # not saved, so from_pretrained (which builds on the meta device) must set it here

@@ -323,7 +323,9 @@ class MSPCollator:
         self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
         self.class_wordpieces = None if object_vocab is None else class_wordpieces(object_vocab, tokenizer)
-        self.concept_ids = None if "wpg" not in self.tasks else class_word_ids(object_vocab, tokenizer)
+        self.concept_ids = None
+        if "wpg" in self.tasks:  # MVP's concepts are objects and attribute-object pairs: ground both words
+            self.concept_ids = class_word_ids([*object_vocab, *(attribute_vocab or [])], tokenizer)
         self.class_word_ids = None
         if class_word_mlm_probability is not None:
             self.class_word_ids = class_word_ids([*object_vocab, *(attribute_vocab or [])], tokenizer)

@@ -158,9 +158,9 @@ def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBas
 def concept_words(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, concept_ids: torch.Tensor
 ) -> torch.Tensor:
-    """WPG (MVP's phrase grounding): (B, L) true at the words that name a concept, here a detector object
-    class (`class_word_ids` of the object vocabulary), the words whose best region WPG compares across
-    images."""
+    """WPG (MVP's phrase grounding): (B, L) true at the words that name a concept, here a detector object or
+    attribute class (`class_word_ids` of the two vocabularies), the words whose best region WPG compares
+    across images."""
     return attention_mask.bool() & torch.isin(input_ids, concept_ids)
 
 
