@@ -7,7 +7,9 @@
 
 The paper's settings by default: Adam at 5e-5, batch 32, epochs VQA 6, GQA 5, NLVR2 8, retrieval 8; and, our
 choice as the paper gives no schedule, LXMERT's linear warm-up over the first 10% of the steps, then linear
-decay.
+decay. Also our choice, where the paper has one learning rate: the new task head (the parameters the
+checkpoint does not provide) trains at --head-learning-rate, 1e-3, and the pre-trained rest at
+--learning-rate; both follow the same schedule.
 Without --data-dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
 absent), which has every task but GQA. Writes <output-dir>/hub (the best model on val + processor,
 `from_pretrained` loads it), <output-dir>/metrics.json (its val metrics) and <output-dir>/checkpoints.
@@ -22,6 +24,7 @@ from accelerate import PartialState
 
 from training.finetuning import (
     GQA_NEEDS_REAL_DATA,
+    HEAD_LEARNING_RATE,
     PAPER_BATCH_SIZE,
     PAPER_LEARNING_RATE,
     TASKS,
@@ -60,7 +63,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=int, default=PAPER_BATCH_SIZE, help="global; default %(default)s"
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=PAPER_LEARNING_RATE, help="default %(default)s"
+        "--learning-rate",
+        type=float,
+        default=PAPER_LEARNING_RATE,
+        help="of the parameters loaded from --model; default %(default)s, the paper's",
+    )
+    parser.add_argument(
+        "--head-learning-rate",
+        type=float,
+        default=HEAD_LEARNING_RATE,
+        help="of the parameters --model does not provide (the new task head; with --model none, every "
+        "parameter). Default %(default)s, our choice: the paper trains everything at one rate, but VQA on "
+        "the synthetic world from a pre-trained small model stayed at the answer prior (~41%%) with one "
+        "rate, 1e-3 or 5e-5, and reached 55-57%% with the head at 1e-3 and the encoder at 5e-5",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -88,6 +103,7 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        head_learning_rate=args.head_learning_rate,
         seed=args.seed,
         max_steps=args.max_steps,
         report_to=args.report_to,

@@ -1,7 +1,7 @@
 """Does MSP help? Downstream scores after no pre-training, after S only and after T→P→S, over seeds.
 
     python recipes/msp_evidence.py --seeds 0 1 2                       # the synthetic world, paper epochs
-    python recipes/msp_evidence.py --epochs retrieval=1 --learning-rate 1e-3   # the small model on a CPU
+    python recipes/msp_evidence.py --epochs retrieval=1                # the small model on a CPU
 
 For every seed: pre-train the S curriculum (`recipes/configs/synthetic_s.yaml`) and the T→P→S one
 (`synthetic.yaml`) with that seed; score zero-shot retrieval on the test split; fine-tune VQA, NLVR2 and
@@ -86,6 +86,7 @@ def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: 
                     config_from=checkpoints["T→P→S"] if checkpoint == "none" else None,
                     epochs=epochs.get(task),
                     learning_rate=args.learning_rate,
+                    head_learning_rate=args.head_learning_rate,
                     seed=seed,
                     max_steps=args.max_steps,
                     report_to=["none"],
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> str:
     table = results_table(per_seed)
     settings = (
         f"Seeds {args.seeds}; fine-tuning epochs {epochs or 'the paper defaults'}, learning rate "
-        f"{args.learning_rate}; test split; in %."
+        f"{args.learning_rate} (new heads {args.head_learning_rate}); test split; in %."
     )
     atomic_write_text(args.output_dir / "results.md", f"{settings}\n\n{table}\n")
     print(table)

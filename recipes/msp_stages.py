@@ -1,6 +1,6 @@
 """Downstream quality after each stage of a curriculum, against the pre-training wall-clock time it took.
 
-    python recipes/msp_stages.py --seeds 0 1 2 --vqa-epochs 3 --learning-rate 1e-3   # T→P→S, mlm vs flm
+    python recipes/msp_stages.py --seeds 0 1 2 --vqa-epochs 3   # T→P→S, mlm vs flm
     python recipes/msp_stages.py --curricula mlm=recipes/configs/synthetic.yaml --seeds 0
 
 For every curriculum (NAME=CONFIG; default `mlm` = configs/synthetic.yaml and `flm` = the same curriculum with
@@ -126,7 +126,7 @@ def score_stage(
     retrieval recalls when it has the ITM head."""
     tuned = finetune(
         TASKS["vqa"], str(model), data, vqa_dir, epochs=args.vqa_epochs, learning_rate=args.learning_rate,
-        seed=seed, max_steps=args.max_steps, report_to=["none"],
+        head_learning_rate=args.head_learning_rate, seed=seed, max_steps=args.max_steps, report_to=["none"],
     )  # fmt: skip
     vqa = evaluate_checkpoint(TASKS["vqa"], tuned.hub_folder, data, "test").metrics
     scores = timing | {"vqa_accuracy": vqa["vqa_accuracy"]}
@@ -154,7 +154,7 @@ def draw_figures(out: Path, data: DownstreamData, args: argparse.Namespace) -> t
             finetune(
                 TASKS["retrieval"], str(folder / "final"), data, retrieval,
                 epochs=args.figure_retrieval_epochs, learning_rate=args.learning_rate,
-                max_steps=args.max_steps, report_to=["none"],
+                head_learning_rate=args.head_learning_rate, max_steps=args.max_steps, report_to=["none"],
             )  # fmt: skip
         captions[stage] = top_captions(retrieval / "hub", data.store, images, picks)
     return (
@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> str:
     table = results_table(records)
     settings = (
         f"Seeds {args.seeds}; VQA fine-tuned from each stage for {args.vqa_epochs or 'the paper default, 6'}"
-        f" epochs at learning rate {args.learning_rate}; test split; scores in %, times in seconds."
+        f" epochs at learning rate {args.learning_rate} (new head {args.head_learning_rate}); test split;"
+        " scores in %, times in seconds."
     )
     atomic_write_text(args.output_dir / "results.md", f"{settings}\n\n{table}\n")
     print(f"{table}\n\n{plot}\n" + "\n".join(str(path) for path in figures))

@@ -1,8 +1,10 @@
 """`recipes/finetune.py` and `recipes/evaluate_checkpoint.py` end to end on a tiny world with a tiny model,
-and the metrics their `compute_metrics` reports against hand computations."""
+the learning rates of the new head and the loaded encoder, and the metrics their `compute_metrics` reports
+against hand computations."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -28,7 +30,18 @@ from processing.readers import vqa_soft_scores
 from processing.store import FeatureStore
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.finetuning import GQA_NEEDS_REAL_DATA, TASKS, TaskMetrics
+from training.finetuning import (
+    GQA_NEEDS_REAL_DATA,
+    HEAD_LEARNING_RATE,
+    PAPER_LEARNING_RATE,
+    TASKS,
+    DownstreamData,
+    TaskMetrics,
+    build_model,
+    finetuning_arguments,
+    load_processor,
+)
+from training.trainer import FinetuningTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 RECALLS = {f"{kind}_r{k}" for kind in ("text", "image") for k in (1, 5, 10)}
@@ -145,6 +158,118 @@ def test_no_recipe_shadows_a_module_it_imports():
     (`recipes/evaluate.py` and the `evaluate` library the metrics load) would be imported in its place."""
     shadowing = [path.name for path in (REPO / "recipes").glob("*.py") if importlib.util.find_spec(path.stem)]
     assert shadowing == []
+
+
+# ---- learning rates: the new head's and the loaded parameters' ------------------------------------
+
+BASE_RATE, HEAD_RATE = 2e-5, 3e-3
+
+
+def _vqa_trainer(world: Path, model: str, out: Path, config_from: Path | None = None) -> FinetuningTrainer:
+    """The trainer `finetune` builds for VQA, untrained, at BASE_RATE / HEAD_RATE and with weight decay, so
+    that its decay groups are told apart."""
+    task, data = TASKS["vqa"], DownstreamData.open(world)
+    processor = load_processor(model, config_from, data)
+    network, new = build_model(task, model, data, processor, config_from, data.answer_vocab(task))
+    arguments = finetuning_arguments(task, out, 1, 8, BASE_RATE, HEAD_RATE, 0, 10, ["none"])
+    return FinetuningTrainer(
+        model=network,
+        args=dataclasses.replace(arguments, weight_decay=0.01),
+        new_parameters=new,
+        eval_dataset=data.split(task, "val"),  # VQA keeps its best epoch on val
+    )
+
+
+def _rates_by_parameter(trainer: FinetuningTrainer) -> dict[str, tuple[float, float]]:
+    """{parameter name: (learning rate, weight decay)} of the trainer's optimizer; each parameter once."""
+    names = {id(parameter): name for name, parameter in trainer.model.named_parameters()}
+    rates = [
+        (names[id(parameter)], (group["lr"], group["weight_decay"]))
+        for group in trainer.optimizer.param_groups
+        for parameter in group["params"]
+    ]
+    assert len(rates) == len(dict(rates)) == len(names)
+    return dict(rates)
+
+
+def test_the_new_head_trains_at_the_head_rate_and_the_loaded_encoder_at_the_base_rate(
+    world, checkpoint, tmp_path
+):
+    trainer = _vqa_trainer(world, str(checkpoint), tmp_path)
+    trainer.create_optimizer()
+    loaded = set(load_file(checkpoint / "model.safetensors"))
+    new = {name for name, _ in trainer.model.named_parameters() if name not in loaded}
+    assert new and all(name.startswith("answer_head.") for name in new)  # the checkpoint had no answer head
+    decayed = set(trainer.get_decay_parameter_names(trainer.model))
+    rates = _rates_by_parameter(trainer)
+    for name, (rate, decay) in rates.items():
+        assert rate == (HEAD_RATE if name in new else BASE_RATE), name
+        assert decay == (0.01 if name in decayed else 0.0), name  # the Trainer's weight-decay rules kept
+    # the head has weights (decayed) and biases (not): four groups, the loaded ones first (the Trainer logs
+    # the first group's rate)
+    assert [(g["lr"], g["weight_decay"]) for g in trainer.optimizer.param_groups] == [
+        (BASE_RATE, 0.01), (BASE_RATE, 0.0), (HEAD_RATE, 0.01), (HEAD_RATE, 0.0)
+    ]  # fmt: skip
+
+
+def test_without_pretraining_every_parameter_trains_at_the_head_rate(world, checkpoint, tmp_path):
+    trainer = _vqa_trainer(world, "none", tmp_path, config_from=checkpoint)
+    trainer.create_optimizer()
+    assert {rate for rate, _ in _rates_by_parameter(trainer).values()} == {HEAD_RATE}
+
+
+def test_the_schedule_scales_both_rates_by_the_same_factor(world, checkpoint, tmp_path):
+    trainer = _vqa_trainer(world, str(checkpoint), tmp_path)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)  # 1 warm-up step, then linear decay to 0
+    for _ in range(4):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    factor = (10 - 4) / (10 - 1)
+    assert [group["lr"] for group in trainer.optimizer.param_groups] == pytest.approx(
+        [rate * factor for rate in (BASE_RATE, BASE_RATE, HEAD_RATE, HEAD_RATE)], rel=1e-9
+    )
+
+
+def test_new_parameters_must_name_parameters_of_the_model(world, checkpoint, tmp_path):
+    built = _vqa_trainer(world, str(checkpoint), tmp_path)
+    with pytest.raises(ValueError, match=r"new_parameters: \['classifier.weight'\] are not parameters"):
+        FinetuningTrainer(
+            model=built.model,
+            args=built.args,
+            new_parameters={"classifier.weight"},
+            eval_dataset=built.eval_dataset,
+        )
+
+
+def test_the_recipe_s_learning_rates_reach_the_optimizer_and_are_recorded(
+    world, checkpoint, tmp_path, monkeypatch
+):
+    created = []
+    create_optimizer = FinetuningTrainer.create_optimizer
+
+    def recording(self: FinetuningTrainer, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = create_optimizer(self, model)
+        created.append({name: rate for name, (rate, _) in _rates_by_parameter(self).items()})
+        return optimizer
+
+    monkeypatch.setattr(FinetuningTrainer, "create_optimizer", recording)
+    rates = ["--learning-rate", str(BASE_RATE), "--head-learning-rate", str(HEAD_RATE)]
+    result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa", *rates)
+    (optimizer,) = created
+    assert {name for name, rate in optimizer.items() if rate == HEAD_RATE} == {
+        name for name in optimizer if name.startswith("answer_head.")
+    }
+    assert {rate for name, rate in optimizer.items() if not name.startswith("answer_head.")} == {BASE_RATE}
+    report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
+    assert (report["learning_rate"], report["head_learning_rate"]) == (BASE_RATE, HEAD_RATE)
+    saved = torch.load(result.hub_folder / "training_args.bin", weights_only=False)
+    assert (saved.learning_rate, saved.head_learning_rate) == (BASE_RATE, HEAD_RATE)
+
+
+def test_the_recipe_defaults_are_the_paper_s_rate_and_our_head_rate():
+    args = finetune.parse_args(["--task", "vqa", "--model", "none"])
+    assert (args.learning_rate, args.head_learning_rate) == (PAPER_LEARNING_RATE, HEAD_LEARNING_RATE)
+    assert (PAPER_LEARNING_RATE, HEAD_LEARNING_RATE) == (5e-5, 1e-3)
 
 
 # ---- metrics ---------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ def test_every_condition_is_pretrained_finetuned_and_scored_once(tmp_path):
         "2",
         "--learning-rate",
         "2e-4",
+        "--head-learning-rate",
+        "3e-4",
     ]
     table = evidence.main(arguments)
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()[2:]}
@@ -49,11 +51,13 @@ def test_every_condition_is_pretrained_finetuned_and_scored_once(tmp_path):
         for task in ("vqa", "nlvr2", "retrieval"):
             metrics = json.loads((seed / f"{tag}-{task}.json").read_text())
             assert all(0 <= value <= 1 for value in metrics.values()), (tag, task)
-            assert json.loads((seed / f"{tag}-{task}" / "metrics.json").read_text())["learning_rate"] == 2e-4
+            report = json.loads((seed / f"{tag}-{task}" / "metrics.json").read_text())
+            assert (report["learning_rate"], report["head_learning_rate"]) == (2e-4, 3e-4)
     # the S condition pre-trained only the sentence stage, T→P→S all three
     assert sorted(p.name for p in (seed / "pretrain-S").glob("*-*") if p.is_dir()) == ["1-sentence"]
     assert len([p for p in (seed / "pretrain-TPS").glob("[0-9]-*") if p.is_dir()]) == 3
     assert (out / "results.md").read_text().endswith(table + "\n")
+    assert "learning rate 0.0002 (new heads 0.0003)" in (out / "results.md").read_text()
 
     stamps = {path: path.stat().st_mtime_ns for path in seed.glob("*.json")}
     assert evidence.main(arguments) == table  # a re-run reads the finished results

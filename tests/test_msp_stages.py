@@ -52,7 +52,7 @@ def test_every_stage_is_timed_and_scored_and_the_figures_drawn(tmp_path):
     out = tmp_path / "stages"
     arguments = ["--seeds", "0", "--output-dir", str(out), "--curricula", *curricula]
     arguments += ["--world-images", "40", "--world-feature-dim", "32", "--max-steps", "2"]
-    arguments += ["--figure-examples", "2", "--learning-rate", "2e-4"]
+    arguments += ["--figure-examples", "2", "--learning-rate", "2e-4", "--head-learning-rate", "3e-4"]
     table = stages_recipe.main(arguments)
 
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
@@ -83,10 +83,12 @@ def test_every_stage_is_timed_and_scored_and_the_figures_drawn(tmp_path):
         assert ["zero_shot_image_r1" in r for r in records] == [False, False, True]
     for figure in ("fig3_answers.png", "fig4_retrieval.png", "quality_vs_time.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # every fine-tuning run takes the given learning rate
+    # every fine-tuning run takes the given learning rates, and the table says which
     tuned = [*out.glob("*/seed0/*-vqa/metrics.json"), *out.glob("*/seed0/*-retrieval/metrics.json")]
     assert len(tuned) == 9
-    assert {json.loads(path.read_text())["learning_rate"] for path in tuned} == {2e-4}
+    reports = [json.loads(path.read_text()) for path in tuned]
+    assert {(report["learning_rate"], report["head_learning_rate"]) for report in reports} == {(2e-4, 3e-4)}
+    assert "at learning rate 0.0002 (new head 0.0003)" in (out / "results.md").read_text()
     # the figures' retrieval models are fine-tuned from each stage of the first curriculum's first seed
     assert sorted(p.name for p in (out / "mlm" / "seed0").glob("*-retrieval")) == [
         "1-token-retrieval", "2-phrase-retrieval", "3-sentence-retrieval"

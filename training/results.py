@@ -14,11 +14,11 @@ from typing import Any
 from processing.store import atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
 from training.curriculum import Curriculum, load_curriculum
-from training.finetuning import PAPER_LEARNING_RATE, DownstreamData
+from training.finetuning import HEAD_LEARNING_RATE, PAPER_LEARNING_RATE, DownstreamData
 
 
 def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParser:
-    """--seeds, --output-dir, the synthetic world's size and the fine-tuning learning rate and steps, which
+    """--seeds, --output-dir, the synthetic world's size and the fine-tuning learning rates and steps, which
     every evidence recipe takes."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -28,7 +28,17 @@ def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParse
     parser.add_argument("--world-images", type=int, default=WorldSettings().images)
     parser.add_argument("--world-feature-dim", type=int, default=WorldSettings().feature_dim)
     parser.add_argument(
-        "--learning-rate", type=float, default=PAPER_LEARNING_RATE, help="fine-tuning; default the paper's"
+        "--learning-rate",
+        type=float,
+        default=PAPER_LEARNING_RATE,
+        help="fine-tuning, of the pre-trained parameters; default the paper's",
+    )
+    parser.add_argument(
+        "--head-learning-rate",
+        type=float,
+        default=HEAD_LEARNING_RATE,
+        help="fine-tuning, of the new task head (with no pre-training: of every parameter); default "
+        "recipes/finetune.py's, %(default)s",
     )
     parser.add_argument("--max-steps", type=int, help="steps per fine-tuning run (a smoke run)")
     return parser

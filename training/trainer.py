@@ -1,4 +1,7 @@
-"""`MSPTrainer`: the transformers `Trainer` plus what a stage of MSP pre-training needs.
+"""The transformers `Trainer` plus what a stage of MSP pre-training (`MSPTrainer`) and a fine-tuning run
+(`FinetuningTrainer`) need.
+
+`MSPTrainer`:
 
 - Per-task losses. A stage optimises the weighted sum of several task losses (MLM, MRFR, MOC and the
   stage's own task); the sum alone hides which task learns. The model returns each active task's loss in
@@ -11,19 +14,24 @@
 - Optimizer state across stages: `optimizer_state_by_name` / `initial_optimizer_state` carry Adam's
   moments from one stage's model to the next by parameter name (heads a stage adds start fresh).
 - Mixed-corpus stages: with `source_lengths`, batches are drawn by `SourceBlockSampler`, one corpus each.
+
+`FinetuningTrainer`: the parameters a checkpoint did not provide (a new task head) train at their own
+learning rate, `FinetuningArguments.head_learning_rate`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import PartialState
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from processing.store import atomic_write_text, replace_folder
@@ -137,6 +145,56 @@ class MSPTrainer(Trainer):
         if self.args.should_save:
             folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             atomic_write_text(folder / COMPLETE_MARKER, f"{self.state.global_step}\n")
+
+
+@dataclass(kw_only=True)
+class FinetuningArguments(TrainingArguments):
+    """`TrainingArguments` plus the learning rate of the parameters the checkpoint did not provide, so that it
+    is saved with the other settings (`training_args.bin`, the loggers' hyper-parameters)."""
+
+    head_learning_rate: float = field(
+        metadata={"help": "learning rate of the newly initialised parameters; the rest: learning_rate"}
+    )
+
+
+class FinetuningTrainer(Trainer):
+    """A `Trainer` whose newly initialised parameters train at `args.head_learning_rate`, the loaded ones at
+    `args.learning_rate` (`args`: `FinetuningArguments`).
+
+    At one learning rate, fine-tuning a pre-trained encoder under a fresh task head fails both ways: a rate
+    that moves the untrained head lets its first gradients wipe out what pre-training put in the encoder; one
+    that keeps the encoder leaves the head near its initial guesses. Hence discriminative learning rates
+    (ULMFiT, Howard & Ruder 2018; LP-FT, Kumar et al. 2022). `new_parameters` names the fresh parameters as
+    `from_pretrained`'s loading info reports them missing. The optimizer is the `Trainer`'s own, its
+    weight-decay groups each split in two by learning rate; the scheduler scales every group by one factor.
+    """
+
+    def __init__(self, *args: Any, new_parameters: Collection[str], **kwargs: Any):
+        self.new_parameters = frozenset(new_parameters)
+        super().__init__(*args, **kwargs)
+        unknown = self.new_parameters - {name for name, _ in self.model.named_parameters()}
+        if unknown:
+            raise ValueError(f"new_parameters: {sorted(unknown)} are not parameters of the model")
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is not None:
+            return self.optimizer
+        optimizer = super().create_optimizer(model)
+        new = {
+            id(parameter)
+            for name, parameter in self.accelerator.unwrap_model(self.model).named_parameters()
+            if name in self.new_parameters
+        }
+        decay_groups = list(optimizer.param_groups)
+        optimizer.param_groups.clear()
+        # The loaded parameters' groups first: the Trainer logs the first group's learning rate.
+        for fresh in (False, True):
+            for group in decay_groups:
+                parameters = [p for p in group["params"] if (id(p) in new) == fresh]
+                rate = self.args.head_learning_rate if fresh else group["lr"]
+                if parameters:
+                    optimizer.add_param_group({**group, "params": parameters, "lr": rate})
+        return optimizer
 
 
 def per_device_batch_size(batch_size: int, accumulation_steps: int = 1, where: str = "batch_size") -> int:
