@@ -347,10 +347,11 @@ def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.T
 class PhraseGroundingHead(PretrainingHead):
     """WPG (MVP's weakly-supervised phrase grounding): a word that names a concept (`wpg_concept_mask`, words
     of the detector's object and attribute names) should find a better match among its own image's regions
-    than among a negative image's. Score of a word in a pair: the maximum over regions of the cosine similarity of its
-    cross-modal output with the region outputs; hinge max(0, margin - score with its image + score with the
-    negative image), averaged over the concept words of the negative pairs `LxmertSForPreTraining` encodes in
-    the batch (the same text with another image, so the two scores differ only by the image)."""
+    than among a negative image's. Score of a word in a pair: the maximum over regions of the cosine
+    similarity of its cross-modal output with the region outputs; hinge max(0, margin - score with its image +
+    score with the negative image), averaged over the concept words of the negative pairs
+    `LxmertSForPreTraining` encodes in the batch (the same text with another image, so the two scores differ
+    only by the image)."""
 
     task = "wpg"
     label_names = ("wpg_concept_mask", "image_ids")
