@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -80,11 +81,38 @@ def test_table4_task_rows_change_one_task_of_the_paper_stages(name, stage, tasks
         assert dataclasses.replace(changed, sources=original.sources) == original  # schedule untouched
 
 
-def test_default_config_is_the_synthetic_curriculum():
+def test_default_config_is_the_synthetic_curriculum_with_the_alignment_tasks():
     curriculum = load_curriculum(CONFIGS / "synthetic.yaml")
     assert curriculum.data.synthetic is not None and curriculum.data.dir is None
-    assert [stage.tasks for stage in curriculum.stages] == [TOKEN, PHRASE, SENTENCE]
-    assert [s.tasks for s in load_curriculum(CONFIGS / "synthetic_s.yaml").stages] == [SENTENCE]
+    alignment = ["vsc", "wpg", "itm_vsc"]
+    assert [sorted(stage.tasks) for stage in curriculum.stages] == [
+        sorted(TOKEN),
+        sorted(PHRASE + alignment),
+        sorted([task for task in SENTENCE if task != "itm_hs"] + alignment),
+    ]
+    assert curriculum.model["pooler_type"] == "alignment"
+    paper_tasks = load_curriculum(CONFIGS / "synthetic_paper_tasks.yaml")
+    assert [stage.tasks for stage in paper_tasks.stages] == [TOKEN, PHRASE, SENTENCE]
+
+
+@pytest.mark.parametrize(
+    ("single", "curriculum"),
+    [("synthetic_s", "synthetic"), ("synthetic_paper_tasks_s", "synthetic_paper_tasks")],
+)
+def test_the_sentence_only_configs_train_as_many_steps_as_their_curriculum(single, curriculum):
+    # rows of the default world (seed 0): 800 token texts, 1,542 packed phrase texts, 4,000 captions
+    rows = {"tokens": 800, "phrases": 1542, "captions": 4000}
+
+    def steps(config: str) -> int:
+        stages = load_curriculum(CONFIGS / f"{config}.yaml").stages
+        return sum(
+            math.ceil(rows[stage.sources[0].corpus] / stage.batch_size) * stage.epochs for stage in stages
+        )
+
+    sentence = load_curriculum(CONFIGS / f"{single}.yaml").stages
+    assert [stage.name for stage in sentence] == ["sentence"]
+    assert sentence[0].tasks == load_curriculum(CONFIGS / f"{curriculum}.yaml").stages[-1].tasks
+    assert abs(steps(single) - steps(curriculum)) <= math.ceil(rows["captions"] / 64)
 
 
 def test_data_dir_replaces_the_configured_data():
