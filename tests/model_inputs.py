@@ -19,8 +19,8 @@ TINY_SIZES = {
 }
 
 
-# Every task but ITM_HS and ITM_VSC, which train the ITM head itself (a config lists one ITM variant), and WPG,
-# which needs matched rows and so goes with ITM_VSC (ALIGNMENT_TASKS).
+# Every task but ITM_HS and ITM_VSC, which train the ITM head itself (a config lists one ITM variant), and
+# WPG, which needs matched rows and so goes with ITM_VSC (ALIGNMENT_TASKS).
 EVERY_HEAD = [task for task in PRETRAINING_TASKS if task not in ("itm_hs", "itm_vsc", "wpg")]
 ALIGNMENT_TASKS = ["mlm", "vsc", "wpg", "itm_vsc"]
 
@@ -95,7 +95,7 @@ def random_labels(
 
 
 def alignment_labels(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Labels of `ALIGNMENT_TASKS` for a batch of matched pairs of distinct images; every word is a concept."""
+    """Labels of `ALIGNMENT_TASKS` for a batch of matched pairs of distinct images; every word a concept."""
     batch, length = inputs["input_ids"].shape
     labels = random_labels(tiny_config(), inputs)
     return {
