@@ -748,11 +748,11 @@ class LxmertSModel(LxmertSPreTrainedModel):
 
 
 class LxmertSContrastiveFeatures:
-    """`get_text_features` / `get_image_features` from the VSC head (`heads.vsc`), for a model that carries it.
+    """`get_text_features` / `get_image_features` from the VSC head (`heads.vsc`) of a model carrying it.
 
-    Shared by `LxmertSForPreTraining` and `LxmertSForImageTextRetrieval`, so that both embed with the same code
-    and the retrieval model, whose head has the same key, loads it from a pre-training checkpoint. The host
-    model has `config`, `lxmert` (`LxmertSModel`) and `heads` (`nn.ModuleDict`).
+    Shared by `LxmertSForPreTraining` and `LxmertSForImageTextRetrieval`, so that both embed with the same
+    code and the retrieval model, whose head has the same key, loads it from a pre-training checkpoint. The
+    host model has `config`, `lxmert` (`LxmertSModel`) and `heads` (`nn.ModuleDict`).
     """
 
     config: LxmertSConfig
@@ -791,7 +791,8 @@ class LxmertSContrastiveFeatures:
         head = self._contrastive_head()
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return head.text_embeds(self._text_embeddings(input_ids, token_type_ids, position_ids), attention_mask)
+        embeddings = self._text_embeddings(input_ids, token_type_ids, position_ids)
+        return head.text_embeds(embeddings, attention_mask)
 
     def get_image_features(
         self,
@@ -1213,6 +1214,7 @@ class LxmertSForImageTextRetrieval(LxmertSContrastiveFeatures, LxmertSPreTrained
 
 
 __all__ = [
+    "LxmertSContrastiveFeatures",
     "LxmertSForImageTextRetrieval",
     "LxmertSForPreTraining",
     "LxmertSForPreTrainingOutput",
