@@ -233,8 +233,8 @@ def chance_recalls(
     return chance | {f"image_r{k}": min(k, images) / images for k in ks}
 
 
-def _percent(values: dict[str, float], names: Sequence[str]) -> str:
-    """`values` of `names` as percent, "/"-separated; "–" where one is missing."""
+def as_percent(values: dict[str, float], names: Sequence[str]) -> str:
+    """`values` (fractions) of `names` as percent, "/"-separated; "–" where one is missing."""
     return " / ".join(f"{100 * values[name]:.1f}" if name in values else "–" for name in names)
 
 
@@ -274,6 +274,10 @@ class RetrievalResult:
     def ranking_name(self, ranking: Ranking) -> str:
         return RANKINGS[ranking].format(k=self.rerank_top_k)
 
+    def recall_names(self, kind: Literal["image", "text"]) -> list[str]:
+        """`image_r1`, `image_r5`, ... (or `text_*`) in order."""
+        return [name for name in self.chance if name.startswith(f"{kind}_")]
+
     def metrics(self) -> dict[str, float]:
         """Flat, for JSON: the headline ranking's recalls under the metric's names, every other ranking's
         prefixed with its name (`contrastive_image_r1`, ...), and `kept_*` (`kept`)."""
@@ -286,8 +290,7 @@ class RetrievalResult:
     def summary(self) -> str:
         """One line per ranking, recalls in percent with the chance level beside them."""
         protocol = TEXT_RETRIEVAL_PROTOCOLS[self.text_retrieval]
-        image = [name for name in self.chance if name.startswith("image_")]
-        text = [name for name in self.chance if name.startswith("text_")]
+        image, text = self.recall_names("image"), self.recall_names("text")
         ks = "/".join(name.removeprefix("image_r") for name in image)
         lines = [
             f"{self.title} ({self.split}: {self.images} images x {self.captions} captions; {protocol}), "
@@ -295,14 +298,14 @@ class RetrievalResult:
         ]
         for ranking, recalls in self.rankings.items():
             lines.append(
-                f"  {self.ranking_name(ranking)}: IR {_percent(recalls, image)} "
-                f"(chance {_percent(self.chance, image)})   TR {_percent(recalls, text)} "
-                f"(chance {_percent(self.chance, text)})"
+                f"  {self.ranking_name(ranking)}: IR {as_percent(recalls, image)} "
+                f"(chance {as_percent(self.chance, image)})   TR {as_percent(recalls, text)} "
+                f"(chance {as_percent(self.chance, text)})"
             )
         if kept := self.kept():
             lines.append(
-                f"  share of the all-pairs recall the re-ranking keeps: IR {_percent(kept, image)}   "
-                f"TR {_percent(kept, text)}"
+                f"  share of the all-pairs recall the re-ranking keeps: IR {as_percent(kept, image)}   "
+                f"TR {as_percent(kept, text)}"
             )
         return "\n".join(lines)
 
