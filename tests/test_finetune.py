@@ -51,22 +51,22 @@ def world(tmp_path_factory) -> Path:
     return generate_world(tmp_path_factory.mktemp("data") / "world", WorldSettings(images=40, feature_dim=32))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(world, tmp_path_factory) -> Path:
+def _save_checkpoint(world: Path, folder: Path, tasks: list[str], seed: int) -> Path:
     """A tiny pre-training checkpoint folder with its processor, as `recipes/pretrain.py` leaves in hub/.
     Not drawn with the fine-tuning seed (0): a model trained from scratch would start from its weights."""
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(seed)
     processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
     config = LxmertSConfig(
-        **TINY_MODEL,
-        vocab_size=len(processor.tokenizer),
-        visual_feat_dim=32,
-        pretraining_tasks=["mlm", "itm"],
+        **TINY_MODEL, vocab_size=len(processor.tokenizer), visual_feat_dim=32, pretraining_tasks=tasks
     )
     LxmertSForPreTraining(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(world, tmp_path_factory) -> Path:
+    return _save_checkpoint(world, tmp_path_factory.mktemp("pretrained"), ["mlm", "itm"], seed=1)
 
 
 def run_finetune(task: str, model: str, world: Path, out: Path, *extra: str):
@@ -134,19 +134,8 @@ def test_retrieval_fine_tunes_on_pairs_and_ranks_the_val_split(world, checkpoint
 
 @pytest.fixture(scope="module")
 def vsc_checkpoint(world, tmp_path_factory) -> Path:
-    """A tiny pre-training checkpoint with the VSC head beside ITM."""
-    torch.manual_seed(2)
-    folder = tmp_path_factory.mktemp("pretrained-vsc")
-    processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
-    config = LxmertSConfig(
-        **TINY_MODEL,
-        vocab_size=len(processor.tokenizer),
-        visual_feat_dim=32,
-        pretraining_tasks=["mlm", "vsc", "itm"],
-    )
-    LxmertSForPreTraining(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    """A checkpoint with the VSC head beside ITM."""
+    return _save_checkpoint(world, tmp_path_factory.mktemp("pretrained-vsc"), ["mlm", "vsc", "itm"], seed=2)
 
 
 def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoint, tmp_path, capsys):
