@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoMod
 from .configuration_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, head_module_name
 from .convert_lxmert import convert_lxmert_state_dict
 from .modeling_lxmert_s import (
+    LxmertSContrastiveFeatures,
     LxmertSForImageTextRetrieval,
     LxmertSForPreTraining,
     LxmertSForPreTrainingOutput,
@@ -40,6 +41,7 @@ __all__ = [
     "HEADS",
     "PRETRAINING_TASKS",
     "LxmertSConfig",
+    "LxmertSContrastiveFeatures",
     "LxmertSForImageTextRetrieval",
     "LxmertSForPreTraining",
     "LxmertSForPreTrainingOutput",

@@ -750,7 +750,78 @@ class LxmertSModel(LxmertSPreTrainedModel):
         )
 
 
-class LxmertSForPreTraining(LxmertSPreTrainedModel):
+class LxmertSContrastiveFeatures:
+    """`get_text_features` / `get_image_features` from the VSC head (`heads.vsc`) of a model carrying it.
+
+    Shared by `LxmertSForPreTraining` and `LxmertSForImageTextRetrieval`, so that both embed with the same
+    code and the retrieval model, whose head has the same key, loads it from a pre-training checkpoint. The
+    host model has `config`, `lxmert` (`LxmertSModel`) and `heads` (`nn.ModuleDict`).
+    """
+
+    config: LxmertSConfig
+    lxmert: LxmertSModel
+    heads: nn.ModuleDict
+
+    @property
+    def _first_region(self) -> int:
+        """Index of the first region in the visual outputs (after the visual [CLS], when there is one)."""
+        return 1 if self.config.visual_cls_token else 0
+
+    @property
+    def has_contrastive_features(self) -> bool:
+        """Whether the model carries the VSC head, so that `get_text_features` / `get_image_features` work."""
+        return "vsc" in self.heads
+
+    def _text_embeddings(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The text's embeddings before any cross-modal layer, what VSC compares."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        return self.lxmert.embeddings(input_ids, token_type_ids, position_ids)
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, D) L2-normalised VSC text embeddings (as CLIP's `get_text_features`): their dot product with
+        `get_image_features` ranks images and texts with no cross-modal pass (needs the `vsc` head)."""
+        head = self._contrastive_head()
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeddings = self._text_embeddings(input_ids, token_type_ids, position_ids)
+        return head.text_embeds(embeddings, attention_mask)
+
+    def get_image_features(
+        self,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, D) L2-normalised VSC image embeddings (see `get_text_features`)."""
+        head = self._contrastive_head()
+        if visual_attention_mask is None:
+            visual_attention_mask = torch.ones(
+                visual_feats.shape[:2], dtype=torch.long, device=visual_feats.device
+            )
+        regions = self.lxmert.encoder.visn_fc(visual_feats, visual_pos)[:, self._first_region :]
+        return head.image_embeds(regions, visual_attention_mask)
+
+    def _contrastive_head(self) -> VisualSemanticContrastiveHead:
+        if "vsc" not in self.heads:
+            raise ValueError(
+                f"text and image features come from the VSC head; this model carries {list(self.heads)} "
+                "(pre-train with the 'vsc' task: config.pretraining_tasks)"
+            )
+        return self.heads["vsc"]
+
+
+class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
     """LXMERT-S with the MSP pre-training heads that `config.pretraining_tasks` names.
 
     Task labels are keyword arguments named as in each head's `label_names` (see
@@ -783,11 +854,6 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
                 return self.heads[task].decoder
         return None
 
-    @property
-    def _first_region(self) -> int:
-        """Index of the first region in the visual outputs (after the visual [CLS], when there is one)."""
-        return 1 if self.config.visual_cls_token else 0
-
     def _features(
         self, encoded: LxmertSModelOutput, attention_mask: torch.Tensor, visual_attention_mask: torch.Tensor
     ) -> EncoderFeatures:
@@ -808,12 +874,7 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
         input_ids = text["input_ids"]
         if "mlm_labels" in labels:
             input_ids = torch.where(labels["mlm_labels"] != IGNORE_INDEX, labels["mlm_labels"], input_ids)
-        token_type_ids, position_ids = text["token_type_ids"], text["position_ids"]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        return self.lxmert.embeddings(input_ids, token_type_ids, position_ids)
+        return self._text_embeddings(input_ids, text["token_type_ids"], text["position_ids"])
 
     def _negative_pairs(
         self, features: EncoderFeatures, image_ids: torch.Tensor
@@ -846,45 +907,6 @@ class LxmertSForPreTraining(LxmertSPreTrainedModel):
         text_index = torch.where(first_half, rows, hard_text)[has_partner]
         image_index = torch.where(first_half, hard_image, rows)[has_partner]
         return text_index, image_index
-
-    def get_text_features(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(B, D) L2-normalised VSC text embeddings (as CLIP's `get_text_features`): their dot product with
-        `get_image_features` ranks images and texts with no cross-modal pass (needs the `vsc` head)."""
-        head = self._contrastive_head()
-        text = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                "position_ids": position_ids}  # fmt: skip
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        return head.text_embeds(self._unmasked_text_embeddings(text, {}), attention_mask)
-
-    def get_image_features(
-        self,
-        visual_feats: torch.Tensor,
-        visual_pos: torch.Tensor,
-        visual_attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(B, D) L2-normalised VSC image embeddings (see `get_text_features`)."""
-        head = self._contrastive_head()
-        if visual_attention_mask is None:
-            visual_attention_mask = torch.ones(
-                visual_feats.shape[:2], dtype=torch.long, device=visual_feats.device
-            )
-        regions = self.lxmert.encoder.visn_fc(visual_feats, visual_pos)[:, self._first_region :]
-        return head.image_embeds(regions, visual_attention_mask)
-
-    def _contrastive_head(self) -> VisualSemanticContrastiveHead:
-        if "vsc" not in self.heads:
-            raise ValueError(
-                f"text and image features come from the VSC head; this model carries {list(self.heads)} "
-                "(pre-train with the 'vsc' task)"
-            )
-        return self.heads["vsc"]
 
     def _active_tasks(self, labels: dict[str, torch.Tensor]) -> list[str]:
         tasks = self.config.pretraining_tasks
@@ -1129,7 +1151,7 @@ class LxmertSForVisualReasoning(LxmertSPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class LxmertSForImageTextRetrieval(LxmertSPreTrainedModel):
+class LxmertSForImageTextRetrieval(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
     """Image-text retrieval (MSP_SPEC "Downstream"): the pre-trained ITM head as a matching score.
 
     The head keeps the pre-training model's ITM module and key (`heads.itm.classifier`), so a
@@ -1140,12 +1162,20 @@ class LxmertSForImageTextRetrieval(LxmertSPreTrainedModel):
     raw match logit, which can order pairs differently.) `labels` (B,) float, 1 = match: binary
     cross-entropy on `sigmoid(logits)`. The released fine-tuning took BCE over both softmax columns
     times 2, which is exactly twice this loss.
+
+    When `config.pretraining_tasks` holds `vsc` (a checkpoint pre-trained with it), the model also carries the
+    VSC head (`heads.vsc`, loaded from the checkpoint) and its `get_text_features` / `get_image_features`, so
+    that retrieval ranks every pair by their similarity and re-scores only the top candidates with `logits`
+    (`training.retrieval`). Fine-tuning trains the ITM score only; the VSC head stays as pre-trained.
     """
 
     def __init__(self, config: LxmertSConfig):
         super().__init__(config)
         self.lxmert = LxmertSModel(config)
-        self.heads = nn.ModuleDict({"itm": ImageTextMatchingHead(config)})
+        heads = {"itm": ImageTextMatchingHead(config)}
+        if "vsc" in config.pretraining_tasks:
+            heads["vsc"] = VisualSemanticContrastiveHead(config)
+        self.heads = nn.ModuleDict(heads)
         self.post_init()
 
     def forward(
@@ -1187,6 +1217,7 @@ class LxmertSForImageTextRetrieval(LxmertSPreTrainedModel):
 
 
 __all__ = [
+    "LxmertSContrastiveFeatures",
     "LxmertSForImageTextRetrieval",
     "LxmertSForPreTraining",
     "LxmertSForPreTrainingOutput",

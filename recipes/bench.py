@@ -4,12 +4,16 @@
     python recipes/bench.py --device cuda --bf16 --batch-size 1024   # one GPU
     python recipes/bench.py --device cuda --bf16 --batch-size 1024 --compile
     python recipes/bench.py --models lxmert-s lxmert-s-flm lxmert-s-mlm-flm          # FLM's step-time cost
+    python recipes/bench.py --models lxmert-s lxmert-s-align                  # the alignment tasks' cost
     python recipes/bench.py --models lxmert-s lxmert-s-flm --hidden-size 128 --num-layers 2 \
         --intermediate-size 512 --num-attention-heads 4 --batch-size 64   # the synthetic curricula's size
 
 Both models get the same random batch (20 text tokens, 36 regions) and the same tasks: MLM, ITM and
 the region heads (feature regression, object and attribute classification); `lxmert-s-flm` replaces
-MLM with FLM and `lxmert-s-mlm-flm` trains both. A step is forward,
+MLM with FLM and `lxmert-s-mlm-flm` trains both. `lxmert-s-align` trains the alignment tasks instead of ITM
+(VSC, WPG, and ITM on negatives mined with VSC, `itm_vsc`, with the alignment pooler), as a stage with them
+does: every row is a matched pair of distinct images, and the model encodes one negative pair per row in a
+second pass, the cost this variant shows beside the plain MSP step (`lxmert-s`). A step is forward,
 backward and an AdamW update. Each model runs in a fresh process so that peak memory is its own:
 peak GPU memory allocated on CUDA, peak resident memory of the process on the CPU.
 """
@@ -51,26 +55,42 @@ def make_batch(config: LxmertSConfig, batch: int, length: int, regions: int, dev
     return {name: tensor.to(device) for name, tensor in tensors.items()}
 
 
-# LXMERT-S variants by their text objectives.
-TEXT_OBJECTIVES = {"lxmert-s": ("mlm",), "lxmert-s-flm": ("flm",), "lxmert-s-mlm-flm": ("mlm", "flm")}
+# LXMERT-S variants: their tasks beside the region heads (MRFR, MOC), and their config overrides.
+VARIANTS = {
+    "lxmert-s": (("mlm", "itm"), {}),
+    "lxmert-s-flm": (("flm", "itm"), {}),
+    "lxmert-s-mlm-flm": (("mlm", "flm", "itm"), {}),
+    "lxmert-s-align": (("mlm", "vsc", "wpg", "itm_vsc"), {"pooler_type": "alignment"}),
+}
 
 
-def ours_step_inputs(batch: dict, objectives: tuple[str, ...]) -> dict:
-    """LXMERT-S's inputs; FLM predicts every word of the unmasked text (position 0 stands for [CLS])."""
-    text_labels = {}
-    if "mlm" in objectives:
-        text_labels["mlm_labels"] = batch["mlm_labels"]
-    if "flm" in objectives:
-        text_labels["flm_labels"] = batch["input_ids"].clone()
-        text_labels["flm_labels"][:, 0] = -100
+def ours_step_inputs(batch: dict, tasks: tuple[str, ...]) -> dict:
+    """LXMERT-S's inputs; FLM predicts every word of the unmasked text (position 0 stands for [CLS]). The
+    alignment tasks take matched rows of distinct images (`image_ids`), as their collator pieces give, and
+    WPG's concept words are the MLM-chosen ones (15%, a stand-in for the words naming a detector class)."""
+    labels = {}
+    if "mlm" in tasks:
+        labels["mlm_labels"] = batch["mlm_labels"]
+    if "flm" in tasks:
+        labels["flm_labels"] = batch["input_ids"].clone()
+        labels["flm_labels"][:, 0] = -100
+    if "itm" in tasks:
+        labels["itm_labels"] = batch["itm_labels"]
+    if "itm_vsc" in tasks:
+        labels["itm_labels"] = torch.ones_like(batch["itm_labels"])
+    if {"vsc", "wpg", "itm_vsc"} & set(tasks):
+        labels["image_ids"] = torch.arange(len(batch["input_ids"]), device=batch["input_ids"].device)
+    if "vsc" in tasks:
+        labels["vsc_labels"] = labels["image_ids"]
+    if "wpg" in tasks:
+        labels["wpg_concept_mask"] = batch["mlm_labels"] != -100
     return {
         "input_ids": batch["input_ids"],
         "attention_mask": batch["attention_mask"],
         "position_ids": batch["position_ids"],
         "visual_feats": batch["visual_feats"],
         "visual_pos": batch["visual_pos"],
-        **text_labels,
-        "itm_labels": batch["itm_labels"],
+        **labels,
         "region_mask": batch["region_mask"],
         "mrfr_labels": batch["visual_feats"],
         "moc_object_labels": batch["object_labels"],
@@ -97,8 +117,9 @@ def lxmert_step_inputs(batch: dict) -> dict:
 
 
 def build(name: str, sizes: dict[str, int]) -> tuple[torch.nn.Module, LxmertSConfig]:
-    if name in TEXT_OBJECTIVES:
-        config = LxmertSConfig(**sizes, pretraining_tasks=[*TEXT_OBJECTIVES[name], "mrfr", "moc", "itm"])
+    if name in VARIANTS:
+        tasks, overrides = VARIANTS[name]
+        config = LxmertSConfig(**sizes, **overrides, pretraining_tasks=[*tasks, "mrfr", "moc"])
         return LxmertSForPreTraining(config), config
     if sizes:
         raise SystemExit("the size options apply to the LXMERT-S models only")
@@ -119,11 +140,7 @@ def measure(name: str, args: argparse.Namespace) -> tuple[float, int, float]:
     model, config = build(name, sizes)
     model.to(device).train()
     batch = make_batch(config, args.batch_size, args.text_length, args.regions, device)
-    inputs = (
-        ours_step_inputs(batch, TEXT_OBJECTIVES[name])
-        if name in TEXT_OBJECTIVES
-        else lxmert_step_inputs(batch)
-    )
+    inputs = ours_step_inputs(batch, VARIANTS[name][0]) if name in VARIANTS else lxmert_step_inputs(batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     forward = torch.compile(model) if args.compile else model
 
@@ -177,7 +194,7 @@ def main() -> None:
         "--models",
         nargs="+",
         default=["lxmert-s", "transformers-lxmert"],
-        choices=[*TEXT_OBJECTIVES, "transformers-lxmert"],
+        choices=[*VARIANTS, "transformers-lxmert"],
     )
     args = parser.parse_args()
 

@@ -3,12 +3,19 @@
     python recipes/evaluate_checkpoint.py --task vqa --model outputs/finetune-vqa/hub --split test
     python recipes/evaluate_checkpoint.py --task retrieval --model outputs/pretrain/hub --split test \
         --zero-shot
+    python recipes/evaluate_checkpoint.py --task retrieval --model outputs/finetune-retrieval/hub \
+        --split test --all-pairs
     python recipes/evaluate_checkpoint.py --task gqa --model /ckpt/gqa/hub --split val --data-dir /data/lxmert
 
 --zero-shot ranks retrieval pairs by the ITM score of a pre-training checkpoint, with no fine-tuning (the
-paper's zero-shot retrieval). Text retrieval ranks every caption (the standard 1k images x 5k captions) unless
---text-retrieval first_caption asks for the released LXMERT-S code's protocol (each image against the first
-caption of every image, 1k x 1k), which the paper's TR numbers use; image retrieval is the same in both.
+paper's zero-shot retrieval). A checkpoint with the VSC head ranks in two stages: every pair by the
+contrastive similarity of its text and image embeddings (no cross-modal pass), then each query's top
+--rerank-top-k candidates (default 16) by the ITM score of the cross-modal encoder. --all-pairs adds the
+paper's protocol, ITM on every pair, and how much of its recall the re-ranking keeps; --rerank-top-k 0 ranks
+by ITM on every pair only, as a checkpoint without VSC always does. Text retrieval ranks every caption (the
+standard 1k images x 5k captions) unless --text-retrieval first_caption asks for the released LXMERT-S code's
+protocol (each image against the first caption of every image, 1k x 1k), which the paper's TR numbers use;
+image retrieval is the same in both. Retrieval prints each ranking's recall in percent, chance beside it.
 
 Prints the metrics and writes them to <output-dir>/eval-<task>-<split>.json (default output dir: the model
 folder); VQA and GQA also write every question's predicted answer to predictions-<task>-<split>.json, which is
@@ -27,6 +34,8 @@ from training.finetuning import (
     TASKS,
     DownstreamData,
     Evaluation,
+    add_retrieval_ranking_arguments,
+    check_retrieval_ranking_arguments,
     default_data_folder,
     evaluate_checkpoint,
 )
@@ -56,9 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="all_captions",
         help="retrieval: the captions text retrieval ranks (default: %(default)s)",
     )
+    add_retrieval_ranking_arguments(parser)
     args = parser.parse_args(argv)
     if args.text_retrieval != "all_captions" and args.task != "retrieval":
         parser.error("--text-retrieval is a retrieval protocol: use it with --task retrieval")
+    check_retrieval_ranking_arguments(parser, args)
     if args.zero_shot and args.task != "retrieval":
         parser.error("--zero-shot is retrieval by the ITM score: use it with --task retrieval")
     if args.task == "gqa" and args.data_dir is None:
@@ -78,6 +89,8 @@ def main(argv: list[str] | None = None) -> Evaluation:
         zero_shot=args.zero_shot,
         batch_size=args.batch_size,
         text_retrieval=args.text_retrieval,
+        rerank_top_k=args.rerank_top_k,
+        all_pairs=args.all_pairs,
     )
     output_dir = args.output_dir or args.model
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -90,15 +103,21 @@ def main(argv: list[str] | None = None) -> Evaluation:
         "zero_shot": args.zero_shot,
         "text_retrieval": args.text_retrieval if task.name == "retrieval" else None,
         "metrics": evaluation.metrics,
+        **evaluation.report(),
     }
     atomic_write_text(output_dir / f"eval-{name}.json", json.dumps(report, indent=2))
     if evaluation.predictions is not None:
         atomic_write_text(output_dir / f"predictions-{name}.json", json.dumps(evaluation.predictions))
-    if evaluation.metrics:
-        metrics = "  ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items())
+    if evaluation.retrieval is not None:
+        print(evaluation.retrieval.summary())
+        if "contrastive" not in evaluation.retrieval.rankings:
+            print(f"({args.model} has no VSC head: ITM ranked every pair)")
     else:
-        metrics = "no labels in this split; predictions written"
-    print(f"{task.name} on {args.split}{' (zero-shot)' if args.zero_shot else ''}: {metrics}")
+        if evaluation.metrics:
+            metrics = "  ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items())
+        else:
+            metrics = "no labels in this split; predictions written"
+        print(f"{task.name} on {args.split}: {metrics}")
     print(f"Written to {output_dir / f'eval-{name}.json'}")
     return evaluation
 

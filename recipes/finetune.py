@@ -13,6 +13,8 @@ checkpoint does not provide) trains at --head-learning-rate, 1e-3, and the pre-t
 Without --data-dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
 absent), which has every task but GQA. Writes <output-dir>/hub (the best model on val + processor,
 `from_pretrained` loads it), <output-dir>/metrics.json (its val metrics) and <output-dir>/checkpoints.
+Retrieval ranks val once, at the end, as `recipes/evaluate_checkpoint.py` does: in two stages from a
+checkpoint with the VSC head (--rerank-top-k, --all-pairs), by ITM on every pair otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from training.finetuning import (
     TASKS,
     DownstreamData,
     FinetuneResult,
+    add_retrieval_ranking_arguments,
+    check_retrieval_ranking_arguments,
     default_data_folder,
     finetune,
 )
@@ -82,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)"
     )
     parser.add_argument("--report-to", nargs="+", default=["tensorboard"], help="Trainer loggers, or 'none'")
+    add_retrieval_ranking_arguments(parser)
     args = parser.parse_args(argv)
+    check_retrieval_ranking_arguments(parser, args)
     if args.model_config_from is not None and args.model != "none":
         parser.error("--model-config-from goes with --model none (a checkpoint brings its own architecture)")
     if args.task == "gqa" and args.data_dir is None:
@@ -107,10 +113,15 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         seed=args.seed,
         max_steps=args.max_steps,
         report_to=args.report_to,
+        rerank_top_k=args.rerank_top_k,
+        all_pairs=args.all_pairs,
     )
     if PartialState().is_main_process:
-        metrics = "  ".join(f"{name} {value:.4f}" for name, value in result.metrics.items())
-        print(f"{task.name} on val: {metrics}")
+        if result.retrieval is not None:
+            print(result.retrieval.summary())
+        else:
+            metrics = "  ".join(f"{name} {value:.4f}" for name, value in result.metrics.items())
+            print(f"{task.name} on val: {metrics}")
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
     return result

@@ -180,7 +180,8 @@ STAGE = "{name: s, corpus: captions, tasks: [mlm], epochs: 1, batch_size: 8, lea
         (
             "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm], epochs: 1, batch_size: 8, "
             "learning_rate: 1}]\nreplace_tasks: {mlm: itm_hs}",
-            r"stages\[0\] \(s\) after remove_tasks / replace_tasks: pretraining_tasks: .* more than one",
+            r"stages\[0\] \(s\) after remove_tasks / replace_tasks: pretraining_tasks: .* more than one "
+            "of 'itm'",
         ),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\norder: [t]", r"order: no stage named \['t'\]"),
         ("data: {dir: d}\nstages: []", "at least one stage"),

@@ -143,6 +143,30 @@ def test_retrieval_score_from_a_pretraining_checkpoint_is_the_itm_match_score(pr
     assert math.isclose(output.loss.item(), sum(terms) / 6, rel_tol=1e-5)
 
 
+def test_retrieval_model_loads_the_vsc_head_and_embeds_as_the_pretraining_model(pretraining_checkpoint):
+    pretrained = LxmertSForPreTraining.from_pretrained(pretraining_checkpoint).eval()
+    retrieval, loading = LxmertSForImageTextRetrieval.from_pretrained(
+        pretraining_checkpoint, output_loading_info=True
+    )
+    retrieval.eval()
+    assert loading["missing_keys"] == set()  # heads.vsc and heads.itm both come from the checkpoint
+    saved = load_file(pretraining_checkpoint / "model.safetensors")
+    for name, tensor in retrieval.heads["vsc"].state_dict().items():
+        assert torch.equal(tensor, saved[f"heads.vsc.{name}"]), name
+    inputs = random_inputs(pretrained.config, batch=4, seed=5)
+    text = {name: inputs[name] for name in ("input_ids", "attention_mask", "position_ids")}
+    image = {name: inputs[name] for name in ("visual_feats", "visual_pos", "visual_attention_mask")}
+    with torch.no_grad():
+        assert torch.equal(retrieval.get_text_features(**text), pretrained.get_text_features(**text))
+        assert torch.equal(retrieval.get_image_features(**image), pretrained.get_image_features(**image))
+    assert retrieval.has_contrastive_features
+
+    without = LxmertSForImageTextRetrieval(_config(pretraining_tasks=["mlm", "itm"]))
+    assert list(without.heads) == ["itm"] and not without.has_contrastive_features
+    with pytest.raises(ValueError, match="come from the VSC head; this model carries \\['itm'\\]"):
+        without.get_text_features(**text)
+
+
 # ---- loading from pre-training ---------------------------------------------------------------------
 
 

@@ -64,22 +64,22 @@ def world(tmp_path_factory) -> Path:
     return generate_world(tmp_path_factory.mktemp("data") / "world", WorldSettings(images=40, feature_dim=32))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(world, tmp_path_factory) -> Path:
+def _save_checkpoint(world: Path, folder: Path, tasks: list[str], seed: int) -> Path:
     """A tiny pre-training checkpoint folder with its processor, as `recipes/pretrain.py` leaves in hub/.
     Not drawn with the fine-tuning seed (0): a model trained from scratch would start from its weights."""
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(seed)
     processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
     config = LxmertSConfig(
-        **TINY_MODEL,
-        vocab_size=len(processor.tokenizer),
-        visual_feat_dim=32,
-        pretraining_tasks=["mlm", "itm"],
+        **TINY_MODEL, vocab_size=len(processor.tokenizer), visual_feat_dim=32, pretraining_tasks=tasks
     )
     LxmertSForPreTraining(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(world, tmp_path_factory) -> Path:
+    return _save_checkpoint(world, tmp_path_factory.mktemp("pretrained"), ["mlm", "itm"], seed=1)
 
 
 def run_finetune(task: str, model: str, world: Path, out: Path, *extra: str):
@@ -143,6 +143,61 @@ def test_retrieval_fine_tunes_on_pairs_and_ranks_the_val_split(world, checkpoint
     assert (
         written["zero_shot"] and written["metrics"] == zero_shot.metrics and set(zero_shot.metrics) == RECALLS
     )
+
+
+@pytest.fixture(scope="module")
+def vsc_checkpoint(world, tmp_path_factory) -> Path:
+    """A checkpoint with the VSC head beside ITM."""
+    return _save_checkpoint(world, tmp_path_factory.mktemp("pretrained-vsc"), ["mlm", "vsc", "itm"], seed=2)
+
+
+def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoint, tmp_path, capsys):
+    result = run_finetune(
+        "retrieval", str(vsc_checkpoint), world, tmp_path / "retrieval", "--rerank-top-k", "2", "--all-pairs"
+    )
+    ranked = {f"{ranking}_{name}" for ranking in ("contrastive", "reranked") for name in RECALLS}
+    assert {name for name in result.metrics if not name.startswith("kept_")} == RECALLS | ranked
+    report = json.loads((tmp_path / "retrieval" / "metrics.json").read_text())
+    assert (report["retrieval_ranking"], report["rerank_top_k"]) == ("all_pairs", 2)
+    assert report["chance"]["image_r1"] == 1 / 4  # 4 val images
+    printed = capsys.readouterr().out
+    assert "Fine-tuned retrieval (val: 4 images x 20 captions" in printed
+    assert "top-2 by contrastive similarity re-ranked by ITM (cross-modal encoder): IR" in printed
+    # the fine-tuned model keeps the VSC head: fine-tuning trains the ITM score only
+    model = LxmertSForImageTextRetrieval.from_pretrained(result.hub_folder)
+    pretrained = load_file(vsc_checkpoint / "model.safetensors")
+    assert torch.equal(
+        model.heads["vsc"].text_projection.weight, pretrained["heads.vsc.text_projection.weight"]
+    )
+
+    zero_shot = evaluate_checkpoint.main(
+        ["--task", "retrieval", "--model", str(vsc_checkpoint), "--split", "test", "--zero-shot"]
+        + ["--rerank-top-k", "3", "--data-dir", str(world), "--output-dir", str(tmp_path / "zero-shot")]
+    )
+    written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
+    assert (written["retrieval_ranking"], written["rerank_top_k"]) == ("reranked", 3)
+    assert written["metrics"] == zero_shot.metrics
+    assert set(zero_shot.metrics) == RECALLS | {f"contrastive_{name}" for name in RECALLS}
+    printed = capsys.readouterr().out
+    assert (
+        "Zero-shot retrieval (test: 4 images x 20 captions" in printed and "(chance 25.0 / 100.0" in printed
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--task", "vqa", "--all-pairs"], "use them with --task retrieval"),
+        (["--task", "retrieval", "--rerank-top-k", "-1"], "--rerank-top-k: expected 0"),
+    ],
+)
+def test_retrieval_ranking_options_are_checked(arguments, message, capsys):
+    with pytest.raises(SystemExit):
+        evaluate_checkpoint.parse_args([*arguments, "--model", "m", "--split", "test"])
+    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        finetune.parse_args([*arguments, "--model", "m"])
+    assert message in capsys.readouterr().err
 
 
 def test_gqa_on_the_synthetic_world_is_refused_with_how_to_get_real_data(world, checkpoint, capsys):

@@ -1,4 +1,5 @@
-"""`recipes/pretrain.py` as users run it: killed and resumed, and data-parallel under `accelerate launch`."""
+"""`recipes/pretrain.py` as users run it: killed and resumed, data-parallel under `accelerate launch`, and
+the held-out scores it prints and records in the model card."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_curriculum import tiny_stages, write_tiny_curriculum
+from tiny_curriculum import ALIGNMENT_STAGE, tiny_stages, write_tiny_curriculum
 
 from processing.synthetic import WorldSettings, generate_world
 
@@ -77,7 +78,8 @@ def test_a_killed_run_resumes_in_the_right_stage_and_step(tmp_path, world):
     output = _finish(
         _pretrain(config, interrupted, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     )
-    assert "Zero-shot retrieval" in output
+    assert "Zero-shot retrieval (test: 4 images x 20 captions" in output
+    assert "  ITM on every pair (cross-modal encoder): IR" in output  # no VSC head: every pair by ITM
     for stage in STAGES:
         resumed, reference = _stage_state(interrupted, stage), _stage_state(uninterrupted, stage)
         assert resumed["global_step"] == reference["global_step"], stage
@@ -121,3 +123,64 @@ def test_accelerate_launch_with_two_processes_runs_data_parallel(tmp_path, world
         assert state["train_batch_size"] == 4, stage  # global batch 8 over 2 processes
         assert state["global_step"] == -(-examples // 8), stage  # steps of the global batch, not of 4
     assert output.count("Hub-ready folder") == 1  # reported once, by the main process
+
+
+def _row(card: str, start: str) -> list[str]:
+    """The cells of the card's table row that starts with `start`."""
+    line = next(line for line in card.splitlines() if line.startswith(f"| {start}"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_the_job_prints_and_records_held_out_scores_of_both_paths(tmp_path, world):
+    config = write_tiny_curriculum(
+        tmp_path, [ALIGNMENT_STAGE], data={"dir": str(world)}, model={"pooler_type": "alignment"}
+    )
+    out = tmp_path / "out"
+    run = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    output = _finish(_pretrain(config, out, **run))
+    assert "ITM on every pair: 100%" in output  # scoring shows its progress
+    lines = output.splitlines()
+    start = lines.index(f"Loss curves:      {out / 'loss_curves.png'}") + 1
+    itm, title, contrastive, reranked, all_pairs, kept = lines[start : start + 6]
+    assert itm.startswith("Held-out ITM accuracy (test: 20 captions, each with its image and with another; ")
+    assert itm.endswith("% (chance 50%)")
+    assert title == (
+        "Zero-shot retrieval (test: 4 images x 20 captions; TR over every caption (standard)), R@1/5/10 in %:"
+    )
+    # 4 images: any image is in the top 5; 20 captions, 5 per image: 1 - comb(15, K) / comb(20, K)
+    chance = "(chance 25.0 / 100.0 / 100.0)   TR {} (chance 25.0 / 80.6 / 98.4)"
+    assert contrastive.startswith("  contrastive similarity (VSC embeddings, no cross-modal pass): IR ")
+    assert reranked.startswith(
+        "  top-16 by contrastive similarity re-ranked by ITM (cross-modal encoder): IR "
+    )
+    assert all_pairs.startswith("  ITM on every pair (cross-modal encoder): IR ")
+    assert kept.startswith("  share of the all-pairs recall the re-ranking keeps: IR ")
+    for line in (contrastive, reranked, all_pairs):
+        text_recalls = line.split("TR ")[1].split(" (chance")[0]
+        assert line.endswith(chance.format(text_recalls))
+
+    card = (out / "hub" / "README.md").read_text()
+    assert "## Zero-shot evaluation" in card
+    accuracy = itm.split(": ")[-1].split("%")[0]
+    assert _row(card, "ITM accuracy")[1:] == ["cross-modal encoder (ITM)", accuracy, "50"]
+    for printed, score, source in (
+        (contrastive, "by contrastive similarity", "contrastive path (VSC embeddings, no cross-modal pass)"),
+        (
+            reranked,
+            "top 16 by contrastive similarity, re-ranked by ITM",
+            "contrastive path, then the cross-modal encoder (ITM) on the top 16",
+        ),
+        (all_pairs, "by ITM on every pair", "cross-modal encoder (ITM)"),
+    ):
+        image_recalls = printed.split(": IR ")[1].split(" (chance")[0]
+        text_recalls = printed.split("TR ")[1].split(" (chance")[0]
+        assert _row(card, f"IR R@1 / 5 / 10, {score}")[1:] == [source, image_recalls, "25.0 / 100.0 / 100.0"]
+        assert _row(card, f"TR R@1 / 5 / 10, {score}")[1:] == [source, text_recalls, "25.0 / 80.6 / 98.4"]
+
+    # a re-run of the finished job reuses the scores of the same weights and writes the same card
+    cached = out / "zero_shot_scores.json"
+    stamp = cached.stat().st_mtime_ns
+    again = _finish(_pretrain(config, out, **run))
+    assert "ITM on every pair: " not in again and cached.stat().st_mtime_ns == stamp
+    assert again.splitlines()[-6:] == lines[start : start + 6]
+    assert (out / "hub" / "README.md").read_text() == card

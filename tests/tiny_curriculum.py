@@ -30,13 +30,30 @@ def tiny_stages(epochs: tuple[float, float, float] = (2, 2, 1), batch_size: int 
     ]
 
 
+# A sentence stage with the alignment tasks (VSC, WPG, ITM on negatives mined with VSC): its model has both
+# the contrastive path and the ITM head.
+ALIGNMENT_STAGE = {
+    "name": "sentence",
+    "corpus": "captions",
+    "tasks": ["mlm", "mrfr", "moc", "vsc", "wpg", "itm_vsc"],
+    "max_length": 20,
+    "epochs": 1,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+}
+
+
 def write_tiny_curriculum(
-    folder: Path, stages: list[dict] | None = None, data: dict | None = None, **training
+    folder: Path,
+    stages: list[dict] | None = None,
+    data: dict | None = None,
+    model: dict | None = None,
+    **training,
 ) -> Path:
-    """Write `curriculum.yaml` into `folder`; `training` entries override the test defaults."""
+    """Write `curriculum.yaml` into `folder`; `model` and `training` entries override the test defaults."""
     curriculum = {
         "data": data or {"synthetic": TINY_WORLD},
-        "model": TINY_MODEL,
+        "model": {**TINY_MODEL, **(model or {})},
         "training": {"report_to": ["none"], "logging_steps": 1, "save_steps": 4, **training},
         "stages": stages or tiny_stages(),
     }

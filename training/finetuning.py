@@ -19,6 +19,7 @@ The parameters the checkpoint did not provide (the new task head; with `model="n
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from processing.store import HARD_NEGATIVES_FILE, FeatureStore, atomic_write_tex
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
 from training.retrieval import (
+    DEFAULT_RERANK_TOP_K,
+    RetrievalResult,
     TextRetrieval,
     evaluate_retrieval,
     match_logit_scorer,
@@ -101,6 +104,35 @@ TASKS = {
     "retrieval": Task("retrieval", LxmertSForImageTextRetrieval, 8, None, "flickr30k"),
 }
 NLVR2_LABELS = {0: "false", 1: "true"}
+
+
+def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
+    """The recipes' options of retrieval's rankings (`rank_retrieval`)."""
+    parser.add_argument(
+        "--rerank-top-k",
+        type=int,
+        default=DEFAULT_RERANK_TOP_K,
+        metavar="K",
+        help="retrieval with a VSC checkpoint: candidates per query re-scored by ITM after the contrastive "
+        "ranking (default: %(default)s; 0: ITM on every pair)",
+    )
+    parser.add_argument(
+        "--all-pairs",
+        action="store_true",
+        help="retrieval: also rank by ITM on every pair (the paper's protocol, which the plain recall names "
+        "then report)",
+    )
+
+
+def check_retrieval_ranking_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.rerank_top_k != DEFAULT_RERANK_TOP_K or args.all_pairs) and args.task != "retrieval":
+        parser.error(
+            "--rerank-top-k and --all-pairs choose retrieval rankings: use them with --task retrieval"
+        )
+    if args.rerank_top_k < 0:
+        parser.error(
+            f"--rerank-top-k: expected 0 (ITM on every pair) or more candidates, got {args.rerank_top_k}"
+        )
 
 
 def default_data_folder() -> Path:
@@ -291,7 +323,7 @@ def finetuning_arguments(
     report_to: Sequence[str],
 ) -> FinetuningArguments:
     """`batch_size` is global, split over processes. Classification tasks are evaluated on val after every
-    epoch and the best epoch is kept; retrieval's all-pairs ranking runs once, after training."""
+    epoch and the best epoch is kept; retrieval's ranking runs once, after training."""
     per_device = per_device_batch_size(batch_size)
     return FinetuningArguments(
         output_dir=str(output_dir / "checkpoints"),
@@ -323,6 +355,36 @@ class FinetuneResult:
     hub_folder: Path
     metrics_file: Path
     metrics: dict[str, float]  # on val
+    retrieval: RetrievalResult | None = None  # retrieval: every ranking, with chance levels
+
+
+def rank_retrieval(
+    model: LxmertSForImageTextRetrieval,
+    data: DownstreamData,
+    processor: LxmertSProcessor,
+    rows: datasets.Dataset,
+    split: str,
+    device: torch.device | str,
+    text_retrieval: TextRetrieval = "all_captions",
+    rerank_top_k: int = DEFAULT_RERANK_TOP_K,
+    all_pairs: bool = False,
+) -> RetrievalResult:
+    """Fine-tuned retrieval on `rows` (a `retrieval_split`): two-stage (the VSC similarity of every pair, the
+    match logit on each query's top `rerank_top_k`) when the model carries the VSC head, else the match logit
+    on every pair; `all_pairs` adds the all-pairs ranking to the two-stage one (`evaluate_retrieval`)."""
+    return evaluate_retrieval(
+        match_logit_scorer(model),
+        data.store,
+        processor,
+        rows,
+        split,
+        "Fine-tuned retrieval",
+        device,
+        text_retrieval=text_retrieval,
+        contrastive_model=model if model.has_contrastive_features else None,
+        rerank_top_k=rerank_top_k,
+        all_pairs=all_pairs,
+    )
 
 
 def finetune(
@@ -339,10 +401,13 @@ def finetune(
     seed: int = 0,
     max_steps: int | None = None,
     report_to: Sequence[str] = ("tensorboard",),
+    rerank_top_k: int = DEFAULT_RERANK_TOP_K,
+    all_pairs: bool = False,
 ) -> FinetuneResult:
     """Train `task` from `model` (a checkpoint folder, or "none"), keep the best model on val, save it with
     its processor, and write its val metrics. `epochs` defaults to the paper's for the task; the parameters
-    `model` did not provide train at `head_learning_rate`, the rest at `learning_rate`."""
+    `model` did not provide train at `head_learning_rate`, the rest at `learning_rate`; `rerank_top_k` and
+    `all_pairs` choose retrieval's rankings (`rank_retrieval`)."""
     output_dir = Path(output_dir)
     state = PartialState()
     processor = load_processor(model, config_from, data)
@@ -371,12 +436,19 @@ def finetune(
         compute_metrics=compute_metrics,
     )
     trainer.train()
+    retrieval = None
     if task.name == "retrieval":
-        scorer = match_logit_scorer(trainer.model.eval())
-        result = evaluate_retrieval(
-            scorer, data.store, processor, val, "val", "Fine-tuned retrieval", trainer.args.device
+        retrieval = rank_retrieval(
+            trainer.model.eval(),
+            data,
+            processor,
+            val,
+            "val",
+            trainer.args.device,
+            rerank_top_k=rerank_top_k,
+            all_pairs=all_pairs,
         )
-        metrics = result.recalls
+        metrics = retrieval.metrics()
     else:
         metrics = {
             key.removeprefix("eval_"): value
@@ -402,15 +474,32 @@ def finetune(
             "global_step": trainer.state.global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint,
         }
+        if retrieval is not None:
+            report |= _retrieval_report(retrieval)
         atomic_write_text(metrics_file, json.dumps(report, indent=2))
     state.wait_for_everyone()
-    return FinetuneResult(hub_folder=hub, metrics_file=metrics_file, metrics=metrics)
+    return FinetuneResult(hub_folder=hub, metrics_file=metrics_file, metrics=metrics, retrieval=retrieval)
+
+
+def _retrieval_report(result: RetrievalResult) -> dict[str, Any]:
+    """What a retrieval JSON records beside the metrics: which ranking the plain recall names report, the
+    re-ranking's k (None: no re-ranking), and a random ranking's recalls; all recalls fractions in [0, 1]."""
+    return {
+        "retrieval_ranking": result.headline,
+        "rerank_top_k": result.rerank_top_k,
+        "chance": result.chance,
+    }
 
 
 @dataclass
 class Evaluation:
     metrics: dict[str, float]  # empty for a split without labels
     predictions: list[dict[str, Any]] | None = None  # VQA / GQA: {question_id, answer} per question
+    retrieval: RetrievalResult | None = None  # retrieval: every ranking, with chance levels
+
+    def report(self) -> dict[str, Any]:
+        """The JSON fields beside the metrics (retrieval: `_retrieval_report`)."""
+        return {} if self.retrieval is None else _retrieval_report(self.retrieval)
 
 
 @torch.no_grad()
@@ -424,26 +513,37 @@ def evaluate_checkpoint(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     text_retrieval: TextRetrieval = "all_captions",
+    rerank_top_k: int = DEFAULT_RERANK_TOP_K,
+    all_pairs: bool = False,
 ) -> Evaluation:
-    """Metrics of the model saved in `model_folder` (with its processor) on `split`. Retrieval ranks all pairs
-    of the split (`text_retrieval`: which captions text retrieval ranks, `training.retrieval.TextRetrieval`);
-    `zero_shot` does so by the pre-trained ITM score of a pre-training checkpoint."""
+    """Metrics of the model saved in `model_folder` (with its processor) on `split`. Retrieval ranks the
+    split's pairs (`text_retrieval`: which captions text retrieval ranks, `training.retrieval.TextRetrieval`)
+    two-stage when the model has the VSC head, re-scoring each query's top `rerank_top_k`, and by ITM on every
+    pair when it has not, when `rerank_top_k` is 0 or when `all_pairs` asks (`rank_retrieval`); `zero_shot`
+    scores with the pre-trained ITM head of a pre-training checkpoint."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if zero_shot:
         if task.name != "retrieval":
             raise ValueError(f"zero-shot evaluation is retrieval by the ITM score, not {task.name}")
-        result = zero_shot_retrieval(model_folder, data.folder, split, device, text_retrieval=text_retrieval)
-        return Evaluation(result.recalls)
+        result = zero_shot_retrieval(
+            model_folder,
+            data.folder,
+            split,
+            device,
+            text_retrieval=text_retrieval,
+            rerank_top_k=rerank_top_k,
+            all_pairs=all_pairs,
+        )
+        return Evaluation(result.metrics(), retrieval=result)
     model = task.model_class.from_pretrained(model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     _check_fits(model.config, processor, data, str(model_folder))
     rows = data.split(task, split)
     if task.name == "retrieval":
-        scorer = match_logit_scorer(model)
-        result = evaluate_retrieval(
-            scorer, data.store, processor, rows, split, "Fine-tuned retrieval", device, 1024, text_retrieval
+        result = rank_retrieval(
+            model, data, processor, rows, split, device, text_retrieval, rerank_top_k, all_pairs
         )
-        return Evaluation(result.recalls)
+        return Evaluation(result.metrics(), retrieval=result)
     answers = None
     if task.answers_questions:
         if len(model.config.id2label) != model.config.num_qa_labels:

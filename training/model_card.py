@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +12,9 @@ import yaml
 from modeling_lxmert_s import LxmertSForPreTraining
 from processing.store import atomic_write_text, replace_folder
 from training.curriculum import Curriculum
+from training.retrieval import as_percent
 from training.stage_data import PretrainingData
+from training.zero_shot import ZeroShotScores
 
 if TYPE_CHECKING:
     from training.pretraining import StageResult
@@ -23,18 +25,21 @@ def write_hub_folder(
     data: PretrainingData,
     results: Sequence[StageResult],
     out: Path,
-) -> Path:
+    score: Callable[[Path], ZeroShotScores] | None = None,
+) -> ZeroShotScores | None:
     """`save_pretrained` of the last stage's model and of its processor (both with their code, so
     `trust_remote_code=True` loads them where this package is not installed) plus `README.md`. Atomic.
-    The processor has the last stage's text length, which fine-tuning from the folder then uses."""
+    The processor has the last stage's text length, which fine-tuning from the folder then uses. `score` reads
+    the saved folder before the card is written, so that the card, written once, records its scores."""
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     model = LxmertSForPreTraining.from_pretrained(results[-1].folder)
     model.save_pretrained(work)
     data.processor(curriculum.stages[-1].max_length).save_pretrained(work)
-    atomic_write_text(work / "README.md", model_card(curriculum, data, results, model))
+    scores = None if score is None else score(work)
+    atomic_write_text(work / "README.md", model_card(curriculum, data, results, model, scores))
     replace_folder(work, out)
-    return out
+    return scores
 
 
 def _data_description(curriculum: Curriculum, data: PretrainingData) -> str:
@@ -72,12 +77,67 @@ def _stage_rows(curriculum: Curriculum, data: PretrainingData, results: Sequence
     return rows
 
 
+# Each ranking in the card's table: how it ranks, and which path its scores come from.
+CARD_RANKINGS = {
+    "contrastive": ("by contrastive similarity", "contrastive path (VSC embeddings, no cross-modal pass)"),
+    "reranked": (
+        "top {k} by contrastive similarity, re-ranked by ITM",
+        "contrastive path, then the cross-modal encoder (ITM) on the top {k}",
+    ),
+    "all_pairs": ("by ITM on every pair", "cross-modal encoder (ITM)"),
+}
+
+
+def _zero_shot_section(scores: ZeroShotScores) -> list[str]:
+    lines = ["## Zero-shot evaluation", ""]
+    if scores.skipped is not None:
+        return [*lines, f"Not scored: {scores.skipped}.", ""]
+    retrieval, itm = scores.retrieval, scores.itm
+    image, text = retrieval.recall_names("image"), retrieval.recall_names("text")
+    ks = " / ".join(name.removeprefix("image_r") for name in image)
+    lines += [
+        f"Held-out pairs of the `{retrieval.split}` split of the retrieval corpus (`corpora/flickr30k`: "
+        f"{retrieval.images} images, {retrieval.captions} captions), no fine-tuning; in percent, with what a "
+        "random guess or ranking scores. Two paths score a pair: the **contrastive path** compares the VSC "
+        "text and image embeddings (`get_text_features` · `get_image_features`), which see no cross-modal "
+        "layer, so one matrix product ranks every pair; the **cross-modal encoder** runs the pair through "
+        "the cross-modality layers and scores it with the ITM head. Text retrieval (TR) ranks "
+        + (
+            "every caption, a hit when any of the image's captions is in the top K"
+            if retrieval.text_retrieval == "all_captions"
+            else "each image's first caption"
+        )
+        + "; image retrieval (IR) ranks the images for every caption.",
+        "",
+        "| score | from | value (%) | chance (%) |",
+        "| --- | --- | --- | --- |",
+        f"| ITM accuracy, each of {itm.captions} captions with its image and with another | cross-modal "
+        f"encoder (ITM) | {100 * itm.accuracy:.1f} | 50 |",
+    ]
+    for ranking, recalls in retrieval.rankings.items():
+        how, source = (part.format(k=retrieval.rerank_top_k) for part in CARD_RANKINGS[ranking])
+        for kind, names in (("IR", image), ("TR", text)):
+            lines.append(
+                f"| {kind} R@{ks}, {how} | {source} | {as_percent(recalls, names)} | "
+                f"{as_percent(retrieval.chance, names)} |"
+            )
+    if kept := retrieval.kept():
+        for kind, names in (("IR", image), ("TR", text)):
+            lines.append(
+                f"| {kind} R@{ks}: share of the all-pairs recall the re-ranking keeps | – | "
+                f"{as_percent(kept, names)} | – |"
+            )
+    return [*lines, ""]
+
+
 def model_card(
     curriculum: Curriculum,
     data: PretrainingData,
     results: Sequence[StageResult],
     model: LxmertSForPreTraining,
+    scores: ZeroShotScores | None = None,
 ) -> str:
+    """The Hub model card; with `scores`, a section of the held-out scores and where each comes from."""
     config = model.config
     order = " → ".join(stage.name for stage in curriculum.stages)
     parameters = sum(p.numel() for p in model.lxmert.parameters())
@@ -142,5 +202,6 @@ def model_card(
         yaml.safe_dump(resolved, sort_keys=False).rstrip(),
         "```",
         "",
+        *([] if scores is None else _zero_shot_section(scores)),
     ]
     return "\n".join(lines)

@@ -9,6 +9,9 @@ Output folder:
     <out>/hub/                 the last stage's model, code, processor and model card: ready for the Hub
     <out>/loss_curves.png      every task's loss over the whole curriculum, stage boundaries marked
     <out>/log_history.json     the stages' log histories, with the curriculum-wide step
+    <out>/zero_shot_scores.json
+                               when asked, the Hub model's held-out scores (`training.zero_shot`), which its
+                               card records; a re-run reuses them while the weights stay the same
 
 A stage is done when its `final/` exists (written to a temporary folder and renamed). Re-running the same
 command skips done stages and resumes the current one from its last complete checkpoint, so a killed run
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from training.trainer import (
     per_device_batch_size,
     save_trained_model,
 )
+from training.zero_shot import ZERO_SHOT_SCORES, ZeroShotScores, ZeroShotSettings, zero_shot_scores
 
 FINAL = "final"
 LOG_HISTORY = "log_history.json"
@@ -64,6 +69,7 @@ class CurriculumResult:
     stages: list[StageResult]
     hub_folder: Path
     plot: Path
+    zero_shot: ZeroShotScores | None = None  # when asked, on the main process
 
 
 def data_folder(curriculum: Curriculum, output_dir: Path) -> Path:
@@ -173,8 +179,12 @@ def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return losses
 
 
-def run_curriculum(curriculum: Curriculum, output_dir: str | Path) -> CurriculumResult:
-    """Every stage in order, then the Hub folder, the merged log and the loss plot (main process)."""
+def run_curriculum(
+    curriculum: Curriculum, output_dir: str | Path, zero_shot: ZeroShotSettings | None = None
+) -> CurriculumResult:
+    """Every stage in order, then the Hub folder, the merged log and the loss plot (main process). With
+    `zero_shot`, the Hub model's held-out ITM accuracy and zero-shot retrieval (`training.zero_shot`), which
+    its card then records; scored on the main process while the others wait."""
     output_dir = Path(output_dir)
     state = PartialState()
     if curriculum.training.optimizer_state == "carry" and state.distributed_type == DistributedType.FSDP:
@@ -191,13 +201,18 @@ def run_curriculum(curriculum: Curriculum, output_dir: str | Path) -> Curriculum
         results.append(result)
         previous = result.folder
     hub, plot = output_dir / "hub", output_dir / "loss_curves.png"
+    scores = None
     if state.is_main_process:
         merged = merged_log_history(results)
         atomic_write_text(output_dir / LOG_HISTORY, json.dumps(merged, indent=1))
         plot_loss_curves(merged, [(result.name, offset) for result, offset in _offsets(results)], plot)
-        write_hub_folder(curriculum, data, results, hub)
+        score = None
+        if zero_shot is not None:
+            cache = output_dir / ZERO_SHOT_SCORES
+            score = partial(zero_shot_scores, data_folder=folder, settings=zero_shot, cache=cache)
+        scores = write_hub_folder(curriculum, data, results, hub, score)
     state.wait_for_everyone()
-    return CurriculumResult(data_folder=folder, stages=results, hub_folder=hub, plot=plot)
+    return CurriculumResult(data_folder=folder, stages=results, hub_folder=hub, plot=plot, zero_shot=scores)
 
 
 def _offsets(results: list[StageResult]) -> list[tuple[StageResult, int]]:
