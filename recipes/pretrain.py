@@ -9,9 +9,9 @@ when the last stage trains ITM and the data has a Flickr30k-style retrieval corp
 with no fine-tuning, in percent with the chance level beside each: held-out ITM accuracy (every caption with
 its image and with another) and zero-shot retrieval recall. A model with the VSC head ranks by the
 contrastive similarity of its embeddings (no cross-modal pass), then re-ranks the top --rerank-top-k by ITM
-(the cross-modal encoder), and is also ranked by ITM on every pair (the paper's protocol) to show how much of
-that recall the re-ranking keeps; a model without VSC is ranked by ITM on every pair. The model card
-(<output-dir>/hub/README.md) records the same scores.
+(the cross-modal encoder); with --all-pairs it is also ranked by ITM on every pair (the paper's protocol) to
+show how much of that recall the re-ranking keeps. A model without VSC is ranked by ITM on every pair. The
+model card (<output-dir>/hub/README.md) records the same scores.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="zero-shot retrieval of a model with VSC: candidates per query re-ranked by ITM (default: "
         "%(default)s; 0: no re-ranking)",
     )
+    parser.add_argument(
+        "--all-pairs",
+        action="store_true",
+        help="zero-shot retrieval of a model with VSC: also rank by ITM on every pair (slow: every image "
+        "with every caption through the cross-modal encoder)",
+    )
     args = parser.parse_args(argv)
     if args.rerank_top_k < 0:
         parser.error(
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     state = distributed_state()
     curriculum = load_curriculum(args.config, args.data_dir)
     result = run_curriculum(
-        curriculum, args.output_dir, ZeroShotSettings(args.retrieval_split, args.rerank_top_k)
+        curriculum, args.output_dir, ZeroShotSettings(args.retrieval_split, args.rerank_top_k, args.all_pairs)
     )
     if not state.is_main_process:
         return

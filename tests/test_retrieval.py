@@ -64,13 +64,15 @@ class HandBuiltModel:
 
 
 class LookUpScorer:
-    """An ITM scorer reading `scores[image, caption]`; counts the pairs it scored."""
+    """An ITM scorer reading `scores[image, caption]`; counts the pairs it scored and the calls made with
+    autograd on (a scorer's graph kept for every pair fills the memory)."""
 
     def __init__(self, scores: torch.Tensor):
-        self.scores, self.pairs = scores, 0
+        self.scores, self.pairs, self.with_autograd = scores, 0, 0
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         self.pairs += len(inputs["input_ids"])
+        self.with_autograd += torch.is_grad_enabled()
         return self.scores[inputs["visual_feats"][:, 0], inputs["input_ids"][:, 0]]
 
 
@@ -188,6 +190,7 @@ def test_two_stage_retrieval_reranks_the_top_k_of_the_contrastive_ranking(index_
         score, None, None, IMAGES, "test", "t", contrastive_model=HandBuiltModel(SIMILARITY), rerank_top_k=0
     )
     assert list(plain.rankings) == ["contrastive", "all_pairs"] and plain.rerank_top_k is None
+    assert score.with_autograd == 0
     with pytest.raises(ValueError, match="rerank_top_k: expected 0"):
         evaluate_retrieval(score, None, None, IMAGES, "test", "t", rerank_top_k=-1)
 
