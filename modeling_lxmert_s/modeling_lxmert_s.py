@@ -812,6 +812,12 @@ class LxmertSContrastiveFeatures:
         regions = self.lxmert.encoder.visn_fc(visual_feats, visual_pos)[:, self._first_region :]
         return head.image_embeds(regions, visual_attention_mask)
 
+    @property
+    def contrastive_logit_scale(self) -> float:
+        """What the VSC loss multiplies the cosine similarity of the features with (1 / its temperature): the
+        similarity as a logit, comparable with ITM's log-odds when retrieval re-ranks with both."""
+        return self._contrastive_head().scale().item()
+
     def _contrastive_head(self) -> VisualSemanticContrastiveHead:
         if "vsc" not in self.heads:
             raise ValueError(

@@ -316,12 +316,16 @@ class VisualSemanticContrastiveHead(PretrainingHead):
             self.image_projection(_masked_mean(region_embeddings, visual_attention_mask)), dim=-1
         )
 
+    def scale(self) -> torch.Tensor:
+        """1 / temperature: what turns a cosine similarity of the embeddings into a logit. CLIP's clamp: a
+        temperature below 1/100 makes the softmax one-hot and the gradients vanish."""
+        return self.logit_scale.exp().clamp(max=100)
+
     def similarity(self, features: EncoderFeatures) -> torch.Tensor:
         """(B, B) scaled similarity of text i and image j of the batch."""
         text = self.text_embeds(features.text_embeddings, features.attention_mask)
         image = self.image_embeds(features.region_embeddings, features.visual_attention_mask)
-        # CLIP's clamp: a temperature below 1/100 makes the softmax one-hot and the gradients vanish
-        return self.logit_scale.exp().clamp(max=100) * text.float() @ image.float().T
+        return self.scale() * text.float() @ image.float().T
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.similarity(features)

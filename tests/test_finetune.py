@@ -162,7 +162,10 @@ def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoi
     assert report["chance"]["image_r1"] == 1 / 4  # 4 val images
     printed = capsys.readouterr().out
     assert "Fine-tuned retrieval (val: 4 images x 20 captions" in printed
-    assert "top-2 by contrastive similarity re-ranked by ITM (cross-modal encoder): IR" in printed
+    assert (
+        "top-2 by contrastive similarity re-ranked by ITM log-odds + VSC logit (cross-modal encoder): IR"
+        in printed
+    )
     # the fine-tuned model keeps the VSC head: fine-tuning trains the ITM score only
     model = LxmertSForImageTextRetrieval.from_pretrained(result.hub_folder)
     pretrained = load_file(vsc_checkpoint / "model.safetensors")

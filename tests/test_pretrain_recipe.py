@@ -144,7 +144,10 @@ def test_the_job_prints_and_records_held_out_scores_of_both_paths(tmp_path, worl
     run = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
     default = _finish(_pretrain(config, tmp_path / "default", **run))
     assert "ITM on every pair" not in default  # all pairs only when asked: the slow, paper's protocol
-    assert "  top-16 by contrastive similarity re-ranked by ITM (cross-modal encoder): IR " in default
+    assert (
+        "  top-16 by contrastive similarity re-ranked by ITM log-odds + VSC logit (cross-modal encoder): IR "
+        in default
+    )
     output = _finish(_pretrain(config, out, flags=("--all-pairs",), **run))
     assert "ITM on every pair: 100%" in output  # scoring shows its progress
     lines = output.splitlines()
@@ -159,7 +162,7 @@ def test_the_job_prints_and_records_held_out_scores_of_both_paths(tmp_path, worl
     chance = "(chance 25.0 / 100.0 / 100.0)   TR {} (chance 25.0 / 80.6 / 98.4)"
     assert contrastive.startswith("  contrastive similarity (VSC embeddings, no cross-modal pass): IR ")
     assert reranked.startswith(
-        "  top-16 by contrastive similarity re-ranked by ITM (cross-modal encoder): IR "
+        "  top-16 by contrastive similarity re-ranked by ITM log-odds + VSC logit (cross-modal encoder): IR "
     )
     assert all_pairs.startswith("  ITM on every pair (cross-modal encoder): IR ")
     assert kept.startswith("  share of the all-pairs recall the re-ranking keeps: IR ")
@@ -175,7 +178,7 @@ def test_the_job_prints_and_records_held_out_scores_of_both_paths(tmp_path, worl
         (contrastive, "by contrastive similarity", "contrastive path (VSC embeddings, no cross-modal pass)"),
         (
             reranked,
-            "top 16 by contrastive similarity, re-ranked by ITM",
+            "top 16 by contrastive similarity, re-ranked by ITM log-odds + VSC logit",
             "contrastive path, then the cross-modal encoder (ITM) on the top 16",
         ),
         (all_pairs, "by ITM on every pair", "cross-modal encoder (ITM)"),

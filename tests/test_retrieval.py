@@ -51,10 +51,10 @@ MATCHED = torch.tensor([[1.0, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1
 
 class HandBuiltModel:
     """`get_image_features` / `get_text_features` whose products are `similarity`: image i embeds as the i-th
-    unit vector, caption c as column c of `similarity`."""
+    unit vector, caption c as column c of `similarity`; `contrastive_logit_scale` 0 re-ranks by ITM alone."""
 
-    def __init__(self, similarity: torch.Tensor):
-        self.similarity = similarity
+    def __init__(self, similarity: torch.Tensor, contrastive_logit_scale: float = 0.0):
+        self.similarity, self.contrastive_logit_scale = similarity, contrastive_logit_scale
 
     def get_image_features(self, visual_feats: torch.Tensor) -> torch.Tensor:
         return torch.eye(len(self.similarity))[visual_feats[:, 0]]
@@ -175,7 +175,8 @@ def test_two_stage_retrieval_reranks_the_top_k_of_the_contrastive_ranking(index_
         "(chance 33.3 / 100.0 / 100.0)   TR 66.7 / 100.0 / 100.0 (chance 33.3 / 100.0 / 100.0)"
     )
     assert summary[2].startswith(
-        "  top-2 by contrastive similarity re-ranked by ITM (cross-modal encoder): IR 83.3"
+        "  top-2 by contrastive similarity re-ranked by ITM log-odds + VSC logit (cross-modal encoder): "
+        "IR 83.3"
     )
     assert summary[3].startswith(
         "  ITM on every pair (cross-modal encoder): IR 100.0 / 100.0 / 100.0 (chance 33.3"
@@ -193,6 +194,24 @@ def test_two_stage_retrieval_reranks_the_top_k_of_the_contrastive_ranking(index_
     assert score.with_autograd == 0
     with pytest.raises(ValueError, match="rerank_top_k: expected 0"):
         evaluate_retrieval(score, None, None, IMAGES, "test", "t", rerank_top_k=-1)
+
+
+def test_the_top_k_are_reranked_by_itm_plus_the_contrastive_logit(index_split):
+    # images 0 and 1, captions 0-1 and 2-3. The similarity ranks every caption's image first, by 0.3 (captions
+    # 0, 1) and 0.2 (captions 2, 3); ITM's log-odds prefer the other image by 1.
+    similarity = torch.tensor([[0.9, 0.9, 0.3, 0.3], [0.6, 0.6, 0.5, 0.5]])
+    itm = torch.tensor([[-1.0, -1, 0, 0], [0, 0, -1, -1]])
+    images = IMAGES.select([0, 1])
+    image_r1 = {}
+    for scale in (0.0, 4.0, 10.0):
+        model = HandBuiltModel(similarity, contrastive_logit_scale=scale)
+        result = evaluate_retrieval(
+            LookUpScorer(itm), None, None, images, "test", "t", contrastive_model=model, rerank_top_k=2
+        )
+        assert result.rankings["contrastive"]["image_r1"] == 1.0
+        image_r1[scale] = result.rankings["reranked"]["image_r1"]
+    # ITM alone gets all 4 wrong; at scale 4 the logits outweigh ITM for captions 0, 1 (0.3 x 4 > 1) only
+    assert image_r1 == {0.0: 0.0, 4.0: 0.5, 10.0: 1.0}
 
 
 def test_chance_recalls_by_hand():
@@ -217,10 +236,10 @@ def world(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("text_retrieval", ["all_captions", "first_caption"])
-def test_two_stage_with_k_covering_every_candidate_is_all_pairs_itm(world, text_retrieval):
+def test_two_stage_with_k_covering_every_candidate_is_all_pairs_scoring(world, text_retrieval):
     """A small split (4 images x 20 captions) and a tiny model with random weights: re-ranking the top 20
-    re-ranks every candidate of both directions, so its recall is the all-pairs ITM recall; the contrastive
-    ranking is that of the model's embeddings."""
+    re-ranks every candidate of both directions, so its recall is that of ITM log-odds + contrastive logit on
+    every pair; the contrastive ranking is that of the model's embeddings."""
     torch.manual_seed(0)
     data = PretrainingData.open(world)
     config = LxmertSConfig(**TINY_MODEL, **data.model_sizes(), pretraining_tasks=["mlm", "vsc", "itm"])
@@ -240,11 +259,20 @@ def test_two_stage_with_k_covering_every_candidate_is_all_pairs_itm(world, text_
         all_pairs=True,
     )
     assert (result.images, result.captions) == (4, 20)
-    assert result.rankings["reranked"] == result.rankings["all_pairs"]
-    assert set(result.kept().values()) == {1.0}
-
+    itm = itm_match_scorer(model)
     captions = [caption for texts in images["captions"] for caption in texts]
     split = EncodedSplit.encode(data.store, processor, images["image_index"], captions)
+
+    def itm_plus_logit(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        text = model.get_text_features(**{name: inputs[name] for name in split.text})
+        image = model.get_image_features(**{name: inputs[name] for name in split.visual})
+        return itm(inputs) + model.contrastive_logit_scale * (text * image).sum(-1)
+
+    every_pair = evaluate_retrieval(
+        itm_plus_logit, data.store, processor, images, "test", "t", text_retrieval=text_retrieval
+    )
+    assert result.rankings["reranked"] == every_pair.rankings["all_pairs"]
+
     with torch.no_grad():
         by_hand = model.get_image_features(**split.visual) @ model.get_text_features(**split.text).T
     torch.testing.assert_close(contrastive_similarity(model, split, batch_size=3), by_hand)

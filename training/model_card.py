@@ -81,7 +81,7 @@ def _stage_rows(curriculum: Curriculum, data: PretrainingData, results: Sequence
 CARD_RANKINGS = {
     "contrastive": ("by contrastive similarity", "contrastive path (VSC embeddings, no cross-modal pass)"),
     "reranked": (
-        "top {k} by contrastive similarity, re-ranked by ITM",
+        "top {k} by contrastive similarity, re-ranked by ITM log-odds + VSC logit",
         "contrastive path, then the cross-modal encoder (ITM) on the top {k}",
     ),
     "all_pairs": ("by ITM on every pair", "cross-modal encoder (ITM)"),
