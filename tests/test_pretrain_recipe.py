@@ -179,7 +179,7 @@ def test_the_job_prints_and_records_held_out_scores_of_both_paths(tmp_path, worl
         (
             reranked,
             "top 16 by contrastive similarity, re-ranked by ITM log-odds + VSC logit",
-            "contrastive path, then the cross-modal encoder (ITM) on the top 16",
+            "contrastive path, then the cross-modal encoder (ITM) added to it on the top 16",
         ),
         (all_pairs, "by ITM on every pair", "cross-modal encoder (ITM)"),
     ):

@@ -82,7 +82,7 @@ CARD_RANKINGS = {
     "contrastive": ("by contrastive similarity", "contrastive path (VSC embeddings, no cross-modal pass)"),
     "reranked": (
         "top {k} by contrastive similarity, re-ranked by ITM log-odds + VSC logit",
-        "contrastive path, then the cross-modal encoder (ITM) on the top {k}",
+        "contrastive path, then the cross-modal encoder (ITM) added to it on the top {k}",
     ),
     "all_pairs": ("by ITM on every pair", "cross-modal encoder (ITM)"),
 }
