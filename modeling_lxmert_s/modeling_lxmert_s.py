@@ -171,6 +171,26 @@ class LxmertSVisualFeatureEncoder(nn.Module):
         return self.dropout((features + boxes) / 2)
 
 
+def text_defaults(
+    input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_type_ids` and `position_ids` as given, else segment 0 and absolute positions."""
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    if position_ids is None:
+        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    return token_type_ids, position_ids
+
+
+def visual_mask_or_ones(
+    visual_feats: torch.Tensor, visual_attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The regions' padding mask as given, else every region real."""
+    if visual_attention_mask is None:
+        return torch.ones(visual_feats.shape[:2], dtype=torch.long, device=visual_feats.device)
+    return visual_attention_mask
+
+
 def additive_mask(mask: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """(B, K) or (B, Q, K) 1/0 -> (B, 1, 1, K) or (B, 1, Q, K) additive mask in the dtype attention runs in
     (bf16 under autocast, where float32's minimum would round to -inf)."""
@@ -619,16 +639,11 @@ class LxmertSModel(LxmertSPreTrainedModel):
             visual_pos,
             visual_attention_mask,
         )
-        batch, length = input_ids.shape
-        device = input_ids.device
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(length, device=device).expand(batch, length)
+        batch = len(input_ids)
+        token_type_ids, position_ids = text_defaults(input_ids, token_type_ids, position_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if visual_attention_mask is None:
-            visual_attention_mask = torch.ones(visual_feats.shape[:2], dtype=torch.long, device=device)
+        visual_attention_mask = visual_mask_or_ones(visual_feats, visual_attention_mask)
         if self.config.visual_cls_token:
             visual_attention_mask = torch.cat(
                 [visual_attention_mask.new_ones(batch, 1), visual_attention_mask], 1
@@ -776,11 +791,7 @@ class LxmertSContrastiveFeatures:
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None
     ) -> torch.Tensor:
         """The text's embeddings before any cross-modal layer, what VSC compares."""
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        return self.lxmert.embeddings(input_ids, token_type_ids, position_ids)
+        return self.lxmert.embeddings(input_ids, *text_defaults(input_ids, token_type_ids, position_ids))
 
     def get_text_features(
         self,
@@ -805,12 +816,8 @@ class LxmertSContrastiveFeatures:
     ) -> torch.Tensor:
         """(B, D) L2-normalised VSC image embeddings (see `get_text_features`)."""
         head = self._contrastive_head()
-        if visual_attention_mask is None:
-            visual_attention_mask = torch.ones(
-                visual_feats.shape[:2], dtype=torch.long, device=visual_feats.device
-            )
         regions = self.lxmert.encoder.visn_fc(visual_feats, visual_pos)[:, self._first_region :]
-        return head.image_embeds(regions, visual_attention_mask)
+        return head.image_embeds(regions, visual_mask_or_ones(visual_feats, visual_attention_mask))
 
     @property
     def contrastive_logit_scale(self) -> float:
@@ -958,10 +965,7 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             "token_type_ids": token_type_ids,
             "position_ids": position_ids,
         }
-        if visual_attention_mask is None:
-            visual_attention_mask = torch.ones(
-                visual_feats.shape[:2], dtype=torch.long, device=visual_feats.device
-            )
+        visual_attention_mask = visual_mask_or_ones(visual_feats, visual_attention_mask)
         image = {
             "visual_feats": visual_feats,
             "visual_pos": visual_pos,

@@ -285,14 +285,21 @@ class RetrievalResult:
         """`image_r1`, `image_r5`, ... (or `text_*`) in order."""
         return [name for name in self.chance if name.startswith(f"{kind}_")]
 
+    def ranked_recalls(self, skip: Ranking | None = None) -> dict[str, float]:
+        """Every ranking's recalls but `skip`'s, each prefixed with its ranking (`contrastive_image_r1`,
+        `all_pairs_text_r5`, ...)."""
+        return {
+            f"{ranking}_{name}": value
+            for ranking, recalls in self.rankings.items()
+            if ranking != skip
+            for name, value in recalls.items()
+        }
+
     def metrics(self) -> dict[str, float]:
         """Flat, for JSON: the headline ranking's recalls under the metric's names, every other ranking's
-        prefixed with its name (`contrastive_image_r1`, ...), and `kept_*` (`kept`)."""
-        flat = dict(self.recalls)
-        for ranking, recalls in self.rankings.items():
-            if ranking != self.headline:
-                flat |= {f"{ranking}_{name}": value for name, value in recalls.items()}
-        return flat | {f"kept_{name}": value for name, value in self.kept().items()}
+        prefixed with its name (`ranked_recalls`), and `kept_*` (`kept`)."""
+        kept = {f"kept_{name}": value for name, value in self.kept().items()}
+        return dict(self.recalls) | self.ranked_recalls(skip=self.headline) | kept
 
     def summary(self) -> str:
         """One line per ranking, recalls in percent with the chance level beside them."""

@@ -128,10 +128,7 @@ class ZeroShotScores:
         (`contrastive_image_r1`, `reranked_text_r5`, `all_pairs_image_r10`, ...); {} when skipped."""
         if self.skipped is not None:
             return {}
-        flat = {"itm_accuracy": self.itm.accuracy}
-        for ranking, recalls in self.retrieval.rankings.items():
-            flat |= {f"{ranking}_{name}": value for name, value in recalls.items()}
-        return flat
+        return {"itm_accuracy": self.itm.accuracy} | self.retrieval.ranked_recalls()
 
     def to_json(self) -> dict[str, Any]:
         return {"itm": dataclasses.asdict(self.itm), "retrieval": dataclasses.asdict(self.retrieval)}
