@@ -39,6 +39,7 @@ from processing.readers import (
     Question,
     RegionPhrase,
     build_answer_vocab,
+    load_json,
     read_class_vocab,
     read_coco_captions,
     read_flickr30k_karpathy,
@@ -149,6 +150,24 @@ def _locate(
     dropped = _check_missing(rows < 0, lambda i: describe(records[i]), store, origin, drop_missing)
     keep = rows >= 0
     return list(compress(records, keep)), rows[keep], dropped
+
+
+def check_rows_point_at_store(corpus: Dataset, store: FeatureStore, origin: str) -> None:
+    """Every row's `image_index` is its `image_id`'s row in `store`: a corpus kept from an earlier store (one
+    rebuilt from the same files in another order, say) would otherwise pair texts with the wrong images."""
+    index = np.asarray(corpus["image_index"], dtype=np.int64)
+    outside = (index < 0) | (index >= len(store))
+    stored = np.asarray(store.image_ids, dtype=object)[np.where(outside, 0, index)]
+    wrong = outside | (stored != np.asarray(corpus["image_id"], dtype=object))
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        found = "outside the store" if outside[row] else f"image {stored[row]!r} there"
+        raise ValueError(
+            f"{origin}: row {row}: field 'image_index' is {index[row]}, {found}, not the row's image_id "
+            f"{corpus[row]['image_id']!r} ({int(wrong.sum())} of {len(index)} rows): the corpus was built "
+            f"against another feature store than {store.path}; rebuild it with "
+            f"`python -m processing.corpora ... --store {store.path}`"
+        )
 
 
 def token_corpus(
@@ -333,10 +352,27 @@ def qa_dataset(
         origin,
         drop_missing,
     )
+    if not answer_vocab:
+        raise ValueError(f"{origin}: the answer vocabulary is empty")
     known = set(answer_vocab)
     labels = [
         [(a, s) for a, s in zip(record.answers, record.scores, strict=True) if a in known] for record in kept
     ]
+    labelled = sum(bool(record.answers) for record in kept)
+    unanswerable = sum(bool(record.answers) and not label for record, label in zip(kept, labels, strict=True))
+    if labelled and unanswerable == labelled:
+        raise ValueError(
+            f"{origin}: none of its {labelled} answered questions has an answer in the {len(known)}-answer "
+            "vocabulary: build validation and test corpora with the training corpus's vocabulary (--answers)"
+        )
+    if unanswerable:
+        logger.info(
+            "%s: %d of %d answered questions have no answer in the %d-answer vocabulary (they score 0)",
+            origin,
+            unanswerable,
+            labelled,
+            len(known),
+        )
     columns = {
         "question_id": [record.question_id for record in kept],
         "image_id": [record.image_id for record in kept],
@@ -381,14 +417,17 @@ def flickr30k_dataset(
     drop_missing: bool = False,
     origin: str = "flickr30k",
 ) -> Corpus:
-    """Flickr30k retrieval: one row per image with its captions and Karpathy split."""
+    """Flickr30k retrieval: one row per image with its captions and Karpathy split; a split whose every
+    image is missing from the store is an error (a retrieval run on it would have nothing to rank)."""
+    images = list(images)
     kept, rows, dropped = _locate(
-        list(images),
-        lambda image: f"image {image.image_id!r}",
-        store,
-        origin,
-        drop_missing,
+        images, lambda image: f"image {image.image_id!r}", store, origin, drop_missing
     )
+    emptied = sorted({image.split for image in images} - {image.split for image in kept})
+    if emptied:
+        raise ValueError(
+            f"{origin}: every image of split {emptied[0]!r} is missing from the feature store {store.path}"
+        )
     columns = {
         "image_id": [image.image_id for image in kept],
         "image_index": rows,
@@ -407,10 +446,13 @@ def save_corpus(corpus: Corpus, out: str | os.PathLike, *, overwrite: bool = Fal
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if len(corpus.dataset) == 0:
+        raise ValueError(
+            f"{out}: the corpus has no rows ({corpus.dropped} records dropped); nothing is saved"
+        )
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    # datasets saves an empty dataset as zero shards, which load_from_disk cannot read back.
-    corpus.dataset.save_to_disk(str(temporary), num_shards=1 if len(corpus.dataset) == 0 else None)
+    corpus.dataset.save_to_disk(str(temporary))
     if corpus.answer_vocab is not None:
         atomic_write_text(temporary / ANSWERS_FILE, json.dumps(corpus.answer_vocab))
     replace_folder(temporary, out)
@@ -425,9 +467,11 @@ def load_answer_vocab(path: str | os.PathLike) -> list[str]:
         path = path / ANSWERS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such answer vocabulary")
-    answers = json.loads(path.read_text(encoding="utf-8"))
+    answers = load_json(path)
     if not isinstance(answers, list) or not all(isinstance(answer, str) for answer in answers):
         raise ValueError(f"{path}: expected a JSON list of answer strings")
+    if not answers:
+        raise ValueError(f"{path}: the answer vocabulary is empty")
     return answers
 
 
@@ -475,13 +519,18 @@ def _build_questions(args: argparse.Namespace, store: FeatureStore) -> Corpus:
     if args.answers:
         answer_vocab = load_answer_vocab(args.answers)
     else:
-        answer_vocab = build_answer_vocab(
-            (record for _, records in inputs for record in records), args.min_count
-        )
+        min_count = args.default_min_count if args.min_count is None else args.min_count
+        answer_vocab = build_answer_vocab((record for _, records in inputs for record in records), min_count)
+        if not answer_vocab:
+            raise ValueError(
+                f"{', '.join(str(path) for path, _ in inputs)}: no answer is the answer of >= "
+                f"{min_count} questions, so the answer vocabulary would be empty "
+                "(lower --min-count, or give --answers)"
+            )
         logger.info(
             "answer vocabulary: %d answers seen as the answer of >= %d questions",
             len(answer_vocab),
-            args.min_count,
+            min_count,
         )
     return _concatenate(
         [
@@ -507,16 +556,23 @@ def _build_flickr30k(args: argparse.Namespace, store: FeatureStore) -> Corpus:
 
 def _add_question_options(parser: argparse.ArgumentParser, min_count: int) -> None:
     parser.add_argument("--lxmert", nargs="+", default=[], help="LXMERT question json files")
-    parser.add_argument(
-        "--answers", help="existing answer vocabulary (answers.json or a JSON list of answers)"
+    vocabulary = parser.add_mutually_exclusive_group(required=True)
+    vocabulary.add_argument(
+        "--answers",
+        help="the answer vocabulary: the training corpus's (its folder or answers.json) or LXMERT's "
+        "trainval_label2ans.json; validation and test corpora must use the one the classifier is trained on",
+    )
+    vocabulary.add_argument(
+        "--new-answer-vocab",
+        action="store_true",
+        help="make the vocabulary from these files (the training split): answers of >= --min-count questions",
     )
     parser.add_argument(
         "--min-count",
         type=int,
-        default=min_count,
-        help=f"without --answers: keep answers that answer >= this many questions (default {min_count})",
+        help=f"with --new-answer-vocab: keep answers of >= this many questions (default {min_count})",
     )
-    parser.set_defaults(build=_build_questions)
+    parser.set_defaults(build=_build_questions, default_min_count=min_count)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -595,8 +651,20 @@ def _check_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             len(args.questions),
         ):
             parser.error("vqa: give one --coco-split, and one --annotations or none at all, per --questions")
+        if args.answers and args.min_count is not None:
+            parser.error(f"{args.kind}: --min-count applies to --new-answer-vocab, not to --answers")
     if Path(args.out).exists() and not args.overwrite:
         parser.error(f"{args.out} exists; pass --overwrite to replace it")
+
+
+def _input_files(args: argparse.Namespace) -> list[str]:
+    """The input files a command was given, to name them in errors."""
+    names = ("object_vocab", "region_descriptions", "karpathy", "coco", "lxmert", "questions", "annotations")
+    found = []
+    for name in names:
+        value = getattr(args, name, None)
+        found += [str(path) for path in (value if isinstance(value, list) else [value] if value else [])]
+    return found or [str(args.store)]
 
 
 def main(argv: Sequence[str] | None = None) -> Corpus:
@@ -606,6 +674,11 @@ def main(argv: Sequence[str] | None = None) -> Corpus:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         corpus = args.build(args, FeatureStore(args.store))
+        if len(corpus.dataset) == 0:
+            raise ValueError(
+                f"{', '.join(_input_files(args))}: no {args.kind} rows ({corpus.dropped} records dropped "
+                "because their image is not in the store); nothing is saved"
+            )
     except (KeyError, ValueError, FileNotFoundError) as error:
         parser.exit(1, f"error: {error.args[0]}\n")
     save_corpus(corpus, args.out, overwrite=args.overwrite)

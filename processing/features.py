@@ -157,11 +157,19 @@ def _parse_obj36_line(
     _check_num_boxes(num_boxes, location, "num_boxes", max_boxes)
 
     # Decoded in file order, so a row that is wrong in several fields reports the first of them.
+    decoded = {name: _decode_base64(row[name], location, name) for name in _PER_REGION_BYTES}
+    _check_region_count(decoded, num_boxes, location)
     arrays = {
-        attribute: _as_array(row, OBJ36_NAMES[attribute], dtype.newbyteorder("<"), (num_boxes,), location)
+        attribute: _bytes_as_array(
+            decoded[OBJ36_NAMES[attribute]],
+            dtype.newbyteorder("<"),
+            (num_boxes,),
+            location,
+            OBJ36_NAMES[attribute],
+        )
         for attribute, dtype in LABEL_DTYPES.items()
     }
-    arrays["boxes"] = _as_array(row, "boxes", np.dtype("<f4"), (num_boxes, 4), location)
+    arrays["boxes"] = _bytes_as_array(decoded["boxes"], np.dtype("<f4"), (num_boxes, 4), location, "boxes")
     features = _decode_base64(row["features"], location, "features")
     if feature_dim is None:
         if len(features) % (4 * num_boxes):
@@ -177,6 +185,25 @@ def _parse_obj36_line(
     return record
 
 
+# Bytes per region of each fixed-size per-region field of an obj36 row.
+_PER_REGION_BYTES = {
+    **{OBJ36_NAMES[attribute]: dtype.itemsize for attribute, dtype in LABEL_DTYPES.items()},
+    "boxes": 16,
+}
+
+
+def _check_region_count(decoded: Mapping[str, bytes], num_boxes: int, location: str) -> None:
+    """When every per-region field holds the same number of regions and `num_boxes` says another, the
+    count is what is wrong: name `num_boxes`, not the first array that disagrees with it."""
+    counts = {len(data) / _PER_REGION_BYTES[name] for name, data in decoded.items()}
+    if len(counts) == 1 and (count := counts.pop()) != num_boxes and count.is_integer():
+        raise BadRecordError(
+            location,
+            "num_boxes",
+            f"{num_boxes}, but {', '.join(decoded)} each hold {int(count)} regions",
+        )
+
+
 def _parse_int(value: bytes, location: str, field: str) -> int:
     try:
         return int(value)
@@ -189,12 +216,6 @@ def _decode_base64(value: bytes, location: str, field: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except binascii.Error as error:
         raise BadRecordError(location, field, f"bad base64 ({error})") from None
-
-
-def _as_array(
-    row: Mapping[str, bytes], field: str, dtype: np.dtype, shape: tuple[int, ...], location: str
-) -> np.ndarray:
-    return _bytes_as_array(_decode_base64(row[field], location, field), dtype, shape, location, field)
 
 
 def _bytes_as_array(
@@ -390,13 +411,21 @@ def import_features(
         if not source.exists():
             raise FileNotFoundError(f"input {source} does not exist")
     work = out_store / WORK_FOLDER
+    created = [folder for folder in (out_store, work) if not folder.exists()]
     work.mkdir(parents=True, exist_ok=True)
     shards = []
-    for source in tqdm(sources, desc="inputs", unit="file", disable=not progress):
-        shard = work / f"{source.name}-{hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]}"
-        if not _is_finished(shard, source, settings):
-            _convert_to_shard(source, shard, settings, progress)
-        shards.append(shard)
+    try:
+        for source in tqdm(sources, desc="inputs", unit="file", disable=not progress):
+            shard = work / f"{source.name}-{hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]}"
+            if not _is_finished(shard, source, settings):
+                _convert_to_shard(source, shard, settings, progress)
+            shards.append(shard)
+    except BaseException:
+        # finished shards stay for the re-run to resume from; folders this call made and left empty go
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     store = _assemble(out_store, shards, settings, progress)
     skipped = {
         str(source): _shard_meta(shard)["skipped_rows"] for source, shard in zip(sources, shards, strict=True)
@@ -476,6 +505,8 @@ def _convert_to_shard(source: Path, shard: Path, settings: ImportSettings, progr
                     small.setdefault(name, []).append(array)
             features_file.flush()
             os.fsync(features_file.fileno())
+        if not seen:
+            raise ValueError(f"{source}: no image records (an empty input is not imported)")
     except BaseException:
         shutil.rmtree(tmp)  # a half-converted input is worth nothing; don't leave its features on disk
         raise

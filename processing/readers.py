@@ -63,17 +63,30 @@ class Flickr30kImage:
     split: str
 
 
-def _load_json(path: str | os.PathLike) -> Any:
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file; a byte that is not UTF-8 is an error naming the file, line and byte offset."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            return json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-            ) from None
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"{path}: line {line}, byte offset {error.start}: byte {data[error.start : error.start + 1]!r} "
+            "is not UTF-8 (the file must be UTF-8 encoded)"
+        ) from None
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """A UTF-8 JSON file; invalid bytes or JSON are errors naming the file and the position."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
 
 
 def _field(
@@ -118,11 +131,8 @@ def read_class_vocab(path: str | os.PathLike) -> list[str]:
     A line may list comma-separated synonyms ("tennis racket,tennis racquet"); the first is the name,
     as bottom-up-attention's demo does. Class names may be several words and stay so.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
     names = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(read_text(path).splitlines(), start=1):
         name = line.split(",")[0].strip()
         if not name:
             raise ValueError(f"{path}: line {line_number}: field 'class name' is empty")
@@ -138,7 +148,7 @@ def read_vg_region_descriptions(path: str | os.PathLike) -> list[RegionPhrase]:
     not read: MSP pairs the phrases with the detector's regions, not with VG's.
     """
     records = []
-    for index, image in enumerate(_top_level_list(_load_json(path), path)):
+    for index, image in enumerate(_top_level_list(load_json(path), path)):
         where = f"{path}: record {index}"
         image_key = "id" if isinstance(image, dict) and "id" in image else "image_id"
         image_id = str(_field(image, image_key, int, where))
@@ -163,7 +173,7 @@ def read_coco_captions(path: str | os.PathLike) -> list[Caption]:
     the `img_id` convention of LXMERT's `mscoco_*_obj36.tsv` features; the numeric COCO id only
     links an annotation to its image.
     """
-    data = _load_json(path)
+    data = load_json(path)
     file_stem = {}
     for index, image in enumerate(_top_level_list(data, path, "images")):
         where = f"{path}: images[{index}]"
@@ -187,7 +197,7 @@ def read_lxmert_pretrain_json(path: str | os.PathLike, sources: Sequence[str]) -
     `{"img_id", "labelf": {...}, "sentf": {source: [sentences]}}`; keeps the sentences of `sources`
     (e.g. "mscoco", "vg"), in file order. A source no record has is an error listing those present.
     """
-    records = _top_level_list(_load_json(path), path)
+    records = _top_level_list(load_json(path), path)
     sentences_of = []
     available: set[str] = set()
     for index, record in enumerate(records):
@@ -252,9 +262,7 @@ def read_vqa_official(
     Without `annotations_path` (the test sets) the questions carry no answers.
     """
     questions = []
-    for index, question in enumerate(
-        _top_level_list(_load_json(questions_path), questions_path, "questions")
-    ):
+    for index, question in enumerate(_top_level_list(load_json(questions_path), questions_path, "questions")):
         where = f"{questions_path}: questions[{index}]"
         question_id = _field(question, "question_id", int, where)
         where = f"{where} (question_id {question_id})"
@@ -264,7 +272,7 @@ def read_vqa_official(
     annotation_of = {}
     if annotations_path is not None:
         for index, annotation in enumerate(
-            _top_level_list(_load_json(annotations_path), annotations_path, "annotations")
+            _top_level_list(load_json(annotations_path), annotations_path, "annotations")
         ):
             where = f"{annotations_path}: annotations[{index}]"
             question_id = _field(annotation, "question_id", int, where)
@@ -307,7 +315,7 @@ def read_lxmert_qa_json(path: str | os.PathLike) -> list[Question]:
     which are not needed; GQA's question ids are strings). Test sets have no `label`.
     """
     records = []
-    for index, record in enumerate(_top_level_list(_load_json(path), path)):
+    for index, record in enumerate(_top_level_list(load_json(path), path)):
         where = f"{path}: record {index}"
         question_id = _field(record, "question_id", (int, str), where)
         where = f"{where} (question_id {question_id})"
@@ -333,7 +341,7 @@ def read_lxmert_nlvr2_json(path: str | os.PathLike) -> list[Nlvr2Pair]:
     with `label` 1 (the sentence is true of the image pair) or 0.
     """
     records = []
-    for index, record in enumerate(_top_level_list(_load_json(path), path)):
+    for index, record in enumerate(_top_level_list(load_json(path), path)):
         where = f"{path}: record {index}"
         identifier = _field(record, "identifier", str, where)
         where = f"{where} (identifier {identifier})"
@@ -351,7 +359,7 @@ def read_flickr30k_karpathy(path: str | os.PathLike) -> list[Flickr30kImage]:
     ("1000092795"), the `img_id` of LXMERT-style Flickr30k features; captions are the `raw` texts.
     """
     records = []
-    for index, image in enumerate(_top_level_list(_load_json(path), path, "images")):
+    for index, image in enumerate(_top_level_list(load_json(path), path, "images")):
         where = f"{path}: images[{index}]"
         filename = _field(image, "filename", str, where)
         where = f"{where} (filename {filename})"

@@ -81,7 +81,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def replace_folder(finished: Path, out: Path) -> None:
     """Move the finished folder `finished` to `out`, replacing what is there with renames only, so a
-    killed process leaves either the old folder or the new one at `out`, never a mix."""
+    killed process leaves either the old folder or the new one at `out`, never a mix. The old folder of a
+    replacement that was killed before deleting it is deleted now."""
+    for stale in out.parent.glob(f".{out.name}.old-*"):
+        shutil.rmtree(stale)
     if out.exists():
         previous = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, previous)

@@ -57,8 +57,17 @@ def wordpiece_tokenizer_from_vocabulary(tokens: Sequence[str]) -> BertTokenizerF
 
 
 def load_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased") -> PreTrainedTokenizerBase:
-    """BERT's uncased WordPiece by default (LXMERT's), or any tokenizer saved with `save_pretrained`."""
-    return AutoTokenizer.from_pretrained(name_or_path)
+    """BERT's uncased WordPiece by default (LXMERT's), or any tokenizer saved with `save_pretrained`. A Hub
+    name that cannot be fetched (no internet) is an error saying how to give the data folder its own copy."""
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as error:
+        raise OSError(
+            f"tokenizer {str(name_or_path)!r} could not be loaded ({error}). On a machine without internet, "
+            f"save it where it can be fetched (`AutoTokenizer.from_pretrained({str(name_or_path)!r})"
+            ".save_pretrained('<data folder>/tokenizer')`) and copy that folder into the data folder: a data "
+            "folder's tokenizer/ is used when present (README, 'The data pipeline')"
+        ) from error
 
 
 __all__ = [

@@ -17,9 +17,10 @@ standard 1k images x 5k captions) unless --text-retrieval first_caption asks for
 protocol (each image against the first caption of every image, 1k x 1k), which the paper's TR numbers use;
 image retrieval is the same in both. Retrieval prints each ranking's recall in percent, chance beside it.
 
-Prints the metrics and writes them to <output-dir>/eval-<task>-<split>.json (default output dir: the model
-folder); VQA and GQA also write every question's predicted answer to predictions-<task>-<split>.json, which is
-all an unlabelled test split yields.
+Prints the metrics in percent and writes them, as fractions, to <output-dir>/eval-<task>-<split>.json
+(default output dir: the folder that holds the model folder, e.g. outputs/finetune-vqa for
+outputs/finetune-vqa/hub, so nothing is added to the folder one uploads); VQA and GQA also write every
+question's predicted answer to predictions-<task>-<split>.json, which is all an unlabelled test split yields.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from training.finetuning import (
     check_retrieval_ranking_arguments,
     default_data_folder,
     evaluate_checkpoint,
+    metrics_line,
 )
 from training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
 
@@ -57,7 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="prepared data folder (default: the synthetic world, outputs/pretrain/world)",
     )
-    parser.add_argument("--output-dir", type=Path, help="where the json files go (default: the model folder)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="where the json files go (default: the folder holding the model folder, so that they are not "
+        "uploaded with it)",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="questions or sentences per forward pass")
     parser.add_argument(
         "--text-retrieval",
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
         rerank_top_k=args.rerank_top_k,
         all_pairs=args.all_pairs,
     )
-    output_dir = args.output_dir or args.model
+    output_dir = args.output_dir or args.model.parent  # beside the model: nothing is added to its folder
     output_dir.mkdir(parents=True, exist_ok=True)
     name = f"{task.name}-{args.split}"
     report = {
@@ -112,12 +119,10 @@ def main(argv: list[str] | None = None) -> Evaluation:
         print(evaluation.retrieval.summary())
         if "contrastive" not in evaluation.retrieval.rankings:
             print(f"({args.model} has no VSC head: ITM ranked every pair)")
+    elif evaluation.metrics:
+        print(metrics_line(task, args.split, evaluation.metrics))
     else:
-        if evaluation.metrics:
-            metrics = "  ".join(f"{key} {value:.4f}" for key, value in evaluation.metrics.items())
-        else:
-            metrics = "no labels in this split; predictions written"
-        print(f"{task.name} on {args.split}: {metrics}")
+        print(f"{task.name} on {args.split}: no labels in this split; predictions written")
     print(f"Written to {output_dir / f'eval-{name}.json'}")
     return evaluation
 

@@ -36,6 +36,7 @@ from training.finetuning import (
     check_retrieval_ranking_arguments,
     default_data_folder,
     finetune,
+    metrics_line,
 )
 
 
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         if result.retrieval is not None:
             print(result.retrieval.summary())
         else:
-            metrics = "  ".join(f"{name} {value:.4f}" for name, value in result.metrics.items())
-            print(f"{task.name} on val: {metrics}")
+            print(metrics_line(task, "val", result.metrics))
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
     return result

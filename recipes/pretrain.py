@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output-dir", type=Path, default=Path("outputs/pretrain"), help="default: %(default)s"
     )
     parser.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="train again the stages whose folder holds results of other settings (by default such a run is "
+        "refused, naming what changed; the same settings resume)",
+    )
+    parser.add_argument(
         "--retrieval-split", default="test", help="split of corpora/flickr30k for the zero-shot scores"
     )
     parser.add_argument(
@@ -69,12 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     state = distributed_state()
     curriculum = load_curriculum(args.config, args.data_dir)
     result = run_curriculum(
-        curriculum, args.output_dir, ZeroShotSettings(args.retrieval_split, args.rerank_top_k, args.all_pairs)
+        curriculum,
+        args.output_dir,
+        ZeroShotSettings(args.retrieval_split, args.rerank_top_k, args.all_pairs),
+        overwrite_output_dir=args.overwrite_output_dir,
     )
     if not state.is_main_process:
         return
     print(f"Hub-ready folder: {result.hub_folder}")
-    print(f"Loss curves:      {result.plot}")
+    if result.plot is not None:
+        print(f"Loss curves:      {result.plot}")
     print(result.zero_shot.summary())
 
 

@@ -209,6 +209,12 @@ def test_nlvr2_dataset_points_at_both_images(store):
     }
 
 
+def test_flickr30k_split_whose_images_are_all_missing_is_an_error(store):
+    images = [Flickr30kImage("2", ["a car"], "train"), Flickr30kImage("404", ["a dog"], "test")]
+    with pytest.raises(ValueError, match="karpathy.json: every image of split 'test' is missing"):
+        flickr30k_dataset(images, store, drop_missing=True, origin="karpathy.json")
+
+
 def test_flickr30k_dataset(store):
     corpus = flickr30k_dataset([Flickr30kImage("2", ["a car", "cars"], "test")], store)
     assert corpus.dataset.to_dict() == {
@@ -228,43 +234,78 @@ def test_save_corpus_round_trip_and_refuses_to_overwrite(store, tmp_path):
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
     with pytest.raises(FileExistsError, match="vqa exists"):
         save_corpus(caption_corpus([], store), out)
+    with pytest.raises(ValueError, match="the corpus has no rows"):
+        save_corpus(caption_corpus([], store), tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()
     save_corpus(caption_corpus([Caption("2", "cars", "vg")], store), out, overwrite=True)
     assert load_from_disk(str(out))["text"] == ["cars"]
     assert not (out / "answers.json").exists()
 
 
-def test_cli_builds_vqa_from_official_files(store, tmp_path):
-    questions = tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json"
+def _official_vqa(tmp_path, name: str, answers: dict[int, str]) -> list[str]:
+    """Official VQA v2 questions + annotations files (question id -> every human's answer) about the image
+    COCO val2014 42, named after `name`; the `processing.corpora vqa` arguments that read them."""
+    split = "val2014"  # the store's one COCO image
+    questions = tmp_path / f"v2_OpenEnded_mscoco_{name}_questions.json"
     questions.write_text(
         json.dumps(
-            {"questions": [{"image_id": 42, "question": "What color is the car?", "question_id": 42000}]}
+            {"questions": [{"image_id": 42, "question": "What is it?", "question_id": q} for q in answers]}
         )
     )
-    answers = [
-        {"answer": answer, "answer_confidence": "yes", "answer_id": i}
-        for i, answer in enumerate(["red"] * 10)
-    ]
-    annotations = tmp_path / "v2_mscoco_val2014_annotations.json"
+    annotations = tmp_path / f"v2_mscoco_{name}_annotations.json"
     annotations.write_text(
         json.dumps(
             {
                 "annotations": [
                     {
-                        "question_id": 42000,
+                        "question_id": question,
                         "image_id": 42,
-                        "answers": answers,
-                        "multiple_choice_answer": "red",
+                        "answers": [
+                            {"answer": answer, "answer_confidence": "yes", "answer_id": i}
+                            for i in range(1, 11)
+                        ],
+                        "multiple_choice_answer": answer,
                     }
+                    for question, answer in answers.items()
                 ]
             }
         )
     )
-    out = tmp_path / "vqa"
-    argv = ["vqa", "--store", str(store.path), "--out", str(out), "--questions", str(questions)]
-    main([*argv, "--annotations", str(annotations), "--coco-split", "val2014", "--min-count", "1"])
-    dataset = load_from_disk(str(out))
-    assert dataset["image_index"] == [2] and dataset["answers"] == [["red"]]
-    assert load_answer_vocab(out) == ["red"]
+    return ["--questions", str(questions), "--annotations", str(annotations), "--coco-split", split]
+
+
+def test_cli_builds_vqa_val_with_the_training_vocabulary(store, tmp_path, capsys):
+    train, val = tmp_path / "vqa_train", tmp_path / "vqa_val"
+    common = ["vqa", "--store", str(store.path)]
+    train_files = _official_vqa(tmp_path, "train", {1: "red", 2: "red", 3: "blue", 4: "car"})
+    main([*common, "--out", str(train), *train_files, "--new-answer-vocab", "--min-count", "1"])
+    assert load_answer_vocab(train) == ["red", "blue", "car"]
+
+    # val's own counts would keep only "blue"; the training vocabulary keeps every answer it knows
+    val_files = _official_vqa(tmp_path, "val", {5: "blue", 6: "blue", 7: "red", 8: "green"})
+    with pytest.raises(SystemExit):  # no vocabulary named: refused, not built from val's own counts
+        main([*common, "--out", str(val), *val_files])
+    assert "--answers --new-answer-vocab is required" in capsys.readouterr().err
+    main([*common, "--out", str(val), *val_files, "--answers", str(train)])
+    dataset = load_from_disk(str(val))
+    assert dataset["answers"] == [["blue"], ["blue"], ["red"], []]  # "green" is not an answer the model has
+    assert load_answer_vocab(val) == load_answer_vocab(train)
+
+    # a vocabulary that knows none of the answers is an error, as is an empty one
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(["yes", "no"]))
+    with pytest.raises(SystemExit):
+        main([*common, "--out", str(tmp_path / "v2"), *val_files, "--answers", str(other)])
+    assert (
+        "none of its 4 answered questions has an answer in the 2-answer vocabulary" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main([*common, "--out", str(tmp_path / "v3"), *val_files, "--new-answer-vocab", "--min-count", "9"])
+    assert "no answer is the answer of >= 9 questions" in capsys.readouterr().err
+    other.write_text("[]")
+    with pytest.raises(ValueError, match="other.json: the answer vocabulary is empty"):
+        load_answer_vocab(other)
+    assert not (tmp_path / "v2").exists() and not (tmp_path / "v3").exists()
 
 
 def test_cli_reports_missing_image_with_file_and_record(store, tmp_path, capsys):
@@ -288,6 +329,22 @@ def test_cli_reports_missing_image_with_file_and_record(store, tmp_path, capsys)
         in capsys.readouterr().err
     )
     assert not (tmp_path / "p").exists()
+    # dropping the missing image leaves nothing: an error naming the input, not an empty corpus saved
+    with pytest.raises(SystemExit):
+        main([*argv, "--drop-missing"])
+    assert (
+        "region_descriptions.json: no phrases rows (1 records dropped because their image is not in the "
+        "store)" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "p").exists()
+    regions.write_text(
+        json.dumps(
+            [
+                {"id": 1, "regions": [{"region_id": 8, "image_id": 1, "phrase": "red car"}]},
+                *json.loads(regions.read_text()),
+            ]
+        )
+    )
     corpus = main([*argv, "--drop-missing"])
     assert isinstance(corpus, Corpus) and corpus.dropped == 1
-    assert len(load_from_disk(str(tmp_path / "p"))) == 0
+    assert load_from_disk(str(tmp_path / "p"))["phrases"] == [["red car"]]

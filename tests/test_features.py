@@ -124,7 +124,9 @@ def corrupt(image, field, value):
 CORRUPTIONS = {
     "bad base64": ("features", lambda image: corrupt(image, "features", "not*base64!")),
     "wrong byte count": ("boxes", lambda image: corrupt(image, "boxes", b64(np.zeros((2, 4)), "<f4"))),
-    "wrong id count": ("objects_id", lambda image: corrupt(image, "num_boxes", 2)),
+    # every array holds 3 regions: the count is what is wrong, not the first array read
+    "num_boxes disagrees with the arrays": ("num_boxes", lambda image: corrupt(image, "num_boxes", 2)),
+    "one array short": ("attrs_id", lambda image: corrupt(image, "attrs_id", b64(np.zeros(2), "<i8"))),
     "NaN feature": ("features", lambda image: image["features"].__setitem__((1, 3), np.nan) or image),
     "inf confidence": ("objects_conf", lambda image: image["objects_conf"].__setitem__(0, np.inf) or image),
     "box beyond width": ("boxes", lambda image: image["boxes"].__setitem__((2, 2), 201.5) or image),
@@ -146,7 +148,7 @@ def test_corrupt_row_stops_the_import_naming_file_line_and_field(tmp_path, kind)
 
     assert (error.value.location, error.value.field) == (f"{path}, line 2", field)
     assert str(path) in str(error.value) and "line 2" in str(error.value) and f"'{field}'" in str(error.value)
-    assert not (tmp_path / "store" / "store.json").exists()
+    assert not (tmp_path / "store").exists()  # a failed import of one input leaves nothing behind
 
 
 def test_row_with_missing_fields_is_named(tmp_path):

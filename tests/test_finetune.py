@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,9 @@ def run_finetune(task: str, model: str, world: Path, out: Path, *extra: str):
     return finetune.main([*arguments, "--batch-size", "8", "--max-steps", "3", "--report-to", "none", *extra])
 
 
-def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(world, checkpoint, tmp_path):
+def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
+    world, checkpoint, tmp_path, capsys
+):
     result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa")
     report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
     assert (report["task"], report["split"], report["global_step"]) == ("vqa", "val", 3)
@@ -102,15 +105,40 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(world,
     tuned = model.lxmert.embeddings.word_embeddings.weight
     assert (tuned - pretrained).abs().max() < 1e-3
 
-    # evaluated again by the evaluation recipe: the same val accuracy, every question answered
+    # evaluated again by the evaluation recipe: the same val accuracy, every question answered; the files go
+    # beside the model folder, which stays as it was saved (it is what one uploads)
+    saved = sorted(path.name for path in result.hub_folder.iterdir())
+    capsys.readouterr()
     evaluation = evaluate_checkpoint.main(
         ["--task", "vqa", "--model", str(result.hub_folder), "--split", "val", "--data-dir", str(world)]
     )
     assert evaluation.metrics["vqa_accuracy"] == pytest.approx(report["metrics"]["vqa_accuracy"])
-    written = json.loads((result.hub_folder / "eval-vqa-val.json").read_text())
+    assert (
+        f"vqa on val, in %: vqa_accuracy {100 * evaluation.metrics['vqa_accuracy']:.1f}"
+        in capsys.readouterr().out
+    )
+    assert sorted(path.name for path in result.hub_folder.iterdir()) == saved
+    written = json.loads((tmp_path / "vqa" / "eval-vqa-val.json").read_text())
     assert written["metrics"] == evaluation.metrics
-    predictions = json.loads((result.hub_folder / "predictions-vqa-val.json").read_text())
+    predictions = json.loads((tmp_path / "vqa" / "predictions-vqa-val.json").read_text())
     assert len(predictions) == 12 and {p["answer"] for p in predictions} <= set(answers)
+
+
+def test_a_val_split_built_with_another_answer_vocabulary_is_refused(world, tmp_path):
+    data = tmp_path / "data"
+    (data / "corpora").mkdir(parents=True)
+    (data / "store").symlink_to(world / "store")
+    for split in ("train", "val"):
+        (data / "corpora" / f"vqa_{split}").symlink_to(world / "corpora" / f"vqa_{split}")
+    shutil.copytree(world / "corpora" / "vqa_val", data / "corpora" / "vqa_own", symlinks=False)
+    train = DownstreamData.open(data)
+    assert len(train.split(TASKS["vqa"], "val")) == 12  # built with the training vocabulary: accepted
+    own = data / "corpora" / "vqa_own"
+    (own / "answers.json").write_text(json.dumps(load_answer_vocab(own)[:3]))  # as if built from val alone
+    with pytest.raises(ValueError, match=r"vqa_own: built with another answer vocabulary than vqa_train"):
+        train.split(TASKS["vqa"], "own")
+    with pytest.raises(ValueError, match=r"another answer vocabulary than the model's config.id2label"):
+        train.split(TASKS["vqa"], "val", answers=["yes", "no"])
 
 
 def test_nlvr2_without_pretraining_takes_the_checkpoint_architecture_not_its_weights(

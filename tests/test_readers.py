@@ -398,3 +398,19 @@ def test_flickr30k_sentence_without_raw_names_image(tmp_path):
         KeyError, match=r"images\[0\] \(filename 1.jpg\) sentences\[0\]: field 'raw' is missing"
     ):
         read_flickr30k_karpathy(path)
+
+
+@pytest.mark.parametrize(
+    "reader, name",
+    [
+        (read_coco_captions, "captions_train2014.json"),
+        (read_lxmert_qa_json, "minival.json"),
+        (read_class_vocab, "objects_vocab.txt"),
+    ],
+)
+def test_a_byte_that_is_not_utf8_is_named_with_file_line_and_offset(tmp_path, reader, name):
+    path = tmp_path / name
+    path.write_bytes(b'[\n  "caf\xe9"\n]')  # Latin-1, as an editor on Windows might save it
+    with pytest.raises(ValueError) as error:
+        reader(path)
+    assert f"{name}: line 2, byte offset 8: byte b'\\xe9' is not UTF-8" in str(error.value)

@@ -79,8 +79,8 @@ DEFAULT_WORLD = Path("outputs/pretrain/world")
 GQA_NEEDS_REAL_DATA = (
     "GQA needs real data: the synthetic world has no GQA corpus. Build corpora/gqa_train and "
     "corpora/gqa_val in a data folder with `python -m processing.corpora gqa --store <folder>/store --out "
-    "<folder>/corpora/gqa_train --lxmert gqa/train.json` (and the same for val), then pass "
-    "--data-dir <folder>"
+    "<folder>/corpora/gqa_train --lxmert gqa/train.json --answers gqa/trainval_label2ans.json` (and the same "
+    "for val, with the same --answers), then pass --data-dir <folder> (README, 'The data pipeline')"
 )
 
 
@@ -104,6 +104,14 @@ TASKS = {
     "retrieval": Task("retrieval", LxmertSForImageTextRetrieval, 8, None, "flickr30k"),
 }
 NLVR2_LABELS = {0: "false", 1: "true"}
+
+
+def metrics_line(task: Task, split: str, metrics: dict[str, float]) -> str:
+    """A classification task's metrics for the console, in percent like every score the recipes print (the
+    JSON files keep fractions, as `evaluate` gives them); NLVR2 with its chance level."""
+    chance = " (chance 50.0)" if task.name == "nlvr2" else ""
+    scores = "  ".join(f"{name} {100 * value:.1f}{chance}" for name, value in metrics.items())
+    return f"{task.name} on {split}, in %: {scores}"
 
 
 def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,22 +169,43 @@ class DownstreamData:
             )
         return cls(folder, FeatureStore(folder / "store"))
 
-    def split(self, task: Task, split: str) -> datasets.Dataset:
+    def split(self, task: Task, split: str, answers: Sequence[str] | None = None) -> datasets.Dataset:
+        """A split's corpus. For VQA / GQA its answer vocabulary must be `answers` (default: the training
+        corpus's), as the labels keep only the answers of the vocabulary the corpus was built with."""
         if task.name == "retrieval":
             return retrieval_split(self.folder, split)
         path = self.folder / "corpora" / f"{task.corpus}_{split}"
         if path.is_dir():
+            if task.answers_questions:
+                self._check_answer_vocab(task, path, answers)
             return datasets.load_from_disk(str(path))
         if task.name == "gqa" and (self.folder / "world.json").is_file():
             raise FileNotFoundError(f"{self.folder} is a synthetic world. {GQA_NEEDS_REAL_DATA}")
+        vocabulary = " --answers <the training split's vocabulary>" if task.answers_questions else ""
         raise FileNotFoundError(
             f"{path}: no {task.name} corpus for split {split!r}; build it with "
-            f"`python -m processing.corpora {task.corpus} --store {self.folder / 'store'} --out {path} ...`"
+            f"`python -m processing.corpora {task.corpus} --store {self.folder / 'store'} --out {path} ..."
+            f"{vocabulary}` (README, 'The data pipeline')"
         )
 
     def answer_vocab(self, task: Task) -> list[str]:
         """The answers of the training corpus (`answers.json`), the classifier's outputs in order."""
         return load_answer_vocab(self.folder / "corpora" / f"{task.corpus}_train")
+
+    def _check_answer_vocab(self, task: Task, path: Path, answers: Sequence[str] | None) -> None:
+        source = "the model's config.id2label" if answers is not None else f"{task.corpus}_train"
+        if answers is None:
+            if path.name == f"{task.corpus}_train":
+                return
+            answers = self.answer_vocab(task)
+        if load_answer_vocab(path) != list(answers):
+            train = self.folder / "corpora" / f"{task.corpus}_train"
+            raise ValueError(
+                f"{path}: built with another answer vocabulary than {source} ({len(answers)} answers), whose "
+                "answers the classifier predicts: its labels would drop answers the model can give. "
+                f"Rebuild it with `python -m processing.corpora {task.corpus} ... --answers {train}` "
+                "(or the vocabulary the model was trained with)"
+            )
 
     def hard_negatives(self) -> np.ndarray | None:
         """The store's hard negatives when built (`python -m processing.hard_negatives`), else None."""
@@ -538,12 +567,6 @@ def evaluate_checkpoint(
     model = task.model_class.from_pretrained(model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     _check_fits(model.config, processor, data, str(model_folder))
-    rows = data.split(task, split)
-    if task.name == "retrieval":
-        result = rank_retrieval(
-            model, data, processor, rows, split, device, text_retrieval, rerank_top_k, all_pairs
-        )
-        return Evaluation(result.metrics(), retrieval=result)
     answers = None
     if task.answers_questions:
         if len(model.config.id2label) != model.config.num_qa_labels:
@@ -552,6 +575,12 @@ def evaluate_checkpoint(
                 f"{model.config.num_qa_labels} outputs; models fine-tuned by `recipes/finetune.py` carry them"
             )
         answers = [model.config.id2label[index] for index in range(model.config.num_qa_labels)]
+    rows = data.split(task, split, answers)
+    if task.name == "retrieval":
+        result = rank_retrieval(
+            model, data, processor, rows, split, device, text_retrieval, rerank_top_k, all_pairs
+        )
+        return Evaluation(result.metrics(), retrieval=result)
     metrics = TaskMetrics(task)
     predicted = []
     loader = DataLoader(

@@ -16,6 +16,10 @@ Output folder:
 A stage is done when its `final/` exists (written to a temporary folder and renamed). Re-running the same
 command skips done stages and resumes the current one from its last complete checkpoint, so a killed run
 loses at most `save_steps` steps and ends with the same number of optimizer steps as an uninterrupted one.
+Each stage folder records what its result depends on (`training.stage_record`): a re-run with other settings
+or data is refused before anything trains, unless `overwrite_output_dir` asks to train those stages again.
+Everything a later stage needs (its corpora, their images in the store, its batch split, its hard
+negatives) is checked before the first stage starts.
 """
 
 from __future__ import annotations
@@ -29,15 +33,18 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from accelerate.utils import DistributedType
-from transformers import TrainingArguments, set_seed
+from tqdm.auto import tqdm
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments, set_seed
 
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
+from processing.hard_negatives import load_hard_negatives
 from processing.store import atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
 from training.curriculum import Curriculum, StageConfig
 from training.loss_plot import plot_loss_curves
 from training.model_card import write_hub_folder
-from training.stage_data import PretrainingData, stage_data
+from training.stage_data import PretrainingData, StageData, stage_data
+from training.stage_record import check_stage_folder, claim_stage_folder, stage_settings
 from training.trainer import (
     OPTIMIZER_STATE,
     TRAINER_STATE,
@@ -46,7 +53,13 @@ from training.trainer import (
     per_device_batch_size,
     save_trained_model,
 )
-from training.zero_shot import ZERO_SHOT_SCORES, ZeroShotScores, ZeroShotSettings, zero_shot_scores
+from training.zero_shot import (
+    ZERO_SHOT_SCORES,
+    ZeroShotScores,
+    ZeroShotSettings,
+    check_zero_shot_data,
+    zero_shot_scores,
+)
 
 FINAL = "final"
 LOG_HISTORY = "log_history.json"
@@ -68,7 +81,7 @@ class CurriculumResult:
     data_folder: Path
     stages: list[StageResult]
     hub_folder: Path
-    plot: Path
+    plot: Path | None  # None when the logs held no per-task losses to draw
     zero_shot: ZeroShotScores | None = None  # when asked, on the main process
 
 
@@ -94,8 +107,12 @@ def stage_model(
     return LxmertSForPreTraining(LxmertSConfig(**settings))
 
 
-def training_arguments(curriculum: Curriculum, stage: StageConfig, folder: Path) -> TrainingArguments:
-    """The stage's `TrainingArguments`; the stage's batch size is global (split over processes, steps)."""
+def training_arguments(
+    curriculum: Curriculum, stage: StageConfig, folder: Path, unused_parameters: bool = False
+) -> TrainingArguments:
+    """The stage's `TrainingArguments`; the stage's batch size is global (split over processes, steps).
+    `unused_parameters`: some parameters get no gradient (`parameters_without_gradient`), which DDP must
+    be told."""
     training = curriculum.training
     per_device = per_device_batch_size(
         stage.batch_size, stage.gradient_accumulation_steps, f"{curriculum.path}: stage {stage.name!r}"
@@ -125,8 +142,38 @@ def training_arguments(curriculum: Curriculum, stage: StageConfig, folder: Path)
         seed=training.seed,
         remove_unused_columns=False,
         # a mixed stage leaves the heads of the sources not in a batch without gradients
-        ddp_find_unused_parameters=len(stage.sources) > 1,
+        ddp_find_unused_parameters=len(stage.sources) > 1 or unused_parameters,
     )
+
+
+class Announce(TrainerCallback):
+    """Print a stage's line once training begins, when the `Trainer` has counted its optimizer steps."""
+
+    def __init__(self, template: str):
+        self.template = template
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero:  # above the progress bar the Trainer has just drawn
+            tqdm.write(self.template.format(steps=state.max_steps))
+
+
+def parameters_without_gradient(
+    model: LxmertSForPreTraining, trained: StageData, batch_size: int
+) -> list[str]:
+    """The parameters no loss of the stage reaches, found by one forward and backward pass on a batch of
+    its data (RNG state restored, gradients cleared): a pooler that none of the token stage's losses reads,
+    say. The heads give every parameter they use a gradient, zero when a batch selects nothing (MLM with no
+    token chosen), so what is unused here is unused in every batch of a single-corpus stage."""
+    rows = [trained.dataset[index] for index in range(min(batch_size, len(trained.dataset)))]
+    with torch.random.fork_rng():
+        batch = trained.collator(rows)
+        model.train()
+        model(**batch).loss.backward()
+    unused = [name for name, parameter in model.named_parameters() if parameter.grad is None]
+    model.zero_grad(set_to_none=True)
+    return unused
 
 
 def run_stage(
@@ -139,16 +186,29 @@ def run_stage(
 ) -> StageResult:
     state = PartialState()
     final = folder / FINAL
-    if not final.is_dir():
+    heading = f"Stage {index}/{len(curriculum.stages)} {stage.name!r}"
+    if final.is_dir():
+        state.print(f"{heading}: finished by an earlier run with the same settings, not trained again")
+    else:
         set_seed(curriculum.training.seed + index)
         model = stage_model(curriculum, data, stage, previous)
         trained = stage_data(data, stage, curriculum.training, seed=curriculum.training.seed + index)
+        arguments = training_arguments(curriculum, stage, folder)
+        unused = []
+        if state.num_processes > 1 and len(stage.sources) == 1:
+            unused = parameters_without_gradient(model, trained, arguments.per_device_train_batch_size)
+            if unused:
+                state.print(
+                    f"{heading}: no task of the stage reaches {len(unused)} parameter tensors "
+                    f"({', '.join(sorted({name.rsplit('.', 1)[0] for name in unused}))}): DDP is told to "
+                    "expect parameters without gradients"
+                )
         carried = None
         if curriculum.training.optimizer_state == "carry" and previous is not None:
             carried = torch.load(previous / OPTIMIZER_STATE, weights_only=True)
         trainer = MSPTrainer(
             model=model,
-            args=training_arguments(curriculum, stage, folder),
+            args=training_arguments(curriculum, stage, folder, unused_parameters=bool(unused)),
             train_dataset=trained.dataset,
             data_collator=trained.collator,
             processing_class=trained.processor,  # saved beside every checkpoint and final model
@@ -157,6 +217,12 @@ def run_stage(
         )
         with state.main_process_first():
             checkpoint = last_complete_checkpoint(folder)
+        announcement = (
+            f"{heading}: tasks {', '.join(stage.tasks)}; {len(trained.dataset):,} examples, {stage.epochs:g} "
+            f"epochs of batch {stage.batch_size}: {{steps:,}} optimizer steps"
+            + (f"; resuming from {checkpoint.name}" if checkpoint else "")
+        )
+        trainer.add_callback(Announce(announcement))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         save_trained_model(trainer, final, curriculum.training.optimizer_state == "carry")
     trainer_state = json.loads((final / TRAINER_STATE).read_text())
@@ -179,12 +245,41 @@ def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return losses
 
 
+def check_stages(
+    curriculum: Curriculum,
+    data: PretrainingData,
+    output_dir: Path,
+    overwrite_output_dir: bool = False,
+) -> list[dict[str, Any]]:
+    """Check what every stage needs before the first one trains, and that each stage folder holds nothing
+    of other settings; returns each stage's settings record (`training.stage_record`)."""
+    records: list[dict[str, Any]] = []
+    for index, stage in enumerate(curriculum.stages, start=1):
+        per_device_batch_size(
+            stage.batch_size, stage.gradient_accumulation_steps, f"{curriculum.path}: stage {stage.name!r}"
+        )
+        for source in stage.sources:
+            data.corpus(source.corpus)  # present, and its rows point at this store's images
+            if "itm_hs" in source.tasks:
+                load_hard_negatives(data.store.path)
+        previous = records[-1] if records else None
+        records.append(stage_settings(curriculum, stage, data.folder, data.tokenizer.get_vocab(), previous))
+        check_stage_folder(
+            output_dir / f"{index}-{stage.name}", records[-1], stage.name, overwrite_output_dir
+        )
+    return records
+
+
 def run_curriculum(
-    curriculum: Curriculum, output_dir: str | Path, zero_shot: ZeroShotSettings | None = None
+    curriculum: Curriculum,
+    output_dir: str | Path,
+    zero_shot: ZeroShotSettings | None = None,
+    overwrite_output_dir: bool = False,
 ) -> CurriculumResult:
     """Every stage in order, then the Hub folder, the merged log and the loss plot (main process). With
     `zero_shot`, the Hub model's held-out ITM accuracy and zero-shot retrieval (`training.zero_shot`), which
-    its card then records; scored on the main process while the others wait."""
+    its card then records; scored on the main process while the others wait. A stage folder that holds
+    results of other settings is refused, or with `overwrite_output_dir` trained again."""
     output_dir = Path(output_dir)
     state = PartialState()
     if curriculum.training.optimizer_state == "carry" and state.distributed_type == DistributedType.FSDP:
@@ -194,10 +289,17 @@ def run_curriculum(
         )
     folder = data_folder(curriculum, output_dir)
     data = PretrainingData.open(folder, curriculum.data.tokenizer)
+    if zero_shot is not None:
+        check_zero_shot_data(folder, zero_shot, curriculum.stages[-1].tasks)
+    records = check_stages(curriculum, data, output_dir, overwrite_output_dir)
     results: list[StageResult] = []
     previous = None
-    for index, stage in enumerate(curriculum.stages, start=1):
-        result = run_stage(curriculum, data, index, stage, output_dir / f"{index}-{stage.name}", previous)
+    for index, (stage, record) in enumerate(zip(curriculum.stages, records, strict=True), start=1):
+        stage_folder = output_dir / f"{index}-{stage.name}"
+        with state.main_process_first():
+            if state.is_main_process:
+                claim_stage_folder(stage_folder, record, stage.name, overwrite_output_dir)
+        result = run_stage(curriculum, data, index, stage, stage_folder, previous)
         results.append(result)
         previous = result.folder
     hub, plot = output_dir / "hub", output_dir / "loss_curves.png"
@@ -205,12 +307,16 @@ def run_curriculum(
     if state.is_main_process:
         merged = merged_log_history(results)
         atomic_write_text(output_dir / LOG_HISTORY, json.dumps(merged, indent=1))
-        plot_loss_curves(merged, [(result.name, offset) for result, offset in _offsets(results)], plot)
         score = None
         if zero_shot is not None:
             cache = output_dir / ZERO_SHOT_SCORES
             score = partial(zero_shot_scores, data_folder=folder, settings=zero_shot, cache=cache)
         scores = write_hub_folder(curriculum, data, results, hub, score)
+        try:  # after the Hub folder: a figure never stands between a run and its model
+            plot_loss_curves(merged, [(result.name, offset) for result, offset in _offsets(results)], plot)
+        except ValueError as error:
+            print(f"Loss curves: not drawn, {error}")
+            plot = None
     state.wait_for_everyone()
     return CurriculumResult(data_folder=folder, stages=results, hub_folder=hub, plot=plot, zero_shot=scores)
 

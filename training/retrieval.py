@@ -333,10 +333,12 @@ def retrieval_split(data_folder: str | Path, split: str) -> datasets.Dataset:
             f"{corpus_path}: no retrieval corpus; build it with `python -m processing.corpora flickr30k`"
         )
     corpus = datasets.load_from_disk(str(corpus_path))
-    corpus = corpus.filter(lambda row: row["split"] == split, desc=f"Selecting {split}")
-    if len(corpus) == 0:
-        raise ValueError(f"{corpus_path}: no images in split {split!r}")
-    return corpus
+    selected = corpus.filter(lambda row: row["split"] == split, desc=f"Selecting {split}")
+    if len(selected) == 0:
+        raise ValueError(
+            f"{corpus_path}: no images in split {split!r}; its splits are {sorted(set(corpus['split']))}"
+        )
+    return selected
 
 
 def _recalls(

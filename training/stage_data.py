@@ -14,22 +14,23 @@ comes from a single corpus, and `MixedSourceCollator` hands the batch to that co
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch.utils.data import Sampler
 from transformers import PreTrainedTokenizerBase
 
 from processing.collators import MSPCollator, count_truncated
-from processing.corpora import phrase_rows
+from processing.corpora import check_rows_point_at_store, phrase_rows
 from processing.hard_negatives import load_hard_negatives
 from processing.processor import LxmertSProcessor
 from processing.readers import read_class_vocab
-from processing.store import FeatureStore
+from processing.store import HARD_NEGATIVES_FILE, FeatureStore
 from processing.tokenizer import load_tokenizer
 from training.curriculum import Source, StageConfig, TrainingConfig
 
@@ -45,6 +46,7 @@ class PretrainingData:
     tokenizer: PreTrainedTokenizerBase
     object_vocab: list[str]
     attribute_vocab: list[str]
+    checked_corpora: set[str] = field(default_factory=set)
 
     @classmethod
     def open(cls, folder: str | Path, tokenizer: str | None = None) -> PretrainingData:
@@ -79,17 +81,22 @@ class PretrainingData:
         }
 
     def corpus(self, name: str) -> datasets.Dataset:
+        """A stage corpus, checked (once per run) to point at this store's images."""
         path = self.folder / "corpora" / name
         if not path.is_dir():
             raise FileNotFoundError(
                 f"{path}: no corpus {name!r}; build it with `python -m processing.corpora`"
             )
         corpus = datasets.load_from_disk(str(path))
-        if "image_index" not in corpus.column_names or not {"text", "phrases"} & set(corpus.column_names):
+        needed = {"image_id", "image_index"}
+        if not needed <= set(corpus.column_names) or not {"text", "phrases"} & set(corpus.column_names):
             raise ValueError(
-                f"{path}: a stage corpus has `image_index` and `text` (or `phrases`); it has "
+                f"{path}: a stage corpus has `image_id`, `image_index` and `text` (or `phrases`); it has "
                 f"{corpus.column_names}"
             )
+        if name not in self.checked_corpora:
+            check_rows_point_at_store(corpus, self.store, str(path))
+            self.checked_corpora.add(name)
         return corpus
 
     def source_texts(self, source: Source, processor: LxmertSProcessor, stage: str) -> datasets.Dataset:
@@ -150,6 +157,8 @@ def stage_data(data: PretrainingData, stage: StageConfig, training: TrainingConf
         )
         images = np.unique(texts["image_index"])
         collators.append(data.collator(source, stage, processor, images, training, seed + index))
+        if negatives := itm_negatives(collators[-1]):
+            PartialState().print(f"Stage {stage.name!r}, corpus {source.corpus!r}: ITM negatives {negatives}")
         parts.append(texts)
     if len(stage.sources) == 1:
         return StageData(parts[0], collators[0], processor, truncated)
@@ -161,6 +170,24 @@ def stage_data(data: PretrainingData, stage: StageConfig, training: TrainingConf
         truncated,
         source_lengths=[len(part) for part in parts],
     )
+
+
+def itm_negatives(collator: MSPCollator) -> str | None:
+    """Where a stage's ITM negatives come from, in words (None without an ITM task): changing them changes
+    what the stage learns, so a run says which it uses."""
+    images = len(collator.negative_pool)
+    if "itm_vsc" in collator.tasks:
+        return "mined in each batch from the VSC similarities (itm_vsc)"
+    if collator.hard_negatives is not None:
+        without = int((collator.hard_negatives < 0).all(axis=1).sum())
+        return (
+            f"hard: each image's most similar images from {collator.store.path / HARD_NEGATIVES_FILE} "
+            f"among the corpus's {images:,} images (itm_hs; {without:,} store images have none there and "
+            "draw at random)"
+        )
+    if "itm" in collator.tasks:
+        return f"random among the corpus's {images:,} images (itm)"
+    return None
 
 
 class MixedSourceCollator:

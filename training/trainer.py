@@ -14,6 +14,8 @@
 - Optimizer state across stages: `optimizer_state_by_name` / `initial_optimizer_state` carry Adam's
   moments from one stage's model to the next by parameter name (heads a stage adds start fresh).
 - Mixed-corpus stages: with `source_lengths`, batches are drawn by `SourceBlockSampler`, one corpus each.
+- The last step is always logged (`LogLastStep`), so a stage shorter than `logging_steps` still leaves its
+  per-task losses in the log history.
 
 `FinetuningTrainer`: the parameters a checkpoint did not provide (a new task head) train at their own
 learning rate, `FinetuningArguments.head_learning_rate`.
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from processing.store import atomic_write_text, replace_folder
@@ -74,6 +76,7 @@ class MSPTrainer(Trainer):
         self._tasks = list(self.accelerator.unwrap_model(self.model).config.pretraining_tasks)
         self._task_loss_sums = torch.zeros(len(self._tasks), device=self.args.device)
         self._task_loss_counts = torch.zeros(len(self._tasks), device=self.args.device)
+        self.add_callback(LogLastStep())
 
     def compute_loss(
         self,
@@ -145,6 +148,18 @@ class MSPTrainer(Trainer):
         if self.args.should_save:
             folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             atomic_write_text(folder / COMPLETE_MARKER, f"{self.state.global_step}\n")
+
+
+class LogLastStep(TrainerCallback):
+    """Log at the last optimizer step too: with `logging_steps` above a stage's step count the `Trainer` would
+    log no training loss at all, and the stage would leave no losses to report or plot."""
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
 
 
 @dataclass(kw_only=True)

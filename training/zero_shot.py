@@ -146,6 +146,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_zero_shot_data(data_folder: Path, settings: ZeroShotSettings, tasks: Sequence[str]) -> None:
+    """Before training: when the last stage's `tasks` will be scored, a data folder with a retrieval corpus
+    must have images in the split, or the run would fail after its last stage."""
+    if "itm" in map(head_module_name, tasks) and (data_folder / "corpora" / "flickr30k").is_dir():
+        retrieval_split(data_folder, settings.split)
+
+
 def zero_shot_scores(
     model_folder: Path, data_folder: Path, settings: ZeroShotSettings, cache: Path
 ) -> ZeroShotScores:

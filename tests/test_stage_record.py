@@ -1,0 +1,155 @@
+"""A re-run never reuses another setting's results: stage folders record what their weights depend on, what
+every stage needs is checked before the first trains, corpora must point at the store they are read with,
+and a run whose logging is sparser than a stage still ends with its losses, its plot and its model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from tiny_curriculum import write_tiny_curriculum
+
+from processing.store import ARRAYS, FeatureStore, replace_folder, write_store
+from processing.synthetic import WorldSettings, generate_world
+from training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
+from training.pretraining import run_curriculum
+from training.stage_data import PretrainingData, itm_negatives, stage_data
+from training.stage_record import RECORD, StageMismatchError, digest_of
+
+TOKEN = {
+    "name": "token",
+    "corpus": "tokens",
+    "tasks": ["mlm", "mrfr", "moc"],
+    "max_length": 38,
+    "epochs": 1,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+}
+PHRASE = {
+    **TOKEN,
+    "name": "phrase",
+    "corpus": "phrases",
+    "tasks": ["mlm", "mrfr", "moc", "titp"],
+    "max_length": 20,
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("data") / "world", WorldSettings(images=40, feature_dim=32))
+
+
+def _curriculum(folder, world, stages, **training):
+    folder.mkdir(exist_ok=True)
+    return load_curriculum(write_tiny_curriculum(folder, stages, data={"dir": str(world)}, **training))
+
+
+def _stamps(out):
+    return {
+        path: path.stat().st_mtime_ns for path in out.rglob("model.safetensors") if "hub" not in path.parts
+    }
+
+
+def test_changed_settings_are_refused_before_training_and_retrained_when_asked(tmp_path, world, capsys):
+    out = tmp_path / "out"
+    first = run_curriculum(_curriculum(tmp_path / "a", world, [TOKEN, PHRASE]), out)
+    stamps = _stamps(out)
+    assert json.loads((out / "1-token" / RECORD).read_text())["stage"]["learning_rate"] == 1e-3
+
+    # the same command again: nothing trains, and the console says why
+    capsys.readouterr()
+    run_curriculum(_curriculum(tmp_path / "a", world, [TOKEN, PHRASE]), out)
+    assert "Stage 1/2 'token': finished by an earlier run with the same settings" in capsys.readouterr().out
+    assert _stamps(out) == stamps
+
+    # only the last stage changed: refused before the first stage is even looked at, naming the change
+    changed = _curriculum(tmp_path / "b", world, [TOKEN, {**PHRASE, "learning_rate": 1e-5}])
+    with pytest.raises(StageMismatchError, match=r"stage 'phrase'.*stage\.learning_rate: 0\.001 -> 1e-05"):
+        run_curriculum(changed, out)
+    assert _stamps(out) == stamps
+
+    # a changed first stage makes every later one another result too
+    earlier = _curriculum(tmp_path / "c", world, [{**TOKEN, "epochs": 2}, PHRASE])
+    with pytest.raises(StageMismatchError, match=r"stage 'token'.*stage\.epochs: 1 -> 2"):
+        run_curriculum(earlier, out)
+    retrained = run_curriculum(earlier, out, overwrite_output_dir=True)
+    assert [stage.global_step for stage in retrained.stages] == [
+        2 * first.stages[0].global_step,
+        first.stages[1].global_step,
+    ]
+    finals = [out / stage / "final" / "model.safetensors" for stage in ("1-token", "2-phrase")]
+    assert all(path.stat().st_mtime_ns != stamps[path] for path in finals)
+    token_record = json.loads((out / "1-token" / RECORD).read_text())
+    assert token_record["stage"]["epochs"] == 2
+    assert json.loads((out / "2-phrase" / RECORD).read_text())["previous_stage"] == digest_of(token_record)
+
+
+def test_a_folder_of_an_earlier_version_without_a_record_is_refused(tmp_path, world):
+    out = tmp_path / "out"
+    (out / "1-token" / "final").mkdir(parents=True)
+    with pytest.raises(StageMismatchError, match=f"no {RECORD} in it"):
+        run_curriculum(_curriculum(tmp_path, world, [TOKEN]), out)
+
+
+def test_what_a_later_stage_needs_is_checked_before_the_first_trains(tmp_path, world):
+    missing = {**PHRASE, "corpus": "no_such_corpus"}
+    with pytest.raises(FileNotFoundError, match="no corpus 'no_such_corpus'"):
+        run_curriculum(_curriculum(tmp_path, world, [TOKEN, missing]), tmp_path / "out")
+    uneven = {**PHRASE, "batch_size": 7, "gradient_accumulation_steps": 2}
+    with pytest.raises(ValueError, match="batch_size 7 is not divisible"):
+        run_curriculum(_curriculum(tmp_path, world, [TOKEN, uneven]), tmp_path / "out")
+    assert not (tmp_path / "out" / "1-token").exists()
+
+
+def test_a_corpus_built_against_another_store_is_refused(tmp_path, world):
+    data = tmp_path / "world"
+    shutil.copytree(world, data)
+    store = FeatureStore(data / "store")
+    order = np.arange(len(store))[::-1]  # the same images, rebuilt in another order
+    arrays = {name: np.asarray(getattr(store, name))[order] for name in ARRAYS}
+    shutil.rmtree(data / "store")
+    write_store(data / "store", [store.image_ids[row] for row in order], **arrays)
+    with pytest.raises(
+        ValueError, match=r"built against another feature store .*python -m processing.corpora"
+    ):
+        PretrainingData.open(data).corpus("captions")
+
+
+def test_a_stage_shorter_than_logging_steps_still_logs_plots_and_writes_its_model(tmp_path, world):
+    result = run_curriculum(_curriculum(tmp_path, world, [TOKEN], logging_steps=1000), tmp_path / "out")
+    (stage,) = result.stages
+    assert stage.global_step < 1000
+    assert {"loss/mlm", "loss/mrfr", "loss/moc"} <= set(stage.final_losses)
+    assert result.plot is not None and result.plot.is_file()
+    assert (result.hub_folder / "model.safetensors").is_file()
+
+
+def test_each_stage_says_where_its_itm_negatives_come_from(world):
+    data = PretrainingData.open(world)
+    said = {}
+    for task in ("itm", "itm_hs"):
+        stage = StageConfig(
+            "s", [Source("captions", ["mlm", task])], epochs=1, batch_size=8, learning_rate=1e-3
+        )
+        said[task] = itm_negatives(stage_data(data, stage, TrainingConfig(), seed=0).collator)
+    assert said["itm"] == "random among the corpus's 32 images (itm)"
+    assert said["itm_hs"].startswith(f"hard: each image's most similar images from {world / 'store'}")
+    token = StageConfig(
+        "t", [Source("tokens", ["mlm"])], epochs=1, batch_size=8, learning_rate=1e-3, max_length=38
+    )
+    assert itm_negatives(stage_data(data, token, TrainingConfig(), seed=0).collator) is None
+
+
+def test_the_old_folder_of_a_killed_replacement_is_removed_by_the_next(tmp_path):
+    out, stale = tmp_path / "hub", tmp_path / ".hub.old-12345"
+    out.mkdir()
+    stale.mkdir()
+    (stale / "model.safetensors").write_text("left by a killed run")
+    finished = tmp_path / "hub.partial"
+    finished.mkdir()
+    (finished / "README.md").write_text("new")
+    replace_folder(finished, out)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["hub"]
+    assert (out / "README.md").read_text() == "new"
