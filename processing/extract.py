@@ -72,7 +72,7 @@ def extract_features(
                 "files": [_file_stat(images_dir, file) for file in chunk],
                 "settings": asdict(settings),
             }
-            records = _records(processor, images_dir, chunk, batch_size, bar)
+            records = _records(processor, chunk, batch_size, bar)
             write_shard(
                 shard, records, settings.num_regions, lambda describe=describe: describe, settings.tsv
             )
@@ -142,7 +142,7 @@ def _finished_shards(
 
 
 def _records(
-    processor: FasterRcnnVgImageProcessor, images_dir: Path, files: Sequence[Path], batch_size: int, bar: tqdm
+    processor: FasterRcnnVgImageProcessor, files: Sequence[Path], batch_size: int, bar: tqdm
 ) -> Iterator[RegionRecord]:
     for start in range(0, len(files), batch_size):
         batch = files[start : start + batch_size]
