@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -426,9 +426,9 @@ def import_features(
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
-    store = _assemble(out_store, shards, settings, progress)
+    store = assemble_store(out_store, shards, settings.num_regions, settings.feature_dim, progress)
     skipped = {
-        str(source): _shard_meta(shard)["skipped_rows"] for source, shard in zip(sources, shards, strict=True)
+        str(source): shard_meta(shard)["skipped_rows"] for source, shard in zip(sources, shards, strict=True)
     }
     shutil.rmtree(work)
     return ImportReport(store=store, skipped_rows=skipped)
@@ -440,14 +440,14 @@ def _fingerprint(source: Path) -> list:
     return [str(source.resolve()), hashlib.sha1(json.dumps(stats).encode()).hexdigest()]
 
 
-def _shard_meta(shard: Path) -> dict:
+def shard_meta(shard: Path) -> dict:
     return json.loads((shard / "shard.json").read_text())
 
 
 def _is_finished(shard: Path, source: Path, settings: ImportSettings) -> bool:
     if not (shard / "shard.json").is_file():
         return False
-    meta = _shard_meta(shard)
+    meta = shard_meta(shard)
     return meta["fingerprint"] == _fingerprint(source) and meta["settings"] == vars(settings)
 
 
@@ -474,10 +474,7 @@ def _source_records(
 
 
 def _convert_to_shard(source: Path, shard: Path, settings: ImportSettings, progress: bool) -> None:
-    """Stream one input into `shard`: raw float16 features on disk, the small arrays in memory."""
-    tmp = shard.with_name(shard.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Stream one input into `shard`."""
     skipped = 0
 
     def skip(error: BadRecordError) -> None:
@@ -486,44 +483,96 @@ def _convert_to_shard(source: Path, shard: Path, settings: ImportSettings, progr
         tqdm.write(f"skipped {error}", file=sys.stderr)
 
     records, total = _source_records(source, settings, skip if settings.skip_bad_rows else None)
+    bar = tqdm(records, total=total, desc=source.name, unit="img", leave=False, disable=not progress)
+    write_shard(
+        shard,
+        bar,
+        settings.num_regions,
+        lambda: {
+            "input": str(source),
+            "fingerprint": _fingerprint(source),
+            "settings": vars(settings),
+            "skipped_rows": skipped,
+        },
+    )
+    if skipped:
+        tqdm.write(f"{source}: skipped {skipped} corrupt rows", file=sys.stderr)
+
+
+def write_shard(
+    shard: Path,
+    records: Iterable[RegionRecord],
+    num_regions: int,
+    describe: Callable[[], dict],
+    tsv: bool = False,
+) -> None:
+    """Write `records` as a finished shard folder: raw float16 features on disk, the small arrays in memory.
+
+    The shard is built under a temporary name and renamed when complete, so a killed writer leaves no shard
+    that looks finished. `describe()`, called once the records are consumed, gives `shard.json`'s content
+    (the image count and feature size are added); `assemble_store` reads its "input". With `tsv`, the records
+    are also written as obj36 lines (float32 features, pixel boxes) to `obj36.tsv` in the shard.
+    """
+    tmp = shard.with_name(shard.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     seen: dict[str, str] = {}
     small: dict[str, list[np.ndarray]] = {}
+    feature_dim = None
     try:
-        with open(tmp / "features.f16", "wb") as features_file:
-            for record in tqdm(
-                records, total=total, desc=source.name, unit="img", leave=False, disable=not progress
-            ):
+        with open(tmp / "features.f16", "wb") as features_file, open(tmp / "obj36.tsv", "wb") as tsv_file:
+            for record in records:
                 if record.image_id in seen:
                     first = seen[record.image_id]
                     raise ValueError(
                         f"image id {record.image_id!r} appears twice: {first} and {record.location}"
                     )
                 seen[record.image_id] = record.location
-                rows = _store_rows(record, settings.num_regions)
+                rows = _store_rows(record, num_regions)
+                feature_dim = rows["features"].shape[1]
                 features_file.write(rows.pop("features"))
                 for name, array in rows.items():
                     small.setdefault(name, []).append(array)
-            features_file.flush()
-            os.fsync(features_file.fileno())
+                if tsv:
+                    tsv_file.write(obj36_line(record))
+            for handle in (features_file, tsv_file):
+                handle.flush()
+                os.fsync(handle.fileno())
         if not seen:
-            raise ValueError(f"{source}: no image records (an empty input is not imported)")
+            raise ValueError(
+                f"{describe().get('input', shard)}: no image records (an empty input is not imported)"
+            )
     except BaseException:
         shutil.rmtree(tmp)  # a half-converted input is worth nothing; don't leave its features on disk
         raise
+    if not tsv:
+        (tmp / "obj36.tsv").unlink()
     np.savez(tmp / "arrays.npz", **{name: np.stack(arrays) for name, arrays in small.items()})
     (tmp / "image_ids.json").write_text(json.dumps(list(seen)))
-    meta = {
-        "input": str(source),
-        "fingerprint": _fingerprint(source),
-        "settings": vars(settings),
-        "num_images": len(seen),
-        "skipped_rows": skipped,
-    }
+    meta = {**describe(), "num_images": len(seen), "feature_dim": feature_dim}
     atomic_write_text(tmp / "shard.json", json.dumps(meta, indent=2))
-    if skipped:
-        tqdm.write(f"{source}: skipped {skipped} corrupt rows", file=sys.stderr)
     shutil.rmtree(shard, ignore_errors=True)
     os.replace(tmp, shard)
+
+
+def obj36_line(record: RegionRecord) -> bytes:
+    """One `*_obj36.tsv` line (`OBJ36_FIELDS`, newline included), as LXMERT's extraction wrote them."""
+    arrays = {
+        "objects_id": record.object_ids.astype("<i8"),
+        "objects_conf": record.object_confidences.astype("<f4"),
+        "attrs_id": record.attribute_ids.astype("<i8"),
+        "attrs_conf": record.attribute_confidences.astype("<f4"),
+        "boxes": record.boxes.astype("<f4"),
+        "features": record.features.astype("<f4"),
+    }
+    values = {
+        "img_id": record.image_id.encode("utf-8"),
+        "img_h": str(record.height).encode(),
+        "img_w": str(record.width).encode(),
+        "num_boxes": str(len(record.boxes)).encode(),
+        **{field: base64.b64encode(np.ascontiguousarray(array).tobytes()) for field, array in arrays.items()},
+    }
+    return b"\t".join(values[field] for field in OBJ36_FIELDS) + b"\n"
 
 
 def _store_rows(record: RegionRecord, num_regions: int) -> dict[str, np.ndarray]:
@@ -544,29 +593,30 @@ def _store_rows(record: RegionRecord, num_regions: int) -> dict[str, np.ndarray]
     return rows
 
 
-def _assemble(
-    out_store: Path, shards: Sequence[Path], settings: ImportSettings, progress: bool
+def assemble_store(
+    out_store: Path, shards: Sequence[Path], num_regions: int, feature_dim: int, progress: bool
 ) -> FeatureStore:
+    """Write the store of finished shards' images, in shard order; image ids must be unique across shards."""
     owner: dict[str, str] = {}
     image_ids: list[str] = []
     for shard in shards:
-        source = _shard_meta(shard)["input"]
+        source = shard_meta(shard)["input"]
         for image_id in json.loads((shard / "image_ids.json").read_text()):
             if image_id in owner:
                 raise ValueError(f"image id {image_id!r} is in two inputs: {owner[image_id]} and {source}")
             owner[image_id] = source
             image_ids.append(image_id)
-    filled = [shard for shard in shards if _shard_meta(shard)["num_images"]]
+    filled = [shard for shard in shards if shard_meta(shard)["num_images"]]
     if not filled:
         raise ValueError(f"no images to import into {out_store}: every input was empty or skipped")
     parts = [np.load(shard / "arrays.npz") for shard in filled]
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0].files}
-    shape = (settings.num_regions, settings.feature_dim)
+    shape = (num_regions, feature_dim)
 
     def feature_chunks(rows_per_chunk: int = 1024) -> Iterator[np.ndarray]:
         bar = tqdm(total=len(image_ids), desc="writing store", unit="img", disable=not progress)
         for shard in filled:
-            count = _shard_meta(shard)["num_images"]
+            count = shard_meta(shard)["num_images"]
             features = np.memmap(shard / "features.f16", dtype=np.float16, mode="r", shape=(count, *shape))
             for start in range(0, count, rows_per_chunk):
                 yield features[start : start + rows_per_chunk]

@@ -1,10 +1,11 @@
-"""`LxmertSProcessor`: text and region features -> exactly the inputs `LxmertSModel` takes.
+"""`LxmertSProcessor`: text and images or region features -> exactly the inputs `LxmertSModel` takes.
 
 Text is tokenised to a fixed length (LXMERT's 20 by default; MSP's stages set their own) with the position
 ids the model's config asks for; regions are padded with zeros or truncated to the configured count (36) with
-a visual attention mask, and pixel boxes are divided by the image's width and height as LXMERT does. The two
-array functions below, `word_position_ids` and `fit_regions`, are shared with the pre-training collators so
-that both produce the same inputs.
+a visual attention mask, and pixel boxes are divided by the image's width and height as LXMERT does. Given an
+`image_processor` (`processing.detector.FasterRcnnVgImageProcessor`), it also takes images and gets their
+regions from the detector LXMERT's features come from. The two array functions below, `word_position_ids`
+and `fit_regions`, are shared with the pre-training collators so that both produce the same inputs.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class LxmertSProcessor(ProcessorMixin):
     position_ids_type (`"word"` or `"absolute"`, defaults to `"word"`):
         Must equal the model config's `position_ids_type`: `"word"` gives `word_position_ids`, `"absolute"`
         BERT's 0..L-1.
+    image_processor (`FasterRcnnVgImageProcessor`, optional):
+        Runs the region detector on `images`; saved inside `processor_config.json`. Without one the processor
+        takes region features only.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class LxmertSProcessor(ProcessorMixin):
         num_regions: int = 36,
         max_length: int = 20,
         position_ids_type: Literal["word", "absolute"] = "word",
+        image_processor=None,
         **kwargs,
     ):
         if position_ids_type not in ("word", "absolute"):
@@ -125,7 +130,18 @@ class LxmertSProcessor(ProcessorMixin):
         self.num_regions = num_regions
         self.max_length = max_length
         self.position_ids_type = position_ids_type
+        self.image_processor = (
+            _image_processor_from_dict(image_processor)
+            if isinstance(image_processor, dict)
+            else image_processor
+        )
         super().__init__(tokenizer, **kwargs)
+
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        # ProcessorMixin requires every attribute it knows of and loads each from its own file; the image
+        # processor is optional, so it stays out of that list and travels as a dict in processor_config.json.
+        return ["tokenizer"]
 
     @property
     def model_input_names(self) -> list[str]:
@@ -139,13 +155,17 @@ class LxmertSProcessor(ProcessorMixin):
         image_sizes: ArrayLike | Sequence[Sequence[int]] | None = None,
         boxes_normalized: bool = False,
         return_tensors: str | None = "pt",
+        images=None,
     ) -> BatchFeature:
         """Encode a batch of texts and/or images.
 
         `visual_feats` (B, n, F), a list of (n_i, F) or one image's (n, F), as numpy or torch; `boxes` the
         same with 4 corner coordinates `x1, y1, x2, y2`: in pixels, divided by `image_sizes` (B, 2; height,
-        width as in the feature store), or already in [0, 1] when `boxes_normalized`.
+        width as in the feature store), or already in [0, 1] when `boxes_normalized`. Or `images` (one PIL
+        image or a list), whose regions the `image_processor` detects.
         """
+        if images is not None:
+            visual_feats, boxes, image_sizes = self._detect_regions(images, visual_feats)
         if text is None and visual_feats is None:
             raise ValueError("text, visual_feats: expected at least one of them, received neither")
         data: dict[str, np.ndarray] = {}
@@ -162,6 +182,21 @@ class LxmertSProcessor(ProcessorMixin):
         elif boxes is not None:
             raise ValueError("boxes: received boxes but no visual_feats for them")
         return BatchFeature(data, tensor_type=return_tensors)
+
+    def _detect_regions(self, images, visual_feats) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Each image's detected region features and pixel boxes, and the images' sizes."""
+        if self.image_processor is None:
+            raise ValueError(
+                "images: this processor has no image_processor to detect regions with; build it with "
+                "image_processor=FasterRcnnVgImageProcessor() or pass visual_feats, boxes and image_sizes"
+            )
+        if visual_feats is not None:
+            raise ValueError("images, visual_feats: expected one of them, received both")
+        regions = self.image_processor(images)
+        counts = regions["num_boxes"]
+        features = [image[:count] for image, count in zip(regions["visual_feats"], counts, strict=True)]
+        boxes = [image[:count] for image, count in zip(regions["boxes"], counts, strict=True)]
+        return features, boxes, regions["image_sizes"]
 
     def encode_text(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenise to `max_length` (padded, truncated) and add the configured position ids."""
@@ -260,6 +295,18 @@ class LxmertSProcessor(ProcessorMixin):
             raise ValueError(f"image_sizes: expected positive heights and widths, received {sizes.tolist()}")
         height, width = sizes[:, 0], sizes[:, 1]
         return np.stack([width, height, width, height], axis=1)[:, None, :]
+
+
+def _image_processor_from_dict(config: dict):
+    """The saved image processor. Imported here, inside `try`, so that this file still loads beside a Hub
+    checkpoint where the package is not installed (transformers' remote-code check skips try blocks)."""
+    try:
+        from processing.detector import FasterRcnnVgImageProcessor
+    except ImportError as error:
+        raise ImportError(
+            "image_processor: this processor detects regions with processing.detector; install lxmert-s-msp"
+        ) from error
+    return FasterRcnnVgImageProcessor(**{k: v for k, v in config.items() if k != "image_processor_type"})
 
 
 # save_pretrained then copies this file beside the tokenizer and writes an AutoProcessor auto_map entry:

@@ -1,4 +1,5 @@
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -163,3 +164,51 @@ def test_bad_input_names_the_argument_and_shapes(processor, arguments, message):
 def test_unknown_position_ids_type_is_refused():
     with pytest.raises(ValueError, match="position_ids_type: expected 'word' or 'absolute', got 'bert'"):
         LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(VOCABULARY), position_ids_type="bert")
+
+
+def test_processor_detects_regions_in_an_image_for_the_vqa_model(tmp_path):
+    from model_inputs import tiny_config
+    from tiny_detector import noise, save_tiny_detector
+
+    from modeling_lxmert_s import LxmertSForQuestionAnswering
+    from processing.detector import FasterRcnnVgImageProcessor
+
+    detector = save_tiny_detector(tmp_path / "detector")
+    processor = LxmertSProcessor(
+        wordpiece_tokenizer_from_vocabulary(["what", "is", "the", "man", "holding", "?"]),
+        image_processor=FasterRcnnVgImageProcessor(detector),
+    )
+    image = PIL.Image.fromarray(noise(90, 70, seed=0))
+
+    encoded = processor(images=image, text="what is the man holding?")
+
+    regions = processor.image_processor(image)
+    count = int(regions["num_boxes"][0])
+    by_features = processor(
+        "what is the man holding?",
+        regions["visual_feats"][:, :count],
+        regions["boxes"][:, :count],
+        image_sizes=[[70, 90]],
+    )
+    assert set(encoded) == MODEL_INPUT_NAMES
+    assert encoded["visual_feats"].shape == (1, 36, 2048)
+    assert encoded["visual_attention_mask"].sum() == count
+    for name in MODEL_INPUT_NAMES:
+        assert torch.allclose(encoded[name].float(), by_features[name].float(), atol=1e-4), name
+    model = LxmertSForQuestionAnswering(tiny_config(visual_feat_dim=2048, num_qa_labels=5)).eval()
+    with torch.no_grad():
+        logits = model(**encoded).logits
+    assert logits.shape == (1, 5) and torch.isfinite(logits).all()
+
+    processor.save_pretrained(tmp_path / "processor")
+    reloaded = LxmertSProcessor.from_pretrained(tmp_path / "processor")
+    assert isinstance(reloaded.image_processor, FasterRcnnVgImageProcessor)
+    assert reloaded.image_processor.detector == detector
+    assert torch.equal(
+        reloaded(images=image, text="what is the man holding?")["visual_pos"], encoded["visual_pos"]
+    )
+
+
+def test_images_need_an_image_processor(processor):
+    with pytest.raises(ValueError, match="images: this processor has no image_processor"):
+        processor(images=PIL.Image.new("RGB", (64, 64)), text="a man")
