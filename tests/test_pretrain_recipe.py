@@ -65,38 +65,61 @@ def _weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {str(path.relative_to(out)): load_file(path) for path in files}
 
 
+def _output_events(process: subprocess.Popen, out: Path, kill_at: int | None = None) -> list[str]:
+    """The files and folders (two levels deep) that appear in `out` while `process` runs, in order; with
+    `kill_at`, SIGKILL 0-0.3 s after the `kill_at`-th appears (a checkpoint, a final model or the Hub folder
+    begun, ...)."""
+    events: list[str] = []
+    while process.poll() is None:
+        paths = (
+            {str(path.relative_to(out)) for path in (*out.glob("*"), *out.glob("*/*"))}
+            if out.exists()
+            else set()
+        )
+        events += sorted(paths - set(events))
+        if kill_at is not None and len(events) >= kill_at:
+            time.sleep(random.uniform(0, 0.3))
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    return events
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> tuple[Path, str, float]:
+def uninterrupted(tmp_path_factory) -> tuple[Path, str, int]:
     """The tiny curriculum on its own fresh synthetic world, checkpointing every 2 steps, run to the end: its
-    output folder, what it printed and how long it took."""
+    output folder, what it printed, and how many files and folders appeared in its output folder."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     config = write_tiny_curriculum(folder, save_steps=2)
-    started = time.monotonic()
-    output = _finish(
-        _pretrain(config, folder / "out", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    )
-    return folder / "out", output, time.monotonic() - started
+    log = folder / "log.txt"
+    with log.open("w") as output:
+        process = _pretrain(config, folder / "out", stdout=output, stderr=subprocess.STDOUT)
+        events = _output_events(process, folder / "out")
+    assert process.returncode == 0, log.read_text()
+    return folder / "out", log.read_text(), len(events)
 
 
-@pytest.mark.parametrize("point", range(3))
-def test_a_run_killed_anywhere_ends_identical_to_an_uninterrupted_one(tmp_path, uninterrupted, point):
-    """SIGKILL at a random moment of the run (world generation, any stage, a checkpoint or final model being
-    written, the Hub folder, the scores), then the same command again: the same weights, bit for bit, the
-    same log and the same printed scores as a run never killed, which also built its own world afresh."""
-    reference, printed, duration = uninterrupted
+@pytest.mark.parametrize("part", range(3))
+def test_a_run_killed_anywhere_ends_identical_to_an_uninterrupted_one(tmp_path, uninterrupted, part):
+    """SIGKILL at a random point of the run's first, middle or last third (world generation, any stage, a
+    checkpoint or final model being written, the Hub folder, the scores), then the same command again: the
+    same weights bit for bit, the same log and the same printed scores as a run never killed, which also
+    built its own world afresh."""
+    reference, printed, events = uninterrupted
     config = write_tiny_curriculum(tmp_path, save_steps=2)
     out = tmp_path / "out"
+    kill_at = random.randint(1 + part * events // 3, (part + 1) * events // 3)
     process = _pretrain(config, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(random.uniform(0.2 + 0.25 * point, 0.45 + 0.25 * point) * duration)  # early, middle, late
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_after = _output_events(process, out, kill_at)[-1]
+    assert process.returncode == -signal.SIGKILL, f"the run ended before event {kill_at}"
 
     output = _finish(_pretrain(config, out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     assert output.splitlines()[-3:] == printed.splitlines()[-3:]  # the held-out scores
     expected, resumed = _weights(reference), _weights(out)
     for name, tensors in expected.items():
-        assert resumed[name].keys() == tensors.keys(), name
-        assert all(torch.equal(tensors[key], resumed[name][key]) for key in tensors), name
+        assert resumed[name].keys() == tensors.keys(), (killed_after, name)
+        assert all(torch.equal(tensors[key], resumed[name][key]) for key in tensors), (killed_after, name)
     for stage in STAGES:
         state, reference_state = _stage_state(out, stage), _stage_state(reference, stage)
         # one logged entry per optimizer step, before and after the kill: none lost, none repeated

@@ -1,6 +1,10 @@
 """The transformers `Trainer` plus what a stage of MSP pre-training (`MSPTrainer`) and a fine-tuning run
 (`FinetuningTrainer`) need.
 
+Both are `IndexedRowsTrainer`s: their training rows carry their epoch and dataset index, which seed each
+batch's random draws (`training/sampling.py`), so a resumed run trains exactly the batches of an
+uninterrupted one.
+
 `MSPTrainer`:
 
 - Per-task losses. A stage optimises the weighted sum of several task losses (MLM, MRFR, MOC and the
