@@ -23,8 +23,9 @@ every region target (`ifrs_labels`, `mrfr_labels`, `moc_*`) at slot p describes 
 one whose box is fed at p. That is IFRS's target (the original feature of the slot), MRFR at a masked slot
 regresses the region its box shows, and MOC asks the class of that region, agreeing with IFRS where a shuffle
 put another feature there (the paper is silent on MRFR/MOC at shuffled slots).
-Every piece works on whole (B, L) / (B, R) tensors and draws from one `torch.Generator`, so a seed fixes a
-batch exactly.
+Every piece works on whole (B, L) / (B, R) tensors and draws from one `torch.Generator`, seeded by the
+collator's seed and each row's epoch and dataset index (`batch_generator`), so a batch is fixed exactly by
+what it holds and when: the same in a resumed run, in any DataLoader worker and on any process.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
 from processing.pretraining_pieces import (
     class_word_ids,
@@ -56,6 +56,10 @@ from processing.store import HARD_NEGATIVES_FILE, FeatureStore, float32_tensor
 
 logger = logging.getLogger(__name__)
 
+# The fields every training row carries besides its own (`training.sampling.IndexedRows`): the epoch and the
+# row's index in the dataset, which seed its batch (`batch_generator`).
+EPOCH_FIELD = "epoch"
+INDEX_FIELD = "sample_index"
 # Tasks whose negatives the model builds in the batch from matched pairs (LxmertSForPreTraining encodes
 # negative pairs), so no row of theirs may be mismatched here.
 IN_BATCH_NEGATIVE_TASKS = ("itm_vsc", "wpg")
@@ -155,15 +159,28 @@ def row_field(rows: Sequence[Mapping[str, Any]], position: int, name: str) -> An
         raise KeyError(f"{describe_row(rows, position)}: field {name!r} is missing") from None
 
 
-def batch_generator(seed: int, calls: int) -> torch.Generator:
-    """The generator of a collator's `calls`-th batch: seeded by the collator's seed, the DataLoader worker
-    (worker copies count their calls independently; the id keeps two from drawing the same n-th batch) and
-    the call count, so the same seeds give the same batches."""
-    worker = get_worker_info()
-    entropy = [seed, 0 if worker is None else worker.id + 1, calls]
-    return torch.Generator().manual_seed(
-        int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
-    )
+def batch_generator(
+    seed: int, rows: Sequence[Mapping[str, Any]], call_seed: int | None = None
+) -> torch.Generator:
+    """The generator of a batch's random draws: seeded by `call_seed` when a call gives one, else by the
+    collator's `seed` and every row's epoch and dataset index (fields `EPOCH_FIELD`, `INDEX_FIELD`, which
+    `training.sampling.IndexedRows` adds). Nothing process-local (a call counter, a worker id) enters, so a
+    resumed run, any number of DataLoader workers and every process of a data-parallel run draw exactly the
+    batches of one uninterrupted process, and each epoch draws anew."""
+    if call_seed is not None:
+        return torch.Generator().manual_seed(call_seed)
+    lacking = [
+        position for position, row in enumerate(rows) if EPOCH_FIELD not in row or INDEX_FIELD not in row
+    ]
+    if lacking:
+        raise KeyError(
+            f"{describe_row(rows, lacking[0])}: fields {EPOCH_FIELD!r} and {INDEX_FIELD!r} are missing; a "
+            "batch is seeded by its rows' epoch and dataset index (training.sampling.IndexedRows adds them), "
+            "or by the seed passed to the call"
+        )
+    entropy = [seed, *(int(row[name]) for row in rows for name in (EPOCH_FIELD, INDEX_FIELD))]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> 1))
 
 
 def store_rows(
@@ -235,8 +252,8 @@ class MSPCollator:
     by the store's `object_ids`) is needed by TITP/TITS; with `attribute_vocab` it also gives the class-name
     words that MLM chooses with `class_word_mlm_probability` when that is set (the phrase stage, §3.2).
 
-    Each call draws from a generator seeded by `seed`, the DataLoader worker id and the number of calls this
-    copy has made, or by the `seed` passed to the call: the same seeds give identical batches.
+    Each call draws from a generator seeded by `seed` and the rows' epochs and dataset indices
+    (`batch_generator`), or by the `seed` passed to the call: the same seeds give identical batches.
     """
 
     def __init__(
@@ -329,10 +346,9 @@ class MSPCollator:
         self.class_word_ids = None
         if class_word_mlm_probability is not None:
             self.class_word_ids = class_word_ids([*object_vocab, *(attribute_vocab or [])], tokenizer)
-        self._calls = 0
 
     def __call__(self, rows: Sequence[Mapping[str, Any]], seed: int | None = None) -> dict[str, torch.Tensor]:
-        generator = self._generator(seed)
+        generator = batch_generator(self.seed, rows, seed)
         image_index = self._image_index(rows)
         batch = self._text_inputs(rows)
         fed_index = image_index
@@ -401,12 +417,6 @@ class MSPCollator:
         batch["visual_attention_mask"] = visual_mask.long()
         return batch
 
-    def _generator(self, seed: int | None) -> torch.Generator:
-        if seed is not None:
-            return torch.Generator().manual_seed(seed)
-        self._calls += 1
-        return batch_generator(self.seed, self._calls - 1)
-
     def _image_index(self, rows: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         return torch.from_numpy(store_rows(rows, self.store))
 
@@ -457,6 +467,8 @@ class MSPCollator:
 
 
 __all__ = [
+    "EPOCH_FIELD",
+    "INDEX_FIELD",
     "TASK_PIECES",
     "MSPCollator",
     "batch_generator",

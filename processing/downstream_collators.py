@@ -137,8 +137,8 @@ class RetrievalCollator:
     `RETRIEVAL_PAIR_KINDS[k]`.
 
     Negatives come only from `images` (the training split's `flickr30k_dataset` rows), never from
-    held-out images elsewhere in the store. Seeded as `MSPCollator`: the same `seed` (and DataLoader worker,
-    and call count), or the same `seed` passed to a call, gives the same batch.
+    held-out images elsewhere in the store. Seeded as `MSPCollator`: the same `seed` and rows (their epochs
+    and dataset indices, `batch_generator`), or the same `seed` passed to a call, give the same batch.
     """
 
     def __init__(
@@ -168,7 +168,6 @@ class RetrievalCollator:
         self.store = store
         self.processor = processor
         self.seed = seed
-        self._calls = 0
         self.image_rows = torch.from_numpy(image_rows)
         # Store row -> position among `images` (-1 elsewhere): negatives are drawn among positions.
         self.position_of = np.full(len(store), -1, dtype=np.int64)
@@ -182,10 +181,7 @@ class RetrievalCollator:
             self.hard_positions = np.where(neighbours >= 0, self.position_of[neighbours], -1)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]], seed: int | None = None) -> dict[str, torch.Tensor]:
-        generator = (
-            batch_generator(self.seed, self._calls) if seed is None else torch.Generator().manual_seed(seed)
-        )
-        self._calls += seed is None
+        generator = batch_generator(self.seed, rows, seed)
         positions = self.position_of[store_rows(rows, self.store)]
         outside = np.flatnonzero(positions < 0)
         if outside.size:

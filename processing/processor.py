@@ -1,11 +1,12 @@
 """`LxmertSProcessor`: text and images or region features -> exactly the inputs `LxmertSModel` takes.
 
 Text is tokenised to a fixed length (LXMERT's 20 by default; MSP's stages set their own) with the position
-ids the model's config asks for; regions are padded with zeros or truncated to the configured count (36) with
-a visual attention mask, and pixel boxes are divided by the image's width and height as LXMERT does. Given an
-`image_processor` (`processing.detector.FasterRcnnVgImageProcessor`), it also takes images and gets their
-regions from the detector LXMERT's features come from. The two array functions below, `word_position_ids`
-and `fit_regions`, are shared with the pre-training collators so that both produce the same inputs.
+ids the model's config asks for; regions are padded with zeros to the configured count (36) with a visual
+attention mask (more regions are refused unless truncation is asked for), and pixel boxes are divided by the
+image's width and height as LXMERT does. Given an `image_processor`
+(`processing.detector.FasterRcnnVgImageProcessor`), it also takes images and gets their regions from the
+detector LXMERT's features come from. The two array functions below, `word_position_ids` and `fit_regions`, are
+shared with the pre-training collators so that both produce the same inputs.
 """
 
 from __future__ import annotations
@@ -72,6 +73,21 @@ def _as_numpy(value: ArrayLike) -> np.ndarray:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
+def _texts(text: str | Sequence[str]) -> list[str]:
+    """`text` as a non-empty list of strings."""
+    if isinstance(text, str):
+        return [text]
+    if not isinstance(text, Sequence | np.ndarray):
+        raise ValueError(f"text: expected a string or a list of strings, received {type(text).__name__}")
+    texts = list(text)
+    if not texts:
+        raise ValueError("text: expected at least one text, received an empty list")
+    for index, item in enumerate(texts):
+        if not isinstance(item, str):
+            raise ValueError(f"text[{index}]: expected a string, received {type(item).__name__} {item!r}")
+    return texts
+
+
 def _per_image(value: ArrayLike | Sequence[ArrayLike], name: str, last_dim: int | None) -> list[np.ndarray]:
     """Split a (B, n, D) array, a list of (n_i, D) arrays, or one (n, D) image into per-image arrays."""
     expected = f"(batch, regions, {last_dim or 'dim'}) or a list of (regions, {last_dim or 'dim'}) arrays"
@@ -84,9 +100,15 @@ def _per_image(value: ArrayLike | Sequence[ArrayLike], name: str, last_dim: int 
         images = list(array)
     else:
         images = [_as_numpy(image) for image in value]
+    if not images:
+        raise ValueError(f"{name}: expected at least one image, received none")
     for index, image in enumerate(images):
         if image.ndim != 2 or (last_dim is not None and image.shape[1] != last_dim):
             raise ValueError(f"{name}[{index}]: expected {expected}, received shape {tuple(image.shape)}")
+        if image.shape[1] == 0:
+            raise ValueError(
+                f"{name}[{index}]: expected values for each region, received shape {image.shape}"
+            )
         if not np.isfinite(image).all():
             raise ValueError(f"{name}[{index}]: expected finite values, received NaN or inf")
     return images
@@ -152,17 +174,20 @@ class LxmertSProcessor(ProcessorMixin):
         text: str | Sequence[str] | None = None,
         visual_feats: ArrayLike | Sequence[ArrayLike] | None = None,
         boxes: ArrayLike | Sequence[ArrayLike] | None = None,
-        image_sizes: ArrayLike | Sequence[Sequence[int]] | None = None,
+        image_sizes: ArrayLike | Sequence[Sequence[int]] | Sequence[int] | None = None,
         boxes_normalized: bool = False,
+        truncate_regions: bool = False,
         return_tensors: str | None = "pt",
         images=None,
     ) -> BatchFeature:
         """Encode a batch of texts and/or images.
 
-        `visual_feats` (B, n, F), a list of (n_i, F) or one image's (n, F), as numpy or torch; `boxes` the
-        same with 4 corner coordinates `x1, y1, x2, y2`: in pixels, divided by `image_sizes` (B, 2; height,
-        width as in the feature store), or already in [0, 1] when `boxes_normalized`. Or `images` (one PIL
-        image or a list), whose regions the `image_processor` detects.
+        `text` is one string or a list of them. `visual_feats` (B, n, F), a list of (n_i, F) or one image's
+        (n, F), as numpy or torch; `boxes` the same with 4 corner coordinates `x1, y1, x2, y2`: in pixels,
+        divided by `image_sizes` (B, 2; height, width as in the feature store; one image's may be a pair), or
+        already in [0, 1] when `boxes_normalized`. An image with more regions than `num_regions` is an error,
+        unless `truncate_regions` keeps its first `num_regions` (a detector lists them by confidence). Or
+        `images` (one PIL image or a list), whose regions the `image_processor` detects.
         """
         if images is not None:
             visual_feats, boxes, image_sizes = self._detect_regions(images, visual_feats)
@@ -170,10 +195,11 @@ class LxmertSProcessor(ProcessorMixin):
             raise ValueError("text, visual_feats: expected at least one of them, received neither")
         data: dict[str, np.ndarray] = {}
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
-            data.update(self.encode_text(texts))
+            data.update(self.encode_text(_texts(text)))
         if visual_feats is not None:
-            data.update(self.prepare_regions(visual_feats, boxes, image_sizes, boxes_normalized))
+            data.update(
+                self.prepare_regions(visual_feats, boxes, image_sizes, boxes_normalized, truncate_regions)
+            )
             if text is not None and len(data["input_ids"]) != len(data["visual_feats"]):
                 raise ValueError(
                     f"text, visual_feats: expected one image per text, received {len(data['input_ids'])} "
@@ -231,10 +257,12 @@ class LxmertSProcessor(ProcessorMixin):
         self,
         visual_feats: ArrayLike | Sequence[ArrayLike],
         boxes: ArrayLike | Sequence[ArrayLike] | None,
-        image_sizes: ArrayLike | Sequence[Sequence[int]] | None = None,
+        image_sizes: ArrayLike | Sequence[Sequence[int]] | Sequence[int] | None = None,
         boxes_normalized: bool = False,
+        truncate_regions: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Normalise boxes, then pad or truncate features and boxes to `num_regions` with their mask."""
+        """Normalise boxes, then pad (or, with `truncate_regions`, truncate) features and boxes to
+        `num_regions` with their mask."""
         if boxes is None:
             raise ValueError("boxes: expected one box per region of visual_feats, received None")
         features = _per_image(visual_feats, "visual_feats", None)
@@ -255,6 +283,19 @@ class LxmertSProcessor(ProcessorMixin):
                     f"boxes[{index}]: expected shape ({count}, 4) like visual_feats[{index}], "
                     f"received {tuple(image_boxes.shape)}"
                 )
+            inverted = (image_boxes[:, 2] < image_boxes[:, 0]) | (image_boxes[:, 3] < image_boxes[:, 1])
+            if inverted.any():
+                region = int(np.flatnonzero(inverted)[0])
+                raise ValueError(
+                    f"boxes[{index}][{region}]: expected x1, y1, x2, y2 with x1 <= x2 and y1 <= y2, received "
+                    f"{image_boxes[region].tolist()}"
+                )
+        if not truncate_regions and (num_boxes > self.num_regions).any():
+            index = int(np.flatnonzero(num_boxes > self.num_regions)[0])
+            raise ValueError(
+                f"visual_feats[{index}]: {num_boxes[index]} regions, more than the processor's num_regions "
+                f"{self.num_regions}; pass truncate_regions=True to keep the first {self.num_regions}"
+            )
         batch_size, longest = len(features), int(num_boxes.max(initial=0))
         padded_features = np.zeros((batch_size, longest, feature_dims.pop() if features else 0), np.float32)
         padded_boxes = np.zeros((batch_size, longest, 4), np.float32)
@@ -289,6 +330,8 @@ class LxmertSProcessor(ProcessorMixin):
                 "image_sizes: expected (batch, 2) heights and widths for pixel boxes, received None"
             )
         sizes = _as_numpy(image_sizes).astype(np.float32)
+        if sizes.shape == (2,) and batch_size == 1:  # one image's (height, width)
+            sizes = sizes[None]
         if sizes.shape != (batch_size, 2):
             raise ValueError(f"image_sizes: expected shape ({batch_size}, 2), received {tuple(sizes.shape)}")
         if not (np.isfinite(sizes) & (sizes > 0)).all():

@@ -492,6 +492,9 @@ def generate_world(
 ) -> Path:
     """Write a complete world to `out`, or reuse the one there if it was made with the same settings.
 
+    The world, its tokenizer included, is a pure function of `settings`: two builds are identical file for
+    file, so the same curriculum on a fresh output folder trains the same model.
+
     The world is assembled in a temporary sibling folder and renamed into place, with `world.json` (the
     settings) written last: a killed run leaves no half world behind, and a re-run starts over.
     """

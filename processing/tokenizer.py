@@ -1,4 +1,4 @@
-"""WordPiece tokenizers: BERT's uncased one for real runs, a locally trained one for tests and synthetic data.
+"""WordPiece tokenizers: BERT's uncased one for real runs, a locally built one for tests and synthetic data.
 
 LXMERT (and LXMERT-S) use `bert-base-uncased`. Building a tokenizer of the same kind with the `tokenizers`
 library lets tests and the synthetic corpus run with no download while exercising the same code paths: the
@@ -12,8 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
-from tokenizers.models import WordPiece
+from tokenizers import normalizers, pre_tokenizers
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
 # BERT's special tokens; listed first so that [PAD] is id 0, which the model's `pad_token_id` assumes.
@@ -23,22 +22,35 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 def build_wordpiece_tokenizer(
     texts: Iterable[str], vocab_size: int = 30522, min_frequency: int = 1
 ) -> BertTokenizerFast:
-    """Train an uncased WordPiece vocabulary of at most `vocab_size` entries on `texts`, BERT-style."""
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(
-            f"vocab_size: expected more than {len(SPECIAL_TOKENS)} (the special tokens), got {vocab_size}"
-        )
-    backend = Tokenizer(WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
+    """An uncased WordPiece vocabulary of at most `vocab_size` entries for `texts`, BERT-style, and a pure
+    function of them: the special tokens, every character of the words (alone and as a `##` continuation, so
+    no word of these characters is unknown), then the words seen at least `min_frequency` times, the most
+    frequent first (ties in alphabetical order), whole.
+
+    Not the `tokenizers` WordPiece trainer: its vocabulary changes from process to process on the same texts
+    (it numbers continuation pieces in hash-map order and breaks ties between merges by those numbers,
+    huggingface/tokenizers#1794), and with it every token id and every weight trained on them.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     )
-    backend.train_from_iterator(texts, trainer=trainer)
-    return BertTokenizerFast(vocab=backend.get_vocab())
+    characters = sorted({character for word in counts for character in word})
+    continuations = sorted({f"##{character}" for word in counts for character in word[1:]})
+    alphabet = [*SPECIAL_TOKENS, *characters, *continuations]
+    if vocab_size < len(alphabet):
+        raise ValueError(
+            f"vocab_size: expected at least {len(alphabet)} (the special tokens and the texts' characters, "
+            f"alone and as continuations), got {vocab_size}"
+        )
+    known = set(alphabet)
+    frequent = sorted(
+        (word for word, count in counts.items() if count >= min_frequency and word not in known),
+        key=lambda word: (-counts[word], word),
+    )
+    vocabulary = [*alphabet, *frequent[: vocab_size - len(alphabet)]]
+    return BertTokenizerFast(vocab={token: index for index, token in enumerate(vocabulary)})
 
 
 def wordpiece_tokenizer_from_vocabulary(tokens: Sequence[str]) -> BertTokenizerFast:

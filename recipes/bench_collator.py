@@ -21,6 +21,7 @@ from processing.collators import MSPCollator, tokenize_corpus
 from processing.processor import LxmertSProcessor
 from processing.store import write_store
 from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+from training.sampling import IndexedRows
 
 STAGES = {"token": ["mlm", "mrfr", "moc", "ifrs"], "sentence": ["mlm", "mrfr", "moc", "itm", "tits"]}
 
@@ -59,7 +60,7 @@ def main() -> None:
             }
         )
         corpus = tokenize_corpus(corpus, processor)
-        rows = [corpus[i] for i in range(args.batch_size)]
+        rows = IndexedRows(corpus).__getitems__([(0, i) for i in range(args.batch_size)])  # as in training
         torch.set_num_threads(1)
         for stage, tasks in STAGES.items():
             collate = MSPCollator(store, processor, tasks, object_vocab=words)

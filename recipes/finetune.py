@@ -36,6 +36,7 @@ from training.finetuning import (
     check_retrieval_ranking_arguments,
     default_data_folder,
     finetune,
+    finetune_problem,
     metrics_line,
 )
 
@@ -94,6 +95,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--model-config-from goes with --model none (a checkpoint brings its own architecture)")
     if args.task == "gqa" and args.data_dir is None:
         parser.error(GQA_NEEDS_REAL_DATA)
+    problem = finetune_problem(
+        args.model,
+        args.model_config_from,
+        args.epochs,
+        args.max_steps,
+        args.batch_size,
+        args.learning_rate,
+        args.head_learning_rate,
+    )
+    if problem is not None:
+        name, why = problem
+        parser.error(f"--{'model-config-from' if name == 'config_from' else name.replace('_', '-')}: {why}")
     return args
 
 

@@ -21,6 +21,7 @@ import torch
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from processing.synthetic import WorldSettings, generate_world
 from training.curriculum import load_curriculum
+from training.sampling import IndexedRows
 from training.stage_data import PretrainingData, stage_data
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "msp_paper.yaml"
@@ -59,11 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         settings = {**curriculum.model, **data.model_sizes(), "pretraining_tasks": stage.tasks}
         model = LxmertSForPreTraining(LxmertSConfig(**settings)).eval()
         trained = stage_data(data, stage, curriculum.training, seed=args.seed + index)
-        rows = trained.dataset.shuffle(seed=args.seed)
+        rows = IndexedRows(trained.dataset.shuffle(seed=args.seed))  # with what seeds a batch, as in training
         losses: dict[str, list[float]] = {}
         for batch in range(args.batches):
             start = batch * args.batch_size
-            output = model(**trained.collator([rows[i] for i in range(start, start + args.batch_size)]))
+            keys = [(0, i) for i in range(start, start + args.batch_size)]
+            output = model(**trained.collator(rows.__getitems__(keys)))
             for task, value in output.losses.items():
                 losses.setdefault(task, []).append(value.item())
         for task, values in losses.items():

@@ -9,7 +9,14 @@ from model_inputs import tiny_config
 
 from modeling_lxmert_s import LxmertSModel
 from modeling_lxmert_s.configuration_lxmert_s import PRETRAINING_TASKS
-from processing.collators import TASK_PIECES, MSPCollator, count_truncated, tokenize_corpus
+from processing.collators import (
+    EPOCH_FIELD,
+    INDEX_FIELD,
+    TASK_PIECES,
+    MSPCollator,
+    count_truncated,
+    tokenize_corpus,
+)
 from processing.hard_negatives import load_hard_negatives
 from processing.pretraining_pieces import (
     NON_IDENTITY_PERMUTATIONS,
@@ -95,8 +102,16 @@ def store(tmp_path):
     )
 
 
-def corpus_rows(indices=range(NUM_IMAGES)) -> list[dict]:
-    return [{"image_id": f"img{index}", "image_index": index, "text": TEXTS[index]} for index in indices]
+def corpus_rows(indices=range(NUM_IMAGES), epoch: int = 0) -> list[dict]:
+    """Rows as training hands them to the collator: with the epoch and dataset index that seed the batch."""
+    return [
+        {"image_id": f"img{index}", "image_index": index, "text": TEXTS[index], **seeding(epoch, index)}
+        for index in indices
+    ]
+
+
+def seeding(epoch: int, index: int) -> dict[str, int]:
+    return {EPOCH_FIELD: epoch, INDEX_FIELD: index}
 
 
 def fed_images(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -359,19 +374,34 @@ def test_stage_collators_produce_exactly_their_inputs_and_labels(store, processo
         assert not batch["region_mask"][batch["visual_attention_mask"] == 0].any()
 
 
-def test_same_seed_gives_identical_batches_and_calls_differ(store, processor):
+def test_a_batch_is_a_function_of_the_seed_and_its_rows_epochs_and_indices(store, processor):
+    tasks = SENTENCE_STAGE + ["ifrs"]
+    first = MSPCollator(store, processor, tasks, object_vocab=OBJECT_VOCAB, seed=7)
+    second = MSPCollator(store, processor, tasks, object_vocab=OBJECT_VOCAB, seed=7)
     rows = corpus_rows() * 4
+    batch = first(rows)
+    first(corpus_rows(epoch=1) * 4)  # calls in between change nothing: no call counter
 
-    first = MSPCollator(store, processor, SENTENCE_STAGE + ["ifrs"], object_vocab=OBJECT_VOCAB, seed=7)
-    second = MSPCollator(store, processor, SENTENCE_STAGE + ["ifrs"], object_vocab=OBJECT_VOCAB, seed=7)
-    batches = [first(rows), first(rows)]
-    repeated = [second(rows), second(rows)]
-
-    for batch, again in zip(batches, repeated, strict=True):
+    for again in (first(rows), second(rows)):
         assert batch.keys() == again.keys()
         assert all(torch.equal(batch[name], again[name]) for name in batch)
-    assert not torch.equal(batches[0]["mlm_labels"], batches[1]["mlm_labels"])
-    assert all(torch.equal(first(rows, seed=3)[name], second(rows, seed=3)[name]) for name in batches[0])
+    # another epoch of the same examples, or the same texts at other dataset indices, draw anew
+    for other in (corpus_rows(epoch=1) * 4, [row | {INDEX_FIELD: 100 + n} for n, row in enumerate(rows)]):
+        assert not torch.equal(batch["mlm_labels"], first(other)["mlm_labels"])
+    other_seed = MSPCollator(store, processor, tasks, object_vocab=OBJECT_VOCAB, seed=8)(rows)
+    assert not torch.equal(batch["mlm_labels"], other_seed["mlm_labels"])
+    # a seed passed to the call replaces the rows' epochs and indices
+    assert all(torch.equal(first(rows, seed=3)[name], second(rows * 1, seed=3)[name]) for name in batch)
+
+
+def test_rows_without_their_epoch_and_index_need_a_seed(store, processor):
+    collator = MSPCollator(store, processor, ["mlm"])
+    plain = [{"image_id": "img0", "image_index": 0, "text": TEXTS[0]}]
+    with pytest.raises(
+        KeyError, match=r"rows\[0\] \(image_id 'img0'\): fields 'epoch' and 'sample_index' are"
+    ):
+        collator(plain)
+    assert torch.equal(collator(plain, seed=1)["mlm_labels"], collator(plain, seed=1)["mlm_labels"])
 
 
 def test_mismatched_pairs_get_the_fed_images_region_and_topic_targets(store, processor):
@@ -600,7 +630,7 @@ def test_pretokenised_corpus_collates_like_raw_text_with_one_store_read(
 def test_bad_rows_name_the_record_and_field(store, processor, rows, error, message):
     collator = MSPCollator(store, processor, ["mlm", "mrfr"])
     with pytest.raises(error, match=message):
-        collator(rows)
+        collator(rows, seed=0)
 
 
 def test_bad_settings_are_refused(store, processor, tmp_path):

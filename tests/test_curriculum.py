@@ -129,6 +129,31 @@ def _write(tmp_path: Path, text: str, name: str = "curriculum.yaml") -> Path:
 STAGE = "{name: s, corpus: captions, tasks: [mlm], epochs: 1, batch_size: 8, learning_rate: 1.0e-4}"
 
 
+# A bad `model:` or `training:` section of an otherwise good curriculum, and the error naming its field.
+BAD_SECTIONS = [
+    ("model: {hiden_size: 32}", r"model: unknown key 'hiden_size'; did you mean 'hidden_size'\?"),
+    ("model: {vocab_size: 100}", r"model\.vocab_size: set by the run from the tokenizer's size; remove it"),
+    (
+        "model: {pretraining_tasks: [mlm]}",
+        r"model\.pretraining_tasks: set by the run from each stage's tasks",
+    ),
+    ("model: {visual_feat_dim: 16}", r"model\.visual_feat_dim: set by the run from the feature store"),
+    ("model: {hidden_size: big}", r"model\.hidden_size: expected int, got 'big'"),
+    ("model: {hidden_dropout_prob: '0.1'}", r"model\.hidden_dropout_prob: expected float \| int, got '0\.1'"),
+    ("model: {pooler_type: mean}", r"model\.pooler_type: expected 'product' or 'language' or 'alignment'"),
+    ("model: {hidden_size: 30, num_attention_heads: 4}", r"model: hidden_size \(30\) must be a multiple of"),
+    ("model: [hidden_size]", r"model: expected a mapping of LxmertSConfig fields"),
+    ("training: {save_steps: 0}", r"training\.save_steps: must be positive, got 0"),
+    ("training: {save_steps: -5}", r"training\.save_steps: must be positive, got -5"),
+    ("training: {logging_steps: 0}", r"training\.logging_steps: must be positive"),
+    ("training: {dataloader_num_workers: -1}", r"training\.dataloader_num_workers: must not be negative"),
+    ("training: {mlm_probability: 1.5}", r"training\.mlm_probability: must be in \[0, 1\], got 1\.5"),
+    ("training: {region_mask_probability: -0.1}", r"training\.region_mask_probability: must be in \[0, 1\]"),
+    ("training: {triplet_shuffle_probability: 2}", r"training\.triplet_shuffle_probability: must be in"),
+    ("training: {mismatch_probability: -1}", r"training\.mismatch_probability: must be in \[0, 1\]"),
+]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -184,6 +209,7 @@ STAGE = "{name: s, corpus: captions, tasks: [mlm], epochs: 1, batch_size: 8, lea
             "of 'itm'",
         ),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\norder: [t]", r"order: no stage named \['t'\]"),
+        *[(f"data: {{dir: d}}\nstages: [{STAGE}]\n{section}", message) for section, message in BAD_SECTIONS],
         ("data: {dir: d}\nstages: []", "at least one stage"),
         ("data: [dir", "not valid YAML"),
     ],
@@ -198,12 +224,13 @@ def test_bad_curricula_name_the_file_and_the_field(tmp_path, text, message):
 def test_a_base_is_merged_key_by_key(tmp_path):
     _write(
         tmp_path,
-        f"data: {{dir: d}}\nmodel: {{hidden_size: 64, num_layers: 1}}\nstages: [{STAGE}]",
+        "data: {dir: d}\nmodel: {hidden_size: 64, num_attention_heads: 4, num_layers: 1}\n"
+        f"stages: [{STAGE}]",
         "base.yaml",
     )
     child = _write(tmp_path, "base: base.yaml\nmodel: {num_layers: 3}\ntraining: {seed: 7}")
     curriculum = load_curriculum(child)
-    assert curriculum.model == {"hidden_size": 64, "num_layers": 3}
+    assert curriculum.model == {"hidden_size": 64, "num_attention_heads": 4, "num_layers": 3}
     assert curriculum.training.seed == 7
     assert [stage.name for stage in curriculum.stages] == ["s"]
 

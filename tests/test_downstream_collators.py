@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from processing.collators import read_regions
+from processing.collators import EPOCH_FIELD, INDEX_FIELD, read_regions
 from processing.corpora import load_answer_vocab
 from processing.downstream_collators import (
     RETRIEVAL_PAIR_KINDS,
@@ -22,6 +22,11 @@ from processing.processor import LxmertSProcessor
 from processing.store import FeatureStore
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
+
+
+def as_trained(rows: list[dict], epoch: int = 0) -> list[dict]:
+    """Rows as training hands them to the collator: with the epoch and dataset index that seed the batch."""
+    return [{**row, EPOCH_FIELD: epoch, INDEX_FIELD: index} for index, row in enumerate(rows)]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +148,7 @@ def test_retrieval_negatives_are_a_random_caption_a_random_image_and_a_hard_capt
     hard = load_hard_negatives(store.path)
     collator = RetrievalCollator(store, processor, train, hard, seed=0)
     pairs = retrieval_pairs(train)
-    rows = [pairs[i] for i in range(0, len(pairs), 5)]  # one caption of every training image
+    rows = as_trained([pairs[i] for i in range(0, len(pairs), 5)])  # one caption of every training image
     batch = collator(rows)
     assert RETRIEVAL_PAIR_KINDS == ("positive", "random_caption", "random_image", "hard_caption")
     assert batch["labels"].tolist() == [1.0, 0.0, 0.0, 0.0] * len(rows)
@@ -172,7 +177,7 @@ def test_hard_negatives_outside_the_training_images_are_skipped(store, processor
     hard = np.full((len(store), 3), -1)
     hard[image] = [val[0]["image_index"], neighbour, -1]  # a held-out image first: never drawn
     collator = RetrievalCollator(store, processor, train, hard, seed=0)
-    rows = [{"image_index": image, "text": train[0]["captions"][0]}] * 6
+    rows = as_trained([{"image_index": image, "text": train[0]["captions"][0]}] * 6)
     batch = collator(rows)
     assert caption_owners(processor, batch, 3, train) == [[neighbour]] * 6
 
@@ -181,7 +186,7 @@ def test_without_hard_negatives_the_hard_caption_is_a_random_other_training_imag
     train = flickr["train"]
     collator = RetrievalCollator(store, processor, train, seed=0)
     image = train[2]["image_index"]
-    batch = collator([{"image_index": image, "text": "a red car left of a dog."}] * 30)
+    batch = collator(as_trained([{"image_index": image, "text": "a red car left of a dog."}] * 30))
     owners = [owner for owners in caption_owners(processor, batch, 3, train) for owner in owners]
     assert image not in owners and set(owners) <= set(train["image_index"])
     assert len(set(owners)) > 5
@@ -189,11 +194,13 @@ def test_without_hard_negatives_the_hard_caption_is_a_random_other_training_imag
 
 def test_retrieval_batches_follow_the_seed(store, processor, flickr):
     train = flickr["train"]
-    rows = [retrieval_pairs(train)[i] for i in range(8)]
+    rows = as_trained([retrieval_pairs(train)[i] for i in range(8)])
     first, second = (RetrievalCollator(store, processor, train, seed=3) for _ in range(2))
-    for _ in range(2):  # call by call, two collators of one seed give identical batches
-        a, b = first(rows), second(rows)
+    a = first(rows)
+    first(as_trained(rows, epoch=1))  # calls in between change nothing: no call counter
+    for b in (first(rows), second(rows)):  # two collators of one seed give identical batches
         assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not torch.equal(a["visual_feats"], first(as_trained(rows, epoch=1))["visual_feats"])
     again = first(rows, seed=11), second(rows, seed=11)
     assert all(torch.equal(again[0][name], again[1][name]) for name in again[0])
     other = RetrievalCollator(store, processor, train, seed=4)(rows)
@@ -273,7 +280,7 @@ def test_bad_rows_name_the_record_and_field(store, processor, flickr, collator, 
         ),
     }[collator]
     with pytest.raises(error, match=message):
-        collate([good, row])
+        collate(as_trained([good, row]))
 
 
 def test_bad_settings_are_refused(store, processor, flickr):

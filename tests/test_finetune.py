@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
-from transformers import EvalPrediction
+from transformers import BertConfig, EvalPrediction, LxmertConfig
 
 from metrics import load_metric
 from modeling_lxmert_s import (
@@ -42,6 +43,7 @@ from training.finetuning import (
     finetuning_arguments,
     load_processor,
 )
+from training.finetuning import finetune as finetune_run
 from training.trainer import FinetuningTrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,6 +231,61 @@ def test_retrieval_ranking_options_are_checked(arguments, message, capsys):
     with pytest.raises(SystemExit):
         finetune.parse_args([*arguments, "--model", "m"])
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Folders that are not LXMERT-S checkpoints: a BERT one, a transformers LXMERT one, an empty one."""
+    folder = tmp_path_factory.mktemp("foreign")
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(folder / "bert")
+    LxmertConfig().save_pretrained(folder / "lxmert")
+    (folder / "empty").mkdir()
+    return {name: folder / name for name in ("bert", "lxmert", "empty")}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--epochs", "-1"], r"--epochs: expected a positive number, got -1\.0"),
+        (["--epochs", "0"], r"--epochs: expected a positive number, got 0\.0"),
+        (["--max-steps", "-3"], r"--max-steps: expected a positive number, got -3"),
+        (["--max-steps", "0"], r"--max-steps: expected a positive number, got 0"),
+        (["--batch-size", "0"], r"--batch-size: expected a positive number, got 0"),
+        (["--learning-rate=-1e-5"], r"--learning-rate: expected a positive number, got -1e-05"),
+        (["--head-learning-rate", "0"], r"--head-learning-rate: expected a positive number, got 0\.0"),
+        (["--model", "{missing}"], r"--model: \S+missing: no such folder; give a pre-training checkpoint"),
+        (["--model", "{bert}"], r"--model: \S+config\.json: model_type 'bert', not an LXMERT-S checkpoint"),
+        (["--model", "{empty}"], r"--model: \S+empty/config\.json: not a checkpoint's config"),
+        (
+            ["--model", "{lxmert}"],
+            r"--model: \S+lxmert is a transformers LXMERT checkpoint; convert it to LXMERT-S first: "
+            r"python recipes/convert_lxmert_checkpoint\.py",
+        ),
+        (
+            ["--model", "none", "--model-config-from", "{missing}"],
+            r"--model-config-from: \S+missing: no such folder",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_written(
+    world, checkpoint, foreign_checkpoints, tmp_path, capsys, arguments, message
+):
+    folders = {**foreign_checkpoints, "missing": tmp_path / "missing"}
+    arguments = [argument.format(**folders) for argument in arguments]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        run_finetune("vqa", str(checkpoint), world, out, *arguments)
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_finetune_refuses_what_the_recipe_refuses(world, tmp_path):
+    data = DownstreamData.open(world)
+    with pytest.raises(ValueError, match=r"epochs: expected a positive number, got -1"):
+        finetune_run(TASKS["vqa"], "none", data, tmp_path / "out", epochs=-1)
+    with pytest.raises(ValueError, match=r"model: \S+nowhere: no such folder"):
+        finetune_run(TASKS["vqa"], str(tmp_path / "nowhere"), data, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_gqa_on_the_synthetic_world_is_refused_with_how_to_get_real_data(world, checkpoint, capsys):

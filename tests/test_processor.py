@@ -60,7 +60,9 @@ def test_regions_are_normalised_padded_and_truncated(processor):
     features = [np.arange(4 * 3, dtype=np.float32).reshape(4, 3), np.ones((8, 3), np.float32)]
     boxes = [np.tile([10.0, 20.0, 30.0, 40.0], (4, 1)), np.tile([0.0, 0.0, 100.0, 50.0], (8, 1))]
 
-    encoded = processor(["a man", "blue sky"], features, boxes, image_sizes=[[50, 100], [50, 100]])
+    encoded = processor(
+        ["a man", "blue sky"], features, boxes, image_sizes=[[50, 100], [50, 100]], truncate_regions=True
+    )
 
     assert set(encoded) == set(processor.model_input_names) == MODEL_INPUT_NAMES
     assert encoded["visual_feats"].dtype == torch.float32 and encoded["visual_feats"].shape == (2, 6, 3)
@@ -75,11 +77,16 @@ def test_regions_are_normalised_padded_and_truncated(processor):
 def test_numpy_and_torch_batches_give_the_same_inputs(processor):
     rng = np.random.default_rng(0)
     features = rng.random((2, 7, 5), dtype=np.float32)
-    boxes = np.sort(rng.random((2, 7, 2, 2), dtype=np.float32), axis=2).transpose(0, 1, 3, 2).reshape(2, 7, 4)
+    corners = np.sort(rng.random((2, 7, 2, 2), dtype=np.float32), axis=2)  # (x1, y1) <= (x2, y2)
+    boxes = corners.reshape(2, 7, 4)
 
-    from_numpy = processor(["a", "sky"], features, boxes, boxes_normalized=True)
+    from_numpy = processor(["a", "sky"], features, boxes, boxes_normalized=True, truncate_regions=True)
     from_torch = processor(
-        ["a", "sky"], torch.from_numpy(features), torch.from_numpy(boxes), boxes_normalized=True
+        ["a", "sky"],
+        torch.from_numpy(features),
+        torch.from_numpy(boxes),
+        boxes_normalized=True,
+        truncate_regions=True,
     )
 
     for name in MODEL_INPUT_NAMES:
@@ -143,6 +150,42 @@ def test_processor_round_trips_through_save_pretrained(tmp_path):
             r"boxes\[0\]\[1\]: expected .* inside the image .* received \[0, 0, 12, 5\]",
         ),
         ({"visual_feats": np.ones((2, 3))}, "boxes: expected one box per region"),
+        ({"text": []}, r"text: expected at least one text, received an empty list"),
+        ({"text": 3}, r"text: expected a string or a list of strings, received int"),
+        ({"text": ["a man", 3]}, r"text\[1\]: expected a string, received int 3"),
+        ({"text": ["a man", None]}, r"text\[1\]: expected a string, received NoneType None"),
+        ({"visual_feats": [], "boxes": []}, r"visual_feats: expected at least one image, received none"),
+        ({"visual_feats": np.ones((2, 0)), "boxes": np.ones((2, 4))}, r"visual_feats\[0\]: expected values"),
+        (
+            {
+                "visual_feats": np.ones((2, 3)),
+                "boxes": np.array([[0, 0, 5, 5], [6, 0, 2, 5]]),
+                "image_sizes": [10, 10],
+            },
+            r"boxes\[0\]\[1\]: expected x1, y1, x2, y2 with x1 <= x2 and y1 <= y2, received \[6, 0, 2, 5\]",
+        ),
+        (
+            {
+                "visual_feats": np.ones((1, 3)),
+                "boxes": np.array([[0.1, 0.9, 0.5, 0.2]]),
+                "boxes_normalized": True,
+            },
+            r"boxes\[0\]\[0\]: expected x1, y1, x2, y2 with x1 <= x2 and y1 <= y2",
+        ),
+        (
+            {"visual_feats": np.ones((7, 3)), "boxes": np.ones((7, 4)), "boxes_normalized": True},
+            r"visual_feats\[0\]: 7 regions, more than the processor's num_regions 6; pass "
+            "truncate_regions=True",
+        ),
+        (
+            {
+                "text": ["a", "b"],
+                "visual_feats": np.ones((2, 2, 3)),
+                "boxes": np.ones((2, 2, 4)),
+                "image_sizes": [9, 9],
+            },
+            r"image_sizes: expected shape \(2, 2\), received \(2,\)",
+        ),
         ({"text": None}, "text, visual_feats: expected at least one"),
         (
             {
@@ -159,6 +202,17 @@ def test_bad_input_names_the_argument_and_shapes(processor, arguments, message):
     arguments = {"text": "a man", **arguments}
     with pytest.raises(ValueError, match=message):
         processor(**arguments)
+
+
+def test_one_images_size_may_be_a_pair():
+    processor = LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(VOCABULARY), num_regions=2)
+    boxes = np.array([[0.0, 0.0, 50.0, 20.0]])
+
+    as_pair = processor("a man", np.ones((1, 3)), boxes, image_sizes=(40, 100))
+    as_batch = processor("a man", np.ones((1, 3)), boxes, image_sizes=[[40, 100]])
+
+    assert as_pair["visual_pos"][0, 0].tolist() == [0.0, 0.0, 0.5, 0.5]
+    assert torch.equal(as_pair["visual_pos"], as_batch["visual_pos"])
 
 
 def test_unknown_position_ids_type_is_refused():

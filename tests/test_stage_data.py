@@ -97,7 +97,7 @@ def test_each_stage_tokenises_at_its_length_and_counts_what_it_cuts(world, caplo
     assert "stage 's', corpus 'tokens': 32 of 32 texts are longer than max_length 20" in caplog.text
     whole = stage_data(data, stage("tokens", ["mlm"], max_length=38), TrainingConfig(), seed=0)
     assert whole.truncated == {"tokens": 0}
-    batch = whole.collator([whole.dataset[i] for i in range(4)])
+    batch = whole.collator([whole.dataset[i] for i in range(4)], seed=0)
     assert batch["input_ids"].shape == (4, 38) and whole.processor.max_length == 38
     # the phrase corpus is packed at the stage's length, so nothing is cut
     phrases = stage_data(data, stage("phrases", ["mlm"]), TrainingConfig(), seed=0)
@@ -117,7 +117,7 @@ def test_itm_negatives_are_never_held_out_images(world, monkeypatch):
         trained = stage_data(data, stage("captions", tasks), TrainingConfig(mismatch_probability=1.0), seed=0)
         for start in range(0, len(trained.dataset), 40):
             trained.collator(
-                [trained.dataset[i] for i in range(start, min(start + 40, len(trained.dataset)))]
+                [trained.dataset[i] for i in range(start, min(start + 40, len(trained.dataset)))], seed=start
             )
     fed = set(np.concatenate(reads).tolist())
     assert fed <= train and len(fed) > len(train) // 2

@@ -64,5 +64,18 @@ def test_tokenizer_from_vocabulary_refuses_repeats(tokens):
 
 
 def test_too_small_vocabulary_is_refused():
-    with pytest.raises(ValueError, match="vocab_size: expected more than 5"):
-        build_wordpiece_tokenizer(CAPTIONS, vocab_size=5)
+    # 5 special tokens, 25 characters (letters, "." and "-"), 18 of them also as "##" continuations
+    with pytest.raises(ValueError, match="vocab_size: expected at least 48 .* got 47"):
+        build_wordpiece_tokenizer(CAPTIONS, vocab_size=47)
+
+
+def test_the_vocabulary_is_the_alphabet_then_the_most_frequent_words():
+    tokenizer = build_wordpiece_tokenizer(["the dog, the cat", "a dog"], vocab_size=100)
+    vocabulary = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
+
+    alphabet = [",", "a", "c", "d", "e", "g", "h", "o", "t", "##a", "##e", "##g", "##h", "##o", "##t"]
+    assert vocabulary == [*SPECIAL_TOKENS, *alphabet, "dog", "the", "cat"]  # "a" is already a character
+    assert build_wordpiece_tokenizer(["a dog", "the dog, the cat"], vocab_size=100).get_vocab() == dict(
+        tokenizer.get_vocab()
+    )  # the order of the texts does not matter
+    assert tokenizer.tokenize("the cog") == ["the", "c", "##o", "##g"]

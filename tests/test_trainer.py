@@ -27,7 +27,10 @@ def _examples(count: int) -> list[dict[str, torch.Tensor]]:
 
 
 def _stack(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
+    """The rows' tensors stacked (training adds the epoch and dataset index of each row, plain ints)."""
+    return {
+        name: torch.stack([row[name] for row in rows]) for name in rows[0] if torch.is_tensor(rows[0][name])
+    }
 
 
 def _trainer(tmp_path, tasks: list[str] = TASKS, **settings) -> MSPTrainer:

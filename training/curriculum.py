@@ -29,13 +29,15 @@ removal of Table 4 is a few lines on top of the paper's schedule. Every error na
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
-from huggingface_hub.errors import StrictDataclassClassValidationError
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassError
 
 from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig
 from processing.synthetic import WorldSettings
@@ -131,10 +133,8 @@ def load_curriculum(path: str | os.PathLike, data_dir: str | os.PathLike | None 
         raise CurriculumError(f"{where}: data: give exactly one of `dir` and `synthetic`")
     if data.synthetic is not None:
         _build(WorldSettings, data.synthetic, where, "data.synthetic")
-    model = raw.get("model") or {}
-    if not isinstance(model, dict):
-        raise CurriculumError(f"{where}: model: expected a mapping of LxmertSConfig fields, got {model!r}")
-    training = _build(TrainingConfig, raw.get("training") or {}, where, "training")
+    model = _model(raw.get("model") or {}, where)
+    training = _check_training(_build(TrainingConfig, raw.get("training") or {}, where, "training"), where)
     positions = model.get("max_position_embeddings", 512)
     stages = [
         _stage(entry, where, f"stages[{i}]", positions) for i, entry in enumerate(_list(raw, "stages", where))
@@ -149,6 +149,67 @@ def load_curriculum(path: str | os.PathLike, data_dir: str | os.PathLike | None 
     if len(set(names)) != len(names):
         raise CurriculumError(f"{where}: stages: names must be unique, got {names}")
     return Curriculum(path=path, data=data, model=model, training=training, stages=stages)
+
+
+# `LxmertSConfig` fields the run sets itself: the sizes the data fixes (`PretrainingData.model_sizes`) and the
+# heads of each stage.
+SET_BY_THE_RUN = {
+    "vocab_size": "the tokenizer's size",
+    "num_object_labels": "objects_vocab.txt",
+    "num_attr_labels": "attributes_vocab.txt",
+    "visual_feat_dim": "the feature store",
+    "pretraining_tasks": "each stage's tasks",
+}
+
+
+def _model(model: Any, where: str) -> dict[str, Any]:
+    """The `model:` section, checked against `LxmertSConfig`'s fields, their types and its own rules."""
+    if not isinstance(model, dict):
+        raise CurriculumError(f"{where}: model: expected a mapping of LxmertSConfig fields, got {model!r}")
+    hints = inspect.get_annotations(LxmertSConfig, eval_str=True)
+    for name, value in model.items():
+        if name in SET_BY_THE_RUN:
+            raise CurriculumError(
+                f"{where}: model.{name}: set by the run from {SET_BY_THE_RUN[name]}; remove it"
+            )
+        if name not in hints:
+            close = difflib.get_close_matches(str(name), hints, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CurriculumError(
+                f"{where}: model: unknown key {name!r}; {hint}LxmertSConfig's fields are "
+                f"{sorted(set(hints) - set(SET_BY_THE_RUN))}"
+            )
+        if not _matches(value, hints[name]):
+            raise CurriculumError(f"{where}: model.{name}: expected {_describe(hints[name])}, got {value!r}")
+    try:
+        LxmertSConfig(**model)
+    except (StrictDataclassError, ValueError) as error:
+        raise CurriculumError(f"{where}: model: {error.__cause__ or error}") from error
+    return model
+
+
+def _check_training(training: TrainingConfig, where: str) -> TrainingConfig:
+    for name in ("logging_steps", "save_steps", "save_total_limit"):
+        if getattr(training, name) <= 0:
+            raise CurriculumError(
+                f"{where}: training.{name}: must be positive, got {getattr(training, name)}"
+            )
+    for name in ("dataloader_num_workers", "weight_decay", "max_grad_norm"):
+        if getattr(training, name) < 0:
+            raise CurriculumError(
+                f"{where}: training.{name}: must not be negative, got {getattr(training, name)}"
+            )
+    for name in (
+        "mlm_probability",
+        "region_mask_probability",
+        "triplet_shuffle_probability",
+        "mismatch_probability",
+    ):
+        if not 0 <= getattr(training, name) <= 1:
+            raise CurriculumError(
+                f"{where}: training.{name}: must be in [0, 1], got {getattr(training, name)}"
+            )
+    return training
 
 
 def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:

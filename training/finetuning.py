@@ -143,6 +143,55 @@ def check_retrieval_ranking_arguments(parser: argparse.ArgumentParser, args: arg
         )
 
 
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why `folder` is not an LXMERT-S checkpoint folder fine-tuning can start from, or None. A BERT folder
+    would load with most weights fresh and a transformers LXMERT one fail on its sizes, both far from here."""
+    config = Path(folder) / "config.json"
+    if not Path(folder).is_dir():
+        return f"{folder}: no such folder; give a pre-training checkpoint folder (e.g. outputs/pretrain/hub)"
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError) as error:
+        return f"{config}: not a checkpoint's config ({error})"
+    if model_type == "lxmert":
+        return (
+            f"{folder} is a transformers LXMERT checkpoint; convert it to LXMERT-S first: "
+            f"python recipes/convert_lxmert_checkpoint.py {folder} <output folder>"
+        )
+    if model_type != LxmertSConfig.model_type:
+        return (
+            f"{config}: model_type {model_type!r}, not an LXMERT-S checkpoint ({LxmertSConfig.model_type!r})"
+        )
+    return None
+
+
+def finetune_problem(
+    model: str,
+    config_from: str | Path | None,
+    epochs: float | None,
+    max_steps: int | None,
+    batch_size: int,
+    learning_rate: float,
+    head_learning_rate: float,
+) -> tuple[str, str] | None:
+    """The first of `finetune`'s arguments that cannot work, and why; None when all can."""
+    settings = {
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "head_learning_rate": head_learning_rate,
+    }
+    for name, value in settings.items():
+        if value is not None and value <= 0:
+            return name, f"expected a positive number, got {value}"
+    for name, folder in (("model", None if model == "none" else model), ("config_from", config_from)):
+        problem = None if folder is None else checkpoint_problem(folder)
+        if problem is not None:
+            return name, problem
+    return None
+
+
 def default_data_folder() -> Path:
     """`outputs/pretrain/world`, so that the default pre-training run's checkpoints are fine-tuned on the
     images and tokenizer they were pre-trained with; generated (on the main process) when absent, reused
@@ -437,6 +486,11 @@ def finetune(
     its processor, and write its val metrics. `epochs` defaults to the paper's for the task; the parameters
     `model` did not provide train at `head_learning_rate`, the rest at `learning_rate`; `rerank_top_k` and
     `all_pairs` choose retrieval's rankings (`rank_retrieval`)."""
+    problem = finetune_problem(
+        model, config_from, epochs, max_steps, batch_size, learning_rate, head_learning_rate
+    )
+    if problem is not None:
+        raise ValueError(": ".join(problem))
     output_dir = Path(output_dir)
     state = PartialState()
     processor = load_processor(model, config_from, data)

@@ -1,6 +1,10 @@
 """The transformers `Trainer` plus what a stage of MSP pre-training (`MSPTrainer`) and a fine-tuning run
 (`FinetuningTrainer`) need.
 
+Both are `IndexedRowsTrainer`s: their training rows carry their epoch and dataset index, which seed each
+batch's random draws (`training/sampling.py`), so a resumed run trains exactly the batches of an
+uninterrupted one.
+
 `MSPTrainer`:
 
 - Per-task losses. A stage optimises the weighted sum of several task losses (MLM, MRFR, MOC and the
@@ -32,11 +36,14 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
+from accelerate.data_loader import SeedableRandomSampler
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from processing.store import atomic_write_text, replace_folder
+from training.sampling import EpochIndices, IndexedRows
 from training.stage_data import SourceBlockSampler
 
 COMPLETE_MARKER = "checkpoint_complete"
@@ -44,7 +51,37 @@ TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_STATE = "optimizer_state.pt"
 
 
-class MSPTrainer(Trainer):
+class IndexedRowsTrainer(Trainer):
+    """A `Trainer` whose training rows carry their epoch and dataset index (`training.sampling`), from which
+    the collators seed each batch's draws: a resumed run, DataLoader workers and the processes of a
+    data-parallel run collate exactly the batches of one uninterrupted process."""
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        dataset = IndexedRows(self.train_dataset)
+        self._epoch_indices = EpochIndices(self._index_sampler(dataset))
+        return self._get_dataloader(
+            dataset=dataset,
+            description="Training",
+            batch_size=self._train_batch_size,
+            sampler_fn=lambda _: self._epoch_indices,
+            is_training=True,
+        )
+
+    def _run_epoch(self, model: nn.Module, epoch: int, *args: Any, **kwargs: Any) -> Any:
+        # The Trainer's `set_epoch` on the loader does not reach the sampler of a resumed data-parallel run
+        # (accelerate's skipping wrapper around its per-process shard): set it here, before every epoch.
+        self._epoch_indices.set_epoch(epoch)
+        return super()._run_epoch(model, epoch, *args, **kwargs)
+
+    def _index_sampler(self, dataset: Dataset) -> Sampler[int]:
+        """The order of an epoch's indices: shuffled by the run's data seed and the epoch."""
+        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+        return SeedableRandomSampler(data_source=dataset, data_seed=seed)
+
+
+class MSPTrainer(IndexedRowsTrainer):
     """A `Trainer` for `LxmertSForPreTraining` that logs the per-task losses.
 
     The stage collators need the raw corpus columns (`image_index`, `text`), which the `Trainer` would
@@ -114,9 +151,9 @@ class MSPTrainer(Trainer):
         self._task_loss_counts.zero_()
         return means
 
-    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
+    def _index_sampler(self, dataset: Dataset) -> Sampler[int]:
         if self.source_lengths is None:
-            return super()._get_train_sampler(train_dataset)
+            return super()._index_sampler(dataset)
         return SourceBlockSampler(self.source_lengths, self.args.per_device_train_batch_size, self.args.seed)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -172,7 +209,7 @@ class FinetuningArguments(TrainingArguments):
     )
 
 
-class FinetuningTrainer(Trainer):
+class FinetuningTrainer(IndexedRowsTrainer):
     """A `Trainer` whose newly initialised parameters train at `args.head_learning_rate`, the loaded ones at
     `args.learning_rate` (`args`: `FinetuningArguments`).
 
