@@ -5,8 +5,8 @@ ids the model's config asks for; regions are padded with zeros to the configured
 attention mask (more regions are refused unless truncation is asked for), and pixel boxes are divided by the
 image's width and height as LXMERT does. Given an `image_processor`
 (`processing.detector.FasterRcnnVgImageProcessor`), it also takes images and gets their regions from the
-detector LXMERT's features come from. The two array functions below, `word_position_ids` and `fit_regions`, are
-shared with the pre-training collators so that both produce the same inputs.
+detector LXMERT's features come from. The two array functions below, `word_position_ids` and `fit_regions`,
+are shared with the pre-training collators so that both produce the same inputs.
 """
 
 from __future__ import annotations
