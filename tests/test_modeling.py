@@ -9,6 +9,7 @@ import torch
 from model_inputs import EVERY_HEAD, alignment_labels, random_inputs, random_labels, tiny_config
 from torch.nn import functional as F
 from transformers import LxmertConfig, LxmertForPreTraining, LxmertModel
+from transformers.utils import logging as transformers_logging
 
 from modeling_lxmert_s import (
     HEADS,
@@ -441,6 +442,7 @@ def test_hidden_states_and_attentions_are_returned_per_layer(caplog):
     inputs = random_inputs(config)
     batch, length = inputs["input_ids"].shape
     regions = inputs["visual_feats"].shape[1] + 1  # with the visual [CLS]
+    transformers_logging.warning_once.cache_clear()  # the warning comes once per process
     with torch.no_grad():
         states = model(**inputs, output_hidden_states=True)
         under_sdpa = model(**inputs, output_attentions=True)  # this call runs eager attention, and says so
