@@ -1,6 +1,12 @@
 """LXMERT-S for multi-stage pre-training; importing the package registers it with the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForQuestionAnswering
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForQuestionAnswering,
+    AutoModelForVisualQuestionAnswering,
+)
 
 from .configuration_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, head_module_name
 from .convert_lxmert import convert_lxmert_state_dict
@@ -22,13 +28,15 @@ from .pretraining_heads import HEADS
 AutoConfig.register(LxmertSConfig.model_type, LxmertSConfig)
 AutoModel.register(LxmertSConfig, LxmertSModel)
 AutoModelForPreTraining.register(LxmertSConfig, LxmertSForPreTraining)
-# Where transformers' LXMERT is registered. Not AutoModelForVisualQuestionAnswering: its models take
-# pixels for the VQA pipeline, while LXMERT-S takes detector region features.
+# Where transformers registers LXMERT, and where it registers ViLT's VQA model. (The VQA pipeline feeds
+# pixels, which LXMERT-S does not take: it reads detector region features.)
 AutoModelForQuestionAnswering.register(LxmertSConfig, LxmertSForQuestionAnswering)
+AutoModelForVisualQuestionAnswering.register(LxmertSConfig, LxmertSForQuestionAnswering)
 # save_pretrained then writes an auto_map entry for each class and copies the code beside the weights.
 LxmertSConfig.register_for_auto_class()
 LxmertSModel.register_for_auto_class("AutoModel")
 LxmertSForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+# One Auto class per class here; config.AUTO_MAP adds AutoModelForVisualQuestionAnswering.
 LxmertSForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
 # transformers has no Auto class for NLVR2 or retrieval (nor for its own ViLT/BLIP models of these
 # tasks). Registering them as AutoModel is what makes save_pretrained copy the code, and the saved

@@ -9,7 +9,7 @@ numerically.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -34,13 +34,15 @@ AUTO_MAP = {
     "AutoModel": "modeling_lxmert_s.LxmertSModel",
     "AutoModelForPreTraining": "modeling_lxmert_s.LxmertSForPreTraining",
     "AutoModelForQuestionAnswering": "modeling_lxmert_s.LxmertSForQuestionAnswering",
+    "AutoModelForVisualQuestionAnswering": "modeling_lxmert_s.LxmertSForQuestionAnswering",
 }
 
 
 @strict
 class LxmertSConfig(PreTrainedConfig):
     r"""
-    Sizes follow LXMERT/BERT-base; the encoder is `num_layers` cross-modality layers.
+    Sizes follow LXMERT/BERT-base; the encoder is `num_layers` cross-modality layers (also readable and
+    settable as transformers' common `num_hidden_layers`).
 
     visual_cls_token (`bool`, defaults to `True`):
         Prepend one learned `visual_feat_dim` vector with box `[0, 0, 1, 1]` to the regions, as the
@@ -91,9 +93,14 @@ class LxmertSConfig(PreTrainedConfig):
     num_qa_labels (`int`, defaults to 3129):
         Size of the answer vocabulary of `LxmertSForQuestionAnswering` (LXMERT's VQA v2 answer set; a
         GQA answer set differs).
+    check_input_values (`bool`, defaults to `True`):
+        Check the values of inputs and labels (finite features, boxes in [0, 1], ids and labels in range, a
+        real token and region in every row) on their device, without a host sync (`input_checks.py`); a
+        failure names the argument. `False` skips these checks (shapes and dtypes are always checked).
     """
 
     model_type = "lxmert_s"
+    attribute_map: ClassVar[dict[str, str]] = {"num_hidden_layers": "num_layers"}
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -133,6 +140,7 @@ class LxmertSConfig(PreTrainedConfig):
     grounding_margin: float = 0.2
 
     num_qa_labels: int = 3129
+    check_input_values: bool = True
 
     def __post_init__(self, **kwargs):
         if self.pretraining_tasks is None:

@@ -3,7 +3,8 @@
 Text embeddings and projected region features enter `num_layers` cross-modality layers directly.
 Module names follow `transformers`' LXMERT (`encoder.visn_fc`, `encoder.x_layers.N.visual_attention`,
 ...) so that LXMERT checkpoints map onto this model by key, see `convert_lxmert.py`. Attention goes
-through transformers' attention interface: SDPA by default, eager on request.
+through transformers' attention interface: SDPA by default, eager on request, and eager for a call that asks
+for the attention weights (`output_attentions=True`), which SDPA does not return.
 """
 
 from __future__ import annotations
@@ -20,20 +21,23 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_lxmert_s import LxmertSConfig, head_module_name
+from .input_checks import IGNORE_INDEX, LabelChecks, Shape, ValueChecks, check_dtype, check_shape, shape_error
 from .pretraining_heads import (
     HEADS,
-    IGNORE_INDEX,
     LABEL_TASKS,
     EncoderFeatures,
     FreeLanguageModelingHead,
     ImageTextMatchingHead,
     MaskedLanguageModelingHead,
+    TopicHead,
     VisualSemanticContrastiveHead,
     word_region_similarity,
 )
+
+logger = logging.get_logger(__name__)
 
 # The released code's visual [CLS] covers the whole image.
 VISUAL_CLS_BOX = (0.0, 0.0, 1.0, 1.0)
@@ -45,8 +49,9 @@ class LxmertSModelOutput(ModelOutput):
 
     language_output: (B, L, H). vision_output: (B, R', H) with R' = R + 1 when the model prepends its
     visual [CLS] (then at index 0). pooled_output: (B, H), the multimodal representation every head
-    reads. Hidden states: the embeddings, then each layer's output. Attentions (eager only): per
-    layer, text self-attention, region self-attention, and text-to-region cross-attention.
+    reads. Hidden states: the embeddings, then each layer's output. Attentions (from eager attention, which
+    a call asking for them runs under SDPA too): per layer, text self-attention, region self-attention, and
+    text-to-region cross-attention.
     """
 
     language_output: torch.Tensor | None = None
@@ -75,13 +80,25 @@ class LxmertSUnidirectionalOutput(ModelOutput):
 
 @dataclass
 class LxmertSForPreTrainingOutput(ModelOutput):
-    """loss: the weighted sum of the active tasks' losses (None when no task's labels were given).
-    losses: task name -> its unweighted loss, for the tasks active in this batch.
-    itm_logits: (B, 2) mismatch/match scores when the model carries the ITM head."""
+    """Named after transformers' `LxmertForPreTrainingOutput` where the two share a field.
+
+    loss: the weighted sum of the active tasks' losses; losses: task name -> its unweighted loss, for the
+    tasks active in this batch (both None when no task's labels were given). itm_logits: (B, 2)
+    mismatch/match scores when the model carries the ITM head. The predictions, at every position, of the
+    heads the model carries, computed when no labels are given or `output_predictions=True` (training
+    computes them at the chosen positions only): prediction_logits (B, L, vocab_size), MLM's word scores;
+    object_logits (B, R, num_object_labels) and attribute_logits (B, R, num_attr_labels), MOC's
+    detector-class scores; region_feature_predictions (B, R, visual_feat_dim), MRFR's RoI features (R: the
+    regions, without the visual [CLS]).
+    Then the encoder's outputs, as `LxmertSModelOutput`."""
 
     loss: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] | None = None
+    prediction_logits: torch.Tensor | None = None
     itm_logits: torch.Tensor | None = None
+    object_logits: torch.Tensor | None = None
+    attribute_logits: torch.Tensor | None = None
+    region_feature_predictions: torch.Tensor | None = None
     language_output: torch.Tensor | None = None
     vision_output: torch.Tensor | None = None
     pooled_output: torch.Tensor | None = None
@@ -258,13 +275,18 @@ class LxmertSAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         query = self.query(hidden_states).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
         key = self.key(context).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
         value = self.value(context).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
+        implementation = "eager" if output_attentions else self.config._attn_implementation
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
+            implementation, eager_attention_forward
         )
         output, weights = attention_interface(
             self,
@@ -298,9 +320,13 @@ class LxmertSCrossAttentionLayer(nn.Module):
         self.output = LxmertSAttentionOutput(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.att(hidden_states, context, context_mask)
+        attended, weights = self.att(hidden_states, context, context_mask, output_attentions)
         return self.output(attended, hidden_states), weights
 
 
@@ -311,9 +337,12 @@ class LxmertSSelfAttentionLayer(nn.Module):
         self.output = LxmertSAttentionOutput(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.self(hidden_states, hidden_states, attention_mask)
+        attended, weights = self.self(hidden_states, hidden_states, attention_mask, output_attentions)
         return self.output(attended, hidden_states), weights
 
 
@@ -359,16 +388,20 @@ class LxmertSCrossModalityLayer(GradientCheckpointingLayer):
         visual_feats: torch.Tensor,
         visual_mask: torch.Tensor | None,
         vision_sees_language: bool = True,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """`vision_sees_language=False` (FLM's unidirectional passes): the regions' cross-attention reads the
-        regions instead of the text, so the image side carries no word to a word that must not see it."""
-        lang_cross, cross_weights = self.visual_attention(lang_feats, visual_feats, visual_mask)
+        regions instead of the text, so the image side carries no word to a word that must not see it.
+        `output_attentions`: return the weights of text self-, region self- and text-to-region attention."""
+        lang_cross, cross_weights = self.visual_attention(
+            lang_feats, visual_feats, visual_mask, output_attentions
+        )
         if vision_sees_language:
             visual_cross, _ = self.visual_attention(visual_feats, lang_feats, lang_mask)
         else:
             visual_cross, _ = self.visual_attention(visual_feats, visual_feats, visual_mask)
-        lang_self, lang_weights = self.lang_self_att(lang_cross, lang_mask)
-        visual_self, visual_weights = self.visn_self_att(visual_cross, visual_mask)
+        lang_self, lang_weights = self.lang_self_att(lang_cross, lang_mask, output_attentions)
+        visual_self, visual_weights = self.visn_self_att(visual_cross, visual_mask, output_attentions)
         lang_out = self.lang_output(self.lang_inter(lang_self), lang_self)
         visual_out = self.visn_output(self.visn_inter(visual_self), visual_self)
         return lang_out, visual_out, lang_weights, visual_weights, cross_weights
@@ -508,7 +541,25 @@ class LxmertSClassificationHead(nn.Module):
         return self.logit_fc(pooled_output)
 
 
+def head_of(key: str) -> str | None:
+    """The head module a parameter name belongs to ("heads.mlm", "answer_head", "classifier"); None for the
+    encoder. Every LXMERT-S model keeps its heads under these names."""
+    parts = key.split(".")
+    if parts[0] == "heads" and len(parts) > 2:
+        return ".".join(parts[:2])
+    if parts[0] in ("answer_head", "classifier"):
+        return parts[0]
+    return None
+
+
 class LxmertSPreTrainedModel(PreTrainedModel):
+    """Also: what `from_pretrained` reports. A checkpoint of any LXMERT-S model loads into any other: the
+    encoder whole, each head the two share, and a head of the model that the checkpoint lacks entirely starts
+    fresh (a new stage's task, a new downstream head), while a head of the checkpoint that the model lacks is
+    not used. Both are expected, so one line names them (`fresh_parameters` lists the fresh heads'
+    parameters) instead of transformers' table of every key; a head only partly in the checkpoint and any
+    encoder key are reported by transformers as usual."""
+
     config_class = LxmertSConfig
     config: LxmertSConfig
     base_model_prefix = "lxmert"
@@ -520,6 +571,30 @@ class LxmertSPreTrainedModel(PreTrainedModel):
     # forward takes **labels; the Trainer must not pass num_items_in_batch (it would mis-scale
     # gradient accumulation, each head already averages its own loss).
     accepts_loss_kwargs = False
+    # names of the parameters of the heads from_pretrained initialised because the checkpoint lacked them
+    fresh_parameters: frozenset[str] = frozenset()
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        """transformers' hook between loading a checkpoint and reporting its missing and unexpected keys."""
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        tied = set(self._tied_weights_keys or {})
+        loaded = set(self.state_dict()) - loading_info.missing_keys - tied
+        fresh = (
+            {head_of(key) for key in loading_info.missing_keys} - {head_of(key) for key in loaded} - {None}
+        )
+        own = {head_of(key) for key in self.state_dict()}
+        unused = {head_of(key) for key in loading_info.unexpected_keys} - own - {None}
+        loading_info.missing_keys = {key for key in loading_info.missing_keys if head_of(key) not in fresh}
+        loading_info.unexpected_keys = {
+            key for key in loading_info.unexpected_keys if head_of(key) not in unused
+        }
+        self.fresh_parameters = frozenset(
+            name for name, _ in self.named_parameters() if head_of(name) in fresh
+        )
+        news = [f"heads {', '.join(sorted(fresh))} start fresh"] if fresh else []
+        news += [f"the checkpoint's heads {', '.join(sorted(unused))} are not used"] if unused else []
+        if news:
+            logger.warning(f"{type(self).__name__}: " + "; ".join(news))
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -534,10 +609,6 @@ class LxmertSPreTrainedModel(PreTrainedModel):
             init.normal_(module.visual_cls_feature, mean=0.0, std=self.config.initializer_range)
             # not saved, so from_pretrained (which builds on the meta device) must set it here
             init.copy_(module.visual_cls_box, torch.tensor(VISUAL_CLS_BOX))
-
-
-def _shape_error(name: str, expected: str, received: torch.Size) -> ValueError:
-    return ValueError(f"{name}: expected shape {expected}, received {tuple(received)}")
 
 
 def _encoder_extras(encoded: LxmertSModelOutput) -> dict[str, tuple[torch.Tensor, ...] | None]:
@@ -581,42 +652,75 @@ class LxmertSModel(LxmertSPreTrainedModel):
         visual_pos: torch.Tensor,
         visual_attention_mask: torch.Tensor | None,
     ) -> None:
+        """Shapes and dtypes here; values on the device (`input_checks.ValueChecks`)."""
         config = self.config
         if input_ids.dim() != 2:
-            raise _shape_error("input_ids", "(batch, length)", input_ids.shape)
+            raise shape_error("input_ids", "(batch, length)", input_ids.shape)
+        check_dtype("input_ids", input_ids, "integer")
         batch, length = input_ids.shape
+        if batch == 0 or length == 0:
+            raise ValueError(
+                f"input_ids: expected at least one row of at least one token, received {(batch, length)}"
+            )
         if length > config.max_position_embeddings:
             raise ValueError(
                 f"input_ids: text length {length} exceeds the position table "
                 f"(max_position_embeddings={config.max_position_embeddings})"
             )
+        text = Shape((batch, length), ("batch", "length"))
         for name, tensor in (
             ("attention_mask", attention_mask),
             ("token_type_ids", token_type_ids),
             ("position_ids", position_ids),
         ):
-            if tensor is not None and tensor.shape != input_ids.shape:
-                raise _shape_error(name, f"{(batch, length)} like input_ids", tensor.shape)
+            if tensor is not None:
+                check_shape(name, tensor, text)
         if position_ids is None and config.position_ids_type == "word":
             raise ValueError(
                 "position_ids: this model uses word-level positions (config.position_ids_type='word'), "
                 "which only the tokenizer side can compute; pass position_ids from LxmertSProcessor"
             )
         if visual_feats.dim() != 3 or visual_feats.shape[0] != batch:
-            raise _shape_error(
+            raise shape_error(
                 "visual_feats", f"({batch}, regions, {config.visual_feat_dim})", visual_feats.shape
             )
         if visual_feats.shape[-1] != config.visual_feat_dim:
-            raise _shape_error(
+            raise shape_error(
                 "visual_feats",
                 f"(batch, regions, {config.visual_feat_dim}) [visual_feat_dim]",
                 visual_feats.shape,
             )
         regions = visual_feats.shape[1]
-        if visual_pos.shape != (batch, regions, config.visual_pos_dim):
-            raise _shape_error("visual_pos", f"{(batch, regions, config.visual_pos_dim)}", visual_pos.shape)
-        if visual_attention_mask is not None and visual_attention_mask.shape != (batch, regions):
-            raise _shape_error("visual_attention_mask", f"{(batch, regions)}", visual_attention_mask.shape)
+        if regions == 0:
+            raise ValueError(
+                f"visual_feats: expected at least one region, received {tuple(visual_feats.shape)}"
+            )
+        check_dtype("visual_feats", visual_feats, "floating")
+        check_shape(
+            "visual_pos",
+            visual_pos,
+            Shape((batch, regions, config.visual_pos_dim), ("batch", "regions", "visual_pos_dim")),
+        )
+        check_dtype("visual_pos", visual_pos, "floating")
+        if visual_attention_mask is not None:
+            check_shape(
+                "visual_attention_mask", visual_attention_mask, Shape((batch, regions), ("batch", "regions"))
+            )
+
+        values = ValueChecks(config.check_input_values)
+        values.ids("input_ids", input_ids, self.embeddings.word_embeddings.num_embeddings, "vocab_size")
+        if token_type_ids is not None:
+            values.ids("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
+        if position_ids is not None:
+            values.ids(
+                "position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings"
+            )
+        if attention_mask is not None:
+            values.padding_mask("attention_mask", attention_mask, "token")
+        values.finite("visual_feats", visual_feats)
+        values.unit_interval("visual_pos", visual_pos, "boxes (x1, y1, x2, y2 over the image's size)")
+        if visual_attention_mask is not None:
+            values.padding_mask("visual_attention_mask", visual_attention_mask, "region")
 
     def _complete_inputs(
         self,
@@ -670,7 +774,10 @@ class LxmertSModel(LxmertSPreTrainedModel):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         return_dict = config.return_dict if return_dict is None else return_dict
         if output_attentions and config._attn_implementation != "eager":
-            raise ValueError("output_attentions=True needs the eager attention (attn_implementation='eager')")
+            logger.warning_once(
+                f"output_attentions=True: {config._attn_implementation} attention returns no weights, so the "
+                "calls that ask for them run eager attention (attn_implementation='eager' avoids the switch)"
+            )
 
         attention_mask, token_type_ids, position_ids, visual_attention_mask = self._complete_inputs(
             input_ids,
@@ -690,7 +797,7 @@ class LxmertSModel(LxmertSPreTrainedModel):
         lang_attentions, visual_attentions, cross_attentions = (), (), ()
         for layer in self.encoder.x_layers:
             lang, visual, lang_weights, visual_weights, cross_weights = layer(
-                lang, lang_mask, visual, visual_mask
+                lang, lang_mask, visual, visual_mask, output_attentions=output_attentions
             )
             lang_states += (lang,)
             visual_states += (visual,)
@@ -838,7 +945,8 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
     """LXMERT-S with the MSP pre-training heads that `config.pretraining_tasks` names.
 
     Task labels are keyword arguments named as in each head's `label_names` (see
-    `pretraining_heads.py`); a task whose primary label is absent contributes nothing.
+    `pretraining_heads.py`); a task whose primary label is absent contributes nothing. Without labels (or
+    with `output_predictions=True`) the output carries the heads' predictions at every position.
     """
 
     def __init__(self, config: LxmertSConfig):
@@ -861,11 +969,38 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.lxmert.set_input_embeddings(value)
 
+    def _vocabulary_head(self) -> str | None:
+        """The head whose decoder is the output embeddings: MLM's, else FLM's."""
+        return next((task for task in ("mlm", "flm") if task in self.heads), None)
+
     def get_output_embeddings(self) -> nn.Linear | None:
-        for task in ("mlm", "flm"):
-            if task in self.heads:
-                return self.heads[task].decoder
-        return None
+        task = self._vocabulary_head()
+        return self.heads[task].decoder if task is not None else None
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.heads[self._vocabulary_head()].decoder = new_embeddings
+
+    def _resize_token_embeddings(
+        self, new_num_tokens: int | None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """transformers resizes the word embeddings and the output embeddings; this resizes every other
+        vocabulary-sized parameter: the other decoder, the MLM and FLM biases and the TITP / TITS layers."""
+        embeddings = super()._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        size = embeddings.num_embeddings
+        for head in self.heads.values():
+            if isinstance(head, (MaskedLanguageModelingHead, FreeLanguageModelingHead)):
+                # the same decoder when its size is right already (as the output embeddings' is)
+                head.decoder = self._get_resized_lm_head(head.decoder, size, mean_resizing=mean_resizing)
+                if len(head.bias) != size:
+                    fill = head.bias.detach().mean() if mean_resizing else 0.0
+                    head.bias = _resized_vector(head.bias, size, fill)
+            elif isinstance(head, TopicHead) and head.dense.out_features != size:
+                head.dense = self._get_resized_lm_head(head.dense, size, mean_resizing=mean_resizing)
+                norm = nn.LayerNorm(size, eps=head.LayerNorm.eps)
+                norm.weight = _resized_vector(head.LayerNorm.weight, size, 1.0)
+                norm.bias = _resized_vector(head.LayerNorm.bias, size, 0.0)
+                head.LayerNorm = norm
+        return embeddings
 
     def _features(
         self, encoded: LxmertSModelOutput, attention_mask: torch.Tensor, visual_attention_mask: torch.Tensor
@@ -942,6 +1077,33 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             active.append(task)
         return active
 
+    def _check_labels(
+        self,
+        active: list[str],
+        labels: dict[str, torch.Tensor],
+        input_ids: torch.Tensor,
+        visual_feats: torch.Tensor,
+    ) -> None:
+        checks = LabelChecks(
+            enabled=self.config.check_input_values,
+            batch=input_ids.shape[0],
+            length=input_ids.shape[1],
+            regions=visual_feats.shape[1],
+        )
+        for task in active:
+            self.heads[head_module_name(task)].check_labels(labels, checks)
+
+    def _predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
+        """The heads' predictions at every position, for inference (`LxmertSForPreTrainingOutput`)."""
+        predictions = {}
+        if "mlm" in self.heads:
+            predictions["prediction_logits"] = self.heads["mlm"].logits(features.language_output)
+        if "moc" in self.heads:
+            predictions["object_logits"], predictions["attribute_logits"] = self.heads["moc"].logits(features)
+        if "mrfr" in self.heads:
+            predictions["region_feature_predictions"] = self.heads["mrfr"].predict(features)
+        return predictions
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -953,9 +1115,12 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        output_predictions: bool | None = None,
         return_dict: bool | None = None,
         **labels: torch.Tensor,
     ) -> LxmertSForPreTrainingOutput | tuple:
+        """`output_predictions`: return the heads' predictions at every position (None: when no labels are
+        given; training leaves them out, as their vocabulary-sized scores cost memory)."""
         active = self._active_tasks(labels)
         return_dict = self.config.return_dict if return_dict is None else return_dict
         contrastive = bool({"vsc", "itm_vsc"} & set(active))
@@ -978,6 +1143,7 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             output_attentions=output_attentions,
             return_dict=True,
         )
+        self._check_labels(active, labels, input_ids, visual_feats)
         features = self._features(encoded, text["attention_mask"], visual_attention_mask)
         if contrastive:
             features.text_embeddings = self._unmasked_text_embeddings(text, labels)
@@ -997,8 +1163,6 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             features.negative_pairs = (text_index, image_index)
         if "flm" in active:
             flm_labels = labels["flm_labels"]
-            if flm_labels.shape != input_ids.shape:
-                raise _shape_error("flm_labels", f"{tuple(input_ids.shape)} like input_ids", flm_labels.shape)
             # FLM reads the unmasked text: `flm_labels` hold the original id of every word and MLM masks
             # words only, so putting them back undoes MLM's masking in a batch that trains both.
             passes = self.lxmert.unidirectional_passes(
@@ -1012,13 +1176,29 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             )
             features.unidirectional_states = passes.hidden_states
             features.position_embeddings = passes.position_embeddings
-        losses = {task: self.heads[head_module_name(task)](features, labels) for task in active}
+        losses = {task: self.heads[head_module_name(task)](features, labels) for task in active} or None
         loss = (
             sum(self.config.loss_weight(task) * value for task, value in losses.items()) if losses else None
         )
         itm_logits = self.heads["itm"].logits(features.pooled_output) if "itm" in self.heads else None
-        output = LxmertSForPreTrainingOutput(loss=loss, losses=losses, itm_logits=itm_logits, **encoded)
+        predict = not active if output_predictions is None else output_predictions
+        output = LxmertSForPreTrainingOutput(
+            loss=loss,
+            losses=losses,
+            itm_logits=itm_logits,
+            **(self._predictions(features) if predict else {}),
+            **encoded,
+        )
         return output if return_dict else output.to_tuple()
+
+
+def _resized_vector(vector: torch.Tensor, size: int, fill: float | torch.Tensor) -> nn.Parameter:
+    """A vocabulary-sized vector cut or extended to `size`, its new entries `fill`."""
+    resized = vector.detach().new_empty(size)
+    kept = min(size, len(vector))
+    resized[:kept] = vector.detach()[:kept]
+    resized[kept:] = fill
+    return nn.Parameter(resized, requires_grad=vector.requires_grad)
 
 
 class LxmertSForQuestionAnswering(LxmertSPreTrainedModel):
@@ -1067,8 +1247,8 @@ class LxmertSForQuestionAnswering(LxmertSPreTrainedModel):
         logits = self.answer_head(encoded.pooled_output)
         loss = None
         if labels is not None:
-            if labels.shape != logits.shape:
-                raise _shape_error("labels", f"{tuple(logits.shape)} [batch, num_qa_labels]", labels.shape)
+            check_shape("labels", labels, Shape(tuple(logits.shape), ("batch", "num_qa_labels")))
+            ValueChecks(self.config.check_input_values).unit_interval("labels", labels, "soft answer scores")
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float()) * logits.shape[1]
         output = LxmertSTaskOutput(loss=loss, logits=logits, **_encoder_extras(encoded))
         return output if return_dict else output.to_tuple()
@@ -1101,7 +1281,7 @@ class LxmertSForVisualReasoning(LxmertSPreTrainedModel):
         """The checks of the pair axis, so that errors name the shapes the caller passed; the encoder
         checks the rest on the flattened rows."""
         if input_ids.dim() != 2:
-            raise _shape_error("input_ids", "(batch, length)", input_ids.shape)
+            raise shape_error("input_ids", "(batch, length)", input_ids.shape)
         batch = input_ids.shape[0]
         feat_dim = self.config.visual_feat_dim
         if (
@@ -1109,15 +1289,17 @@ class LxmertSForVisualReasoning(LxmertSPreTrainedModel):
             or visual_feats.shape[:2] != (batch, 2)
             or visual_feats.shape[3] != feat_dim
         ):
-            raise _shape_error("visual_feats", f"({batch}, 2, regions, {feat_dim})", visual_feats.shape)
+            raise shape_error("visual_feats", f"({batch}, 2, regions, {feat_dim})", visual_feats.shape)
         regions = visual_feats.shape[2]
         expected_pos = (batch, 2, regions, self.config.visual_pos_dim)
         if visual_pos.shape != expected_pos:
-            raise _shape_error("visual_pos", f"{expected_pos}", visual_pos.shape)
+            raise shape_error("visual_pos", f"{expected_pos}", visual_pos.shape)
         if visual_attention_mask is not None and visual_attention_mask.shape != (batch, 2, regions):
-            raise _shape_error("visual_attention_mask", f"{(batch, 2, regions)}", visual_attention_mask.shape)
-        if labels is not None and labels.shape != (batch,):
-            raise _shape_error("labels", f"({batch},)", labels.shape)
+            raise shape_error("visual_attention_mask", f"{(batch, 2, regions)}", visual_attention_mask.shape)
+        if labels is not None:
+            check_shape("labels", labels, Shape((batch,), ("batch",)))
+            check_dtype("labels", labels, "class ids")
+            ValueChecks(self.config.check_input_values).ids("labels", labels, 2, "0 false, 1 true")
 
     def forward(
         self,
@@ -1219,8 +1401,8 @@ class LxmertSForImageTextRetrieval(LxmertSContrastiveFeatures, LxmertSPreTrained
         logits = match - mismatch
         loss = None
         if labels is not None:
-            if labels.shape != logits.shape:
-                raise _shape_error("labels", f"{tuple(logits.shape)} [batch]", labels.shape)
+            check_shape("labels", labels, Shape(tuple(logits.shape), ("batch",)))
+            ValueChecks(self.config.check_input_values).unit_interval("labels", labels, "match targets")
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
         output = LxmertSTaskOutput(loss=loss, logits=logits, **_encoder_extras(encoded))
         return output if return_dict else output.to_tuple()

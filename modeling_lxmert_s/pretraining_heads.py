@@ -1,10 +1,10 @@
 """The MSP pre-training heads: one class per task, each owning its loss.
 
-Every head reads the encoder outputs (`EncoderFeatures`) and the batch's labels for its task and
-returns a scalar loss. `HEADS` maps task names to classes; `LxmertSForPreTraining` builds the ones
-that `config.pretraining_tasks` names, each under `heads.<head_module_name(task)>`. Labels use the
-names in each head's `label_names`; the first name is the task's primary label, whose presence in a
-batch switches the task on.
+Every head checks the batch's labels for its task (`check_labels`, errors naming the label), reads the
+encoder outputs (`EncoderFeatures`) and the labels, and returns a scalar loss. `HEADS` maps task names to
+classes; `LxmertSForPreTraining` builds the ones that `config.pretraining_tasks` names, each under
+`heads.<head_module_name(task)>`. Labels use the names in each head's `label_names`; the first name is the
+task's primary label, whose presence in a batch switches the task on.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from torch.nn import functional as F
 from transformers.activations import ACT2FN
 
 from .configuration_lxmert_s import LxmertSConfig
-
-# Label value of a position that is not a target (PyTorch's cross-entropy default).
-IGNORE_INDEX = -100
+from .input_checks import IGNORE_INDEX, LabelChecks
 
 
 @dataclass
@@ -76,6 +74,10 @@ class PretrainingHead(nn.Module):
     task: ClassVar[str]
     label_names: ClassVar[tuple[str, ...]]
 
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        """Refuse labels of the wrong shape, dtype or values, naming the label."""
+        raise NotImplementedError
+
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
@@ -109,8 +111,8 @@ def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
 class MaskedLanguageModelingHead(PretrainingHead):
     """MLM (MSP_SPEC "Tasks"): cross-entropy at the masked text positions.
 
-    Logits are computed for the masked positions only, never for batch x length x vocabulary.
-    The decoder weight is tied to the word embeddings.
+    In training, logits are computed for the masked positions only, never for batch x length x vocabulary
+    (`logits` of every position is for inference). The decoder weight is tied to the word embeddings.
     """
 
     task = "mlm"
@@ -122,10 +124,24 @@ class MaskedLanguageModelingHead(PretrainingHead):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
+    def logits(self, language_output: torch.Tensor) -> torch.Tensor:
+        """(..., H) text outputs -> (..., vocab_size) word scores."""
+        return self.decoder(self.transform(language_output)) + self.bias
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.class_ids(
+            "mlm_labels",
+            labels["mlm_labels"],
+            checks.per_token,
+            len(self.bias),
+            "vocabulary",
+            ignore_index=True,
+        )
+
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         mlm_labels = labels["mlm_labels"]
-        chosen = mlm_labels != -100
-        logits = self.decoder(self.transform(features.language_output[chosen])) + self.bias
+        chosen = mlm_labels != IGNORE_INDEX
+        logits = self.logits(features.language_output[chosen])
         if logits.shape[0] == 0:
             return _zero_loss_like(logits)
         return F.cross_entropy(logits.float(), mlm_labels[chosen])
@@ -201,6 +217,16 @@ class FreeLanguageModelingHead(PretrainingHead):
         self.corruption_rate = config.flm_corruption_rate
         self.directional_losses = config.flm_directional_losses
 
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.class_ids(
+            "flm_labels",
+            labels["flm_labels"],
+            checks.per_token,
+            len(self.bias),
+            "vocabulary",
+            ignore_index=True,
+        )
+
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         flm_labels = labels["flm_labels"]
         key_mask, reconstructable = reconstructor_key_mask(
@@ -237,7 +263,9 @@ class ImageTextMatchingHead(PretrainingHead):
     """ITM (LXMERT; random negatives): match / mismatch from the pooled representation.
 
     Two logits with cross-entropy, as LXMERT: this equals eq. 3's binary cross-entropy with the match
-    score s = softmax(logits)[1], and keeps LXMERT's `seq_relationship` weights importable.
+    score s = softmax(logits)[1], and keeps LXMERT's `seq_relationship` weights importable. A row labelled
+    -100 is no target, as in MLM; a batch without any target gives a zero loss in the graph (not the NaN of
+    an empty mean).
     """
 
     task = "itm"
@@ -250,8 +278,16 @@ class ImageTextMatchingHead(PretrainingHead):
     def logits(self, pooled_output: torch.Tensor) -> torch.Tensor:
         return self.classifier(pooled_output)
 
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.class_ids(
+            "itm_labels", labels["itm_labels"], checks.per_row, 2, "0 mismatch, 1 match", ignore_index=True
+        )
+
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(self.logits(features.pooled_output).float(), labels["itm_labels"])
+        itm_labels = labels["itm_labels"]
+        # the mean over the rows with a target, without a host sync
+        summed = F.cross_entropy(self.logits(features.pooled_output).float(), itm_labels, reduction="sum")
+        return summed / (itm_labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 class HardImageTextMatchingHead(ImageTextMatchingHead):
@@ -270,12 +306,16 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
     task = "itm_vsc"
     label_names = ("itm_labels", "image_ids")
 
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        super().check_labels(labels, checks)
+        checks.require(
+            labels["itm_labels"] == 1,
+            "itm_labels: itm_vsc mines its own negatives, so every row must be a matched pair (1)",
+        )
+        checks.row_ids("image_ids", labels["image_ids"])
+
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         matched = labels["itm_labels"]
-        if not bool((matched == 1).all()):
-            raise ValueError(
-                "itm_labels: itm_vsc mines its own negatives, so every row must be a matched pair (1)"
-            )
         negative = features.negative.pooled_output
         logits = self.logits(torch.cat([features.pooled_output, negative]))
         targets = torch.cat([matched, matched.new_zeros(len(negative))])
@@ -305,6 +345,10 @@ class VisualSemanticContrastiveHead(PretrainingHead):
         self.text_projection = nn.Linear(config.hidden_size, dim)
         self.image_projection = nn.Linear(config.hidden_size, dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.contrastive_temperature)))
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.row_ids("vsc_labels", labels["vsc_labels"])
+        checks.row_ids("image_ids", labels["image_ids"])
 
     def text_embeds(self, text_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_projection(_masked_mean(text_embeddings, attention_mask)), dim=-1)
@@ -364,6 +408,10 @@ class PhraseGroundingHead(PretrainingHead):
         super().__init__()
         self.margin = config.grounding_margin
 
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.mask("wpg_concept_mask", labels["wpg_concept_mask"], checks.per_token)
+        checks.row_ids("image_ids", labels["image_ids"])
+
     @staticmethod
     def word_scores(features: EncoderFeatures) -> torch.Tensor:
         """(B, L) each word's best cosine similarity with a region of its pair's image."""
@@ -395,9 +443,18 @@ class RegionFeatureRegressionHead(RegionHead):
         self.decoder = nn.Linear(config.hidden_size, config.visual_feat_dim)
         self.normalizer = config.visual_loss_normalizer
 
+    def predict(self, features: EncoderFeatures, chosen: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted RoI features (B, R, F), or (N, F) at the `chosen` (B, R) regions only."""
+        return self.decoder(self.region_states(features, chosen))
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        features = checks.per_region.then(self.decoder.out_features, "visual_feat_dim")
+        checks.features("mrfr_labels", labels["mrfr_labels"], features)
+        checks.mask("region_mask", labels["region_mask"], checks.per_region)
+
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         masked = labels["region_mask"].bool()
-        predicted = self.decoder(self.region_states(features, masked)).float()
+        predicted = self.predict(features, masked).float()
         per_region = F.smooth_l1_loss(
             predicted, labels["mrfr_labels"][masked].float(), reduction="none"
         ).mean(-1)
@@ -435,20 +492,37 @@ class MaskedObjectClassificationHead(RegionHead):
         per_region = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         return (per_region * weights.flatten()).mean() * self.normalizer
 
-    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logits(self, features: EncoderFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """Object (B, R, num_object_labels) and attribute (B, R, num_attr_labels) scores of every region."""
         states = self.region_states(features)
-        object_weights = labels["moc_object_confidences"].float()
-        attribute_weights = labels["moc_attribute_confidences"].float()
+        return self.object_decoder(states), self.attribute_decoder(states)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        for kind, decoder in (("object", self.object_decoder), ("attribute", self.attribute_decoder)):
+            checks.class_ids(
+                f"moc_{kind}_labels",
+                labels[f"moc_{kind}_labels"],
+                checks.per_region,
+                decoder.out_features,
+                f"the detector's {kind} classes",
+            )
+            confidences = labels[f"moc_{kind}_confidences"]
+            checks.scores(f"moc_{kind}_confidences", confidences, checks.per_region, "detector confidences")
         if self.masked_regions_only:
             if "region_mask" not in labels:
                 raise ValueError("moc_masked_regions_only=True needs `region_mask` in the batch")
+            checks.mask("region_mask", labels["region_mask"], checks.per_region)
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        object_logits, attribute_logits = self.logits(features)
+        object_weights = labels["moc_object_confidences"].float()
+        attribute_weights = labels["moc_attribute_confidences"].float()
+        if self.masked_regions_only:
             masked = labels["region_mask"].float()
             object_weights, attribute_weights = object_weights * masked, attribute_weights * masked
-        object_loss = self._weighted_loss(
-            self.object_decoder(states), labels["moc_object_labels"], object_weights
-        )
+        object_loss = self._weighted_loss(object_logits, labels["moc_object_labels"], object_weights)
         attribute_loss = self._weighted_loss(
-            self.attribute_decoder(states), labels["moc_attribute_labels"], attribute_weights
+            attribute_logits, labels["moc_attribute_labels"], attribute_weights
         )
         return object_loss + attribute_loss
 
@@ -464,6 +538,11 @@ class ImageFeatureShuffleHead(RegionHead):
     def __init__(self, config: LxmertSConfig):
         super().__init__(config)
         self.decoder = nn.Linear(config.hidden_size, config.visual_feat_dim)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        features = checks.per_region.then(self.decoder.out_features, "visual_feat_dim")
+        checks.features("ifrs_labels", labels["ifrs_labels"], features)
+        checks.mask("ifrs_mask", labels["ifrs_mask"], checks.per_region)
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         shuffled = labels["ifrs_mask"].bool()
@@ -483,6 +562,11 @@ class TopicHead(PretrainingHead):
         self.dense = nn.Linear(config.hidden_size, config.vocab_size)
         self.act = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.vocab_size, eps=config.layer_norm_eps)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        name = self.label_names[0]
+        topics = checks.per_row.then(self.dense.out_features, "vocab_size")
+        checks.scores(name, labels[name], topics, "multi-hot topic targets")
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.LayerNorm(self.act(self.dense(features.pooled_output)))

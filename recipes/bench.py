@@ -5,6 +5,7 @@
     python recipes/bench.py --device cuda --bf16 --batch-size 1024 --compile
     python recipes/bench.py --models lxmert-s lxmert-s-flm lxmert-s-mlm-flm          # FLM's step-time cost
     python recipes/bench.py --models lxmert-s lxmert-s-align                  # the alignment tasks' cost
+    python recipes/bench.py --models lxmert-s lxmert-s-unchecked              # the input checks' cost
     python recipes/bench.py --models lxmert-s lxmert-s-flm --hidden-size 128 --num-layers 2 \
         --intermediate-size 512 --num-attention-heads 4 --batch-size 64   # the synthetic curricula's size
 
@@ -13,9 +14,11 @@ the region heads (feature regression, object and attribute classification); `lxm
 MLM with FLM and `lxmert-s-mlm-flm` trains both. `lxmert-s-align` trains the alignment tasks instead of ITM
 (VSC, WPG, and ITM on negatives mined with VSC, `itm_vsc`, with the alignment pooler), as a stage with them
 does: every row is a matched pair of distinct images, and the model encodes one negative pair per row in a
-second pass, the cost this variant shows beside the plain MSP step (`lxmert-s`). A step is forward,
-backward and an AdamW update. Each model runs in a fresh process so that peak memory is its own:
-peak GPU memory allocated on CUDA, peak resident memory of the process on the CPU.
+second pass, the cost this variant shows beside the plain MSP step (`lxmert-s`). `lxmert-s-unchecked` is
+`lxmert-s` without the device-side checks of input and label values (`config.check_input_values=False`),
+so the two give those checks' cost. A step is forward, backward and an AdamW update. Each model runs in a
+fresh process so that peak memory is its own: peak GPU memory allocated on CUDA, peak resident memory of the
+process on the CPU.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ VARIANTS = {
     "lxmert-s-flm": (("flm", "itm"), {}),
     "lxmert-s-mlm-flm": (("mlm", "flm", "itm"), {}),
     "lxmert-s-align": (("mlm", "vsc", "wpg", "itm_vsc"), {"pooler_type": "alignment"}),
+    "lxmert-s-unchecked": (("mlm", "itm"), {"check_input_values": False}),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from transformers import LxmertConfig
 
 from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig
 
@@ -28,6 +29,16 @@ ALIGNMENT_TASKS = ["mlm", "vsc", "wpg", "itm_vsc"]
 def tiny_config(**overrides) -> LxmertSConfig:
     settings = {**TINY_SIZES, "pretraining_tasks": EVERY_HEAD, **overrides}
     return LxmertSConfig(**settings)
+
+
+def tiny_lxmert_compatible_config(**overrides) -> LxmertSConfig:
+    """The LXMERT-compatible setting (`LxmertSConfig.from_lxmert_config`) at the tiny sizes, LXMERT's four
+    pre-training tasks."""
+    sizes = {name: value for name, value in TINY_SIZES.items() if name != "num_layers"}
+    lxmert = LxmertConfig(l_layers=0, r_layers=0, x_layers=TINY_SIZES["num_layers"], **sizes)
+    return LxmertSConfig.from_lxmert_config(
+        lxmert, **{"pretraining_tasks": ["mlm", "mrfr", "moc", "itm"], **overrides}
+    )
 
 
 def random_inputs(

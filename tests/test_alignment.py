@@ -11,6 +11,7 @@ from model_inputs import ALIGNMENT_TASKS, alignment_labels, random_inputs, tiny_
 from torch.nn import functional as F
 
 from modeling_lxmert_s import LxmertSForPreTraining, LxmertSModel
+from modeling_lxmert_s.input_checks import LabelChecks
 from modeling_lxmert_s.pretraining_heads import (
     EncoderFeatures,
     MinedImageTextMatchingHead,
@@ -103,8 +104,9 @@ def test_itm_vsc_scores_the_matched_rows_as_1_and_the_encoded_negatives_as_0():
     loss = head(features, {"itm_labels": torch.ones(2, dtype=torch.long), "image_ids": torch.arange(2)})
     logits = head.classifier(torch.cat([pooled, negative.pooled_output]))
     assert torch.allclose(loss, F.cross_entropy(logits, torch.tensor([1, 1, 0, 0, 0])))
-    with pytest.raises(ValueError, match="every row must be a matched pair"):
-        head(features, {"itm_labels": torch.tensor([1, 0]), "image_ids": torch.arange(2)})
+    checks = LabelChecks(batch=2, length=1, regions=1)
+    with pytest.raises(RuntimeError, match="^itm_labels: itm_vsc mines its own negatives.*matched pair"):
+        head.check_labels({"itm_labels": torch.tensor([1, 0]), "image_ids": torch.arange(2)}, checks)
 
 
 def test_negative_mining_samples_hard_partners_of_other_images_only():

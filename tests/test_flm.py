@@ -68,7 +68,15 @@ def leaky_regions(monkeypatch) -> None:
     """Let the regions read the words in FLM's passes too, which the passes must not do: every region
     reads the keys of the left-to-right [CLS] row, all words of that pass (the ordinary pass is unchanged)."""
 
-    def regions_read_words(self, lang_feats, lang_mask, visual_feats, visual_mask, vision_sees_language=True):
+    def regions_read_words(
+        self,
+        lang_feats,
+        lang_mask,
+        visual_feats,
+        visual_mask,
+        vision_sees_language=True,
+        output_attentions=None,
+    ):
         lang_cross, _ = self.visual_attention(lang_feats, visual_feats, visual_mask)
         visual_cross, _ = self.visual_attention(visual_feats, lang_feats, lang_mask[:, :, :1])
         lang_self, _ = self.lang_self_att(lang_cross, lang_mask)

@@ -24,7 +24,7 @@ ISOLATED_LOAD = textwrap.dedent(
     sys.modules["modeling_lxmert_s"] = None
     import torch
     from safetensors.torch import load_file, save_file
-    from transformers import AutoModel, AutoModelForPreTraining
+    from transformers import AutoModel, AutoModelForPreTraining, AutoModelForVisualQuestionAnswering
 
     checkpoint, inputs_file, out_file = sys.argv[1:]
     inputs = load_file(inputs_file)
@@ -35,6 +35,8 @@ ISOLATED_LOAD = textwrap.dedent(
     full = AutoModelForPreTraining.from_pretrained(checkpoint, trust_remote_code=True).eval()
     assert "modeling_lxmert_s" not in type(base).__module__.split(".")[0]
     assert full.heads["mlm"].decoder.weight is full.lxmert.embeddings.word_embeddings.weight
+    vqa = AutoModelForVisualQuestionAnswering.from_pretrained(checkpoint, trust_remote_code=True)
+    assert type(vqa).__name__ == "LxmertSForQuestionAnswering"
     with torch.no_grad():
         pooled = base(**model_inputs).pooled_output
         output = full(**model_inputs, **labels)
@@ -56,8 +58,14 @@ def test_saved_folder_loads_without_the_package(tmp_path):
         "AutoModel": "modeling_lxmert_s.LxmertSModel",
         "AutoModelForPreTraining": "modeling_lxmert_s.LxmertSForPreTraining",
         "AutoModelForQuestionAnswering": "modeling_lxmert_s.LxmertSForQuestionAnswering",
+        "AutoModelForVisualQuestionAnswering": "modeling_lxmert_s.LxmertSForQuestionAnswering",
     }
-    for code in ("configuration_lxmert_s.py", "modeling_lxmert_s.py", "pretraining_heads.py"):
+    for code in (
+        "configuration_lxmert_s.py",
+        "modeling_lxmert_s.py",
+        "pretraining_heads.py",
+        "input_checks.py",
+    ):
         assert (checkpoint / code).is_file(), code
 
     inputs = random_inputs(config)
@@ -84,6 +92,12 @@ def test_saved_folder_loads_without_the_package(tmp_path):
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # the encoder and the VQA model leave the checkpoint's heads aside, and say so in one line each
+    assert "LOAD REPORT" not in result.stderr, result.stderr[-3000:]
+    unused = ", ".join(f"heads.{name}" for name in sorted(model.heads))
+    unused = f"the checkpoint's heads {unused} are not used\n"
+    assert f"LxmertSModel: {unused}" in result.stderr
+    assert f"LxmertSForQuestionAnswering: heads answer_head start fresh; {unused}" in result.stderr
     from safetensors.torch import load_file
 
     loaded = load_file(str(tmp_path / "o"))

@@ -312,15 +312,16 @@ def build_model(
     answers: Sequence[str] | None = None,
 ) -> tuple[LxmertSPreTrainedModel, set[str]]:
     """The task model, and the names of its newly initialised parameters, which fine-tuning trains at the head
-    learning rate. On a pre-trained checkpoint's weights, the new ones are those `from_pretrained` reports
-    missing (the task head); with `model="none"` all are new: the architecture of `config_from` when given,
-    so that "no pre-training" compares like with like, else `LxmertSConfig`'s defaults sized from the data
-    (vocabulary, feature dimension)."""
+    learning rate. On a pre-trained checkpoint's weights, the new ones are the heads the model says start
+    fresh (`fresh_parameters`: the task head) and any key `from_pretrained` reports missing; with
+    `model="none"` all are new: the architecture of `config_from` when given, so that "no pre-training"
+    compares like with like, else `LxmertSConfig`'s defaults sized from the data (vocabulary, feature
+    dimension)."""
     settings = _task_settings(task, answers)
     if model != "none":
         network, loading = task.model_class.from_pretrained(model, output_loading_info=True, **settings)
         _check_fits(network.config, processor, data, model)
-        return network, set(loading["missing_keys"])
+        return network, set(loading["missing_keys"]) | network.fresh_parameters
     if config_from is not None:
         network = task.model_class(LxmertSConfig.from_pretrained(config_from, **settings))
     else:

@@ -61,7 +61,7 @@ def itm_match_scorer(model: torch.nn.Module) -> PairScorer:
         )
 
     def score(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(**inputs).itm_logits.float()
+        logits = model(**inputs, output_predictions=False).itm_logits.float()
         return logits[:, 1] - logits[:, 0]
 
     return score

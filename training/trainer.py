@@ -217,8 +217,9 @@ class FinetuningTrainer(IndexedRowsTrainer):
     that moves the untrained head lets its first gradients wipe out what pre-training put in the encoder; one
     that keeps the encoder leaves the head near its initial guesses. Hence discriminative learning rates
     (ULMFiT, Howard & Ruder 2018; LP-FT, Kumar et al. 2022). `new_parameters` names the fresh parameters as
-    `from_pretrained`'s loading info reports them missing. The optimizer is the `Trainer`'s own, its
-    weight-decay groups each split in two by learning rate; the scheduler scales every group by one factor.
+    `from_pretrained` reports them (the model's `fresh_parameters` and the missing keys). The optimizer is
+    the `Trainer`'s own, its weight-decay groups each split in two by learning rate; the scheduler scales
+    every group by one factor.
     """
 
     def __init__(self, *args: Any, new_parameters: Collection[str], **kwargs: Any):

@@ -86,7 +86,7 @@ def itm_accuracy(
     image, caption, labels = held_out_pairs([len(texts) for texts in per_image], seed)
     encoded = EncodedSplit.encode(store, processor, images["image_index"], captions, device)
     predicted = score_pairs(
-        lambda inputs: model(**inputs).itm_logits.argmax(-1),
+        lambda inputs: model(**inputs, output_predictions=False).itm_logits.argmax(-1),
         encoded,
         image,
         caption,
