@@ -168,7 +168,7 @@ def parameters_without_gradient(
     token chosen), so what is unused here is unused in every batch of a single-corpus stage."""
     rows = [trained.dataset[index] for index in range(min(batch_size, len(trained.dataset)))]
     with torch.random.fork_rng():
-        batch = trained.collator(rows)
+        batch = trained.collator(rows, seed=0)  # rows straight from the dataset: no epoch / index to seed by
         model.train()
         model(**batch).loss.backward()
     unused = [name for name, parameter in model.named_parameters() if parameter.grad is None]
