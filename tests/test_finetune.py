@@ -96,6 +96,8 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa")
     report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
     assert (report["task"], report["split"], report["global_step"]) == ("vqa", "val", 3)
+    accuracy, loss = 100 * report["metrics"]["vqa_accuracy"], report["metrics"]["loss"]
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (loss {loss:.4f})" in capsys.readouterr().out
     assert set(report["metrics"]) == {"loss", "vqa_accuracy"} and 0 <= report["metrics"]["vqa_accuracy"] <= 1
     assert report["metrics"] == result.metrics
     model = LxmertSForQuestionAnswering.from_pretrained(result.hub_folder)

@@ -110,8 +110,11 @@ def metrics_line(task: Task, split: str, metrics: dict[str, float]) -> str:
     """A classification task's metrics for the console, in percent like every score the recipes print (the
     JSON files keep fractions, as `evaluate` gives them); NLVR2 with its chance level."""
     chance = " (chance 50.0)" if task.name == "nlvr2" else ""
-    scores = "  ".join(f"{name} {100 * value:.1f}{chance}" for name, value in metrics.items())
-    return f"{task.name} on {split}, in %: {scores}"
+    scores = "  ".join(
+        f"{name} {100 * value:.1f}{chance}" for name, value in metrics.items() if name != "loss"
+    )
+    loss = f" (loss {metrics['loss']:.4f})" if "loss" in metrics else ""
+    return f"{task.name} on {split}, in %: {scores}{loss}"
 
 
 def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
