@@ -29,8 +29,7 @@ import argparse
 import json
 from pathlib import Path
 
-from processing.store import atomic_write_text
-from training.finetuning import (
+from lxmert_s_training.finetuning import (
     GQA_NEEDS_REAL_DATA,
     TASKS,
     DownstreamData,
@@ -41,7 +40,8 @@ from training.finetuning import (
     evaluate_checkpoint,
     metrics_line,
 )
-from training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
+from lxmert_s_training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
+from processing.store import atomic_write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Fine-tune LXMERT-S on VQA v2, GQA, NLVR2 or Flickr30k retrieval (MSP_SPEC "Downstream", §4.2).
+"""Fine-tune LXMERT-S on VQA v2, GQA, NLVR2 or Flickr30k retrieval (MSP paper §4.2).
 
     python recipes/finetune.py --task vqa --model outputs/pretrain/hub
     python recipes/finetune.py --task nlvr2 --model none --model-config-from outputs/pretrain/hub
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from training.finetuning import (
+from lxmert_s_training.finetuning import (
     GQA_NEEDS_REAL_DATA,
     HEAD_LEARNING_RATE,
     PAPER_BATCH_SIZE,

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.curriculum import load_curriculum
-from training.launch import distributed_state
-from training.pretraining import run_curriculum
-from training.retrieval import DEFAULT_RERANK_TOP_K
-from training.zero_shot import ZeroShotSettings
+from lxmert_s_training.curriculum import load_curriculum
+from lxmert_s_training.launch import distributed_state
+from lxmert_s_training.pretraining import run_curriculum
+from lxmert_s_training.retrieval import DEFAULT_RERANK_TOP_K
+from lxmert_s_training.zero_shot import ZeroShotSettings
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "synthetic.yaml"
 

@@ -17,7 +17,20 @@ from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
 from transformers import BertConfig, EvalPrediction, LxmertConfig
 
-from metrics import load_metric
+from lxmert_s_metrics import load_metric
+from lxmert_s_training.finetuning import (
+    GQA_NEEDS_REAL_DATA,
+    HEAD_LEARNING_RATE,
+    PAPER_LEARNING_RATE,
+    TASKS,
+    DownstreamData,
+    TaskMetrics,
+    build_model,
+    finetuning_arguments,
+    load_processor,
+)
+from lxmert_s_training.finetuning import finetune as finetune_run
+from lxmert_s_training.trainer import FinetuningTrainer
 from modeling_lxmert_s import (
     LxmertSConfig,
     LxmertSForImageTextRetrieval,
@@ -32,19 +45,6 @@ from processing.readers import vqa_soft_scores
 from processing.store import FeatureStore
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.finetuning import (
-    GQA_NEEDS_REAL_DATA,
-    HEAD_LEARNING_RATE,
-    PAPER_LEARNING_RATE,
-    TASKS,
-    DownstreamData,
-    TaskMetrics,
-    build_model,
-    finetuning_arguments,
-    load_processor,
-)
-from training.finetuning import finetune as finetune_run
-from training.trainer import FinetuningTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 RECALLS = {f"{kind}_r{k}" for kind in ("text", "image") for k in (1, 5, 10)}

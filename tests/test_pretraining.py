@@ -16,13 +16,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
 
+from lxmert_s_training.curriculum import load_curriculum
+from lxmert_s_training.pretraining import final_losses, run_curriculum, stage_model, training_arguments
+from lxmert_s_training.retrieval import itm_match_scorer, score_all_pairs, zero_shot_retrieval
+from lxmert_s_training.stage_data import PretrainingData
 from modeling_lxmert_s import LxmertSForPreTraining
 from processing.collators import read_regions
 from processing.processor import LxmertSProcessor
-from training.curriculum import load_curriculum
-from training.pretraining import final_losses, run_curriculum, stage_model, training_arguments
-from training.retrieval import itm_match_scorer, score_all_pairs, zero_shot_retrieval
-from training.stage_data import PretrainingData
 
 REPO = Path(__file__).resolve().parents[1]
 # tokens and phrases: 32 train images; captions: 5 each. Batch 8, epochs (2, 2, 1).

@@ -1,4 +1,4 @@
-"""Fine-tune LXMERT-S on a downstream task (MSP_SPEC "Downstream", §4.2) with the transformers `Trainer`, and
+"""Fine-tune LXMERT-S on a downstream task (MSP paper §4.2) with the transformers `Trainer`, and
 evaluate a checkpoint on a split: what `recipes/finetune.py` and `recipes/evaluate_checkpoint.py` run.
 
 A data folder has the layout `processing` builds (the synthetic world has it too): `store/` (with
@@ -33,7 +33,22 @@ from accelerate import PartialState
 from torch.utils.data import DataLoader
 from transformers import EvalPrediction, set_seed
 
-from metrics import load_metric
+from lxmert_s_metrics import load_metric
+from lxmert_s_training.retrieval import (
+    DEFAULT_RERANK_TOP_K,
+    RetrievalResult,
+    TextRetrieval,
+    evaluate_retrieval,
+    match_logit_scorer,
+    retrieval_split,
+    zero_shot_retrieval,
+)
+from lxmert_s_training.trainer import (
+    FinetuningArguments,
+    FinetuningTrainer,
+    per_device_batch_size,
+    save_trained_model,
+)
 from modeling_lxmert_s import (
     LxmertSConfig,
     LxmertSForImageTextRetrieval,
@@ -48,21 +63,6 @@ from processing.processor import LxmertSProcessor
 from processing.store import HARD_NEGATIVES_FILE, FeatureStore, atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.retrieval import (
-    DEFAULT_RERANK_TOP_K,
-    RetrievalResult,
-    TextRetrieval,
-    evaluate_retrieval,
-    match_logit_scorer,
-    retrieval_split,
-    zero_shot_retrieval,
-)
-from training.trainer import (
-    FinetuningArguments,
-    FinetuningTrainer,
-    per_device_batch_size,
-    save_trained_model,
-)
 
 PAPER_LEARNING_RATE = 5e-5
 # Our choice (the paper trains every parameter at 5e-5): the newly initialised task head's learning rate.
@@ -601,7 +601,7 @@ def evaluate_checkpoint(
     all_pairs: bool = False,
 ) -> Evaluation:
     """Metrics of the model saved in `model_folder` (with its processor) on `split`. Retrieval ranks the
-    split's pairs (`text_retrieval`: which captions text retrieval ranks, `training.retrieval.TextRetrieval`)
+    split's pairs (`text_retrieval`: which captions text retrieval ranks, `retrieval.TextRetrieval`)
     two-stage when the model has the VSC head, re-scoring each query's top `rerank_top_k`, and by ITM on every
     pair when it has not, when `rerank_top_k` is 0 or when `all_pairs` asks (`rank_retrieval`); `zero_shot`
     scores with the pre-trained ITM head of a pre-training checkpoint."""

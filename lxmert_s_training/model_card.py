@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from lxmert_s_training.curriculum import Curriculum
+from lxmert_s_training.retrieval import as_percent
+from lxmert_s_training.stage_data import PretrainingData
+from lxmert_s_training.zero_shot import ZeroShotScores
 from modeling_lxmert_s import LxmertSForPreTraining
 from processing.store import atomic_write_text, replace_folder
-from training.curriculum import Curriculum
-from training.retrieval import as_percent
-from training.stage_data import PretrainingData
-from training.zero_shot import ZeroShotScores
 
 if TYPE_CHECKING:
-    from training.pretraining import StageResult
+    from lxmert_s_training.pretraining import StageResult
 
 
 def write_hub_folder(

@@ -2,7 +2,7 @@
 (`FinetuningTrainer`) need.
 
 Both are `IndexedRowsTrainer`s: their training rows carry their epoch and dataset index, which seed each
-batch's random draws (`training/sampling.py`), so a resumed run trains exactly the batches of an
+batch's random draws (`lxmert_s_training/sampling.py`), so a resumed run trains exactly the batches of an
 uninterrupted one.
 
 `MSPTrainer`:
@@ -42,9 +42,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from lxmert_s_training.sampling import EpochIndices, IndexedRows
+from lxmert_s_training.stage_data import SourceBlockSampler
 from processing.store import atomic_write_text, replace_folder
-from training.sampling import EpochIndices, IndexedRows
-from training.stage_data import SourceBlockSampler
 
 COMPLETE_MARKER = "checkpoint_complete"
 TRAINER_STATE = "trainer_state.json"
@@ -52,7 +52,7 @@ OPTIMIZER_STATE = "optimizer_state.pt"
 
 
 class IndexedRowsTrainer(Trainer):
-    """A `Trainer` whose training rows carry their epoch and dataset index (`training.sampling`), from which
+    """A `Trainer` whose training rows carry their epoch and dataset index (`sampling.py`), from which
     the collators seed each batch's draws: a resumed run, DataLoader workers and the processes of a
     data-parallel run collate exactly the batches of one uninterrupted process."""
 
