@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from transformers import EvalPrediction, set_seed
 
 from lxmert_s_metrics import load_metric
+from lxmert_s_training.model_card import finetuned_card
 from lxmert_s_training.retrieval import (
     DEFAULT_RERANK_TOP_K,
     RetrievalResult,
@@ -540,7 +541,17 @@ def finetune(
             if key.startswith("eval_") and not key.endswith(("runtime", "per_second"))
         }
     hub, metrics_file = output_dir / "hub", output_dir / "metrics.json"
-    save_trained_model(trainer, hub)
+    settings = {
+        "epochs": epochs if max_steps is None else f"stopped at max_steps {max_steps}",
+        "optimizer steps": trainer.state.global_step,
+        "batch size (global)": batch_size,
+        "learning rate (pre-trained parameters)": learning_rate,
+        "learning rate (new parameters)": head_learning_rate,
+        "schedule": f"linear warm-up over {WARMUP_RATIO:.0%} of the steps, then linear decay",
+        "seed": seed,
+    }
+    card = finetuned_card(task.name, model, data.folder, metrics, settings, trainer.model, processor)
+    save_trained_model(trainer, hub, card=card)
     if state.is_main_process:
         report = {
             "task": task.name,

@@ -280,10 +280,13 @@ def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
     return max(complete)[1] if complete else None
 
 
-def save_trained_model(trainer: Trainer, final: Path, carry_optimizer: bool = False) -> None:
+def save_trained_model(
+    trainer: Trainer, final: Path, carry_optimizer: bool = False, card: str | None = None
+) -> None:
     """Save a trained model, its processor and trainer state (and, for MSPTrainer, optionally its optimizer
-    state by parameter name) into `final` atomically: built under a temporary name, then renamed. Every
-    process takes part (sharded models gather their weights); the main one writes."""
+    state by parameter name, and a model `card` as README.md) into `final` atomically: built under a
+    temporary name, then renamed. Every process takes part (sharded models gather their weights); the main
+    one writes."""
     state = PartialState()
     work = final.with_name(final.name + ".partial")
     if state.is_main_process:
@@ -295,5 +298,7 @@ def save_trained_model(trainer: Trainer, final: Path, carry_optimizer: bool = Fa
         trainer.state.save_to_json(str(work / TRAINER_STATE))
         if optimizer_state is not None:
             torch.save(optimizer_state, work / OPTIMIZER_STATE)
+        if card is not None:
+            (work / "README.md").write_text(card)
         replace_folder(work, final)
     state.wait_for_everyone()

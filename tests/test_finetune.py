@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
 from transformers import BertConfig, EvalPrediction, LxmertConfig
@@ -106,6 +107,15 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     pretrained = load_file(checkpoint / "model.safetensors")["lxmert.embeddings.word_embeddings.weight"]
     tuned = model.lxmert.embeddings.word_embeddings.weight
     assert (tuned - pretrained).abs().max() < 1e-3
+    # its card: the val score in the model-index, the checkpoint named by folder, no local path
+    card = ModelCard.load(result.hub_folder / "README.md")
+    assert card.data.pipeline_tag == "visual-question-answering" and card.data.base_model is None
+    results = [(r.task_type, r.dataset_type, r.dataset_split, r.metric_type) for r in card.data.eval_results]
+    assert results == [("visual-question-answering", "synthetic-world", "val", "vqa_accuracy")]
+    assert card.data.eval_results[0].metric_value == round(100 * report["metrics"]["vqa_accuracy"], 2)
+    assert ModelCardData(**card.data.to_dict()).eval_results == card.data.eval_results
+    assert f"checkpoint `{checkpoint.name}`" in card.text and "| optimizer steps | 3 |" in card.text
+    assert str(tmp_path) not in card.content and str(checkpoint) not in card.content
 
     # evaluated again by the evaluation recipe: the same val accuracy, every question answered; the files go
     # beside the model folder, which stays as it was saved (it is what one uploads)
