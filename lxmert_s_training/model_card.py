@@ -52,6 +52,12 @@ def render_card(data: ModelCardData, body: Sequence[str]) -> str:
     return str(ModelCard("\n".join(["---", data.to_yaml(), "---", "", *body])))
 
 
+def is_synthetic_world(data_folder: Path) -> bool:
+    """Whether a data folder is `processing/synthetic.py`'s world (which writes `world.json`), whose data
+    no Hub dataset holds."""
+    return (data_folder / "world.json").is_file()
+
+
 def hub_id(source: str) -> str | None:
     """`source` when it names a Hub repository rather than a local folder (the card's `base_model`)."""
     return None if Path(source).exists() or source == "none" else source
@@ -249,7 +255,7 @@ def model_card(
     config = model.config
     order = " → ".join(stage.name for stage in curriculum.stages)
     parameters = sum(p.numel() for p in model.lxmert.parameters())
-    synthetic = curriculum.data.synthetic is not None
+    synthetic = is_synthetic_world(data.folder)
     retrieval_data = (SYNTHETIC_DATASET, "synthetic world") if synthetic else TASK_DATASETS["retrieval"]
     metadata = ModelCardData(
         model_name=model_name,
@@ -357,7 +363,7 @@ def finetuned_card(
 ) -> str:
     """The card of a model fine-tuned on `task` from `source` (a checkpoint folder or Hub id, or "none"),
     with its val `metrics` (fractions) and training `settings`."""
-    synthetic = (data_folder / "world.json").is_file()
+    synthetic = is_synthetic_world(data_folder)
     dataset = (SYNTHETIC_DATASET, "synthetic world") if synthetic else TASK_DATASETS[task]
     task_type, task_name = TASK_TYPES[task]
     base = hub_id(source)

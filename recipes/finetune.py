@@ -11,8 +11,9 @@ decay. Also our choice, where the paper has one learning rate: the new task head
 checkpoint does not provide) trains at --head-learning-rate, 1e-3, and the pre-trained rest at
 --learning-rate; both follow the same schedule.
 Without --data-dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
-absent), which has every task but GQA. Writes <output-dir>/hub (the best model on val + processor,
-`from_pretrained` loads it), <output-dir>/metrics.json (its val metrics) and <output-dir>/checkpoints.
+absent), which has every task but GQA. Writes <output-dir>/hub (the best model on val + processor + model
+card, `from_pretrained` loads it; --push_to_hub uploads it, and only it), <output-dir>/metrics.json (its val
+metrics) and <output-dir>/checkpoints.
 Retrieval ranks val once, at the end, as `recipes/evaluate_checkpoint.py` does: in two stages from a
 checkpoint with the VSC head (--rerank-top-k, --all-pairs), by ITM on every pair otherwise.
 """
@@ -39,6 +40,7 @@ from lxmert_s_training.finetuning import (
     finetune_problem,
     metrics_line,
 )
+from lxmert_s_training.hub_upload import add_push_arguments, hub_upload, push_folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,8 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--report-to", nargs="+", default=["tensorboard"], help="Trainer loggers, or 'none'")
     add_retrieval_ranking_arguments(parser)
+    add_push_arguments(parser)
     args = parser.parse_args(argv)
     check_retrieval_ranking_arguments(parser, args)
+    args.output_dir = args.output_dir or Path(f"outputs/finetune-{args.task}")
+    args.hub_upload = hub_upload(parser, args, args.output_dir)
     if args.model_config_from is not None and args.model != "none":
         parser.error("--model-config-from goes with --model none (a checkpoint brings its own architecture)")
     if args.task == "gqa" and args.data_dir is None:
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         task,
         args.model,
         data,
-        args.output_dir or Path(f"outputs/finetune-{task.name}"),
+        args.output_dir,
         config_from=args.model_config_from,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -137,6 +142,9 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
             print(metrics_line(task, "val", result.metrics))
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
+        if args.hub_upload is not None:
+            message = f"LXMERT-S fine-tuned on {task.name} from {Path(args.model).name}"
+            print(f"Pushed to the Hub: {push_folder(result.hub_folder, args.hub_upload, message)}")
     return result
 
 

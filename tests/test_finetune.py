@@ -467,3 +467,29 @@ def test_gqa_and_nlvr2_accuracy_count_an_answer_outside_the_vocabulary_as_wrong(
     assert TaskMetrics(TASKS["gqa"])(EvalPrediction(logits, gqa_labels)) == {"accuracy": pytest.approx(1 / 3)}
     nlvr2 = TaskMetrics(TASKS["nlvr2"])(EvalPrediction(logits[:, :2], torch.tensor([1, 0, 1])))
     assert nlvr2 == {"accuracy": pytest.approx(2 / 3)}
+
+
+def test_push_to_hub_uploads_the_hub_folder_and_nothing_else(world, checkpoint, tmp_path, hub_calls, capsys):
+    out = tmp_path / "nlvr2"
+    flags = ("--push_to_hub", "--hub_model_id", "me/lxmert-s-nlvr2", "--hub_token", "secret")
+    result = run_finetune("nlvr2", str(checkpoint), world, out, *flags, "--hub_private_repo")
+    (create, created), (upload, uploaded) = hub_calls
+    assert (create, upload) == ("create_repo", "upload_folder")
+    assert (created["repo_id"], created["private"], created["token"]) == ("me/lxmert-s-nlvr2", True, "secret")
+    assert (uploaded["repo_id"], uploaded["folder_path"], uploaded["token"]) == (
+        "me/lxmert-s-nlvr2",
+        result.hub_folder,
+        "secret",
+    )
+    assert not {"allow_patterns", "ignore_patterns", "path_in_repo"} & set(uploaded)  # the folder as it is
+    uploaded_files = {path.name for path in result.hub_folder.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "processor_config.json"} <= uploaded_files
+    assert not uploaded_files & {"checkpoints", "metrics.json"}  # the rest of the output folder stays local
+    assert "Pushed to the Hub: https://huggingface.co/me/lxmert-s-nlvr2" in capsys.readouterr().out
+
+
+def test_hub_flags_without_push_to_hub_are_refused(world, checkpoint, tmp_path, hub_calls, capsys):
+    with pytest.raises(SystemExit):
+        run_finetune("nlvr2", str(checkpoint), world, tmp_path / "out", "--hub_model_id", "me/model")
+    assert "--hub_model_id goes with --push_to_hub" in capsys.readouterr().err
+    assert hub_calls == [] and not (tmp_path / "out").exists()
