@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import DataLoader
 from transformers import EvalPrediction, set_seed
+from transformers.utils.logging import tqdm
 
 from lxmert_s_metrics import load_metric
 from lxmert_s_training.model_card import finetuned_card
@@ -107,12 +109,42 @@ TASKS = {
 NLVR2_LABELS = {0: "false", 1: "true"}
 
 
-def metrics_line(task: Task, split: str, metrics: dict[str, float]) -> str:
+def metrics_line(
+    task: Task, split: str, metrics: dict[str, float], prior: tuple[str, float] | None = None
+) -> str:
     """A classification task's metrics for the console, in percent like every score the recipes print (the
-    JSON files keep fractions, as `evaluate` gives them); NLVR2 with its chance level."""
-    chance = " (chance 50.0)" if task.name == "nlvr2" else ""
-    scores = "  ".join(f"{name} {100 * value:.1f}{chance}" for name, value in metrics.items())
+    JSON files keep fractions, as `evaluate` gives them); NLVR2 with its chance level, VQA / GQA with the
+    answer `prior` (`answer_prior`) when given."""
+    floor = ""
+    if task.name == "nlvr2":
+        floor = " (chance 50.0)"
+    elif prior is not None:
+        floor = f" (answer prior, always {prior[0]!r}: {100 * prior[1]:.1f})"
+    scores = "  ".join(
+        f"{name} {100 * value:.1f}{floor}" for name, value in metrics.items() if name != "loss"
+    )
     return f"{task.name} on {split}, in %: {scores}"
+
+
+def answer_prior(data: DownstreamData, task: Task, split: str) -> tuple[str, float] | None:
+    """VQA / GQA: the answer with the most training score (what a model that ignores image and question
+    does best to answer always) and its score on `split`, the floor a model must beat; None for the other
+    tasks and for a split without answers."""
+    if not task.answers_questions:
+        return None
+    rows = data.split(task, split)
+    if not any(rows["answers"]):
+        return None
+    totals: Counter[str] = Counter()
+    train = data.split(task, "train")
+    for answers, scores in zip(train["answers"], train["scores"], strict=True):
+        totals.update(dict(zip(answers, scores, strict=True)))
+    answer = totals.most_common(1)[0][0]
+    per_row = [
+        dict(zip(a, s, strict=True)).get(answer, 0.0)
+        for a, s in zip(rows["answers"], rows["scores"], strict=True)
+    ]
+    return answer, sum(per_row) / len(per_row)
 
 
 def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
@@ -652,7 +684,7 @@ def evaluate_checkpoint(
     loader = DataLoader(
         rows, batch_size=batch_size, collate_fn=task_collator(task, data.store, processor, answers)
     )
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"Scoring {task.name} {split}", unit="batch"):
         logits = model(**{name: value.to(device) for name, value in batch.items() if name != "labels"}).logits
         predicted += metrics.add(logits.cpu(), batch["labels"]).tolist()
     labelled = not task.answers_questions or any(rows["answers"])

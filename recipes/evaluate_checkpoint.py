@@ -35,6 +35,7 @@ from lxmert_s_training.finetuning import (
     DownstreamData,
     Evaluation,
     add_retrieval_ranking_arguments,
+    answer_prior,
     check_retrieval_ranking_arguments,
     default_data_folder,
     evaluate_checkpoint,
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
         if "contrastive" not in evaluation.retrieval.rankings:
             print(f"({args.model} has no VSC head: ITM ranked every pair)")
     elif evaluation.metrics:
-        print(metrics_line(task, args.split, evaluation.metrics))
+        print(metrics_line(task, args.split, evaluation.metrics, answer_prior(data, task, args.split)))
     else:
         print(f"{task.name} on {args.split}: no labels in this split; predictions written")
     print(f"Written to {output_dir / f'eval-{name}.json'}")

@@ -34,6 +34,7 @@ from lxmert_s_training.finetuning import (
     DownstreamData,
     FinetuneResult,
     add_retrieval_ranking_arguments,
+    answer_prior,
     check_retrieval_ranking_arguments,
     default_data_folder,
     finetune,
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         if result.retrieval is not None:
             print(result.retrieval.summary())
         else:
-            print(metrics_line(task, "val", result.metrics))
+            print(metrics_line(task, "val", result.metrics, answer_prior(data, task, "val")))
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
         if args.hub_upload is not None:

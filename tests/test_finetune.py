@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from huggingface_hub import ModelCard, ModelCardData
@@ -26,9 +27,11 @@ from lxmert_s_training.finetuning import (
     TASKS,
     DownstreamData,
     TaskMetrics,
+    answer_prior,
     build_model,
     finetuning_arguments,
     load_processor,
+    metrics_line,
 )
 from lxmert_s_training.finetuning import finetune as finetune_run
 from lxmert_s_training.trainer import FinetuningTrainer
@@ -125,10 +128,9 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
         ["--task", "vqa", "--model", str(result.hub_folder), "--split", "val", "--data-dir", str(world)]
     )
     assert evaluation.metrics["vqa_accuracy"] == pytest.approx(report["metrics"]["vqa_accuracy"])
-    assert (
-        f"vqa on val, in %: vqa_accuracy {100 * evaluation.metrics['vqa_accuracy']:.1f}"
-        in capsys.readouterr().out
-    )
+    printed = capsys.readouterr().out
+    accuracy = 100 * evaluation.metrics["vqa_accuracy"]
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in printed
     assert sorted(path.name for path in result.hub_folder.iterdir()) == saved
     written = json.loads((tmp_path / "vqa" / "eval-vqa-val.json").read_text())
     assert written["metrics"] == evaluation.metrics
@@ -493,3 +495,43 @@ def test_hub_flags_without_push_to_hub_are_refused(world, checkpoint, tmp_path, 
         run_finetune("nlvr2", str(checkpoint), world, tmp_path / "out", "--hub_model_id", "me/model")
     assert "--hub_model_id goes with --push_to_hub" in capsys.readouterr().err
     assert hub_calls == [] and not (tmp_path / "out").exists()
+
+
+class _Splits:
+    """A data folder's `split` alone, over rows written here."""
+
+    def __init__(self, **splits: list[list[tuple[str, float]]]):
+        self.splits = {
+            name: datasets.Dataset.from_dict(
+                {
+                    "answers": [[answer for answer, _ in row] for row in rows],
+                    "scores": [[score for _, score in row] for row in rows],
+                },
+                features=datasets.Features(
+                    {
+                        "answers": datasets.List(datasets.Value("string")),
+                        "scores": datasets.List(datasets.Value("float32")),
+                    }
+                ),
+            )
+            for name, rows in splits.items()
+        }
+
+    def split(self, task, split):
+        return self.splits[split]
+
+
+def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split():
+    # "no" is the top answer of more training questions, "yes" has the most score: answering "yes" always
+    # scores best on the training split
+    data = _Splits(
+        train=[[("yes", 1.0)], [("no", 0.6), ("yes", 0.3)], [("no", 0.6)]],
+        val=[[("yes", 1.0)], [("no", 1.0)], [("yes", 0.3), ("no", 0.6)], []],
+        test=[[], []],
+    )
+    answer, score = answer_prior(data, TASKS["vqa"], "val")
+    assert answer == "yes" and score == pytest.approx((1.0 + 0.3) / 4)
+    assert answer_prior(data, TASKS["vqa"], "test") is None  # no answers: nothing to score
+    assert answer_prior(data, TASKS["nlvr2"], "val") is None
+    line = metrics_line(TASKS["vqa"], "val", {"loss": 3.2, "vqa_accuracy": 0.41}, (answer, score))
+    assert line == "vqa on val, in %: vqa_accuracy 41.0 (answer prior, always 'yes': 32.5)"
