@@ -151,6 +151,7 @@ def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipes' options of retrieval's rankings (`rank_retrieval`)."""
     parser.add_argument(
         "--rerank-top-k",
+        "--rerank_top_k",
         type=int,
         default=DEFAULT_RERANK_TOP_K,
         metavar="K",
@@ -159,6 +160,7 @@ def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--all-pairs",
+        "--all_pairs",
         action="store_true",
         help="retrieval: also rank by ITM on every pair (the paper's protocol, which the plain recall names "
         "then report)",
@@ -433,11 +435,13 @@ def finetuning_arguments(
     seed: int,
     max_steps: int | None,
     report_to: Sequence[str],
+    overrides: dict[str, Any] | None = None,
 ) -> FinetuningArguments:
     """`batch_size` is global, split over processes. Classification tasks are evaluated on val after every
-    epoch and the best epoch is kept; retrieval's ranking runs once, after training."""
+    epoch and the best epoch is kept; retrieval's ranking runs once, after training. `overrides`: any other
+    `TrainingArguments` fields, which replace these settings."""
     per_device = per_device_batch_size(batch_size)
-    return FinetuningArguments(
+    settings = dict(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=epochs,
         max_steps=max_steps or -1,
@@ -460,6 +464,7 @@ def finetuning_arguments(
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,  # the collators read the corpus columns
     )
+    return FinetuningArguments(**settings | (overrides or {}))
 
 
 @dataclass
@@ -515,11 +520,13 @@ def finetune(
     report_to: Sequence[str] = ("tensorboard",),
     rerank_top_k: int = DEFAULT_RERANK_TOP_K,
     all_pairs: bool = False,
+    training_overrides: dict[str, Any] | None = None,
 ) -> FinetuneResult:
     """Train `task` from `model` (a checkpoint folder, or "none"), keep the best model on val, save it with
     its processor, and write its val metrics. `epochs` defaults to the paper's for the task; the parameters
     `model` did not provide train at `head_learning_rate`, the rest at `learning_rate`; `rerank_top_k` and
-    `all_pairs` choose retrieval's rankings (`rank_retrieval`)."""
+    `all_pairs` choose retrieval's rankings (`rank_retrieval`); `training_overrides`, other
+    `TrainingArguments` fields, replace the Trainer's settings."""
     problem = finetune_problem(
         model, config_from, epochs, max_steps, batch_size, learning_rate, head_learning_rate
     )
@@ -540,7 +547,16 @@ def finetune(
         collator = task_collator(task, data.store, processor, answers)
     epochs = task.epochs if epochs is None else epochs
     arguments = finetuning_arguments(
-        task, output_dir, epochs, batch_size, learning_rate, head_learning_rate, seed, max_steps, report_to
+        task,
+        output_dir,
+        epochs,
+        batch_size,
+        learning_rate,
+        head_learning_rate,
+        seed,
+        max_steps,
+        report_to,
+        training_overrides,
     )
     trainer = FinetuningTrainer(
         model=network,
@@ -552,7 +568,7 @@ def finetune(
         processing_class=processor,  # saved beside every checkpoint and the final model
         compute_metrics=compute_metrics,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)  # --resume_from_checkpoint
     retrieval = None
     if task.name == "retrieval":
         retrieval = rank_retrieval(
@@ -581,6 +597,7 @@ def finetune(
         "learning rate (new parameters)": head_learning_rate,
         "schedule": f"linear warm-up over {WARMUP_RATIO:.0%} of the steps, then linear decay",
         "seed": seed,
+        **(training_overrides or {}),
     }
     card = finetuned_card(task.name, model, data.folder, metrics, settings, trainer.model, processor)
     save_trained_model(trainer, hub, card=card)
@@ -598,6 +615,7 @@ def finetune(
             "learning_rate": learning_rate,
             "head_learning_rate": head_learning_rate,
             "seed": seed,
+            "training_overrides": training_overrides or {},
             "global_step": trainer.state.global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint,
         }

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import datasets
@@ -58,6 +59,7 @@ def _recipe(name: str):
     """A recipe script as a module, so that tests call its `main` in this process."""
     spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -90,8 +92,8 @@ def checkpoint(world, tmp_path_factory) -> Path:
 
 
 def run_finetune(task: str, model: str, world: Path, out: Path, *extra: str):
-    arguments = ["--task", task, "--model", model, "--data-dir", str(world), "--output-dir", str(out)]
-    return finetune.main([*arguments, "--batch-size", "8", "--max-steps", "3", "--report-to", "none", *extra])
+    arguments = ["--task", task, "--model", model, "--data_dir", str(world), "--output_dir", str(out)]
+    return finetune.main([*arguments, "--batch_size", "8", "--max_steps", "3", "--report_to", "none", *extra])
 
 
 def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
@@ -158,7 +160,7 @@ def test_a_val_split_built_with_another_answer_vocabulary_is_refused(world, tmp_
 def test_nlvr2_without_pretraining_takes_the_checkpoint_architecture_not_its_weights(
     world, checkpoint, tmp_path
 ):
-    result = run_finetune("nlvr2", "none", world, tmp_path / "nlvr2", "--model-config-from", str(checkpoint))
+    result = run_finetune("nlvr2", "none", world, tmp_path / "nlvr2", "--model_config_from", str(checkpoint))
     model = LxmertSForVisualReasoning.from_pretrained(result.hub_folder)
     assert (model.config.hidden_size, model.config.num_layers) == (TINY_MODEL["hidden_size"], 1)
     pretrained = load_file(checkpoint / "model.safetensors")["lxmert.embeddings.word_embeddings.weight"]
@@ -195,7 +197,7 @@ def vsc_checkpoint(world, tmp_path_factory) -> Path:
 
 def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoint, tmp_path, capsys):
     result = run_finetune(
-        "retrieval", str(vsc_checkpoint), world, tmp_path / "retrieval", "--rerank-top-k", "2", "--all-pairs"
+        "retrieval", str(vsc_checkpoint), world, tmp_path / "retrieval", "--rerank_top_k", "2", "--all_pairs"
     )
     ranked = {f"{ranking}_{name}" for ranking in ("contrastive", "reranked") for name in RECALLS}
     assert {name for name in result.metrics if not name.startswith("kept_")} == RECALLS | ranked
@@ -258,13 +260,13 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--epochs", "-1"], r"--epochs: expected a positive number, got -1\.0"),
-        (["--epochs", "0"], r"--epochs: expected a positive number, got 0\.0"),
-        (["--max-steps", "-3"], r"--max-steps: expected a positive number, got -3"),
-        (["--max-steps", "0"], r"--max-steps: expected a positive number, got 0"),
-        (["--batch-size", "0"], r"--batch-size: expected a positive number, got 0"),
-        (["--learning-rate=-1e-5"], r"--learning-rate: expected a positive number, got -1e-05"),
-        (["--head-learning-rate", "0"], r"--head-learning-rate: expected a positive number, got 0\.0"),
+        (["--num_train_epochs", "-1"], r"--num_train_epochs: expected a positive number, got -1\.0"),
+        (["--num_train_epochs", "0"], r"--num_train_epochs: expected a positive number, got 0\.0"),
+        (["--max_steps", "-3"], r"--max_steps: expected a positive number, got -3"),
+        (["--max_steps", "0"], r"--max_steps: expected a positive number, got 0"),
+        (["--batch_size", "0"], r"--batch_size: expected a positive number, got 0"),
+        (["--learning_rate=-1e-5"], r"--learning_rate: expected a positive number, got -1e-05"),
+        (["--head_learning_rate", "0"], r"--head_learning_rate: expected a positive number, got 0\.0"),
         (["--model", "{missing}"], r"--model: \S+missing: no such folder; give a pre-training checkpoint"),
         (["--model", "{bert}"], r"--model: \S+config\.json: model_type 'bert', not an LXMERT-S checkpoint"),
         (["--model", "{empty}"], r"--model: \S+empty/config\.json: not a checkpoint's config"),
@@ -274,8 +276,8 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
             r"python recipes/convert_lxmert_checkpoint\.py",
         ),
         (
-            ["--model", "none", "--model-config-from", "{missing}"],
-            r"--model-config-from: \S+missing: no such folder",
+            ["--model", "none", "--model_config_from", "{missing}"],
+            r"--model_config_from: \S+missing: no such folder",
         ),
     ],
 )
@@ -305,7 +307,7 @@ def test_gqa_on_the_synthetic_world_is_refused_with_how_to_get_real_data(world, 
         finetune.main(["--task", "gqa", "--model", str(checkpoint)])
     assert GQA_NEEDS_REAL_DATA in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="is a synthetic world. GQA needs real data"):
-        finetune.main(["--task", "gqa", "--model", str(checkpoint), "--data-dir", str(world)])
+        finetune.main(["--task", "gqa", "--model", str(checkpoint), "--data_dir", str(world)])
 
 
 def test_no_recipe_shadows_a_module_it_imports():
@@ -408,8 +410,9 @@ def test_the_recipe_s_learning_rates_reach_the_optimizer_and_are_recorded(
         return optimizer
 
     monkeypatch.setattr(FinetuningTrainer, "create_optimizer", recording)
-    rates = ["--learning-rate", str(BASE_RATE), "--head-learning-rate", str(HEAD_RATE)]
-    result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa", *rates)
+    rates = ["--learning_rate", str(BASE_RATE), "--head_learning_rate", str(HEAD_RATE)]
+    # any other TrainingArguments field reaches the Trainer as given
+    result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa", *rates, "--weight_decay", "0.25")
     (optimizer,) = created
     assert {name for name, rate in optimizer.items() if rate == HEAD_RATE} == {
         name for name in optimizer if name.startswith("answer_head.")
@@ -419,12 +422,32 @@ def test_the_recipe_s_learning_rates_reach_the_optimizer_and_are_recorded(
     assert (report["learning_rate"], report["head_learning_rate"]) == (BASE_RATE, HEAD_RATE)
     saved = torch.load(result.hub_folder / "training_args.bin", weights_only=False)
     assert (saved.learning_rate, saved.head_learning_rate) == (BASE_RATE, HEAD_RATE)
+    assert saved.weight_decay == 0.25 and report["training_overrides"] == {"weight_decay": 0.25}
+    assert "| weight_decay | 0.25 |" in (result.hub_folder / "README.md").read_text()
 
 
 def test_the_recipe_defaults_are_the_paper_s_rate_and_our_head_rate():
     args = finetune.parse_args(["--task", "vqa", "--model", "none"])
     assert (args.learning_rate, args.head_learning_rate) == (PAPER_LEARNING_RATE, HEAD_LEARNING_RATE)
     assert (PAPER_LEARNING_RATE, HEAD_LEARNING_RATE) == (5e-5, 1e-3)
+    # the recipe's defaults where TrainingArguments has others (seed 42, 3 epochs, batch 8 per device)
+    assert (args.seed, args.epochs, args.max_steps, args.batch_size) == (0, None, None, 32)
+    assert (args.report_to, args.output_dir, args.training_overrides) == (
+        ["tensorboard"],
+        Path("outputs/finetune-vqa"),
+        {},
+    )
+
+
+def test_training_arguments_flags_replace_the_recipe_defaults(capsys):
+    flags = ["--seed", "3", "--num_train_epochs", "2", "--per_device_train_batch_size", "4"]
+    flags += ["--bf16", "false"]
+    args = finetune.parse_args(["--task", "vqa", "--model", "none", *flags, "--output-dir", "runs/x"])
+    assert (args.seed, args.epochs, args.batch_size, args.output_dir) == (3, 2.0, 4, Path("runs/x"))
+    assert args.training_overrides == {"bf16": False}  # the fields the recipe does not read itself
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--task", "vqa", "--model", "none", "--batch_size", "8", *flags])
+    assert "--batch_size (global) and --per_device_train_batch_size: give one" in capsys.readouterr().err
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
@@ -474,7 +497,7 @@ def test_gqa_and_nlvr2_accuracy_count_an_answer_outside_the_vocabulary_as_wrong(
 def test_push_to_hub_uploads_the_hub_folder_and_nothing_else(world, checkpoint, tmp_path, hub_calls, capsys):
     out = tmp_path / "nlvr2"
     flags = ("--push_to_hub", "--hub_model_id", "me/lxmert-s-nlvr2", "--hub_token", "secret")
-    result = run_finetune("nlvr2", str(checkpoint), world, out, *flags, "--hub_private_repo")
+    result = run_finetune("nlvr2", str(checkpoint), world, out, *flags, "--hub_private_repo", "true")
     (create, created), (upload, uploaded) = hub_calls
     assert (create, upload) == ("create_repo", "upload_folder")
     assert (created["repo_id"], created["private"], created["token"]) == ("me/lxmert-s-nlvr2", True, "secret")
@@ -535,3 +558,11 @@ def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split
     assert answer_prior(data, TASKS["nlvr2"], "val") is None
     line = metrics_line(TASKS["vqa"], "val", {"loss": 3.2, "vqa_accuracy": 0.41}, (answer, score))
     assert line == "vqa on val, in %: vqa_accuracy 41.0 (answer prior, always 'yes': 32.5)"
+
+
+def test_resume_from_checkpoint_reaches_the_trainer(world, checkpoint, tmp_path):
+    missing = str(tmp_path / "checkpoint-7")  # not there: the Trainer itself refuses it
+    with pytest.raises(ValueError, match=f"Can't find a valid checkpoint at {missing}"):
+        run_finetune(
+            "nlvr2", str(checkpoint), world, tmp_path / "out", "--resume_from_checkpoint", f"{missing}"
+        )
