@@ -46,6 +46,7 @@ from lxmert_s_training.finetuning import (
     metrics_line,
 )
 from lxmert_s_training.hub_upload import hub_upload, push_folder
+from lxmert_s_training.recipe_arguments import given_flags
 
 
 @dataclass
@@ -112,19 +113,6 @@ PROBLEM_FLAGS = {
     "config_from": "--model_config_from",
     "batch_size": "--batch_size",
 }
-
-
-def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """The destinations the command line sets, as opposed to those left at their defaults: the recipe's
-    defaults (the paper's epochs, seed 0, ...) replace `TrainingArguments`' only where no flag was given."""
-    saved = {action: action.default for action in parser._actions}
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    try:
-        return set(vars(parser.parse_known_args(argv)[0]))
-    finally:
-        for action, default in saved.items():
-            action.default = default
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

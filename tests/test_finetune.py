@@ -127,7 +127,7 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     saved = sorted(path.name for path in result.hub_folder.iterdir())
     capsys.readouterr()
     evaluation = evaluate_checkpoint.main(
-        ["--task", "vqa", "--model", str(result.hub_folder), "--split", "val", "--data-dir", str(world)]
+        ["--task", "vqa", "--model", str(result.hub_folder), "--split", "val", "--data_dir", str(world)]
     )
     assert evaluation.metrics["vqa_accuracy"] == pytest.approx(report["metrics"]["vqa_accuracy"])
     printed = capsys.readouterr().out
@@ -180,8 +180,8 @@ def test_retrieval_fine_tunes_on_pairs_and_ranks_the_val_split(world, checkpoint
     assert model.heads["itm"].classifier.weight.shape == itm.shape  # the pre-trained ITM head, fine-tuned
 
     zero_shot = evaluate_checkpoint.main(
-        ["--task", "retrieval", "--model", str(checkpoint), "--split", "test", "--zero-shot"]
-        + ["--data-dir", str(world), "--output-dir", str(tmp_path / "zero-shot")]
+        ["--task", "retrieval", "--model", str(checkpoint), "--split", "test", "--zero_shot"]
+        + ["--data_dir", str(world), "--output_dir", str(tmp_path / "zero-shot")]
     )
     written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
     assert (
@@ -218,8 +218,8 @@ def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoi
     )
 
     zero_shot = evaluate_checkpoint.main(
-        ["--task", "retrieval", "--model", str(vsc_checkpoint), "--split", "test", "--zero-shot"]
-        + ["--rerank-top-k", "3", "--data-dir", str(world), "--output-dir", str(tmp_path / "zero-shot")]
+        ["--task", "retrieval", "--model", str(vsc_checkpoint), "--split", "test", "--zero_shot"]
+        + ["--rerank_top_k", "3", "--data_dir", str(world), "--output_dir", str(tmp_path / "zero-shot")]
     )
     written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
     assert (written["retrieval_ranking"], written["rerank_top_k"]) == ("reranked", 3)
@@ -234,7 +234,7 @@ def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoi
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--task", "vqa", "--all-pairs"], "use them with --task retrieval"),
+        (["--task", "vqa", "--all_pairs"], "use them with --task retrieval"),
         (["--task", "retrieval", "--rerank-top-k", "-1"], "--rerank-top-k: expected 0"),
     ],
 )
@@ -566,3 +566,15 @@ def test_resume_from_checkpoint_reaches_the_trainer(world, checkpoint, tmp_path)
         run_finetune(
             "nlvr2", str(checkpoint), world, tmp_path / "out", "--resume_from_checkpoint", f"{missing}"
         )
+
+
+def test_evaluation_reads_its_training_arguments_flags_and_refuses_the_others(capsys):
+    base = ["--task", "nlvr2", "--model", "m", "--split", "val"]
+    args = evaluate_checkpoint.parse_args([*base, "--per_device_eval_batch_size", "64", "--output_dir", "o"])
+    assert (args.batch_size, args.output_dir) == (64, Path("o"))
+    args = evaluate_checkpoint.parse_args(base)
+    assert (args.batch_size, args.output_dir) == (256, None)  # None: beside the model folder
+    with pytest.raises(SystemExit):
+        evaluate_checkpoint.parse_args([*base, "--weight_decay", "0.1"])  # it would change nothing
+    refused = capsys.readouterr().err
+    assert "--weight_decay: evaluation reads only --output_dir and --per_device_eval_batch_size" in refused
