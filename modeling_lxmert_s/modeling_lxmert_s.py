@@ -1202,7 +1202,7 @@ def _resized_vector(vector: torch.Tensor, size: int, fill: float | torch.Tensor)
 
 
 class LxmertSForQuestionAnswering(LxmertSPreTrainedModel):
-    """VQA v2 / GQA (MSP_SPEC "Downstream"): LXMERT's answer head on the pooled output.
+    """VQA v2 / GQA (MSP paper §4.2): LXMERT's answer head on the pooled output.
 
     `labels` are soft answer scores (B, num_qa_labels) in [0, 1] (VQA: min(n/3, 1) for an answer n
     annotators gave; GQA: one-hot). Loss as LXMERT's and LXMERT-S's VQA/GQA fine-tuning: binary
@@ -1255,7 +1255,7 @@ class LxmertSForQuestionAnswering(LxmertSPreTrainedModel):
 
 
 class LxmertSForVisualReasoning(LxmertSPreTrainedModel):
-    """NLVR2 (MSP_SPEC "Downstream"): is a sentence true of a pair of images?
+    """NLVR2 (MSP paper §4.2): is a sentence true of a pair of images?
 
     Visual inputs carry the pair axis: `visual_feats` (B, 2, R, F), `visual_pos` (B, 2, R, 4),
     `visual_attention_mask` (B, 2, R); the text (B, L) is shared by both images. As LXMERT's NLVR2
@@ -1344,7 +1344,7 @@ class LxmertSForVisualReasoning(LxmertSPreTrainedModel):
 
 
 class LxmertSForImageTextRetrieval(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
-    """Image-text retrieval (MSP_SPEC "Downstream"): the pre-trained ITM head as a matching score.
+    """Image-text retrieval (MSP paper §4.2): the pre-trained ITM head as a matching score.
 
     The head keeps the pre-training model's ITM module and key (`heads.itm.classifier`), so a
     pre-training checkpoint loads into it whole: with no fine-tuning it gives the zero-shot score, and
@@ -1358,7 +1358,7 @@ class LxmertSForImageTextRetrieval(LxmertSContrastiveFeatures, LxmertSPreTrained
     When `config.pretraining_tasks` holds `vsc` (a checkpoint pre-trained with it), the model also carries the
     VSC head (`heads.vsc`, loaded from the checkpoint) and its `get_text_features` / `get_image_features`, so
     that retrieval ranks every pair by their similarity and re-scores only the top candidates with `logits`
-    (`training.retrieval`). Fine-tuning trains the ITM score only; the VSC head stays as pre-trained.
+    (`lxmert_s_training.retrieval`). Fine-tuning trains the ITM score only; the VSC head stays as pre-trained.
     """
 
     def __init__(self, config: LxmertSConfig):

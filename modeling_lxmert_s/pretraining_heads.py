@@ -109,7 +109,7 @@ def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class MaskedLanguageModelingHead(PretrainingHead):
-    """MLM (MSP_SPEC "Tasks"): cross-entropy at the masked text positions.
+    """MLM (MSP paper §3): cross-entropy at the masked text positions.
 
     In training, logits are computed for the masked positions only, never for batch x length x vocabulary
     (`logits` of every position is for inference). The decoder weight is tied to the word embeddings.

@@ -1,6 +1,6 @@
 """The MSP stage collators: corpus rows -> model inputs + the labels of the stage's tasks.
 
-One piece per task (MSP_SPEC "Tasks"); a stage collator composes the pieces of its tasks:
+One piece per task (MSP paper §3); a stage collator composes the pieces of its tasks:
 
     task    piece                        labels it adds
     itm     mismatch_images              itm_labels (random negatives)
@@ -56,8 +56,8 @@ from processing.store import HARD_NEGATIVES_FILE, FeatureStore, float32_tensor
 
 logger = logging.getLogger(__name__)
 
-# The fields every training row carries besides its own (`training.sampling.IndexedRows`): the epoch and the
-# row's index in the dataset, which seed its batch (`batch_generator`).
+# The fields every training row carries besides its own (`lxmert_s_training.sampling.IndexedRows`):
+# the epoch and the row's index in the dataset, which seed its batch (`batch_generator`).
 EPOCH_FIELD = "epoch"
 INDEX_FIELD = "sample_index"
 # Tasks whose negatives the model builds in the batch from matched pairs (LxmertSForPreTraining encodes
@@ -164,9 +164,9 @@ def batch_generator(
 ) -> torch.Generator:
     """The generator of a batch's random draws: seeded by `call_seed` when a call gives one, else by the
     collator's `seed` and every row's epoch and dataset index (fields `EPOCH_FIELD`, `INDEX_FIELD`, which
-    `training.sampling.IndexedRows` adds). Nothing process-local (a call counter, a worker id) enters, so a
-    resumed run, any number of DataLoader workers and every process of a data-parallel run draw exactly the
-    batches of one uninterrupted process, and each epoch draws anew."""
+    `lxmert_s_training.sampling.IndexedRows` adds). Nothing process-local (a call counter, a worker id)
+    enters, so a resumed run, any number of DataLoader workers and every process of a data-parallel run draw
+    exactly the batches of one uninterrupted process, and each epoch draws anew."""
     if call_seed is not None:
         return torch.Generator().manual_seed(call_seed)
     lacking = [
@@ -175,7 +175,8 @@ def batch_generator(
     if lacking:
         raise KeyError(
             f"{describe_row(rows, lacking[0])}: fields {EPOCH_FIELD!r} and {INDEX_FIELD!r} are missing; a "
-            "batch is seeded by its rows' epoch and dataset index (training.sampling.IndexedRows adds them), "
+            "batch is seeded by its rows' epoch and dataset index "
+            "(lxmert_s_training.sampling.IndexedRows adds them), "
             "or by the seed passed to the call"
         )
     entropy = [seed, *(int(row[name]) for row in rows for name in (EPOCH_FIELD, INDEX_FIELD))]
@@ -243,7 +244,7 @@ def visual_inputs(store: FeatureStore, rows: np.ndarray, num_regions: int) -> di
 class MSPCollator:
     """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
 
-    Stages (MSP_SPEC "The three stages"): token `["mlm", "mrfr", "moc", "ifrs"]`, phrase
+    Stages (MSP paper §3.1–3.3): token `["mlm", "mrfr", "moc", "ifrs"]`, phrase
     `["mlm", "mrfr", "moc", "titp"]`, sentence `["mlm", "mrfr", "moc", "itm_hs", "tits"]`. `itm` draws random
     negatives, `itm_hs` hard ones from `hard_negatives` (`processing.hard_negatives.load_hard_negatives`; rows
     of -1 mean "none": such images get a random negative); a stage trains one of the two. Negatives come from

@@ -128,7 +128,7 @@ def retrieval_pairs(images: datasets.Dataset) -> datasets.Dataset:
 class RetrievalCollator:
     """Positive (image, caption) rows of `retrieval_pairs` -> 4B pairs with `labels` 1 (match) or 0.
 
-    Per positive, three negatives (MSP_SPEC "Downstream": 2 random, 1 hard), as the released LXMERT-S
+    Per positive, three negatives (MSP paper §4.2: 2 random, 1 hard), as the released LXMERT-S
     retrieval fine-tuning draws them: the positive's image with a random other image's caption, the
     positive's caption with a random other image, and the positive's image with a hard caption, a caption of
     one of the image's most similar images (the store's `hard_negatives.npy`, `load_hard_negatives`; a random

@@ -17,11 +17,11 @@ import datasets
 import numpy as np
 import torch
 
+from lxmert_s_training.sampling import IndexedRows
 from processing.collators import MSPCollator, tokenize_corpus
 from processing.processor import LxmertSProcessor
 from processing.store import write_store
 from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
-from training.sampling import IndexedRows
 
 STAGES = {"token": ["mlm", "mrfr", "moc", "ifrs"], "sentence": ["mlm", "mrfr", "moc", "itm", "tits"]}
 

@@ -8,8 +8,8 @@
 
 A cross-modal encoder scores each (image, caption) pair with one forward pass, so this is the cost of a
 Flickr30k test evaluation (1,000 x 5,000 pairs) scaled down. With --rerank-top-k K it also times two-stage
-retrieval (`training.retrieval`): the VSC similarity of every pair (one matrix product), then ITM on each
-caption's top K images and each image's top K captions, K x (images + captions) passes. Images and
+retrieval (`lxmert_s_training.retrieval`): the VSC similarity of every pair (one matrix product), then
+ITM on each caption's top K images and each image's top K captions, K x (images + captions) passes. Images and
 captions come from the default synthetic world (1,000 images, 4,000 training captions; generated into --world
 once); the model has random weights (the speed does not depend on them).
 """
@@ -22,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from processing.synthetic import WorldSettings, generate_world
-from training.retrieval import (
+from lxmert_s_training.retrieval import (
     EncodedSplit,
     contrastive_similarity,
     itm_match_scorer,
@@ -32,7 +30,9 @@ from training.retrieval import (
     score_all_pairs,
     score_pairs,
 )
-from training.stage_data import PretrainingData
+from lxmert_s_training.stage_data import PretrainingData
+from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
+from processing.synthetic import WorldSettings, generate_world
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,9 +3,10 @@
     python recipes/convert_lxmert_checkpoint.py unc-nlp/lxmert-base-uncased out/lxmert-s-from-lxmert
 
 The input is anything `LxmertForPreTraining.from_pretrained` reads (a local folder or a Hub name).
-The output carries config (LXMERT-compatible setting), safetensors weights and the modeling code, so
-`AutoModelForPreTraining.from_pretrained(out, trust_remote_code=True)` loads it without this package.
-LXMERT's language and object-relationship encoders and its QA head are dropped.
+The output carries config (LXMERT-compatible setting), safetensors weights, the modeling code, a processor
+on the checkpoint's tokenizer (--tokenizer when the checkpoint has none) and a model card, so
+`AutoModelForPreTraining.from_pretrained(out, trust_remote_code=True)` and `AutoProcessor` load it without
+this package. LXMERT's language and object-relationship encoders and its QA head are dropped.
 """
 
 from __future__ import annotations
@@ -15,11 +16,25 @@ from pathlib import Path
 
 from transformers import LxmertForPreTraining
 
+from lxmert_s_training.model_card import converted_card
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, convert_lxmert_state_dict
+from processing.processor import LxmertSProcessor
+from processing.store import atomic_write_text, replace_folder
+from processing.tokenizer import load_tokenizer
 
 
-def convert_checkpoint(source: str, output_dir: Path) -> LxmertSForPreTraining:
+def convert_checkpoint(source: str, output_dir: Path, tokenizer: str | None = None) -> LxmertSForPreTraining:
+    """Write the LXMERT-S folder of `source` into `output_dir` atomically; the processor's tokenizer is
+    `source`'s own, or `tokenizer`'s (a folder or Hub name) when given."""
     lxmert = LxmertForPreTraining.from_pretrained(source)
+    text_tokenizer = load_tokenizer(tokenizer or source)
+    # A folder without tokenizer files still loads, as an empty vocabulary: compare with the embeddings.
+    if len(text_tokenizer) != lxmert.config.vocab_size:
+        raise ValueError(
+            f"{tokenizer or source}: the tokenizer has {len(text_tokenizer)} tokens, the checkpoint's word "
+            f"embeddings {lxmert.config.vocab_size}; pass the checkpoint's tokenizer with --tokenizer "
+            "(LXMERT's is bert-base-uncased)"
+        )
     flags = lxmert.config
     tasks = ["mlm"] if flags.task_mask_lm else []
     tasks += ["mrfr", "moc"] if flags.task_obj_predict else []
@@ -30,7 +45,12 @@ def convert_checkpoint(source: str, output_dir: Path) -> LxmertSForPreTraining:
         model.load_state_dict(convert_lxmert_state_dict(lxmert.state_dict()))
     except RuntimeError as error:
         raise ValueError(f"{source}: weights did not map onto LXMERT-S: {error}") from error
-    model.save_pretrained(output_dir)
+    processor = LxmertSProcessor(text_tokenizer)  # LXMERT's 36 regions and 20 tokens
+    work = output_dir.with_name(output_dir.name + ".partial")
+    model.save_pretrained(work)
+    processor.save_pretrained(work)
+    atomic_write_text(work / "README.md", converted_card(source, model, processor))
+    replace_folder(work, output_dir)
     return model
 
 
@@ -40,8 +60,11 @@ def main() -> None:
     )
     parser.add_argument("source", help="LXMERT checkpoint: a local folder or a Hub name")
     parser.add_argument("output_dir", type=Path, help="where the Hub-ready LXMERT-S folder is written")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer folder or Hub name, for a checkpoint saved without its tokenizer"
+    )
     args = parser.parse_args()
-    convert_checkpoint(args.source, args.output_dir)
+    convert_checkpoint(args.source, args.output_dir, args.tokenizer)
     print(f"wrote {args.output_dir}")
 
 

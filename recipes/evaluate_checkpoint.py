@@ -2,10 +2,10 @@
 
     python recipes/evaluate_checkpoint.py --task vqa --model outputs/finetune-vqa/hub --split test
     python recipes/evaluate_checkpoint.py --task retrieval --model outputs/pretrain/hub --split test \
-        --zero-shot
+        --zero_shot
     python recipes/evaluate_checkpoint.py --task retrieval --model outputs/finetune-retrieval/hub \
-        --split test --all-pairs
-    python recipes/evaluate_checkpoint.py --task gqa --model /ckpt/gqa/hub --split val --data-dir /data/lxmert
+        --split test --all_pairs
+    python recipes/evaluate_checkpoint.py --task gqa --model /ckpt/gqa/hub --split val --data_dir /data/lxmert
 
 --zero-shot ranks retrieval pairs by the ITM score of a pre-training checkpoint, with no fine-tuning (the
 paper's zero-shot retrieval). A checkpoint with the VSC head ranks in two stages: every pair by the
@@ -17,7 +17,11 @@ standard 1k images x 5k captions) unless --text-retrieval first_caption asks for
 protocol (each image against the first caption of every image, 1k x 1k), which the paper's TR numbers use;
 image retrieval is the same in both. Retrieval prints each ranking's recall in percent, chance beside it.
 
-Prints the metrics in percent and writes them, as fractions, to <output-dir>/eval-<task>-<split>.json
+Flags are parsed by transformers' `HfArgumentParser` (underscore spellings, hyphens accepted too); of the
+`TrainingArguments` flags, evaluation reads --output_dir and --per_device_eval_batch_size and refuses the
+others, which would change nothing here.
+
+Prints the metrics in percent and writes them, as fractions, to <output_dir>/eval-<task>-<split>.json
 (default output dir: the folder that holds the model folder, e.g. outputs/finetune-vqa for
 outputs/finetune-vqa/hub, so nothing is added to the folder one uploads); VQA and GQA also write every
 question's predicted answer to predictions-<task>-<split>.json, which is all an unlabelled test split yields.
@@ -27,58 +31,89 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from processing.store import atomic_write_text
-from training.finetuning import (
+from transformers import HfArgumentParser, TrainingArguments
+
+from lxmert_s_training.finetuning import (
     GQA_NEEDS_REAL_DATA,
     TASKS,
     DownstreamData,
     Evaluation,
     add_retrieval_ranking_arguments,
+    answer_prior,
     check_retrieval_ranking_arguments,
     default_data_folder,
     evaluate_checkpoint,
     metrics_line,
 )
-from training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
+from lxmert_s_training.recipe_arguments import given_flags
+from lxmert_s_training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
+from processing.store import atomic_write_text
+
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass
+class EvaluateRecipeArguments:
+    """The recipe's own flags; `TrainingArguments` adds --output_dir and --per_device_eval_batch_size."""
+
+    task: str = field(metadata={"choices": sorted(TASKS)})
+    model: Path = field(metadata={"help": "a checkpoint folder with its processor"})
+    split: str = field(metadata={"choices": ["val", "test"]})
+    zero_shot: bool = field(
+        default=False, metadata={"help": "retrieval by a pre-training checkpoint's ITM score"}
+    )
+    data_dir: Path | None = field(
+        default=None,
+        metadata={"help": "prepared data folder (default: the synthetic world, outputs/pretrain/world)"},
+    )
+    text_retrieval: str = field(
+        default="all_captions",
+        metadata={
+            "choices": sorted(TEXT_RETRIEVAL_PROTOCOLS),
+            "help": "retrieval: the captions text retrieval ranks (default: all_captions)",
+        },
+    )
+
+
+# The TrainingArguments fields evaluation reads, with this recipe's meaning and default.
+READ_TRAINING_FIELDS = {
+    "output_dir": "where the json files go (default: the folder holding the model folder, so that they are "
+    "not uploaded with it)",
+    "per_device_eval_batch_size": f"questions or sentences per forward pass (default {EVAL_BATCH_SIZE})",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = HfArgumentParser(
+        (EvaluateRecipeArguments, TrainingArguments),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    parser.add_argument("--model", required=True, type=Path, help="a checkpoint folder with its processor")
-    parser.add_argument("--split", required=True, choices=["val", "test"])
-    parser.add_argument(
-        "--zero-shot", action="store_true", help="retrieval by a pre-training checkpoint's ITM score"
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="prepared data folder (default: the synthetic world, outputs/pretrain/world)",
-    )
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        help="where the json files go (default: the folder holding the model folder, so that they are not "
-        "uploaded with it)",
-    )
-    parser.add_argument("--batch-size", type=int, default=256, help="questions or sentences per forward pass")
-    parser.add_argument(
-        "--text-retrieval",
-        choices=sorted(TEXT_RETRIEVAL_PROTOCOLS),
-        default="all_captions",
-        help="retrieval: the captions text retrieval ranks (default: %(default)s)",
-    )
+    for action in parser._actions:
+        if action.dest in READ_TRAINING_FIELDS:
+            action.help = READ_TRAINING_FIELDS[action.dest]
     add_retrieval_ranking_arguments(parser)
-    args = parser.parse_args(argv)
+    recipe, training, ranking = parser.parse_args_into_dataclasses(argv)
+    given = given_flags(parser, argv)
+    training_fields = {item.name for item in fields(TrainingArguments) if item.init}
+    unused = sorted((given & training_fields) - set(READ_TRAINING_FIELDS))
+    if unused:
+        parser.error(
+            f"--{unused[0]}: evaluation reads only --output_dir and --per_device_eval_batch_size of the "
+            "TrainingArguments flags"
+        )
+    args = argparse.Namespace(**vars(recipe), **vars(ranking))
+    args.output_dir = Path(training.output_dir) if "output_dir" in given else None
+    args.batch_size = training.per_device_eval_batch_size if "per_device_eval_batch_size" in given else None
+    args.batch_size = EVAL_BATCH_SIZE if args.batch_size is None else args.batch_size
     if args.text_retrieval != "all_captions" and args.task != "retrieval":
-        parser.error("--text-retrieval is a retrieval protocol: use it with --task retrieval")
+        parser.error("--text_retrieval is a retrieval protocol: use it with --task retrieval")
     check_retrieval_ranking_arguments(parser, args)
     if args.zero_shot and args.task != "retrieval":
-        parser.error("--zero-shot is retrieval by the ITM score: use it with --task retrieval")
+        parser.error("--zero_shot is retrieval by the ITM score: use it with --task retrieval")
     if args.task == "gqa" and args.data_dir is None:
         parser.error(GQA_NEEDS_REAL_DATA)
     return args
@@ -120,7 +155,7 @@ def main(argv: list[str] | None = None) -> Evaluation:
         if "contrastive" not in evaluation.retrieval.rankings:
             print(f"({args.model} has no VSC head: ITM ranked every pair)")
     elif evaluation.metrics:
-        print(metrics_line(task, args.split, evaluation.metrics))
+        print(metrics_line(task, args.split, evaluation.metrics, answer_prior(data, task, args.split)))
     else:
         print(f"{task.name} on {args.split}: no labels in this split; predictions written")
     print(f"Written to {output_dir / f'eval-{name}.json'}")

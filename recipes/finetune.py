@@ -1,30 +1,35 @@
-"""Fine-tune LXMERT-S on VQA v2, GQA, NLVR2 or Flickr30k retrieval (MSP_SPEC "Downstream", §4.2).
+"""Fine-tune LXMERT-S on VQA v2, GQA, NLVR2 or Flickr30k retrieval (MSP paper §4.2).
 
     python recipes/finetune.py --task vqa --model outputs/pretrain/hub
-    python recipes/finetune.py --task nlvr2 --model none --model-config-from outputs/pretrain/hub
-    python recipes/finetune.py --task gqa --model /ckpt/hub --data-dir /data/lxmert
-    accelerate launch --multi_gpu --num_processes 8 recipes/finetune.py --task vqa --model ... --data-dir ...
+    python recipes/finetune.py --task nlvr2 --model none --model_config_from outputs/pretrain/hub
+    python recipes/finetune.py --task gqa --model /ckpt/hub --data_dir /data/lxmert
+    accelerate launch --multi_gpu --num_processes 8 recipes/finetune.py --task vqa --model ... --data_dir ...
 
 The paper's settings by default: Adam at 5e-5, batch 32, epochs VQA 6, GQA 5, NLVR2 8, retrieval 8; and, our
 choice as the paper gives no schedule, LXMERT's linear warm-up over the first 10% of the steps, then linear
 decay. Also our choice, where the paper has one learning rate: the new task head (the parameters the
-checkpoint does not provide) trains at --head-learning-rate, 1e-3, and the pre-trained rest at
---learning-rate; both follow the same schedule.
-Without --data-dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
-absent), which has every task but GQA. Writes <output-dir>/hub (the best model on val + processor,
-`from_pretrained` loads it), <output-dir>/metrics.json (its val metrics) and <output-dir>/checkpoints.
+checkpoint does not provide) trains at --head_learning_rate, 1e-3, and the pre-trained rest at
+--learning_rate; both follow the same schedule. Every `TrainingArguments` field is a flag too, as in
+transformers' example scripts (--num_train_epochs, --max_steps, --seed, --report_to, --bf16, ...; each also
+spelled with hyphens): the recipe's defaults above stand where no flag is given.
+Without --data_dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
+absent), which has every task but GQA. Writes <output_dir>/hub (the best model on val + processor + model
+card, `from_pretrained` loads it; --push_to_hub uploads it, and only it), <output_dir>/metrics.json (its val
+metrics) and <output_dir>/checkpoints.
 Retrieval ranks val once, at the end, as `recipes/evaluate_checkpoint.py` does: in two stages from a
-checkpoint with the VSC head (--rerank-top-k, --all-pairs), by ITM on every pair otherwise.
+checkpoint with the VSC head (--rerank_top_k, --all_pairs), by ITM on every pair otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
+from transformers import HfArgumentParser, TrainingArguments
 
-from training.finetuning import (
+from lxmert_s_training.finetuning import (
     GQA_NEEDS_REAL_DATA,
     HEAD_LEARNING_RATE,
     PAPER_BATCH_SIZE,
@@ -33,68 +38,119 @@ from training.finetuning import (
     DownstreamData,
     FinetuneResult,
     add_retrieval_ranking_arguments,
+    answer_prior,
     check_retrieval_ranking_arguments,
     default_data_folder,
     finetune,
     finetune_problem,
     metrics_line,
 )
+from lxmert_s_training.hub_upload import hub_upload, push_folder
+from lxmert_s_training.recipe_arguments import given_flags
+
+
+@dataclass
+class FinetuneRecipeArguments:
+    """The recipe's own flags. Every `TrainingArguments` field is a flag too, as in transformers' example
+    scripts (`--output_dir`, `--learning_rate`, `--num_train_epochs`, `--max_steps`, `--seed`, `--report_to`,
+    `--push_to_hub`, `--bf16`, ...; each also spelled with hyphens)."""
+
+    task: str = field(metadata={"choices": sorted(TASKS)})
+    model: str = field(
+        metadata={
+            "help": "a pre-training checkpoint folder with its processor (e.g. outputs/pretrain/hub), or "
+            "'none' to train from scratch"
+        }
+    )
+    model_config_from: Path | None = field(
+        default=None,
+        metadata={
+            "help": "with --model none: take the architecture and processor of this checkpoint folder, so "
+            "that no pre-training is compared on the same model (default: LxmertSConfig's sizes, the data's "
+            "tokenizer)"
+        },
+    )
+    data_dir: Path | None = field(
+        default=None,
+        metadata={"help": "prepared data folder (default: the synthetic world, outputs/pretrain/world)"},
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": f"global, split over the processes; default {PAPER_BATCH_SIZE}, the paper's "
+            "(--per_device_train_batch_size sets it per process instead)"
+        },
+    )
+    head_learning_rate: float = field(
+        default=HEAD_LEARNING_RATE,
+        metadata={
+            "help": "of the parameters --model does not provide (the new task head; with --model none, every "
+            f"parameter). Default {HEAD_LEARNING_RATE}, our choice: the paper trains everything at one rate, "
+            "but VQA on the synthetic world from a pre-trained small model stayed at the answer prior "
+            "(~41%%) with one rate, 1e-3 or 5e-5, and reached 55-57%% with the head at 1e-3 and the encoder "
+            "at 5e-5"
+        },
+    )
+
+
+# TrainingArguments fields the recipe reads itself (the rest, when given, go to the Trainer as given).
+RECIPE_TRAINING_FIELDS = {
+    "output_dir": "default: outputs/finetune-<task>",
+    "learning_rate": f"of the parameters loaded from --model; default {PAPER_LEARNING_RATE}, the paper's",
+    "num_train_epochs": "default: the paper's for the task",
+    "max_steps": "stop after this many optimizer steps (overrides --num_train_epochs)",
+    "seed": "default: 0",
+    "report_to": "Trainer loggers, or 'none'; default: tensorboard",
+    "per_device_train_batch_size": "instead of --batch_size: the batch of each process",
+    "push_to_hub": "upload <output_dir>/hub when done (only that folder)",
+    "hub_model_id": "default: the output folder's name",
+    "hub_token": "default: the stored login or HF_TOKEN",
+    "hub_private_repo": "create the repository private",
+}
+# Flags of `finetune_problem`'s argument names.
+PROBLEM_FLAGS = {
+    "epochs": "--num_train_epochs",
+    "config_from": "--model_config_from",
+    "batch_size": "--batch_size",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = HfArgumentParser(
+        (FinetuneRecipeArguments, TrainingArguments),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="a pre-training checkpoint folder with its processor (e.g. outputs/pretrain/hub), or 'none' "
-        "to train from scratch",
-    )
-    parser.add_argument(
-        "--model-config-from",
-        type=Path,
-        help="with --model none: take the architecture and processor of this checkpoint folder, so that no "
-        "pre-training is compared on the same model (default: LxmertSConfig's sizes, the data's tokenizer)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="prepared data folder (default: the synthetic world, outputs/pretrain/world)",
-    )
-    parser.add_argument("--output-dir", type=Path, help="default: outputs/finetune-<task>")
-    parser.add_argument("--epochs", type=float, help="default: the paper's for the task")
-    parser.add_argument(
-        "--batch-size", type=int, default=PAPER_BATCH_SIZE, help="global; default %(default)s"
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=PAPER_LEARNING_RATE,
-        help="of the parameters loaded from --model; default %(default)s, the paper's",
-    )
-    parser.add_argument(
-        "--head-learning-rate",
-        type=float,
-        default=HEAD_LEARNING_RATE,
-        help="of the parameters --model does not provide (the new task head; with --model none, every "
-        "parameter). Default %(default)s, our choice: the paper trains everything at one rate, but VQA on "
-        "the synthetic world from a pre-trained small model stayed at the answer prior (~41%%) with one "
-        "rate, 1e-3 or 5e-5, and reached 55-57%% with the head at 1e-3 and the encoder at 5e-5",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)"
-    )
-    parser.add_argument("--report-to", nargs="+", default=["tensorboard"], help="Trainer loggers, or 'none'")
+    for action in parser._actions:
+        if action.dest in RECIPE_TRAINING_FIELDS:
+            action.help = RECIPE_TRAINING_FIELDS[action.dest]
     add_retrieval_ranking_arguments(parser)
-    args = parser.parse_args(argv)
+    recipe, training, ranking = parser.parse_args_into_dataclasses(argv)
+    given = given_flags(parser, argv)
+    args = argparse.Namespace(**vars(recipe), **vars(ranking))
     check_retrieval_ranking_arguments(parser, args)
     if args.model_config_from is not None and args.model != "none":
-        parser.error("--model-config-from goes with --model none (a checkpoint brings its own architecture)")
+        parser.error("--model_config_from goes with --model none (a checkpoint brings its own architecture)")
     if args.task == "gqa" and args.data_dir is None:
         parser.error(GQA_NEEDS_REAL_DATA)
+    if "per_device_train_batch_size" in given:
+        if args.batch_size is not None:
+            parser.error("--batch_size (global) and --per_device_train_batch_size: give one")
+        args.batch_size = training.per_device_train_batch_size * PartialState().num_processes
+    args.batch_size = PAPER_BATCH_SIZE if args.batch_size is None else args.batch_size
+    args.output_dir = (
+        Path(training.output_dir) if "output_dir" in given else Path(f"outputs/finetune-{args.task}")
+    )
+    args.learning_rate = training.learning_rate
+    args.epochs = training.num_train_epochs if "num_train_epochs" in given else None
+    args.max_steps = training.max_steps if "max_steps" in given else None
+    args.seed = training.seed if "seed" in given else 0
+    args.report_to = training.report_to if "report_to" in given else ["tensorboard"]
+    args.training_overrides = {
+        name: getattr(training, name)
+        for name in sorted(given - set(RECIPE_TRAINING_FIELDS))
+        if hasattr(training, name)
+    }
     problem = finetune_problem(
         args.model,
         args.model_config_from,
@@ -106,7 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     if problem is not None:
         name, why = problem
-        parser.error(f"--{'model-config-from' if name == 'config_from' else name.replace('_', '-')}: {why}")
+        parser.error(f"{PROBLEM_FLAGS.get(name, '--' + name)}: {why}")
+    args.hub_upload = hub_upload(parser, training, args.output_dir)
     return args
 
 
@@ -118,7 +175,7 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         task,
         args.model,
         data,
-        args.output_dir or Path(f"outputs/finetune-{task.name}"),
+        args.output_dir,
         config_from=args.model_config_from,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -127,6 +184,7 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         seed=args.seed,
         max_steps=args.max_steps,
         report_to=args.report_to,
+        training_overrides=args.training_overrides,
         rerank_top_k=args.rerank_top_k,
         all_pairs=args.all_pairs,
     )
@@ -134,9 +192,12 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         if result.retrieval is not None:
             print(result.retrieval.summary())
         else:
-            print(metrics_line(task, "val", result.metrics))
+            print(metrics_line(task, "val", result.metrics, answer_prior(data, task, "val")))
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
+        if args.hub_upload is not None:
+            message = f"LXMERT-S fine-tuned on {task.name} from {Path(args.model).name}"
+            print(f"Pushed to the Hub: {push_folder(result.hub_folder, args.hub_upload, message)}")
     return result
 
 

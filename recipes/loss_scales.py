@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lxmert_s_training.curriculum import load_curriculum
+from lxmert_s_training.sampling import IndexedRows
+from lxmert_s_training.stage_data import PretrainingData, stage_data
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from processing.synthetic import WorldSettings, generate_world
-from training.curriculum import load_curriculum
-from training.sampling import IndexedRows
-from training.stage_data import PretrainingData, stage_data
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "msp_paper.yaml"
 

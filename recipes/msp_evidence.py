@@ -7,12 +7,12 @@ The conditions: no pre-training (fresh weights, the default curriculum's archite
 paper's tasks (`synthetic_paper_tasks_s.yaml`, `synthetic_paper_tasks.yaml`); S and T→P→S with the alignment
 tasks added (`synthetic_s.yaml`, `synthetic.yaml`, the default). For every seed: pre-train each curriculum
 with that seed and score it with no fine-tuning (held-out ITM accuracy; zero-shot retrieval by VSC similarity,
-re-ranked by ITM and by ITM on every pair, `training.zero_shot`); fine-tune VQA, NLVR2 and retrieval from each
-checkpoint and from no pre-training with that seed; score each on the test split (fine-tuned retrieval by ITM
-on every pair, the paper's protocol, whatever heads the model has). Every result is a json file under
---output-dir, written when it is done, so a re-run skips what is finished. At the end the mean ± std over
-seeds is printed as a markdown table and written to <output-dir>/results.md. All conditions share one world
-(`<output-dir>/world`).
+re-ranked by ITM and by ITM on every pair, `lxmert_s_training.zero_shot`); fine-tune VQA, NLVR2 and retrieval
+from each checkpoint and from no pre-training with that seed; score each on the test split (fine-tuned
+retrieval by ITM on every pair, the paper's protocol, whatever heads the model has). Every result is a json
+file under --output-dir, written when it is done, so a re-run skips what is finished. At the end the mean ±
+std over seeds is printed as a markdown table and written to <output-dir>/results.md. All conditions share one
+world (`<output-dir>/world`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lxmert_s_training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
+from lxmert_s_training.pretraining import run_curriculum
+from lxmert_s_training.results import (
+    cached_json,
+    evidence_parser,
+    evidence_world,
+    mean_std,
+    seeded_curriculum,
+)
+from lxmert_s_training.zero_shot import ZeroShotSettings
 from processing.store import atomic_write_text
-from training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
-from training.pretraining import run_curriculum
-from training.results import cached_json, evidence_parser, evidence_world, mean_std, seeded_curriculum
-from training.zero_shot import ZeroShotSettings
 
 CONFIGS = Path(__file__).parent / "configs"
 CURRICULA = {

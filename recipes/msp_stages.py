@@ -8,8 +8,8 @@ free language modeling, configs/synthetic_flm.yaml) and seed: pre-train it; afte
 cumulative pre-training time (the Trainer's `train_runtime` of the stages so far, as measured when they
 ran), fine-tune VQA from the stage's model and score its test split, score zero-shot retrieval on the
 test split when the stage has the ITM head, and measure how much a word that names an object looks at that
-object's regions (`training.grounding`; 1 = no more than uniform attention). For the first curriculum and
-seed, also draw the paper's Fig. 3 (top-3 answers after each stage) and Fig. 4 (top-1 retrieved caption
+object's regions (`lxmert_s_training.grounding`; 1 = no more than uniform attention). For the first curriculum
+and seed, also draw the paper's Fig. 3 (top-3 answers after each stage) and Fig. 4 (top-1 retrieved caption
 after each stage, from a retrieval model fine-tuned from each stage).
 
 Output (a re-run skips what is finished; every result is a json file written when it is done):
@@ -28,13 +28,17 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from modeling_lxmert_s import head_module_name
-from processing.store import atomic_write_text
-from training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
-from training.grounding import named_region_attention
-from training.pretraining import StageResult, run_curriculum
-from training.results import cached_json, evidence_parser, evidence_world, mean_std, seeded_curriculum
-from training.stage_figures import (
+from lxmert_s_training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
+from lxmert_s_training.grounding import named_region_attention
+from lxmert_s_training.pretraining import StageResult, run_curriculum
+from lxmert_s_training.results import (
+    cached_json,
+    evidence_parser,
+    evidence_world,
+    mean_std,
+    seeded_curriculum,
+)
+from lxmert_s_training.stage_figures import (
     pick_questions,
     plot_answers,
     plot_captions,
@@ -43,6 +47,8 @@ from training.stage_figures import (
     top_answers,
     top_captions,
 )
+from modeling_lxmert_s import head_module_name
+from processing.store import atomic_write_text
 
 CONFIGS = Path(__file__).parent / "configs"
 CURRICULA = {"mlm": CONFIGS / "synthetic.yaml", "flm": CONFIGS / "synthetic_flm.yaml"}

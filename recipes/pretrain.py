@@ -11,7 +11,8 @@ its image and with another) and zero-shot retrieval recall. A model with the VSC
 contrastive similarity of its embeddings (no cross-modal pass), then re-ranks the top --rerank-top-k by ITM
 (the cross-modal encoder); with --all-pairs it is also ranked by ITM on every pair (the paper's protocol) to
 show how much of that recall the re-ranking keeps. A model without VSC is ranked by ITM on every pair. The
-model card (<output-dir>/hub/README.md) records the same scores.
+model card (<output-dir>/hub/README.md) records the same scores. --push_to_hub then uploads that folder
+(only that folder) to --hub_model_id.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.curriculum import load_curriculum
-from training.launch import distributed_state
-from training.pretraining import run_curriculum
-from training.retrieval import DEFAULT_RERANK_TOP_K
-from training.zero_shot import ZeroShotSettings
+from lxmert_s_training.curriculum import load_curriculum
+from lxmert_s_training.hub_upload import add_push_arguments, hub_upload, push_folder
+from lxmert_s_training.launch import distributed_state
+from lxmert_s_training.pretraining import run_curriculum
+from lxmert_s_training.retrieval import DEFAULT_RERANK_TOP_K
+from lxmert_s_training.zero_shot import ZeroShotSettings
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "synthetic.yaml"
 
@@ -62,11 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="zero-shot retrieval of a model with VSC: also rank by ITM on every pair (slow: every image "
         "with every caption through the cross-modal encoder)",
     )
+    add_push_arguments(parser)
     args = parser.parse_args(argv)
     if args.rerank_top_k < 0:
         parser.error(
             f"--rerank-top-k: expected 0 (no re-ranking) or more candidates, got {args.rerank_top_k}"
         )
+    args.hub_upload = hub_upload(parser, args, args.output_dir)
     return args
 
 
@@ -86,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     if result.plot is not None:
         print(f"Loss curves:      {result.plot}")
     print(result.zero_shot.summary())
+    if args.hub_upload is not None:
+        message = f"LXMERT-S pre-trained with the {curriculum.path.name} curriculum"
+        print(f"Pushed to the Hub: {push_folder(result.hub_folder, args.hub_upload, message)}")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lxmert_s_training.curriculum import load_curriculum
+from lxmert_s_training.finetuning import TASKS, DownstreamData
+from lxmert_s_training.pretraining import check_stages
+from lxmert_s_training.stage_data import PretrainingData
 from processing import corpora, features, hard_negatives
 from processing.tokenizer import build_wordpiece_tokenizer
-from training.curriculum import load_curriculum
-from training.finetuning import TASKS, DownstreamData
-from training.pretraining import check_stages
-from training.stage_data import PretrainingData
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

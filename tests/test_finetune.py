@@ -9,15 +9,33 @@ import importlib.util
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
 from transformers import BertConfig, EvalPrediction, LxmertConfig
 
-from metrics import load_metric
+from lxmert_s_metrics import load_metric
+from lxmert_s_training.finetuning import (
+    GQA_NEEDS_REAL_DATA,
+    HEAD_LEARNING_RATE,
+    PAPER_LEARNING_RATE,
+    TASKS,
+    DownstreamData,
+    TaskMetrics,
+    answer_prior,
+    build_model,
+    finetuning_arguments,
+    load_processor,
+    metrics_line,
+)
+from lxmert_s_training.finetuning import finetune as finetune_run
+from lxmert_s_training.trainer import FinetuningTrainer
 from modeling_lxmert_s import (
     LxmertSConfig,
     LxmertSForImageTextRetrieval,
@@ -32,19 +50,6 @@ from processing.readers import vqa_soft_scores
 from processing.store import FeatureStore
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.finetuning import (
-    GQA_NEEDS_REAL_DATA,
-    HEAD_LEARNING_RATE,
-    PAPER_LEARNING_RATE,
-    TASKS,
-    DownstreamData,
-    TaskMetrics,
-    build_model,
-    finetuning_arguments,
-    load_processor,
-)
-from training.finetuning import finetune as finetune_run
-from training.trainer import FinetuningTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 RECALLS = {f"{kind}_r{k}" for kind in ("text", "image") for k in (1, 5, 10)}
@@ -54,6 +59,7 @@ def _recipe(name: str):
     """A recipe script as a module, so that tests call its `main` in this process."""
     spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -86,8 +92,8 @@ def checkpoint(world, tmp_path_factory) -> Path:
 
 
 def run_finetune(task: str, model: str, world: Path, out: Path, *extra: str):
-    arguments = ["--task", task, "--model", model, "--data-dir", str(world), "--output-dir", str(out)]
-    return finetune.main([*arguments, "--batch-size", "8", "--max-steps", "3", "--report-to", "none", *extra])
+    arguments = ["--task", task, "--model", model, "--data_dir", str(world), "--output_dir", str(out)]
+    return finetune.main([*arguments, "--batch_size", "8", "--max_steps", "3", "--report_to", "none", *extra])
 
 
 def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
@@ -96,8 +102,8 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa")
     report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
     assert (report["task"], report["split"], report["global_step"]) == ("vqa", "val", 3)
-    accuracy, loss = 100 * report["metrics"]["vqa_accuracy"], report["metrics"]["loss"]
-    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (loss {loss:.4f})" in capsys.readouterr().out
+    accuracy = 100 * report["metrics"]["vqa_accuracy"]  # percent, beside the prior
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in capsys.readouterr().out
     assert set(report["metrics"]) == {"loss", "vqa_accuracy"} and 0 <= report["metrics"]["vqa_accuracy"] <= 1
     assert report["metrics"] == result.metrics
     model = LxmertSForQuestionAnswering.from_pretrained(result.hub_folder)
@@ -108,19 +114,27 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     pretrained = load_file(checkpoint / "model.safetensors")["lxmert.embeddings.word_embeddings.weight"]
     tuned = model.lxmert.embeddings.word_embeddings.weight
     assert (tuned - pretrained).abs().max() < 1e-3
+    # its card: the val score in the model-index, the checkpoint named by folder, no local path
+    card = ModelCard.load(result.hub_folder / "README.md")
+    assert card.data.pipeline_tag == "visual-question-answering" and card.data.base_model is None
+    results = [(r.task_type, r.dataset_type, r.dataset_split, r.metric_type) for r in card.data.eval_results]
+    assert results == [("visual-question-answering", "synthetic-world", "val", "vqa_accuracy")]
+    assert card.data.eval_results[0].metric_value == round(100 * report["metrics"]["vqa_accuracy"], 2)
+    assert ModelCardData(**card.data.to_dict()).eval_results == card.data.eval_results
+    assert f"checkpoint `{checkpoint.name}`" in card.text and "| optimizer steps | 3 |" in card.text
+    assert str(tmp_path) not in card.content and str(checkpoint) not in card.content
 
     # evaluated again by the evaluation recipe: the same val accuracy, every question answered; the files go
     # beside the model folder, which stays as it was saved (it is what one uploads)
     saved = sorted(path.name for path in result.hub_folder.iterdir())
     capsys.readouterr()
     evaluation = evaluate_checkpoint.main(
-        ["--task", "vqa", "--model", str(result.hub_folder), "--split", "val", "--data-dir", str(world)]
+        ["--task", "vqa", "--model", str(result.hub_folder), "--split", "val", "--data_dir", str(world)]
     )
     assert evaluation.metrics["vqa_accuracy"] == pytest.approx(report["metrics"]["vqa_accuracy"])
-    assert (
-        f"vqa on val, in %: vqa_accuracy {100 * evaluation.metrics['vqa_accuracy']:.1f}"
-        in capsys.readouterr().out
-    )
+    printed = capsys.readouterr().out
+    accuracy = 100 * evaluation.metrics["vqa_accuracy"]
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in printed
     assert sorted(path.name for path in result.hub_folder.iterdir()) == saved
     written = json.loads((tmp_path / "vqa" / "eval-vqa-val.json").read_text())
     assert written["metrics"] == evaluation.metrics
@@ -148,7 +162,7 @@ def test_a_val_split_built_with_another_answer_vocabulary_is_refused(world, tmp_
 def test_nlvr2_without_pretraining_takes_the_checkpoint_architecture_not_its_weights(
     world, checkpoint, tmp_path
 ):
-    result = run_finetune("nlvr2", "none", world, tmp_path / "nlvr2", "--model-config-from", str(checkpoint))
+    result = run_finetune("nlvr2", "none", world, tmp_path / "nlvr2", "--model_config_from", str(checkpoint))
     model = LxmertSForVisualReasoning.from_pretrained(result.hub_folder)
     assert (model.config.hidden_size, model.config.num_layers) == (TINY_MODEL["hidden_size"], 1)
     pretrained = load_file(checkpoint / "model.safetensors")["lxmert.embeddings.word_embeddings.weight"]
@@ -168,8 +182,8 @@ def test_retrieval_fine_tunes_on_pairs_and_ranks_the_val_split(world, checkpoint
     assert model.heads["itm"].classifier.weight.shape == itm.shape  # the pre-trained ITM head, fine-tuned
 
     zero_shot = evaluate_checkpoint.main(
-        ["--task", "retrieval", "--model", str(checkpoint), "--split", "test", "--zero-shot"]
-        + ["--data-dir", str(world), "--output-dir", str(tmp_path / "zero-shot")]
+        ["--task", "retrieval", "--model", str(checkpoint), "--split", "test", "--zero_shot"]
+        + ["--data_dir", str(world), "--output_dir", str(tmp_path / "zero-shot")]
     )
     written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
     assert (
@@ -185,7 +199,7 @@ def vsc_checkpoint(world, tmp_path_factory) -> Path:
 
 def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoint, tmp_path, capsys):
     result = run_finetune(
-        "retrieval", str(vsc_checkpoint), world, tmp_path / "retrieval", "--rerank-top-k", "2", "--all-pairs"
+        "retrieval", str(vsc_checkpoint), world, tmp_path / "retrieval", "--rerank_top_k", "2", "--all_pairs"
     )
     ranked = {f"{ranking}_{name}" for ranking in ("contrastive", "reranked") for name in RECALLS}
     assert {name for name in result.metrics if not name.startswith("kept_")} == RECALLS | ranked
@@ -206,8 +220,8 @@ def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoi
     )
 
     zero_shot = evaluate_checkpoint.main(
-        ["--task", "retrieval", "--model", str(vsc_checkpoint), "--split", "test", "--zero-shot"]
-        + ["--rerank-top-k", "3", "--data-dir", str(world), "--output-dir", str(tmp_path / "zero-shot")]
+        ["--task", "retrieval", "--model", str(vsc_checkpoint), "--split", "test", "--zero_shot"]
+        + ["--rerank_top_k", "3", "--data_dir", str(world), "--output_dir", str(tmp_path / "zero-shot")]
     )
     written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
     assert (written["retrieval_ranking"], written["rerank_top_k"]) == ("reranked", 3)
@@ -222,7 +236,7 @@ def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoi
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--task", "vqa", "--all-pairs"], "use them with --task retrieval"),
+        (["--task", "vqa", "--all_pairs"], "use them with --task retrieval"),
         (["--task", "retrieval", "--rerank-top-k", "-1"], "--rerank-top-k: expected 0"),
     ],
 )
@@ -248,13 +262,13 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--epochs", "-1"], r"--epochs: expected a positive number, got -1\.0"),
-        (["--epochs", "0"], r"--epochs: expected a positive number, got 0\.0"),
-        (["--max-steps", "-3"], r"--max-steps: expected a positive number, got -3"),
-        (["--max-steps", "0"], r"--max-steps: expected a positive number, got 0"),
-        (["--batch-size", "0"], r"--batch-size: expected a positive number, got 0"),
-        (["--learning-rate=-1e-5"], r"--learning-rate: expected a positive number, got -1e-05"),
-        (["--head-learning-rate", "0"], r"--head-learning-rate: expected a positive number, got 0\.0"),
+        (["--num_train_epochs", "-1"], r"--num_train_epochs: expected a positive number, got -1\.0"),
+        (["--num_train_epochs", "0"], r"--num_train_epochs: expected a positive number, got 0\.0"),
+        (["--max_steps", "-3"], r"--max_steps: expected a positive number, got -3"),
+        (["--max_steps", "0"], r"--max_steps: expected a positive number, got 0"),
+        (["--batch_size", "0"], r"--batch_size: expected a positive number, got 0"),
+        (["--learning_rate=-1e-5"], r"--learning_rate: expected a positive number, got -1e-05"),
+        (["--head_learning_rate", "0"], r"--head_learning_rate: expected a positive number, got 0\.0"),
         (["--model", "{missing}"], r"--model: \S+missing: no such folder; give a pre-training checkpoint"),
         (["--model", "{bert}"], r"--model: \S+config\.json: model_type 'bert', not an LXMERT-S checkpoint"),
         (["--model", "{empty}"], r"--model: \S+empty/config\.json: not a checkpoint's config"),
@@ -264,8 +278,8 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
             r"python recipes/convert_lxmert_checkpoint\.py",
         ),
         (
-            ["--model", "none", "--model-config-from", "{missing}"],
-            r"--model-config-from: \S+missing: no such folder",
+            ["--model", "none", "--model_config_from", "{missing}"],
+            r"--model_config_from: \S+missing: no such folder",
         ),
     ],
 )
@@ -295,7 +309,7 @@ def test_gqa_on_the_synthetic_world_is_refused_with_how_to_get_real_data(world, 
         finetune.main(["--task", "gqa", "--model", str(checkpoint)])
     assert GQA_NEEDS_REAL_DATA in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="is a synthetic world. GQA needs real data"):
-        finetune.main(["--task", "gqa", "--model", str(checkpoint), "--data-dir", str(world)])
+        finetune.main(["--task", "gqa", "--model", str(checkpoint), "--data_dir", str(world)])
 
 
 def test_no_recipe_shadows_a_module_it_imports():
@@ -398,8 +412,9 @@ def test_the_recipe_s_learning_rates_reach_the_optimizer_and_are_recorded(
         return optimizer
 
     monkeypatch.setattr(FinetuningTrainer, "create_optimizer", recording)
-    rates = ["--learning-rate", str(BASE_RATE), "--head-learning-rate", str(HEAD_RATE)]
-    result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa", *rates)
+    rates = ["--learning_rate", str(BASE_RATE), "--head_learning_rate", str(HEAD_RATE)]
+    # any other TrainingArguments field reaches the Trainer as given
+    result = run_finetune("vqa", str(checkpoint), world, tmp_path / "vqa", *rates, "--weight_decay", "0.25")
     (optimizer,) = created
     assert {name for name, rate in optimizer.items() if rate == HEAD_RATE} == {
         name for name in optimizer if name.startswith("answer_head.")
@@ -409,12 +424,32 @@ def test_the_recipe_s_learning_rates_reach_the_optimizer_and_are_recorded(
     assert (report["learning_rate"], report["head_learning_rate"]) == (BASE_RATE, HEAD_RATE)
     saved = torch.load(result.hub_folder / "training_args.bin", weights_only=False)
     assert (saved.learning_rate, saved.head_learning_rate) == (BASE_RATE, HEAD_RATE)
+    assert saved.weight_decay == 0.25 and report["training_overrides"] == {"weight_decay": 0.25}
+    assert "| weight_decay | 0.25 |" in (result.hub_folder / "README.md").read_text()
 
 
 def test_the_recipe_defaults_are_the_paper_s_rate_and_our_head_rate():
     args = finetune.parse_args(["--task", "vqa", "--model", "none"])
     assert (args.learning_rate, args.head_learning_rate) == (PAPER_LEARNING_RATE, HEAD_LEARNING_RATE)
     assert (PAPER_LEARNING_RATE, HEAD_LEARNING_RATE) == (5e-5, 1e-3)
+    # the recipe's defaults where TrainingArguments has others (seed 42, 3 epochs, batch 8 per device)
+    assert (args.seed, args.epochs, args.max_steps, args.batch_size) == (0, None, None, 32)
+    assert (args.report_to, args.output_dir, args.training_overrides) == (
+        ["tensorboard"],
+        Path("outputs/finetune-vqa"),
+        {},
+    )
+
+
+def test_training_arguments_flags_replace_the_recipe_defaults(capsys):
+    flags = ["--seed", "3", "--num_train_epochs", "2", "--per_device_train_batch_size", "4"]
+    flags += ["--bf16", "false"]
+    args = finetune.parse_args(["--task", "vqa", "--model", "none", *flags, "--output-dir", "runs/x"])
+    assert (args.seed, args.epochs, args.batch_size, args.output_dir) == (3, 2.0, 4, Path("runs/x"))
+    assert args.training_overrides == {"bf16": False}  # the fields the recipe does not read itself
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--task", "vqa", "--model", "none", "--batch_size", "8", *flags])
+    assert "--batch_size (global) and --per_device_train_batch_size: give one" in capsys.readouterr().err
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
@@ -459,3 +494,89 @@ def test_gqa_and_nlvr2_accuracy_count_an_answer_outside_the_vocabulary_as_wrong(
     assert TaskMetrics(TASKS["gqa"])(EvalPrediction(logits, gqa_labels)) == {"accuracy": pytest.approx(1 / 3)}
     nlvr2 = TaskMetrics(TASKS["nlvr2"])(EvalPrediction(logits[:, :2], torch.tensor([1, 0, 1])))
     assert nlvr2 == {"accuracy": pytest.approx(2 / 3)}
+
+
+def test_push_to_hub_uploads_the_hub_folder_and_nothing_else(world, checkpoint, tmp_path, hub_calls, capsys):
+    out = tmp_path / "nlvr2"
+    flags = ("--push_to_hub", "--hub_model_id", "me/lxmert-s-nlvr2", "--hub_token", "secret")
+    result = run_finetune("nlvr2", str(checkpoint), world, out, *flags, "--hub_private_repo", "true")
+    (create, created), (upload, uploaded) = hub_calls
+    assert (create, upload) == ("create_repo", "upload_folder")
+    assert (created["repo_id"], created["private"], created["token"]) == ("me/lxmert-s-nlvr2", True, "secret")
+    assert (uploaded["repo_id"], uploaded["folder_path"], uploaded["token"]) == (
+        "me/lxmert-s-nlvr2",
+        result.hub_folder,
+        "secret",
+    )
+    assert not {"allow_patterns", "ignore_patterns", "path_in_repo"} & set(uploaded)  # the folder as it is
+    uploaded_files = {path.name for path in result.hub_folder.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "processor_config.json"} <= uploaded_files
+    assert not uploaded_files & {"checkpoints", "metrics.json"}  # the rest of the output folder stays local
+    assert "Pushed to the Hub: https://huggingface.co/me/lxmert-s-nlvr2" in capsys.readouterr().out
+
+
+def test_hub_flags_without_push_to_hub_are_refused(world, checkpoint, tmp_path, hub_calls, capsys):
+    with pytest.raises(SystemExit):
+        run_finetune("nlvr2", str(checkpoint), world, tmp_path / "out", "--hub_model_id", "me/model")
+    assert "--hub_model_id goes with --push_to_hub" in capsys.readouterr().err
+    assert hub_calls == [] and not (tmp_path / "out").exists()
+
+
+class _Splits:
+    """A data folder's `split` alone, over rows written here."""
+
+    def __init__(self, **splits: list[list[tuple[str, float]]]):
+        self.splits = {
+            name: datasets.Dataset.from_dict(
+                {
+                    "answers": [[answer for answer, _ in row] for row in rows],
+                    "scores": [[score for _, score in row] for row in rows],
+                },
+                features=datasets.Features(
+                    {
+                        "answers": datasets.List(datasets.Value("string")),
+                        "scores": datasets.List(datasets.Value("float32")),
+                    }
+                ),
+            )
+            for name, rows in splits.items()
+        }
+
+    def split(self, task, split):
+        return self.splits[split]
+
+
+def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split():
+    # "no" is the top answer of more training questions, "yes" has the most score: answering "yes" always
+    # scores best on the training split
+    data = _Splits(
+        train=[[("yes", 1.0)], [("no", 0.6), ("yes", 0.3)], [("no", 0.6)]],
+        val=[[("yes", 1.0)], [("no", 1.0)], [("yes", 0.3), ("no", 0.6)], []],
+        test=[[], []],
+    )
+    answer, score = answer_prior(data, TASKS["vqa"], "val")
+    assert answer == "yes" and score == pytest.approx((1.0 + 0.3) / 4)
+    assert answer_prior(data, TASKS["vqa"], "test") is None  # no answers: nothing to score
+    assert answer_prior(data, TASKS["nlvr2"], "val") is None
+    line = metrics_line(TASKS["vqa"], "val", {"loss": 3.2, "vqa_accuracy": 0.41}, (answer, score))
+    assert line == "vqa on val, in %: vqa_accuracy 41.0 (answer prior, always 'yes': 32.5)"
+
+
+def test_resume_from_checkpoint_reaches_the_trainer(world, checkpoint, tmp_path):
+    missing = str(tmp_path / "checkpoint-7")  # not there: the Trainer itself refuses it
+    with pytest.raises(ValueError, match=f"Can't find a valid checkpoint at {missing}"):
+        run_finetune(
+            "nlvr2", str(checkpoint), world, tmp_path / "out", "--resume_from_checkpoint", f"{missing}"
+        )
+
+
+def test_evaluation_reads_its_training_arguments_flags_and_refuses_the_others(capsys):
+    base = ["--task", "nlvr2", "--model", "m", "--split", "val"]
+    args = evaluate_checkpoint.parse_args([*base, "--per_device_eval_batch_size", "64", "--output_dir", "o"])
+    assert (args.batch_size, args.output_dir) == (64, Path("o"))
+    args = evaluate_checkpoint.parse_args(base)
+    assert (args.batch_size, args.output_dir) == (256, None)  # None: beside the model folder
+    with pytest.raises(SystemExit):
+        evaluate_checkpoint.parse_args([*base, "--weight_decay", "0.1"])  # it would change nothing
+    refused = capsys.readouterr().err
+    assert "--weight_decay: evaluation reads only --output_dir and --per_device_eval_batch_size" in refused

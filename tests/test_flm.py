@@ -12,6 +12,8 @@ from model_inputs import random_inputs, tiny_config
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
 from torch.nn import functional as F
 
+from lxmert_s_training.curriculum import load_curriculum
+from lxmert_s_training.pretraining import run_curriculum
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from modeling_lxmert_s.modeling_lxmert_s import LxmertSCrossModalityLayer, unidirectional_attention_mask
 from modeling_lxmert_s.pretraining_heads import reconstructor_key_mask
@@ -20,8 +22,6 @@ from processing.pretraining_pieces import flm_targets, mask_tokens
 from processing.processor import LxmertSProcessor
 from processing.store import write_store
 from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
-from training.curriculum import load_curriculum
-from training.pretraining import run_curriculum
 
 # random_inputs: texts of 5, 8 and 7 tokens in a length of 8.
 LENGTHS = (5, 8, 7)

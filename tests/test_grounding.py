@@ -1,4 +1,4 @@
-"""`training.grounding`: the cross-attention a word pays to the regions of the class it names."""
+"""`lxmert_s_training.grounding`: the cross-attention a word pays to the regions of the class it names."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 import torch
 from tiny_curriculum import TINY_MODEL, TINY_WORLD
 
+from lxmert_s_training.grounding import main, named_region_attention, pooled_output_spread
+from lxmert_s_training.retrieval import retrieval_split
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from processing.collators import text_inputs, visual_inputs
 from processing.processor import LxmertSProcessor
@@ -16,8 +18,6 @@ from processing.readers import read_class_vocab
 from processing.store import FeatureStore
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.grounding import main, named_region_attention, pooled_output_spread
-from training.retrieval import retrieval_split
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,20 @@ import textwrap
 from pathlib import Path
 
 import torch
+from huggingface_hub import ModelCard
 from model_inputs import random_inputs, random_labels, tiny_config
 from safetensors.torch import save_file
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, LxmertConfig, LxmertForPreTraining
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoProcessor,
+    LxmertConfig,
+    LxmertForPreTraining,
+)
 
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, LxmertSModel
+from processing.tokenizer import SPECIAL_TOKENS, wordpiece_tokenizer_from_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,13 +138,23 @@ def test_convert_recipe_writes_a_loadable_lxmert_s_folder(tmp_path):
         x_layers=2,
     )
     LxmertForPreTraining(lxmert_config).save_pretrained(tmp_path / "lxmert")
+    convert = [sys.executable, str(REPO / "recipes" / "convert_lxmert_checkpoint.py"), "lxmert", "converted"]
+    # saved without its tokenizer: the processor would get an empty vocabulary
+    refused = subprocess.run(convert, cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode != 0 and "pass the checkpoint's tokenizer with --tokenizer" in refused.stderr
+    assert not (tmp_path / "converted").exists()
+    words = [f"w{index}" for index in range(lxmert_config.vocab_size - len(SPECIAL_TOKENS))]
+    wordpiece_tokenizer_from_vocabulary(words).save_pretrained(tmp_path / "tokenizer")
     result = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "convert_lxmert_checkpoint.py"), "lxmert", "converted"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+        [*convert, "--tokenizer", "tokenizer"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    processor = AutoProcessor.from_pretrained(tmp_path / "converted", trust_remote_code=True)
+    assert len(processor.tokenizer) == lxmert_config.vocab_size and processor.num_regions == 36
+    card = ModelCard.load(tmp_path / "converted" / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "feature-extraction"
+    assert card.data.base_model is None  # a local folder is no Hub base model, and its path stays out
+    assert str(tmp_path) not in card.content and "`lxmert`" in card.text
     converted = AutoModelForPreTraining.from_pretrained(tmp_path / "converted", trust_remote_code=True)
     assert set(converted.heads) == {"mlm", "mrfr", "moc", "itm"}
     assert converted.config.pooler_type == "language" and not converted.config.visual_cls_token

@@ -1,4 +1,4 @@
-"""`recipes/msp_stages.py` and `training/stage_figures.py`: each stage timed and scored, Fig. 3 and 4."""
+"""`recipes/msp_stages.py` and `lxmert_s_training/stage_figures.py`: stages timed and scored, Fig. 3, 4."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 import torch
 from tiny_curriculum import TINY_MODEL, TINY_WORLD, tiny_stages, write_tiny_curriculum
 
+from lxmert_s_training.finetuning import TASKS, DownstreamData
+from lxmert_s_training.stage_figures import pick_questions, scene_descriptions, top_answers, top_captions
 from modeling_lxmert_s import LxmertSConfig, LxmertSForImageTextRetrieval, LxmertSForQuestionAnswering
 from processing.collators import text_inputs, visual_inputs
 from processing.processor import LxmertSProcessor
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.finetuning import TASKS, DownstreamData
-from training.stage_figures import pick_questions, scene_descriptions, top_answers, top_captions
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("recipe_msp_stages", REPO / "recipes" / "msp_stages.py")

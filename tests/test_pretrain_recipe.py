@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 from tiny_curriculum import ALIGNMENT_STAGE, tiny_stages, write_tiny_curriculum
 
@@ -219,6 +220,19 @@ def test_the_job_prints_and_records_held_out_scores_of_both_paths(tmp_path, worl
         text_recalls = printed.split("TR ")[1].split(" (chance")[0]
         assert _row(card, f"IR R@1 / 5 / 10, {score}")[1:] == [source, image_recalls, "25.0 / 100.0 / 100.0"]
         assert _row(card, f"TR R@1 / 5 / 10, {score}")[1:] == [source, text_recalls, "25.0 / 80.6 / 98.4"]
+    # the same scores in the metadata header's model-index, which huggingface_hub parses back
+    metadata = ModelCard.load(out / "hub" / "README.md").data
+    assert metadata.license == "apache-2.0" and "msp" in metadata.tags and metadata.datasets is None
+    assert ModelCardData(**metadata.to_dict()).eval_results == metadata.eval_results
+    scores = json.loads((out / "zero_shot_scores.json").read_text())
+    expected = {"ITM accuracy": round(100 * scores["itm"]["accuracy"], 2)} | {
+        f"{ranking}_{name}": round(100 * value, 2)
+        for ranking, recalls in scores["retrieval"]["rankings"].items()
+        for name, value in recalls.items()
+    }
+    assert {result.metric_name: result.metric_value for result in metadata.eval_results} == expected
+    assert {result.dataset_split for result in metadata.eval_results} == {"test"}
+    assert str(world) not in card and str(tmp_path) not in card  # no local paths in a card for the Hub
 
     # a re-run of the finished job reuses the scores of the same weights and writes the same card
     cached = out / "zero_shot_scores.json"

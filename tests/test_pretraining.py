@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import subprocess
@@ -16,13 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
 
+from lxmert_s_training.curriculum import load_curriculum
+from lxmert_s_training.pretraining import final_losses, run_curriculum, stage_model, training_arguments
+from lxmert_s_training.retrieval import itm_match_scorer, score_all_pairs, zero_shot_retrieval
+from lxmert_s_training.stage_data import PretrainingData
 from modeling_lxmert_s import LxmertSForPreTraining
 from processing.collators import read_regions
 from processing.processor import LxmertSProcessor
-from training.curriculum import load_curriculum
-from training.pretraining import final_losses, run_curriculum, stage_model, training_arguments
-from training.retrieval import itm_match_scorer, score_all_pairs, zero_shot_retrieval
-from training.stage_data import PretrainingData
 
 REPO = Path(__file__).resolve().parents[1]
 # tokens and phrases: 32 train images; captions: 5 each. Batch 8, epochs (2, 2, 1).
@@ -251,3 +252,22 @@ def test_config_switches_and_the_global_batch_reach_the_training_arguments(tmp_p
     assert arguments.remove_unused_columns is False
     with pytest.raises(ValueError, match="batch_size 12 is not divisible by 1 processes x 5 accumulation"):
         training_arguments(curriculum, dataclasses.replace(stage, gradient_accumulation_steps=5), tmp_path)
+
+
+def test_push_to_hub_uploads_the_final_hub_folder_only(finished, hub_calls, capsys):
+    curriculum, result, out = finished
+    spec = importlib.util.spec_from_file_location("recipe_pretrain", REPO / "recipes" / "pretrain.py")
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    # last in this module, as it rewrites the Hub folder: the finished run again, every stage done, so it
+    # only writes the Hub folder (now with scores) and pushes it
+    pretrain.main(["--config", str(curriculum.path), "--output-dir", str(out), "--push_to_hub"])
+    assert [(method, arguments["repo_id"]) for method, arguments in hub_calls] == [
+        ("create_repo", out.name),  # transformers' default: the output folder's name
+        ("upload_folder", f"me/{out.name}"),  # in the login's namespace
+    ]
+    uploaded = hub_calls[1][1]
+    assert uploaded["folder_path"] == result.hub_folder and hub_calls[0][1]["private"] is False
+    assert not {"allow_patterns", "ignore_patterns", "path_in_repo"} & set(uploaded)
+    assert {path.name for path in result.hub_folder.iterdir()} >= {"README.md", "model.safetensors"}
+    assert f"Pushed to the Hub: https://huggingface.co/me/{out.name}" in capsys.readouterr().out

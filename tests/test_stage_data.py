@@ -9,17 +9,17 @@ import shutil
 import numpy as np
 import pytest
 
-from processing.hard_negatives import load_hard_negatives
-from processing.store import HARD_NEGATIVES_FILE
-from processing.synthetic import WorldSettings, generate_world
-from training.curriculum import Source, StageConfig, TrainingConfig
-from training.stage_data import (
+from lxmert_s_training.curriculum import Source, StageConfig, TrainingConfig
+from lxmert_s_training.stage_data import (
     SOURCE_COLUMN,
     MixedSourceCollator,
     PretrainingData,
     SourceBlockSampler,
     stage_data,
 )
+from processing.hard_negatives import load_hard_negatives
+from processing.store import HARD_NEGATIVES_FILE
+from processing.synthetic import WorldSettings, generate_world
 
 
 def _blocks(sampler: SourceBlockSampler) -> np.ndarray:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from tiny_curriculum import write_tiny_curriculum
 
+from lxmert_s_training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
+from lxmert_s_training.pretraining import run_curriculum
+from lxmert_s_training.stage_data import PretrainingData, itm_negatives, stage_data
+from lxmert_s_training.stage_record import RECORD, StageMismatchError, digest_of
 from processing.store import ARRAYS, FeatureStore, replace_folder, write_store
 from processing.synthetic import WorldSettings, generate_world
-from training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
-from training.pretraining import run_curriculum
-from training.stage_data import PretrainingData, itm_negatives, stage_data
-from training.stage_record import RECORD, StageMismatchError, digest_of
 
 TOKEN = {
     "name": "token",

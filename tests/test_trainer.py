@@ -7,8 +7,8 @@ import torch
 from model_inputs import random_inputs, random_labels, tiny_config
 from transformers import TrainingArguments
 
+from lxmert_s_training.trainer import MSPTrainer
 from modeling_lxmert_s import LxmertSForPreTraining
-from training.trainer import MSPTrainer
 
 TASKS = ["mlm", "moc", "itm"]
 

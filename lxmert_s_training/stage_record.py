@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lxmert_s_training.curriculum import Curriculum, StageConfig
 from processing.store import HARD_NEGATIVES_FILE, atomic_write_text
-from training.curriculum import Curriculum, StageConfig
 
 RECORD = "stage_settings.json"
 # Training settings that change how a run is logged, saved or fed, not the weights it ends with.

@@ -43,7 +43,7 @@ Returns:
     text_r{K} (`float`): text retrieval Recall@K in [0, 1], one key per K.
     image_r{K} (`float`): image retrieval Recall@K in [0, 1], one key per K.
 Examples:
-    >>> metric = evaluate.load("metrics/retrieval_recall")
+    >>> metric = evaluate.load("lxmert_s_metrics/retrieval_recall")
     >>> metric.compute(predictions=[[0.9, 0.1, 0.75], [0.2, 0.8, 0.7]], references=[[0], [1, 2]], ks=[1])
     {'text_r1': 1.0, 'image_r1': 0.6666666666666666}
 """

@@ -50,7 +50,7 @@ Args:
 Returns:
     vqa_accuracy (`float`): mean VQA accuracy in [0, 1].
 Examples:
-    >>> metric = evaluate.load("metrics/vqa_accuracy")
+    >>> metric = evaluate.load("lxmert_s_metrics/vqa_accuracy")
     >>> metric.compute(predictions=["Two"], references=[["2", "2", "3"] + ["4"] * 7])
     {'vqa_accuracy': 0.6}
 """

@@ -34,7 +34,7 @@ Args:
 Returns:
     accuracy (`float`): fraction of correct predictions, in [0, 1].
 Examples:
-    >>> metric = evaluate.load("metrics/accuracy")
+    >>> metric = evaluate.load("lxmert_s_metrics/accuracy")
     >>> metric.compute(predictions=[1, 0, 1, 1], references=[1, 1, 1, 0])
     {'accuracy': 0.5}
 """

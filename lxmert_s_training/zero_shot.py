@@ -19,11 +19,8 @@ from typing import Any
 import datasets
 import torch
 
-from metrics import load_metric
-from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, head_module_name
-from processing.processor import LxmertSProcessor
-from processing.store import FeatureStore, atomic_write_text
-from training.retrieval import (
+from lxmert_s_metrics import load_metric
+from lxmert_s_training.retrieval import (
     DEFAULT_RERANK_TOP_K,
     EncodedSplit,
     RetrievalResult,
@@ -31,6 +28,9 @@ from training.retrieval import (
     score_pairs,
     zero_shot_retrieval,
 )
+from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, head_module_name
+from processing.processor import LxmertSProcessor
+from processing.store import FeatureStore, atomic_write_text
 
 ZERO_SHOT_SCORES = "zero_shot_scores.json"
 

@@ -10,13 +10,13 @@ Output folder:
     <out>/loss_curves.png      every task's loss over the whole curriculum, stage boundaries marked
     <out>/log_history.json     the stages' log histories, with the curriculum-wide step
     <out>/zero_shot_scores.json
-                               when asked, the Hub model's held-out scores (`training.zero_shot`), which its
+                               when asked, the Hub model's held-out scores (`zero_shot.py`), which its
                                card records; a re-run reuses them while the weights stay the same
 
 A stage is done when its `final/` exists (written to a temporary folder and renamed). Re-running the same
 command skips done stages and resumes the current one from its last complete checkpoint, so a killed run
 loses at most `save_steps` steps and ends with the same number of optimizer steps as an uninterrupted one.
-Each stage folder records what its result depends on (`training.stage_record`): a re-run with other settings
+Each stage folder records what its result depends on (`stage_record.py`): a re-run with other settings
 or data is refused before anything trains, unless `overwrite_output_dir` asks to train those stages again.
 Everything a later stage needs (its corpora, their images in the store, its batch split, its hard
 negatives) is checked before the first stage starts.
@@ -36,16 +36,12 @@ from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments, set_seed
 
-from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from processing.hard_negatives import load_hard_negatives
-from processing.store import atomic_write_text
-from processing.synthetic import WorldSettings, generate_world
-from training.curriculum import Curriculum, StageConfig
-from training.loss_plot import plot_loss_curves
-from training.model_card import write_hub_folder
-from training.stage_data import PretrainingData, StageData, stage_data
-from training.stage_record import check_stage_folder, claim_stage_folder, stage_settings
-from training.trainer import (
+from lxmert_s_training.curriculum import Curriculum, StageConfig
+from lxmert_s_training.loss_plot import plot_loss_curves
+from lxmert_s_training.model_card import write_hub_folder
+from lxmert_s_training.stage_data import PretrainingData, StageData, stage_data
+from lxmert_s_training.stage_record import check_stage_folder, claim_stage_folder, stage_settings
+from lxmert_s_training.trainer import (
     OPTIMIZER_STATE,
     TRAINER_STATE,
     MSPTrainer,
@@ -53,13 +49,17 @@ from training.trainer import (
     per_device_batch_size,
     save_trained_model,
 )
-from training.zero_shot import (
+from lxmert_s_training.zero_shot import (
     ZERO_SHOT_SCORES,
     ZeroShotScores,
     ZeroShotSettings,
     check_zero_shot_data,
     zero_shot_scores,
 )
+from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
+from processing.hard_negatives import load_hard_negatives
+from processing.store import atomic_write_text
+from processing.synthetic import WorldSettings, generate_world
 
 FINAL = "final"
 LOG_HISTORY = "log_history.json"
@@ -252,7 +252,7 @@ def check_stages(
     overwrite_output_dir: bool = False,
 ) -> list[dict[str, Any]]:
     """Check what every stage needs before the first one trains, and that each stage folder holds nothing
-    of other settings; returns each stage's settings record (`training.stage_record`)."""
+    of other settings; returns each stage's settings record (`lxmert_s_training.stage_record`)."""
     records: list[dict[str, Any]] = []
     for index, stage in enumerate(curriculum.stages, start=1):
         per_device_batch_size(
@@ -277,7 +277,7 @@ def run_curriculum(
     overwrite_output_dir: bool = False,
 ) -> CurriculumResult:
     """Every stage in order, then the Hub folder, the merged log and the loss plot (main process). With
-    `zero_shot`, the Hub model's held-out ITM accuracy and zero-shot retrieval (`training.zero_shot`), which
+    `zero_shot`, the Hub model's held-out ITM accuracy and zero-shot retrieval (`zero_shot.py`), which
     its card then records; scored on the main process while the others wait. A stage folder that holds
     results of other settings is refused, or with `overwrite_output_dir` trained again."""
     output_dir = Path(output_dir)

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lxmert_s_training.curriculum import Curriculum, load_curriculum
+from lxmert_s_training.finetuning import HEAD_LEARNING_RATE, PAPER_LEARNING_RATE, DownstreamData
 from processing.store import atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
-from training.curriculum import Curriculum, load_curriculum
-from training.finetuning import HEAD_LEARNING_RATE, PAPER_LEARNING_RATE, DownstreamData
 
 
 def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParser:

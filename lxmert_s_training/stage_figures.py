@@ -21,12 +21,12 @@ import datasets
 import numpy as np
 import torch
 
+from lxmert_s_training.plotting import plt, save_figure
+from lxmert_s_training.retrieval import match_logit_scorer, score_all_pairs
 from modeling_lxmert_s import LxmertSForImageTextRetrieval, LxmertSForQuestionAnswering
 from processing.downstream_collators import QACollator
 from processing.processor import LxmertSProcessor
 from processing.store import FeatureStore
-from training.plotting import plt, save_figure
-from training.retrieval import match_logit_scorer, score_all_pairs
 
 
 @dataclass(frozen=True)

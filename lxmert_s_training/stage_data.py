@@ -25,6 +25,7 @@ from accelerate import PartialState
 from torch.utils.data import Sampler
 from transformers import PreTrainedTokenizerBase
 
+from lxmert_s_training.curriculum import Source, StageConfig, TrainingConfig
 from processing.collators import MSPCollator, count_truncated
 from processing.corpora import check_rows_point_at_store, phrase_rows
 from processing.hard_negatives import load_hard_negatives
@@ -32,7 +33,6 @@ from processing.processor import LxmertSProcessor
 from processing.readers import read_class_vocab
 from processing.store import HARD_NEGATIVES_FILE, FeatureStore
 from processing.tokenizer import load_tokenizer
-from training.curriculum import Source, StageConfig, TrainingConfig
 
 SOURCE_COLUMN = "source"
 

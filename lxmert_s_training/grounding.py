@@ -8,7 +8,7 @@ attention stays uniform sees the image only as the mean of its regions.
 Does the pooled output still depend on the input? `pooled_output_spread`: every head (ITM, topic, QA, NLVR2,
 retrieval) reads it, so a pooler saturated into the same vector for every input leaves them nothing to learn.
 
-    python -m training.grounding outputs/pretrain/hub --data-dir outputs/pretrain/world
+    python -m lxmert_s_training.grounding outputs/pretrain/hub --data-dir outputs/pretrain/world
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lxmert_s_training.retrieval import retrieval_split
 from modeling_lxmert_s import LxmertSForPreTraining
 from processing.collators import text_inputs, visual_inputs
 from processing.processor import LxmertSProcessor
 from processing.readers import read_class_vocab
 from processing.store import FeatureStore
-from training.retrieval import retrieval_split
 
 
 @dataclass(frozen=True)

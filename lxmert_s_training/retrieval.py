@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers.utils.logging import tqdm
 
-from metrics import load_metric
+from lxmert_s_metrics import load_metric
 from modeling_lxmert_s import LxmertSContrastiveFeatures, LxmertSForPreTraining
 from processing.collators import text_inputs, visual_inputs
 from processing.processor import LxmertSProcessor

@@ -1,4 +1,4 @@
-"""Fine-tune LXMERT-S on a downstream task (MSP_SPEC "Downstream", §4.2) with the transformers `Trainer`, and
+"""Fine-tune LXMERT-S on a downstream task (MSP paper §4.2) with the transformers `Trainer`, and
 evaluate a checkpoint on a split: what `recipes/finetune.py` and `recipes/evaluate_checkpoint.py` run.
 
 A data folder has the layout `processing` builds (the synthetic world has it too): `store/` (with
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,25 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import DataLoader
 from transformers import EvalPrediction, set_seed
+from transformers.utils.logging import tqdm
 
-from metrics import load_metric
+from lxmert_s_metrics import load_metric
+from lxmert_s_training.model_card import finetuned_card
+from lxmert_s_training.retrieval import (
+    DEFAULT_RERANK_TOP_K,
+    RetrievalResult,
+    TextRetrieval,
+    evaluate_retrieval,
+    match_logit_scorer,
+    retrieval_split,
+    zero_shot_retrieval,
+)
+from lxmert_s_training.trainer import (
+    FinetuningArguments,
+    FinetuningTrainer,
+    per_device_batch_size,
+    save_trained_model,
+)
 from modeling_lxmert_s import (
     LxmertSConfig,
     LxmertSForImageTextRetrieval,
@@ -48,21 +66,6 @@ from processing.processor import LxmertSProcessor
 from processing.store import HARD_NEGATIVES_FILE, FeatureStore, atomic_write_text
 from processing.synthetic import WorldSettings, generate_world
 from processing.tokenizer import load_tokenizer
-from training.retrieval import (
-    DEFAULT_RERANK_TOP_K,
-    RetrievalResult,
-    TextRetrieval,
-    evaluate_retrieval,
-    match_logit_scorer,
-    retrieval_split,
-    zero_shot_retrieval,
-)
-from training.trainer import (
-    FinetuningArguments,
-    FinetuningTrainer,
-    per_device_batch_size,
-    save_trained_model,
-)
 
 PAPER_LEARNING_RATE = 5e-5
 # Our choice (the paper trains every parameter at 5e-5): the newly initialised task head's learning rate.
@@ -106,21 +109,49 @@ TASKS = {
 NLVR2_LABELS = {0: "false", 1: "true"}
 
 
-def metrics_line(task: Task, split: str, metrics: dict[str, float]) -> str:
+def metrics_line(
+    task: Task, split: str, metrics: dict[str, float], prior: tuple[str, float] | None = None
+) -> str:
     """A classification task's metrics for the console, in percent like every score the recipes print (the
-    JSON files keep fractions, as `evaluate` gives them); NLVR2 with its chance level."""
-    chance = " (chance 50.0)" if task.name == "nlvr2" else ""
+    JSON files keep fractions, as `evaluate` gives them); NLVR2 with its chance level, VQA / GQA with the
+    answer `prior` (`answer_prior`) when given."""
+    floor = ""
+    if task.name == "nlvr2":
+        floor = " (chance 50.0)"
+    elif prior is not None:
+        floor = f" (answer prior, always {prior[0]!r}: {100 * prior[1]:.1f})"
     scores = "  ".join(
-        f"{name} {100 * value:.1f}{chance}" for name, value in metrics.items() if name != "loss"
+        f"{name} {100 * value:.1f}{floor}" for name, value in metrics.items() if name != "loss"
     )
-    loss = f" (loss {metrics['loss']:.4f})" if "loss" in metrics else ""
-    return f"{task.name} on {split}, in %: {scores}{loss}"
+    return f"{task.name} on {split}, in %: {scores}"
+
+
+def answer_prior(data: DownstreamData, task: Task, split: str) -> tuple[str, float] | None:
+    """VQA / GQA: the answer with the most training score (what a model that ignores image and question
+    does best to answer always) and its score on `split`, the floor a model must beat; None for the other
+    tasks and for a split without answers."""
+    if not task.answers_questions:
+        return None
+    rows = data.split(task, split)
+    if not any(rows["answers"]):
+        return None
+    totals: Counter[str] = Counter()
+    train = data.split(task, "train")
+    for answers, scores in zip(train["answers"], train["scores"], strict=True):
+        totals.update(dict(zip(answers, scores, strict=True)))
+    answer = totals.most_common(1)[0][0]
+    per_row = [
+        dict(zip(a, s, strict=True)).get(answer, 0.0)
+        for a, s in zip(rows["answers"], rows["scores"], strict=True)
+    ]
+    return answer, sum(per_row) / len(per_row)
 
 
 def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipes' options of retrieval's rankings (`rank_retrieval`)."""
     parser.add_argument(
         "--rerank-top-k",
+        "--rerank_top_k",
         type=int,
         default=DEFAULT_RERANK_TOP_K,
         metavar="K",
@@ -129,6 +160,7 @@ def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--all-pairs",
+        "--all_pairs",
         action="store_true",
         help="retrieval: also rank by ITM on every pair (the paper's protocol, which the plain recall names "
         "then report)",
@@ -403,11 +435,13 @@ def finetuning_arguments(
     seed: int,
     max_steps: int | None,
     report_to: Sequence[str],
+    overrides: dict[str, Any] | None = None,
 ) -> FinetuningArguments:
     """`batch_size` is global, split over processes. Classification tasks are evaluated on val after every
-    epoch and the best epoch is kept; retrieval's ranking runs once, after training."""
+    epoch and the best epoch is kept; retrieval's ranking runs once, after training. `overrides`: any other
+    `TrainingArguments` fields, which replace these settings."""
     per_device = per_device_batch_size(batch_size)
-    return FinetuningArguments(
+    settings = dict(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=epochs,
         max_steps=max_steps or -1,
@@ -430,6 +464,7 @@ def finetuning_arguments(
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,  # the collators read the corpus columns
     )
+    return FinetuningArguments(**settings | (overrides or {}))
 
 
 @dataclass
@@ -485,11 +520,13 @@ def finetune(
     report_to: Sequence[str] = ("tensorboard",),
     rerank_top_k: int = DEFAULT_RERANK_TOP_K,
     all_pairs: bool = False,
+    training_overrides: dict[str, Any] | None = None,
 ) -> FinetuneResult:
     """Train `task` from `model` (a checkpoint folder, or "none"), keep the best model on val, save it with
     its processor, and write its val metrics. `epochs` defaults to the paper's for the task; the parameters
     `model` did not provide train at `head_learning_rate`, the rest at `learning_rate`; `rerank_top_k` and
-    `all_pairs` choose retrieval's rankings (`rank_retrieval`)."""
+    `all_pairs` choose retrieval's rankings (`rank_retrieval`); `training_overrides`, other
+    `TrainingArguments` fields, replace the Trainer's settings."""
     problem = finetune_problem(
         model, config_from, epochs, max_steps, batch_size, learning_rate, head_learning_rate
     )
@@ -510,7 +547,16 @@ def finetune(
         collator = task_collator(task, data.store, processor, answers)
     epochs = task.epochs if epochs is None else epochs
     arguments = finetuning_arguments(
-        task, output_dir, epochs, batch_size, learning_rate, head_learning_rate, seed, max_steps, report_to
+        task,
+        output_dir,
+        epochs,
+        batch_size,
+        learning_rate,
+        head_learning_rate,
+        seed,
+        max_steps,
+        report_to,
+        training_overrides,
     )
     trainer = FinetuningTrainer(
         model=network,
@@ -522,7 +568,7 @@ def finetune(
         processing_class=processor,  # saved beside every checkpoint and the final model
         compute_metrics=compute_metrics,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)  # --resume_from_checkpoint
     retrieval = None
     if task.name == "retrieval":
         retrieval = rank_retrieval(
@@ -543,7 +589,18 @@ def finetune(
             if key.startswith("eval_") and not key.endswith(("runtime", "per_second"))
         }
     hub, metrics_file = output_dir / "hub", output_dir / "metrics.json"
-    save_trained_model(trainer, hub)
+    settings = {
+        "epochs": epochs if max_steps is None else f"stopped at max_steps {max_steps}",
+        "optimizer steps": trainer.state.global_step,
+        "batch size (global)": batch_size,
+        "learning rate (pre-trained parameters)": learning_rate,
+        "learning rate (new parameters)": head_learning_rate,
+        "schedule": f"linear warm-up over {WARMUP_RATIO:.0%} of the steps, then linear decay",
+        "seed": seed,
+        **(training_overrides or {}),
+    }
+    card = finetuned_card(task.name, model, data.folder, metrics, settings, trainer.model, processor)
+    save_trained_model(trainer, hub, card=card)
     if state.is_main_process:
         report = {
             "task": task.name,
@@ -558,6 +615,7 @@ def finetune(
             "learning_rate": learning_rate,
             "head_learning_rate": head_learning_rate,
             "seed": seed,
+            "training_overrides": training_overrides or {},
             "global_step": trainer.state.global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint,
         }
@@ -604,7 +662,7 @@ def evaluate_checkpoint(
     all_pairs: bool = False,
 ) -> Evaluation:
     """Metrics of the model saved in `model_folder` (with its processor) on `split`. Retrieval ranks the
-    split's pairs (`text_retrieval`: which captions text retrieval ranks, `training.retrieval.TextRetrieval`)
+    split's pairs (`text_retrieval`: which captions text retrieval ranks, `retrieval.TextRetrieval`)
     two-stage when the model has the VSC head, re-scoring each query's top `rerank_top_k`, and by ITM on every
     pair when it has not, when `rerank_top_k` is 0 or when `all_pairs` asks (`rank_retrieval`); `zero_shot`
     scores with the pre-trained ITM head of a pre-training checkpoint."""
@@ -644,7 +702,7 @@ def evaluate_checkpoint(
     loader = DataLoader(
         rows, batch_size=batch_size, collate_fn=task_collator(task, data.store, processor, answers)
     )
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"Scoring {task.name} {split}", unit="batch"):
         logits = model(**{name: value.to(device) for name, value in batch.items() if name != "labels"}).logits
         predicted += metrics.add(logits.cpu(), batch["labels"]).tolist()
     labelled = not task.answers_questions or any(rows["answers"])

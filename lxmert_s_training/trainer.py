@@ -2,7 +2,7 @@
 (`FinetuningTrainer`) need.
 
 Both are `IndexedRowsTrainer`s: their training rows carry their epoch and dataset index, which seed each
-batch's random draws (`training/sampling.py`), so a resumed run trains exactly the batches of an
+batch's random draws (`lxmert_s_training/sampling.py`), so a resumed run trains exactly the batches of an
 uninterrupted one.
 
 `MSPTrainer`:
@@ -42,9 +42,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from lxmert_s_training.sampling import EpochIndices, IndexedRows
+from lxmert_s_training.stage_data import SourceBlockSampler
 from processing.store import atomic_write_text, replace_folder
-from training.sampling import EpochIndices, IndexedRows
-from training.stage_data import SourceBlockSampler
 
 COMPLETE_MARKER = "checkpoint_complete"
 TRAINER_STATE = "trainer_state.json"
@@ -52,7 +52,7 @@ OPTIMIZER_STATE = "optimizer_state.pt"
 
 
 class IndexedRowsTrainer(Trainer):
-    """A `Trainer` whose training rows carry their epoch and dataset index (`training.sampling`), from which
+    """A `Trainer` whose training rows carry their epoch and dataset index (`sampling.py`), from which
     the collators seed each batch's draws: a resumed run, DataLoader workers and the processes of a
     data-parallel run collate exactly the batches of one uninterrupted process."""
 
@@ -280,10 +280,13 @@ def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
     return max(complete)[1] if complete else None
 
 
-def save_trained_model(trainer: Trainer, final: Path, carry_optimizer: bool = False) -> None:
+def save_trained_model(
+    trainer: Trainer, final: Path, carry_optimizer: bool = False, card: str | None = None
+) -> None:
     """Save a trained model, its processor and trainer state (and, for MSPTrainer, optionally its optimizer
-    state by parameter name) into `final` atomically: built under a temporary name, then renamed. Every
-    process takes part (sharded models gather their weights); the main one writes."""
+    state by parameter name, and a model `card` as README.md) into `final` atomically: built under a
+    temporary name, then renamed. Every process takes part (sharded models gather their weights); the main
+    one writes."""
     state = PartialState()
     work = final.with_name(final.name + ".partial")
     if state.is_main_process:
@@ -295,5 +298,7 @@ def save_trained_model(trainer: Trainer, final: Path, carry_optimizer: bool = Fa
         trainer.state.save_to_json(str(work / TRAINER_STATE))
         if optimizer_state is not None:
             torch.save(optimizer_state, work / OPTIMIZER_STATE)
+        if card is not None:
+            (work / "README.md").write_text(card)
         replace_folder(work, final)
     state.wait_for_everyone()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.plotting import plt, save_figure
+from lxmert_s_training.plotting import plt, save_figure
 
 
 def plot_loss_curves(

@@ -1,0 +1,53 @@
+"""`--push_to_hub` of the recipes: upload the Hub-ready folder a run ends with, and nothing else of its
+output folder (checkpoints, logs and stage folders stay local). transformers' flag names, since the recipes
+speak its `TrainingArguments` dialect."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+
+@dataclass(frozen=True)
+class HubUpload:
+    repo_id: str
+    token: str | None = None  # default: the login's (`hf auth login`) or HF_TOKEN
+    private: bool = False
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Hub upload (transformers' TrainingArguments names)")
+    group.add_argument(
+        "--push_to_hub", action="store_true", help="upload the Hub-ready folder when the run is done"
+    )
+    group.add_argument(
+        "--hub_model_id", help="the repository, 'user/name' or 'name' (default: the output folder's name)"
+    )
+    group.add_argument("--hub_token", help="default: the stored login or HF_TOKEN")
+    group.add_argument(
+        "--hub_private_repo", action="store_true", help="create the repository private (if it is new)"
+    )
+
+
+def hub_upload(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, output_dir: Path
+) -> HubUpload | None:
+    """What `add_push_arguments`'s flags ask for; the Hub flags without --push_to_hub are an error, not a
+    silent no-op."""
+    if not args.push_to_hub:
+        given = [flag for flag in ("hub_model_id", "hub_token", "hub_private_repo") if getattr(args, flag)]
+        if given:
+            parser.error(f"--{given[0]} goes with --push_to_hub")
+        return None
+    return HubUpload(args.hub_model_id or output_dir.resolve().name, args.hub_token, args.hub_private_repo)
+
+
+def push_folder(folder: Path, upload: HubUpload, message: str) -> str:
+    """Create the repository if needed and upload `folder` into it as one commit; returns the repo's URL."""
+    api = HfApi(token=upload.token)
+    repo = api.create_repo(upload.repo_id, private=upload.private, exist_ok=True, repo_type="model")
+    api.upload_folder(repo_id=repo.repo_id, folder_path=folder, commit_message=message, repo_type="model")
+    return str(repo)
