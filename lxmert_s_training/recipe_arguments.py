@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+
+from transformers import HfArgumentParser, TrainingArguments
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
@@ -16,3 +19,17 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[
     finally:
         for action, default in saved.items():
             action.default = default
+
+
+def recipe_parser(recipe: type, training_help: Mapping[str, str], description: str) -> HfArgumentParser:
+    """An `HfArgumentParser` over a recipe's dataclass and `TrainingArguments`, the `TrainingArguments` fields
+    the recipe reads helped with the recipe's own meaning and default (`training_help`)."""
+    parser = HfArgumentParser(
+        (recipe, TrainingArguments),
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for action in parser._actions:
+        if action.dest in training_help:
+            action.help = training_help[action.dest]
+    return parser

@@ -102,9 +102,9 @@ def _recorded(folder: Path) -> tuple[bool, dict[str, Any] | None]:
     return holds, json.loads(record.read_text()) if record.is_file() else None
 
 
-def check_stage_folder(folder: Path, settings: dict[str, Any], name: str, overwrite: bool) -> None:
+def check_stage_folder(folder: Path, settings: dict[str, Any], name: str, overwrite: bool) -> bool:
     """Refuse a stage folder that holds results of other settings (or no record of its settings), unless
-    `overwrite`; the message names what changed."""
+    `overwrite`; the message names what changed. Returns whether the folder already records `settings`."""
     holds, recorded = _recorded(folder)
     if holds and recorded != settings and not overwrite:
         changes = "; ".join(_differences(recorded, settings)) if recorded else f"no {RECORD} in it"
@@ -113,16 +113,14 @@ def check_stage_folder(folder: Path, settings: dict[str, Any], name: str, overwr
             "--overwrite_output_dir to train this stage and the later ones again, or choose another "
             "--output-dir"
         )
+    return recorded == settings
 
 
 def claim_stage_folder(folder: Path, settings: dict[str, Any], name: str, overwrite: bool) -> None:
     """Record `settings` in `folder` before the stage trains there; with `overwrite`, results of other
     settings are deleted first. Main process only, after `check_stage_folder` on every process."""
-    check_stage_folder(folder, settings, name, overwrite)
-    holds, recorded = _recorded(folder)
-    if recorded == settings:
+    if check_stage_folder(folder, settings, name, overwrite):
         return
-    if holds:
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     atomic_write_text(folder / RECORD, json.dumps(settings, indent=1, sort_keys=True))

@@ -149,8 +149,17 @@ def _sha256(path: Path) -> str:
 def check_zero_shot_data(data_folder: Path, settings: ZeroShotSettings, tasks: Sequence[str]) -> None:
     """Before training: when the last stage's `tasks` will be scored, a data folder with a retrieval corpus
     must have images in the split, or the run would fail after its last stage."""
-    if "itm" in map(head_module_name, tasks) and (data_folder / "corpora" / "flickr30k").is_dir():
+    if _skip_reason(tasks, data_folder) is None:
         retrieval_split(data_folder, settings.split)
+
+
+def _skip_reason(tasks: Sequence[str], data_folder: Path) -> str | None:
+    """Why a model with `tasks` is not scored on `data_folder`, or None when it is."""
+    if "itm" not in map(head_module_name, tasks):
+        return "the last stage trains no ITM head to score pairs with"
+    if not (data_folder / "corpora" / "flickr30k").is_dir():
+        return f"{data_folder} has no corpora/flickr30k"
+    return None
 
 
 def zero_shot_scores(
@@ -161,11 +170,9 @@ def zero_shot_scores(
     `model_folder`, on a split of `data_folder`'s `corpora/flickr30k`; skipped, with the reason, without an
     ITM head or a retrieval corpus. `cache` (JSON) holds the last scores and what they were computed for,
     reused when that matches."""
-    config = LxmertSConfig.from_pretrained(model_folder)
-    if "itm" not in map(head_module_name, config.pretraining_tasks):
-        return ZeroShotScores(skipped="the last stage trains no ITM head to score pairs with")
-    if not (data_folder / "corpora" / "flickr30k").is_dir():
-        return ZeroShotScores(skipped=f"{data_folder} has no corpora/flickr30k")
+    skipped = _skip_reason(LxmertSConfig.from_pretrained(model_folder).pretraining_tasks, data_folder)
+    if skipped is not None:
+        return ZeroShotScores(skipped=skipped)
     key = {
         "weights_sha256": _sha256(model_folder / "model.safetensors"),
         "data": str(data_folder.resolve()),

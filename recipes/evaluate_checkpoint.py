@@ -34,7 +34,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from lxmert_s_training.finetuning import (
     GQA_NEEDS_REAL_DATA,
@@ -48,7 +48,7 @@ from lxmert_s_training.finetuning import (
     evaluate_checkpoint,
     metrics_line,
 )
-from lxmert_s_training.recipe_arguments import given_flags
+from lxmert_s_training.recipe_arguments import given_flags, recipe_parser
 from lxmert_s_training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
 from processing.store import atomic_write_text
 
@@ -87,14 +87,7 @@ READ_TRAINING_FIELDS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = HfArgumentParser(
-        (EvaluateRecipeArguments, TrainingArguments),
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    for action in parser._actions:
-        if action.dest in READ_TRAINING_FIELDS:
-            action.help = READ_TRAINING_FIELDS[action.dest]
+    parser = recipe_parser(EvaluateRecipeArguments, READ_TRAINING_FIELDS, __doc__)
     add_retrieval_ranking_arguments(parser)
     recipe, training, ranking = parser.parse_args_into_dataclasses(argv)
     given = given_flags(parser, argv)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers import HfArgumentParser, TrainingArguments
 
 from lxmert_s_training.finetuning import (
     GQA_NEEDS_REAL_DATA,
@@ -46,7 +45,7 @@ from lxmert_s_training.finetuning import (
     metrics_line,
 )
 from lxmert_s_training.hub_upload import hub_upload, push_folder
-from lxmert_s_training.recipe_arguments import given_flags
+from lxmert_s_training.recipe_arguments import given_flags, recipe_parser
 
 
 @dataclass
@@ -116,14 +115,7 @@ PROBLEM_FLAGS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = HfArgumentParser(
-        (FinetuneRecipeArguments, TrainingArguments),
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    for action in parser._actions:
-        if action.dest in RECIPE_TRAINING_FIELDS:
-            action.help = RECIPE_TRAINING_FIELDS[action.dest]
+    parser = recipe_parser(FinetuneRecipeArguments, RECIPE_TRAINING_FIELDS, __doc__)
     add_retrieval_ranking_arguments(parser)
     recipe, training, ranking = parser.parse_args_into_dataclasses(argv)
     given = given_flags(parser, argv)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 from tiny_curriculum import ALIGNMENT_STAGE, tiny_stages, write_tiny_curriculum
@@ -130,28 +131,26 @@ def test_a_run_killed_anywhere_ends_identical_to_an_uninterrupted_one(tmp_path, 
         assert losses == [entry["loss"] for entry in reference_state["log_history"] if "loss" in entry], stage
 
 
-def _free_port() -> int:
+def _two_processes(*device_flags: str) -> list[str]:
+    """The README's data-parallel launch, `accelerate launch --num_processes 2`, on a free port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port = probe.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", *device_flags, "--num_processes", "2"]
+    return [*launch, "--main_process_port", str(port)]
 
 
 @pytest.mark.parametrize("device_flags", [["--cpu"], []], ids=["cpu-flag", "no-flag"])
 def test_accelerate_launch_with_two_processes_runs_data_parallel(tmp_path, world, device_flags):
     config = write_tiny_curriculum(tmp_path, tiny_stages(epochs=(1, 1, 1)), data={"dir": str(world)})
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        *device_flags,
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(_free_port()),
-    ]
     output = _finish(
         _pretrain(
-            config, tmp_path / "out", *launcher, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            config,
+            tmp_path / "out",
+            *_two_processes(*device_flags),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     )
     assert "starting 2 gloo processes" in output
@@ -161,6 +160,28 @@ def test_accelerate_launch_with_two_processes_runs_data_parallel(tmp_path, world
         assert state["train_batch_size"] == 4, stage  # global batch 8 over 2 processes
         assert state["global_step"] == -(-examples // 8), stage  # steps of the global batch, not of 4
     assert output.count("Hub-ready folder") == 1  # reported once, by the main process
+
+
+def test_the_default_curriculum_trains_data_parallel_on_two_processes(tmp_path):
+    """recipes/configs/synthetic.yaml (its model, tasks, batch sizes, text lengths) under the README's
+    2-process command: its token stage trains no loss that reads the pooler, which DDP must be told about;
+    the tiny curriculum above, whose heads all train, did not show it."""
+    config = yaml.safe_load((REPO / "recipes" / "configs" / "synthetic.yaml").read_text())
+    # Only the amount of data and of training is cut: a 200-image world, one epoch a stage.
+    config["data"]["synthetic"]["images"] = 200
+    for stage in config["stages"]:
+        stage["epochs"] = 1
+    path = tmp_path / "default_small.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    run = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    output = _finish(_pretrain(path, out, *_two_processes(), **run), timeout=600)
+    assert "starting 2 gloo processes" in output
+    assert "Stage 1/3 'token': no task of the stage reaches" in output and "lxmert.pooler" in output
+    for index, stage in enumerate(config["stages"], start=1):
+        state = _stage_state(out, f"{index}-{stage['name']}")
+        assert state["train_batch_size"] == stage["batch_size"] // 2, stage["name"]
+    assert (out / "hub" / "model.safetensors").is_file()
 
 
 def _row(card: str, start: str) -> list[str]:
