@@ -8,7 +8,7 @@ data:
   tokenizer: bert-base-uncased
   # or  synthetic: {images: 1000, seed: 0}   -> the built-in synthetic world
 model: {hidden_size: 768}     # LxmertSConfig fields; vocabulary sizes come from the data
-training: {seed: 0, optimizer_state: restart, bf16: false, torch_compile: false}
+training: {seed: 0, optimizer_state: restart, bf16: true}   # MSP's settings, any TrainingArguments field
 stages:
   - name: token
     corpus: tokens            # or `sources: [{corpus: tokens, tasks: [...]}, ...]` to mix corpora
@@ -24,6 +24,12 @@ replace_tasks: {itm_hs: itm}  # ... or swap them ("ITM instead of ITM_HS")
 
 A `base` is merged key by key (mappings recursively, everything else replaced), so an ordering or a task
 removal of Table 4 is a few lines on top of the paper's schedule. Every error names the file and the field.
+
+`training:` takes MSP's own settings (`TrainingConfig`) and every `TrainingArguments` field, as transformers'
+example scripts do, except those the run sets itself (`SET_BY_THE_RUN_ARGUMENTS`). The fields of a stage's
+schedule (`STAGE_ARGUMENTS`: learning rate, epochs, steps, batch, accumulation, warm-up) are there a default
+for the stages that do not give their own. `TrainingArguments` fields given on the command line
+(`overrides`) win over the file: a schedule field then applies to every stage.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import dataclasses
 import difflib
 import inspect
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassError
+from transformers import TrainingArguments
 
 from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig
 from processing.synthetic import WorldSettings
@@ -56,30 +64,71 @@ class DataConfig:
     tokenizer: str | None = None  # default: <dir>/tokenizer when present, else bert-base-uncased
 
 
+# The recipe's defaults where they differ from `TrainingArguments`': seed 0 as every recipe here; plain AdamW
+# (the fused default needs a GPU build of its kernels); logs and checkpoints sized for stages of minutes; the
+# two newest checkpoints (the newest may be unfinished when a run is killed); TensorBoard logs.
+RECIPE_ARGUMENT_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "optim": "adamw_torch",
+    "logging_steps": 10,
+    "save_steps": 200,
+    "save_total_limit": 2,
+    "report_to": ["tensorboard"],
+}
+# `TrainingArguments` fields of a stage's schedule, and the stage key each sets. A warm-up is a fraction of
+# the stage's steps (`warmup_steps` below 1, as `TrainingArguments` reads it); a batch given per device is
+# multiplied by the processes and the accumulation steps into the stage's global `batch_size`.
+STAGE_ARGUMENTS = {
+    "learning_rate": "learning_rate",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "warmup_steps": "warmup_ratio",
+    "per_device_train_batch_size": "batch_size",
+}
+_BY_THE_COMMAND_LINE = "a choice of the command line (recipes/pretrain.py --{name}), not of the curriculum"
+_NO_EVALUATION = "pre-training has no evaluation set: the held-out scores come once, at the end"
+# `TrainingArguments` fields the run sets itself, and why.
+SET_BY_THE_RUN_ARGUMENTS = {
+    "output_dir": "each stage trains in <--output_dir>/<i>-<stage>",
+    "use_cpu": "the device comes from the launch (`accelerate launch --cpu` for the CPU)",
+    "remove_unused_columns": "the collators read every column",
+    "ddp_find_unused_parameters": "the run finds the parameters a stage's losses do not reach",
+    "save_strategy": "'steps': a killed run resumes from its last checkpoint",
+    "resume_from_checkpoint": _BY_THE_COMMAND_LINE,
+    "push_to_hub": _BY_THE_COMMAND_LINE,
+    "hub_model_id": _BY_THE_COMMAND_LINE,
+    "hub_token": _BY_THE_COMMAND_LINE,
+    "hub_private_repo": _BY_THE_COMMAND_LINE,
+    "hub_strategy": "--push_to_hub uploads the Hub folder once, at the end",
+    "hub_always_push": "--push_to_hub uploads the Hub folder once, at the end",
+    "hub_revision": "--push_to_hub uploads the Hub folder once, at the end",
+    "do_eval": _NO_EVALUATION,
+    "eval_strategy": _NO_EVALUATION,
+    "eval_steps": _NO_EVALUATION,
+    "eval_on_start": _NO_EVALUATION,
+    "load_best_model_at_end": _NO_EVALUATION,
+    "metric_for_best_model": _NO_EVALUATION,
+}
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Settings shared by every stage."""
+    """Settings shared by every stage: MSP's own, and `TrainingArguments` fields (`arguments`: the recipe's
+    defaults, then the file's `training:`, then the command line's)."""
 
-    seed: int = 0
     # "restart": a fresh optimizer per stage (our choice: the paper does not say); "carry": Adam's moments
     # follow each parameter
     optimizer_state: Literal["restart", "carry"] = "restart"
-    optim: str = "adamw_torch"
-    weight_decay: float = 0.0  # 0 makes AdamW the paper's Adam
-    max_grad_norm: float = 1.0
-    lr_scheduler_type: str = "linear"
-    bf16: bool = False
-    torch_compile: bool = False
-    activation_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 2
-    dataloader_num_workers: int = 0
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     mlm_probability: float = 0.15
     region_mask_probability: float = 0.15
     triplet_shuffle_probability: float = 0.05
     mismatch_probability: float = 0.5
+    arguments: dict[str, Any] = field(default_factory=lambda: dict(RECIPE_ARGUMENT_DEFAULTS))
+
+    @property
+    def seed(self) -> int:
+        return self.arguments.get("seed", RECIPE_ARGUMENT_DEFAULTS["seed"])
 
 
 @dataclass(frozen=True)
@@ -101,8 +150,16 @@ class StageConfig:
     learning_rate: float
     warmup_ratio: float = 0.0
     gradient_accumulation_steps: int = 1
+    max_steps: int | None = None  # optimizer steps, instead of `epochs` (TrainingArguments' max_steps)
     max_length: int = 20  # text tokens with [CLS] and [SEP]; longer texts are cut, and counted
     mlm_class_word_probability: float | None = None  # MLM rate of class-name words; others: mlm_probability
+
+    @property
+    def length(self) -> str:
+        """How long the stage trains, as `TrainingArguments` reads it: `max_steps` if given, else `epochs`."""
+        if self.max_steps is None:
+            return f"{self.epochs:g} epochs"
+        return f"{self.max_steps:,} steps (max_steps)"
 
     @property
     def tasks(self) -> list[str]:
@@ -119,8 +176,15 @@ class Curriculum:
     stages: list[StageConfig]
 
 
-def load_curriculum(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Curriculum:
-    """Read and check a curriculum file; `data_dir` replaces its data source with a prepared folder."""
+def load_curriculum(
+    path: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    processes: int = 1,
+) -> Curriculum:
+    """Read and check a curriculum file; `data_dir` replaces its data source with a prepared folder, and
+    `overrides` (`TrainingArguments` fields given on the command line) its training settings, a schedule
+    field in every stage; a batch per device counts `processes` processes."""
     path = Path(path)
     raw = _read_with_base(path, seen=())
     where = str(path)
@@ -134,10 +198,15 @@ def load_curriculum(path: str | os.PathLike, data_dir: str | os.PathLike | None 
     if data.synthetic is not None:
         _build(WorldSettings, data.synthetic, where, "data.synthetic")
     model = _model(raw.get("model") or {}, where)
-    training = _check_training(_build(TrainingConfig, raw.get("training") or {}, where, "training"), where)
+    overrides = dict(overrides or {})
+    training, stage_defaults = _training(raw.get("training") or {}, overrides, where)
+    stage_overrides = {name: value for name, value in overrides.items() if name in STAGE_ARGUMENTS}
     positions = model.get("max_position_embeddings", 512)
     stages = [
-        _stage(entry, where, f"stages[{i}]", positions) for i, entry in enumerate(_list(raw, "stages", where))
+        _stage(
+            _scheduled(entry, stage_defaults, stage_overrides, processes), where, f"stages[{i}]", positions
+        )
+        for i, entry in enumerate(_list(raw, "stages", where))
     ]
     if "order" in raw:
         stages = _ordered(stages, raw["order"], where)
@@ -188,28 +257,105 @@ def _model(model: Any, where: str) -> dict[str, Any]:
     return model
 
 
-def _check_training(training: TrainingConfig, where: str) -> TrainingConfig:
-    for name in ("logging_steps", "save_steps", "save_total_limit"):
-        if getattr(training, name) <= 0:
-            raise CurriculumError(
-                f"{where}: training.{name}: must be positive, got {getattr(training, name)}"
-            )
-    for name in ("dataloader_num_workers", "weight_decay", "max_grad_norm"):
-        if getattr(training, name) < 0:
-            raise CurriculumError(
-                f"{where}: training.{name}: must not be negative, got {getattr(training, name)}"
-            )
-    for name in (
-        "mlm_probability",
-        "region_mask_probability",
-        "triplet_shuffle_probability",
-        "mismatch_probability",
-    ):
+TRAINING_ARGUMENT_TYPES = get_type_hints(TrainingArguments)
+_POSITIVE = ("must be positive", lambda value: value > 0)
+_NOT_NEGATIVE = ("must not be negative", lambda value: value >= 0)
+# Values `TrainingArguments` takes that a run cannot use, refused before anything trains.
+ARGUMENT_RULES = {
+    "learning_rate": _POSITIVE,
+    "num_train_epochs": _POSITIVE,
+    "gradient_accumulation_steps": _POSITIVE,
+    "per_device_train_batch_size": _POSITIVE,
+    "max_steps": ("must be positive, or -1 for none", lambda value: value > 0 or value == -1),
+    "warmup_steps": (
+        "a stage's warm-up is a fraction of its steps: must be in [0, 1)",
+        lambda value: 0 <= value < 1,
+    ),
+    "logging_steps": _POSITIVE,
+    "save_steps": _POSITIVE,
+    "save_total_limit": (
+        "must be positive, or null to keep every checkpoint",
+        lambda value: value is None or value > 0,
+    ),
+    "dataloader_num_workers": _NOT_NEGATIVE,
+    "weight_decay": _NOT_NEGATIVE,
+    "max_grad_norm": _NOT_NEGATIVE,
+}
+PROBABILITIES = (
+    "mlm_probability",
+    "region_mask_probability",
+    "triplet_shuffle_probability",
+    "mismatch_probability",
+)
+
+
+def _training(raw: Any, overrides: dict[str, Any], where: str) -> tuple[TrainingConfig, dict[str, Any]]:
+    """The `training:` section, the command line's `TrainingArguments` fields over the file's; also the
+    schedule fields it gives the stages (`STAGE_ARGUMENTS`)."""
+    if not isinstance(raw, dict):
+        raise CurriculumError(f"{where}: training: expected a mapping, got {raw!r}")
+    own = {f.name for f in dataclasses.fields(TrainingConfig)} - {"arguments"}
+    for name, value in raw.items():
+        if name not in own:
+            _check_argument(name, value, f"{where}: training.{name}", own)
+    for name, value in overrides.items():
+        _check_argument(name, value, f"--{name}", set())
+    arguments = {
+        **RECIPE_ARGUMENT_DEFAULTS,
+        **{name: value for name, value in raw.items() if name not in own and name not in STAGE_ARGUMENTS},
+        **{name: value for name, value in overrides.items() if name not in STAGE_ARGUMENTS},
+    }
+    settings = {name: value for name, value in raw.items() if name in own}
+    training = _build(TrainingConfig, {**settings, "arguments": arguments}, where, "training")
+    for name in PROBABILITIES:
         if not 0 <= getattr(training, name) <= 1:
             raise CurriculumError(
                 f"{where}: training.{name}: must be in [0, 1], got {getattr(training, name)}"
             )
-    return training
+    return training, {name: value for name, value in raw.items() if name in STAGE_ARGUMENTS}
+
+
+def _check_argument(name: str, value: Any, at: str, own: set[str]) -> None:
+    """A `TrainingArguments` field of `training:` or of the command line: one the run leaves to the user,
+    of its type, with a value the run can use."""
+    if name in SET_BY_THE_RUN_ARGUMENTS:
+        raise CurriculumError(f"{at}: set by the run: {SET_BY_THE_RUN_ARGUMENTS[name].format(name=name)}")
+    if name not in TRAINING_ARGUMENT_TYPES:
+        close = difflib.get_close_matches(name, [*own, *TRAINING_ARGUMENT_TYPES], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CurriculumError(
+            f"{at}: neither a TrainingArguments field nor one of MSP's settings {sorted(own)}{hint}"
+        )
+    if not _matches(value, TRAINING_ARGUMENT_TYPES[name]):
+        raise CurriculumError(f"{at}: expected {_describe(TRAINING_ARGUMENT_TYPES[name])}, got {value!r}")
+    if name in ARGUMENT_RULES:
+        rule, holds = ARGUMENT_RULES[name]
+        if not holds(value):
+            raise CurriculumError(f"{at}: {rule}, got {value!r}")
+
+
+def _scheduled(entry: Any, defaults: dict[str, Any], overrides: dict[str, Any], processes: int) -> Any:
+    """A stage entry with `training:`'s schedule fields where it gives none and the command line's over its
+    own, in the stage's keys (`STAGE_ARGUMENTS`)."""
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    for given, replace in ((defaults, False), (overrides, True)):
+        for name, value in given.items():
+            key = STAGE_ARGUMENTS[name]
+            if name == "per_device_train_batch_size" or not (replace or key not in entry):
+                continue
+            entry[key] = None if name == "max_steps" and value == -1 else value
+    for given, replace in ((defaults, False), (overrides, True)):
+        accumulation = entry.get("gradient_accumulation_steps", 1)
+        per_device = given.get("per_device_train_batch_size")
+        if (
+            per_device is not None
+            and (replace or "batch_size" not in entry)
+            and isinstance(accumulation, int)
+        ):
+            entry["batch_size"] = per_device * processes * accumulation
+    return entry
 
 
 def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -267,6 +413,8 @@ def _stage(entry: Any, where: str, at: str, positions: int) -> StageConfig:
     for name in ("epochs", "batch_size", "learning_rate", "gradient_accumulation_steps"):
         if getattr(stage, name) <= 0:
             raise CurriculumError(f"{where}: {at}.{name}: must be positive, got {getattr(stage, name)}")
+    if stage.max_steps is not None and stage.max_steps <= 0:
+        raise CurriculumError(f"{where}: {at}.max_steps: must be positive, got {stage.max_steps}")
     if not 0 <= stage.warmup_ratio < 1:
         raise CurriculumError(f"{where}: {at}.warmup_ratio: must be in [0, 1), got {stage.warmup_ratio}")
     if not 3 <= stage.max_length <= positions:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi
 
@@ -18,31 +19,16 @@ class HubUpload:
     private: bool = False
 
 
-def add_push_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Hub upload (transformers' TrainingArguments names)")
-    group.add_argument(
-        "--push_to_hub", action="store_true", help="upload the Hub-ready folder when the run is done"
-    )
-    group.add_argument(
-        "--hub_model_id", help="the repository, 'user/name' or 'name' (default: the output folder's name)"
-    )
-    group.add_argument("--hub_token", help="default: the stored login or HF_TOKEN")
-    group.add_argument(
-        "--hub_private_repo", action="store_true", help="create the repository private (if it is new)"
-    )
-
-
-def hub_upload(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, output_dir: Path
-) -> HubUpload | None:
-    """What `add_push_arguments`'s flags ask for; the Hub flags without --push_to_hub are an error, not a
-    silent no-op."""
+def hub_upload(parser: argparse.ArgumentParser, args: Any, output_dir: Path) -> HubUpload | None:
+    """What the Hub flags of `TrainingArguments` (`args`) ask for; those flags without --push_to_hub are an
+    error, not a silent no-op."""
     if not args.push_to_hub:
         given = [flag for flag in ("hub_model_id", "hub_token", "hub_private_repo") if getattr(args, flag)]
         if given:
             parser.error(f"--{given[0]} goes with --push_to_hub")
         return None
-    return HubUpload(args.hub_model_id or output_dir.resolve().name, args.hub_token, args.hub_private_repo)
+    repo_id = args.hub_model_id or output_dir.resolve().name
+    return HubUpload(repo_id, args.hub_token, bool(args.hub_private_repo))
 
 
 def push_folder(folder: Path, upload: HubUpload, message: str) -> str:

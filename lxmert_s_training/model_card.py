@@ -120,7 +120,7 @@ def _data_description(curriculum: Curriculum, data: PretrainingData) -> str:
 
 def _stage_rows(curriculum: Curriculum, data: PretrainingData, results: Sequence[StageResult]) -> list[str]:
     rows = [
-        "| stage | corpus (rows) | tasks | text tokens | epochs | batch | lr | optimizer steps "
+        "| stage | corpus (rows) | tasks | text tokens | length | batch | lr | optimizer steps "
         "| final losses |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -130,7 +130,7 @@ def _stage_rows(curriculum: Curriculum, data: PretrainingData, results: Sequence
             f"{key.removeprefix('loss/')} {value:.4g}" for key, value in result.final_losses.items()
         )
         rows.append(
-            f"| {stage.name} | {corpora} | {' '.join(stage.tasks)} | {stage.max_length} | {stage.epochs:g} | "
+            f"| {stage.name} | {corpora} | {' '.join(stage.tasks)} | {stage.max_length} | {stage.length} | "
             f"{stage.batch_size} | {stage.learning_rate:g} | {result.global_step} | {losses} |"
         )
     return rows

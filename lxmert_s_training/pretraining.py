@@ -25,6 +25,7 @@ negatives) is checked before the first stage starts.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,13 +36,15 @@ from accelerate import PartialState
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from lxmert_s_training.curriculum import Curriculum, StageConfig
+from lxmert_s_training.curriculum import Curriculum, CurriculumError, StageConfig
 from lxmert_s_training.loss_plot import plot_loss_curves
 from lxmert_s_training.model_card import write_hub_folder
 from lxmert_s_training.stage_data import PretrainingData, StageData, stage_data
 from lxmert_s_training.stage_record import check_stage_folder, claim_stage_folder, stage_settings
 from lxmert_s_training.trainer import (
+    COMPLETE_MARKER,
     OPTIMIZER_STATE,
     TRAINER_STATE,
     MSPTrainer,
@@ -110,39 +113,32 @@ def stage_model(
 def training_arguments(
     curriculum: Curriculum, stage: StageConfig, folder: Path, unused_parameters: bool = False
 ) -> TrainingArguments:
-    """The stage's `TrainingArguments`; the stage's batch size is global (split over processes, steps).
+    """The stage's `TrainingArguments`: the curriculum's fields (`TrainingConfig.arguments`), the stage's
+    schedule, and what the run sets itself. The stage's batch size is global (split over processes, steps).
     `unused_parameters`: some parameters get no gradient (`parameters_without_gradient`), which DDP must
     be told."""
-    training = curriculum.training
-    per_device = per_device_batch_size(
-        stage.batch_size, stage.gradient_accumulation_steps, f"{curriculum.path}: stage {stage.name!r}"
-    )
+    given = curriculum.training.arguments
+    per_device = per_device_batch_size(stage.batch_size, stage.gradient_accumulation_steps)
+    save_total_limit = given.get("save_total_limit")
     return TrainingArguments(
-        output_dir=str(folder),
-        use_cpu=PartialState().device.type == "cpu",
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=stage.gradient_accumulation_steps,
-        num_train_epochs=stage.epochs,
-        learning_rate=stage.learning_rate,
-        warmup_steps=stage.warmup_ratio,
-        lr_scheduler_type=training.lr_scheduler_type,
-        optim=training.optim,
-        weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm,
-        bf16=training.bf16,
-        torch_compile=training.torch_compile,
-        activation_checkpointing=training.activation_checkpointing,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        logging_steps=training.logging_steps,
-        save_strategy="steps",
-        save_steps=training.save_steps,
-        save_total_limit=max(2, training.save_total_limit),  # the newest may be unfinished when killed
-        dataloader_num_workers=training.dataloader_num_workers,
-        report_to=training.report_to,
-        seed=training.seed,
-        remove_unused_columns=False,
-        # a mixed stage leaves the heads of the sources not in a batch without gradients
-        ddp_find_unused_parameters=len(stage.sources) > 1 or unused_parameters,
+        **{
+            "dataloader_pin_memory": torch.cuda.is_available(),
+            **given,
+            "output_dir": str(folder),
+            "use_cpu": PartialState().device.type == "cpu",
+            "per_device_train_batch_size": per_device,
+            "gradient_accumulation_steps": stage.gradient_accumulation_steps,
+            "num_train_epochs": stage.epochs,
+            "max_steps": -1 if stage.max_steps is None else stage.max_steps,
+            "learning_rate": stage.learning_rate,
+            "warmup_steps": stage.warmup_ratio,
+            "save_strategy": "steps",
+            # the newest may be unfinished when killed
+            "save_total_limit": None if save_total_limit is None else max(2, save_total_limit),
+            "remove_unused_columns": False,
+            # a mixed stage leaves the heads of the sources not in a batch without gradients
+            "ddp_find_unused_parameters": len(stage.sources) > 1 or unused_parameters,
+        }
     )
 
 
@@ -183,7 +179,10 @@ def run_stage(
     stage: StageConfig,
     folder: Path,
     previous: Path | None,
+    resume_from: Path | None = None,
 ) -> StageResult:
+    """Train the stage in `folder` unless it is finished, resuming from `resume_from` when given, else from
+    the folder's last complete checkpoint."""
     state = PartialState()
     final = folder / FINAL
     heading = f"Stage {index}/{len(curriculum.stages)} {stage.name!r}"
@@ -215,11 +214,13 @@ def run_stage(
             initial_optimizer_state=carried,
             source_lengths=trained.source_lengths,
         )
-        with state.main_process_first():
-            checkpoint = last_complete_checkpoint(folder)
+        checkpoint = resume_from
+        if checkpoint is None:
+            with state.main_process_first():
+                checkpoint = last_complete_checkpoint(folder)
         announcement = (
-            f"{heading}: tasks {', '.join(stage.tasks)}; {len(trained.dataset):,} examples, {stage.epochs:g} "
-            f"epochs of batch {stage.batch_size}: {{steps:,}} optimizer steps"
+            f"{heading}: tasks {', '.join(stage.tasks)}; {len(trained.dataset):,} examples, {stage.length} "
+            f"of batch {stage.batch_size}: {{steps:,}} optimizer steps"
             + (f"; resuming from {checkpoint.name}" if checkpoint else "")
         )
         trainer.add_callback(Announce(announcement))
@@ -255,9 +256,10 @@ def check_stages(
     of other settings; returns each stage's settings record (`lxmert_s_training.stage_record`)."""
     records: list[dict[str, Any]] = []
     for index, stage in enumerate(curriculum.stages, start=1):
-        per_device_batch_size(
-            stage.batch_size, stage.gradient_accumulation_steps, f"{curriculum.path}: stage {stage.name!r}"
-        )
+        try:  # the batch split, and `TrainingArguments`' own rules on the fields the curriculum gives
+            training_arguments(curriculum, stage, output_dir / f"{index}-{stage.name}")
+        except ValueError as error:
+            raise CurriculumError(f"{curriculum.path}: stage {stage.name!r}: {error}") from error
         for source in stage.sources:
             data.corpus(source.corpus)  # present, and its rows point at this store's images
             if "itm_hs" in source.tasks:
@@ -270,16 +272,40 @@ def check_stages(
     return records
 
 
+def resumed_stage(curriculum: Curriculum, output_dir: Path, checkpoint: Path) -> int:
+    """The stage (numbered from 1) that `checkpoint` continues: it must be a complete `checkpoint-<step>`
+    folder of an unfinished stage of `output_dir`."""
+    folders = {
+        (output_dir / f"{i}-{stage.name}").resolve(): i for i, stage in enumerate(curriculum.stages, 1)
+    }
+    folder = checkpoint.resolve().parent
+    problem = None
+    if not checkpoint.is_dir():
+        problem = "no such folder"
+    elif folder not in folders or not re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", checkpoint.name):
+        names = ", ".join(f"{output_dir / path.name}/{PREFIX_CHECKPOINT_DIR}-<step>" for path in folders)
+        problem = f"not a checkpoint of this run's stages ({names})"
+    elif not (checkpoint / COMPLETE_MARKER).is_file():
+        problem = "an unfinished checkpoint (its run was stopped while writing it)"
+    elif (folder / FINAL).is_dir():
+        problem = f"its stage is finished ({folder / FINAL}): there is nothing to continue"
+    if problem is not None:
+        raise ValueError(f"--resume_from_checkpoint {checkpoint}: {problem}")
+    return folders[folder]
+
+
 def run_curriculum(
     curriculum: Curriculum,
     output_dir: str | Path,
     zero_shot: ZeroShotSettings | None = None,
     overwrite_output_dir: bool = False,
+    resume_from_checkpoint: Path | None = None,
 ) -> CurriculumResult:
     """Every stage in order, then the Hub folder, the merged log and the loss plot (main process). With
     `zero_shot`, the Hub model's held-out ITM accuracy and zero-shot retrieval (`zero_shot.py`), which
     its card then records; scored on the main process while the others wait. A stage folder that holds
-    results of other settings is refused, or with `overwrite_output_dir` trained again."""
+    results of other settings is refused, or with `overwrite_output_dir` trained again. A stage resumes from
+    its last complete checkpoint, or the one `resume_from_checkpoint` names (`resumed_stage`)."""
     output_dir = Path(output_dir)
     state = PartialState()
     if curriculum.training.optimizer_state == "carry" and state.distributed_type == DistributedType.FSDP:
@@ -292,6 +318,9 @@ def run_curriculum(
     if zero_shot is not None:
         check_zero_shot_data(folder, zero_shot, curriculum.stages[-1].tasks)
     records = check_stages(curriculum, data, output_dir, overwrite_output_dir)
+    resumed = None
+    if resume_from_checkpoint is not None:
+        resumed = resumed_stage(curriculum, output_dir, Path(resume_from_checkpoint))
     results: list[StageResult] = []
     previous = None
     for index, (stage, record) in enumerate(zip(curriculum.stages, records, strict=True), start=1):
@@ -299,7 +328,8 @@ def run_curriculum(
         with state.main_process_first():
             if state.is_main_process:
                 claim_stage_folder(stage_folder, record, stage.name, overwrite_output_dir)
-        result = run_stage(curriculum, data, index, stage, stage_folder, previous)
+        resume_from = Path(resume_from_checkpoint) if index == resumed else None
+        result = run_stage(curriculum, data, index, stage, stage_folder, previous, resume_from)
         results.append(result)
         previous = result.folder
     hub, plot = output_dir / "hub", output_dir / "loss_curves.png"

@@ -4,7 +4,6 @@ arguments and world, results cached as json files, and mean ± std cells for the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 from collections.abc import Callable, Sequence
@@ -52,9 +51,7 @@ def evidence_world(args: argparse.Namespace) -> DownstreamData:
 
 def seeded_curriculum(config: Path, data: DownstreamData, seed: int) -> Curriculum:
     """The curriculum file on `data` with `seed` for every stage, logging to no tracker."""
-    curriculum = load_curriculum(config, data_dir=data.folder)
-    training = dataclasses.replace(curriculum.training, seed=seed, report_to=["none"])
-    return dataclasses.replace(curriculum, training=training)
+    return load_curriculum(config, data_dir=data.folder, overrides={"seed": seed, "report_to": ["none"]})
 
 
 def cached_json(path: Path, compute: Callable[[], Any]) -> Any:

@@ -17,12 +17,47 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainingArguments
+
 from lxmert_s_training.curriculum import Curriculum, StageConfig
 from processing.store import HARD_NEGATIVES_FILE, atomic_write_text
 
 RECORD = "stage_settings.json"
-# Training settings that change how a run is logged, saved or fed, not the weights it ends with.
-NOT_IN_RESULT = {"logging_steps", "save_steps", "save_total_limit", "report_to", "dataloader_num_workers"}
+# `TrainingArguments` fields that change how a run is logged, saved, fed or uploaded, not the weights it ends
+# with. Every other field is recorded: an unknown one counts as changing the result.
+NOT_IN_RESULT = {
+    "logging_steps",
+    "logging_strategy",
+    "logging_first_step",
+    "logging_nan_inf_filter",
+    "log_level",
+    "log_level_replica",
+    "log_on_each_node",
+    "report_to",
+    "run_name",
+    "project",
+    "trackio_space_id",
+    "trackio_bucket_id",
+    "trackio_static_space_id",
+    "disable_tqdm",
+    "skip_memory_metrics",
+    "include_num_input_tokens_seen",
+    "save_steps",
+    "save_total_limit",
+    "save_only_model",
+    "save_on_each_node",
+    "dataloader_num_workers",
+    "dataloader_prefetch_factor",
+    "dataloader_persistent_workers",
+    "dataloader_pin_memory",
+    "dataloader_multiprocessing_context",
+    "ddp_timeout",
+    "torch_empty_cache_steps",
+}
+TRAINING_ARGUMENT_DEFAULTS = {
+    f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    for f in dataclasses.fields(TrainingArguments)
+}
 
 
 class StageMismatchError(ValueError):
@@ -63,10 +98,14 @@ def stage_settings(
     previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Everything the stage's weights depend on, as JSON-ready values."""
+    own = dataclasses.asdict(curriculum.training)
     training = {
-        key: value
-        for key, value in dataclasses.asdict(curriculum.training).items()
-        if key not in NOT_IN_RESULT
+        **{key: value for key, value in own.items() if key != "arguments"},
+        **{  # a field given at transformers' default is the same setting as one not given
+            key: value
+            for key, value in curriculum.training.arguments.items()
+            if key not in NOT_IN_RESULT and value != TRAINING_ARGUMENT_DEFAULTS.get(key, dataclasses.MISSING)
+        },
     }
     corpora = {source.corpus for source in stage.sources}
     return {

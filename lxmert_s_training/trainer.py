@@ -257,7 +257,7 @@ def per_device_batch_size(batch_size: int, accumulation_steps: int = 1, where: s
     per_device, remainder = divmod(batch_size, processes * accumulation_steps)
     if remainder or per_device == 0:
         raise ValueError(
-            f"{where}: batch_size {batch_size} is not divisible by {processes} processes x "
+            f"{where}: {batch_size} is not divisible by {processes} processes x "
             f"{accumulation_steps} accumulation steps"
         )
     return per_device

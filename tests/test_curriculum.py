@@ -27,7 +27,7 @@ def test_the_paper_schedule():
         ("sentence", SENTENCE, 20, 128, 1e-5),
     ]
     assert curriculum.training.optimizer_state == "restart"
-    assert curriculum.training.weight_decay == 0.0
+    assert curriculum.training.arguments["weight_decay"] == 0.0
     # measured text lengths: all 36 labels fit the token stage (docs/benchmarks.md, "Text lengths")
     assert [stage.max_length for stage in curriculum.stages] == [72, 72, 20]
     assert [stage.mlm_class_word_probability for stage in curriculum.stages] == [None, 0.3, None]
@@ -151,6 +151,17 @@ BAD_SECTIONS = [
     ("training: {region_mask_probability: -0.1}", r"training\.region_mask_probability: must be in \[0, 1\]"),
     ("training: {triplet_shuffle_probability: 2}", r"training\.triplet_shuffle_probability: must be in"),
     ("training: {mismatch_probability: -1}", r"training\.mismatch_probability: must be in \[0, 1\]"),
+    (
+        "training: {gradient_acumulation_steps: 2}",
+        r"training\.gradient_acumulation_steps: neither .*did you mean 'gradient_accumulation_steps'",
+    ),
+    ("training: {adam_beta2: high}", r"training\.adam_beta2: expected float, got 'high'"),
+    ("training: {output_dir: o}", r"training\.output_dir: set by the run: each stage trains in"),
+    ("training: {push_to_hub: true}", r"training\.push_to_hub: set by the run: a choice of the command line"),
+    ("training: {eval_strategy: steps}", r"training\.eval_strategy: set by the run: pre-training has no"),
+    ("training: {learning_rate: 0}", r"training\.learning_rate: must be positive, got 0"),
+    ("training: {warmup_steps: 100}", r"training\.warmup_steps: a stage's warm-up is a fraction"),
+    ("training: {save_total_limit: 0}", r"training\.save_total_limit: must be positive, or null"),
 ]
 
 
@@ -158,7 +169,11 @@ BAD_SECTIONS = [
     ("text", "message"),
     [
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nmodle: {{}}", r"unknown keys \['modle'\]"),
-        (f"data: {{dir: d}}\ntraining: {{sed: 1}}\nstages: [{STAGE}]", r"training: unknown keys \['sed'\]"),
+        (
+            f"data: {{dir: d}}\ntraining: {{sed: 1}}\nstages: [{STAGE}]",
+            r"training\.sed: neither a TrainingArguments field nor one of MSP's settings .*; did you mean "
+            "'seed'",
+        ),
         (
             f"data: {{dir: d}}\ntraining: {{optimizer_state: keep}}\nstages: [{STAGE}]",
             r"training\.optimizer_state",
@@ -240,3 +255,55 @@ def test_base_cycles_are_refused(tmp_path):
     _write(tmp_path, "base: a.yaml", "b.yaml")
     with pytest.raises(CurriculumError, match="cycle"):
         load_curriculum(tmp_path / "a.yaml")
+
+
+SCHEDULED = (
+    "data: {dir: d}\n"
+    "training: {adam_beta2: 0.98, lr_scheduler_type: cosine, learning_rate: 2.0e-4, num_train_epochs: 3, "
+    "per_device_train_batch_size: 4, gradient_accumulation_steps: 2, seed: 5}\n"
+    "stages: [{name: a, corpus: c, tasks: [mlm]}, "
+    "{name: b, corpus: c, tasks: [mlm], epochs: 1, batch_size: 32, learning_rate: 1.0e-5}]"
+)
+
+
+def test_training_takes_any_training_arguments_field_and_schedules_stages_without_their_own(tmp_path):
+    curriculum = load_curriculum(_write(tmp_path, SCHEDULED), processes=2)
+    a, b = curriculum.stages
+    # 4 per device x 2 processes x 2 accumulation steps
+    assert (a.learning_rate, a.epochs, a.gradient_accumulation_steps, a.batch_size) == (2e-4, 3, 2, 16)
+    assert (b.learning_rate, b.epochs, b.gradient_accumulation_steps, b.batch_size) == (1e-5, 1, 2, 32)
+    arguments = curriculum.training.arguments
+    assert (arguments["adam_beta2"], arguments["lr_scheduler_type"], curriculum.training.seed) == (
+        0.98,
+        "cosine",
+        5,
+    )
+    assert not {"learning_rate", "num_train_epochs", "per_device_train_batch_size"} & set(arguments)
+    assert arguments["optim"] == "adamw_torch"  # the recipe's default stands where nothing replaces it
+
+
+def test_the_command_line_wins_and_sets_every_stage(tmp_path):
+    overrides = {"learning_rate": 5e-4, "per_device_train_batch_size": 2, "max_steps": 7, "seed": 9}
+    curriculum = load_curriculum(
+        _write(tmp_path, SCHEDULED), overrides={**overrides, "adam_beta2": 0.9}, processes=2
+    )
+    assert [(s.learning_rate, s.max_steps, s.batch_size) for s in curriculum.stages] == [(5e-4, 7, 8)] * 2
+    assert (curriculum.training.seed, curriculum.training.arguments["adam_beta2"]) == (9, 0.9)
+    assert [s.epochs for s in curriculum.stages] == [3, 1]  # not given: the file's
+    assert (
+        load_curriculum(_write(tmp_path, SCHEDULED), overrides={"max_steps": -1}).stages[0].max_steps is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"use_cpu": True}, r"--use_cpu: set by the run"),
+        ({"learning_rate": 0.0}, r"--learning_rate: must be positive, got 0\.0"),
+        ({"per_device_train_batch_size": -2}, r"--per_device_train_batch_size: must be positive"),
+        ({"max_steps": 0}, r"--max_steps: must be positive, or -1 for none, got 0"),
+    ],
+)
+def test_command_line_values_the_run_cannot_use_name_the_flag(tmp_path, overrides, message):
+    with pytest.raises(CurriculumError, match=message):
+        load_curriculum(_write(tmp_path, SCHEDULED), overrides=overrides)

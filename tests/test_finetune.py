@@ -9,13 +9,13 @@ import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
 from huggingface_hub import ModelCard, ModelCardData
+from recipe_modules import load_recipe
 from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
 from transformers import BertConfig, EvalPrediction, LxmertConfig
@@ -55,17 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECALLS = {f"{kind}_r{k}" for kind in ("text", "image") for k in (1, 5, 10)}
 
 
-def _recipe(name: str):
-    """A recipe script as a module, so that tests call its `main` in this process."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-finetune = _recipe("finetune")
-evaluate_checkpoint = _recipe("evaluate_checkpoint")
+finetune = load_recipe("finetune")
+evaluate_checkpoint = load_recipe("evaluate_checkpoint")
 
 
 @pytest.fixture(scope="module")

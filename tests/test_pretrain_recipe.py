@@ -73,11 +73,10 @@ def _output_events(process: subprocess.Popen, out: Path, kill_at: int | None = N
     begun, ...)."""
     events: list[str] = []
     while process.poll() is None:
-        paths = (
-            {str(path.relative_to(out)) for path in (*out.glob("*"), *out.glob("*/*"))}
-            if out.exists()
-            else set()
-        )
+        try:
+            paths = {str(path.relative_to(out)) for path in (*out.glob("*"), *out.glob("*/*"))}
+        except FileNotFoundError:  # `out`, or a folder in it, renamed or removed while listed
+            paths = set()
         events += sorted(paths - set(events))
         if kill_at is not None and len(events) >= kill_at:
             time.sleep(random.uniform(0, 0.3))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from recipe_modules import load_recipe
 from safetensors.torch import load_file, save_file
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
 
@@ -250,15 +250,13 @@ def test_config_switches_and_the_global_batch_reach_the_training_arguments(tmp_p
     assert (arguments.per_device_train_batch_size, arguments.gradient_accumulation_steps) == (4, 3)
     assert arguments.get_warmup_steps(50) == 5
     assert arguments.remove_unused_columns is False
-    with pytest.raises(ValueError, match="batch_size 12 is not divisible by 1 processes x 5 accumulation"):
+    with pytest.raises(ValueError, match="batch_size: 12 is not divisible by 1 processes x 5 accumulation"):
         training_arguments(curriculum, dataclasses.replace(stage, gradient_accumulation_steps=5), tmp_path)
 
 
 def test_push_to_hub_uploads_the_final_hub_folder_only(finished, hub_calls, capsys):
     curriculum, result, out = finished
-    spec = importlib.util.spec_from_file_location("recipe_pretrain", REPO / "recipes" / "pretrain.py")
-    pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pretrain)
+    pretrain = load_recipe("pretrain")
     # last in this module, as it rewrites the Hub folder: the finished run again, every stage done, so it
     # only writes the Hub folder (now with scores) and pushes it
     pretrain.main(["--config", str(curriculum.path), "--output-dir", str(out), "--push_to_hub"])

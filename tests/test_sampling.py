@@ -3,8 +3,6 @@ with or without DataLoader workers, and every epoch draws new masks."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
@@ -42,9 +40,8 @@ def phrase_trainer(world, folder, workers: int = 0, stop_at: int | None = None) 
     """The tiny curriculum's phrase stage, as `run_stage` trains it, checkpointing every 3 steps."""
     folder.mkdir(exist_ok=True)
     config = write_tiny_curriculum(folder, tiny_stages(epochs=(2, 2, 1)), data={"dir": str(world)})
-    curriculum = load_curriculum(config)
-    training = dataclasses.replace(curriculum.training, save_steps=3, dataloader_num_workers=workers)
-    curriculum = dataclasses.replace(curriculum, training=training)
+    curriculum = load_curriculum(config, overrides={"save_steps": 3, "dataloader_num_workers": workers})
+    training = curriculum.training
     data = PretrainingData.open(world)
     stage = curriculum.stages[1]
     torch.manual_seed(training.seed)

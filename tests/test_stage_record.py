@@ -86,6 +86,18 @@ def test_changed_settings_are_refused_before_training_and_retrained_when_asked(t
     assert json.loads((out / "2-phrase" / RECORD).read_text())["previous_stage"] == digest_of(token_record)
 
 
+def test_training_fields_count_as_other_settings_only_when_they_change_the_weights(tmp_path, world):
+    out = tmp_path / "out"
+    run_curriculum(_curriculum(tmp_path / "a", world, [TOKEN]), out)
+    stamps = _stamps(out)
+    # logging, checkpointing, loaders, and a field given at transformers' default: the same result
+    same = dict(logging_steps=3, save_steps=5, dataloader_num_workers=1, report_to=["none"], weight_decay=0.0)
+    run_curriculum(_curriculum(tmp_path / "b", world, [TOKEN], **same), out)
+    assert _stamps(out) == stamps
+    with pytest.raises(StageMismatchError, match=r"training\.adam_beta2: None -> 0\.98"):
+        run_curriculum(_curriculum(tmp_path / "c", world, [TOKEN], adam_beta2=0.98), out)
+
+
 def test_a_folder_of_an_earlier_version_without_a_record_is_refused(tmp_path, world):
     out = tmp_path / "out"
     (out / "1-token" / "final").mkdir(parents=True)
@@ -98,7 +110,7 @@ def test_what_a_later_stage_needs_is_checked_before_the_first_trains(tmp_path, w
     with pytest.raises(FileNotFoundError, match="no corpus 'no_such_corpus'"):
         run_curriculum(_curriculum(tmp_path, world, [TOKEN, missing]), tmp_path / "out")
     uneven = {**PHRASE, "batch_size": 7, "gradient_accumulation_steps": 2}
-    with pytest.raises(ValueError, match="batch_size 7 is not divisible"):
+    with pytest.raises(ValueError, match="batch_size: 7 is not divisible"):
         run_curriculum(_curriculum(tmp_path, world, [TOKEN, uneven]), tmp_path / "out")
     assert not (tmp_path / "out" / "1-token").exists()
 
