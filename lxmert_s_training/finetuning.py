@@ -83,7 +83,7 @@ GQA_NEEDS_REAL_DATA = (
     "GQA needs real data: the synthetic world has no GQA corpus. Build corpora/gqa_train and "
     "corpora/gqa_val in a data folder with `python -m processing.corpora gqa --store <folder>/store --out "
     "<folder>/corpora/gqa_train --lxmert gqa/train.json --answers gqa/trainval_label2ans.json` (and the same "
-    "for val, with the same --answers), then pass --data-dir <folder> (README, 'The data pipeline')"
+    "for val, with the same --answers), then pass --data_dir <folder> (README, 'The data pipeline')"
 )
 
 
@@ -150,8 +150,8 @@ def answer_prior(data: DownstreamData, task: Task, split: str) -> tuple[str, flo
 def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipes' options of retrieval's rankings (`rank_retrieval`)."""
     parser.add_argument(
-        "--rerank-top-k",
         "--rerank_top_k",
+        "--rerank-top-k",
         type=int,
         default=DEFAULT_RERANK_TOP_K,
         metavar="K",
@@ -159,8 +159,8 @@ def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
         "ranking (default: %(default)s; 0: ITM on every pair)",
     )
     parser.add_argument(
-        "--all-pairs",
         "--all_pairs",
+        "--all-pairs",
         action="store_true",
         help="retrieval: also rank by ITM on every pair (the paper's protocol, which the plain recall names "
         "then report)",
@@ -170,11 +170,11 @@ def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
 def check_retrieval_ranking_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.rerank_top_k != DEFAULT_RERANK_TOP_K or args.all_pairs) and args.task != "retrieval":
         parser.error(
-            "--rerank-top-k and --all-pairs choose retrieval rankings: use them with --task retrieval"
+            "--rerank_top_k and --all_pairs choose retrieval rankings: use them with --task retrieval"
         )
     if args.rerank_top_k < 0:
         parser.error(
-            f"--rerank-top-k: expected 0 (ITM on every pair) or more candidates, got {args.rerank_top_k}"
+            f"--rerank_top_k: expected 0 (ITM on every pair) or more candidates, got {args.rerank_top_k}"
         )
 
 

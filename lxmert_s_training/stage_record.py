@@ -150,7 +150,7 @@ def check_stage_folder(folder: Path, settings: dict[str, Any], name: str, overwr
         raise StageMismatchError(
             f"stage {name!r}: {folder} holds results of other settings ({changes}). Pass "
             "--overwrite_output_dir to train this stage and the later ones again, or choose another "
-            "--output-dir"
+            "--output_dir"
         )
     return recorded == settings
 

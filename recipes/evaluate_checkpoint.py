@@ -10,8 +10,8 @@
 --zero-shot ranks retrieval pairs by the ITM score of a pre-training checkpoint, with no fine-tuning (the
 paper's zero-shot retrieval). A checkpoint with the VSC head ranks in two stages: every pair by the
 contrastive similarity of its text and image embeddings (no cross-modal pass), then each query's top
---rerank-top-k candidates (default 16) by the ITM score of the cross-modal encoder. --all-pairs adds the
-paper's protocol, ITM on every pair, and how much of its recall the re-ranking keeps; --rerank-top-k 0 ranks
+--rerank_top_k candidates (default 16) by the ITM score of the cross-modal encoder. --all_pairs adds the
+paper's protocol, ITM on every pair, and how much of its recall the re-ranking keeps; --rerank_top_k 0 ranks
 by ITM on every pair only, as a checkpoint without VSC always does. Text retrieval ranks every caption (the
 standard 1k images x 5k captions) unless --text-retrieval first_caption asks for the released LXMERT-S code's
 protocol (each image against the first caption of every image, 1k x 1k), which the paper's TR numbers use;

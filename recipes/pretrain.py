@@ -8,7 +8,7 @@ Re-running a command resumes it. At the end it prints where the Hub-ready folder
 when the last stage trains ITM and the data has a Flickr30k-style retrieval corpus, scores on its test split
 with no fine-tuning, in percent with the chance level beside each: held-out ITM accuracy (every caption with
 its image and with another) and zero-shot retrieval recall. A model with the VSC head ranks by the
-contrastive similarity of its embeddings (no cross-modal pass), then re-ranks the top --rerank-top-k by ITM
+contrastive similarity of its embeddings (no cross-modal pass), then re-ranks the top --rerank_top_k by ITM
 (the cross-modal encoder); with --all_pairs it is also ranked by ITM on every pair (the paper's protocol) to
 show how much of that recall the re-ranking keeps. A model without VSC is ranked by ITM on every pair. The
 model card (<output_dir>/hub/README.md) records the same scores. --push_to_hub then uploads that folder

@@ -228,7 +228,7 @@ def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoi
     ("arguments", "message"),
     [
         (["--task", "vqa", "--all_pairs"], "use them with --task retrieval"),
-        (["--task", "retrieval", "--rerank-top-k", "-1"], "--rerank-top-k: expected 0"),
+        (["--task", "retrieval", "--rerank-top-k", "-1"], "--rerank_top_k: expected 0"),
     ],
 )
 def test_retrieval_ranking_options_are_checked(arguments, message, capsys):

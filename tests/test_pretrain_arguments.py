@@ -66,6 +66,8 @@ def test_flags_in_both_spellings_and_only_the_given_ones_reach_the_curriculum(pr
     ).resume_from_checkpoint == (Path("o/1-token/checkpoint-4"))
     with pytest.raises(SystemExit):
         pretrain.parse_args(["--hub_model_id", "me/model"])  # without --push_to_hub
+    with pytest.raises(SystemExit):
+        pretrain.parse_args(["--rerank_top_k", "-1"])
 
 
 def test_the_command_line_sets_every_stage_and_the_records_tell_other_flags_apart(
