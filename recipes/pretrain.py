@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     schedule = {name: value for name, value in args.training_overrides.items() if name in STAGE_ARGUMENTS}
     if schedule:
         state.print(
-            "For every stage, from the command line: "
-            + ", ".join(f"{STAGE_ARGUMENTS[name]} {value}" for name, value in schedule.items())
+            "Every stage's schedule from the command line, over the curriculum's: "
+            + ", ".join(f"--{name} {value}" for name, value in schedule.items())
         )
     result = run_curriculum(
         curriculum,

@@ -80,7 +80,7 @@ def test_the_command_line_sets_every_stage_and_the_records_tell_other_flags_apar
     optimizer = ["--adam_beta2", "0.9", "--seed", "3", "--lr_scheduler_type", "cosine"]
     pretrain.main([*flags, *schedule, *optimizer])
     printed = capsys.readouterr().out
-    assert "For every stage, from the command line: learning_rate 0.0002, max_steps 2" in printed
+    assert "from the command line, over the curriculum's: --learning_rate 0.0002, --max_steps 2" in printed
     assert "2 steps (max_steps) of batch 8: 2 optimizer steps" in printed
     for stage in ("1-token", "2-phrase"):
         state = json.loads((out / stage / "final" / "trainer_state.json").read_text())
