@@ -100,6 +100,11 @@ def data_folder(curriculum: Curriculum, output_dir: Path) -> Path:
     return world
 
 
+def stage_folder(output_dir: Path, index: int, stage: StageConfig) -> Path:
+    """Where the `index`-th stage (from 1) trains: `<output_dir>/<index>-<name>`."""
+    return output_dir / f"{index}-{stage.name}"
+
+
 def stage_model(
     curriculum: Curriculum, data: PretrainingData, stage: StageConfig, previous: Path | None
 ) -> LxmertSForPreTraining:
@@ -257,7 +262,7 @@ def check_stages(
     records: list[dict[str, Any]] = []
     for index, stage in enumerate(curriculum.stages, start=1):
         try:  # the batch split, and `TrainingArguments`' own rules on the fields the curriculum gives
-            training_arguments(curriculum, stage, output_dir / f"{index}-{stage.name}")
+            training_arguments(curriculum, stage, stage_folder(output_dir, index, stage))
         except ValueError as error:
             raise CurriculumError(f"{curriculum.path}: stage {stage.name!r}: {error}") from error
         for source in stage.sources:
@@ -267,7 +272,7 @@ def check_stages(
         previous = records[-1] if records else None
         records.append(stage_settings(curriculum, stage, data.folder, data.tokenizer.get_vocab(), previous))
         check_stage_folder(
-            output_dir / f"{index}-{stage.name}", records[-1], stage.name, overwrite_output_dir
+            stage_folder(output_dir, index, stage), records[-1], stage.name, overwrite_output_dir
         )
     return records
 
@@ -276,7 +281,8 @@ def resumed_stage(curriculum: Curriculum, output_dir: Path, checkpoint: Path) ->
     """The stage (numbered from 1) that `checkpoint` continues: it must be a complete `checkpoint-<step>`
     folder of an unfinished stage of `output_dir`."""
     folders = {
-        (output_dir / f"{i}-{stage.name}").resolve(): i for i, stage in enumerate(curriculum.stages, 1)
+        stage_folder(output_dir, index, stage).resolve(): index
+        for index, stage in enumerate(curriculum.stages, start=1)
     }
     folder = checkpoint.resolve().parent
     problem = None
@@ -324,12 +330,12 @@ def run_curriculum(
     results: list[StageResult] = []
     previous = None
     for index, (stage, record) in enumerate(zip(curriculum.stages, records, strict=True), start=1):
-        stage_folder = output_dir / f"{index}-{stage.name}"
+        trained_in = stage_folder(output_dir, index, stage)
         with state.main_process_first():
             if state.is_main_process:
-                claim_stage_folder(stage_folder, record, stage.name, overwrite_output_dir)
+                claim_stage_folder(trained_in, record, stage.name, overwrite_output_dir)
         resume_from = Path(resume_from_checkpoint) if index == resumed else None
-        result = run_stage(curriculum, data, index, stage, stage_folder, previous, resume_from)
+        result = run_stage(curriculum, data, index, stage, trained_in, previous, resume_from)
         results.append(result)
         previous = result.folder
     hub, plot = output_dir / "hub", output_dir / "loss_curves.png"

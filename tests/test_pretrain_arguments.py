@@ -13,23 +13,14 @@ import pytest
 import torch
 from recipe_modules import load_recipe
 from safetensors.torch import load_file
+from tiny_curriculum import ONE_EPOCH_PHRASE as PHRASE
+from tiny_curriculum import ONE_EPOCH_TOKEN as TOKEN
 from tiny_curriculum import write_tiny_curriculum
 
 from lxmert_s_training.curriculum import CurriculumError
 from lxmert_s_training.stage_record import RECORD, StageMismatchError
 from lxmert_s_training.trainer import COMPLETE_MARKER
 from processing.synthetic import WorldSettings, generate_world
-
-TOKEN = {
-    "name": "token",
-    "corpus": "tokens",
-    "tasks": ["mlm", "mrfr", "moc"],
-    "max_length": 38,
-    "epochs": 1,
-    "batch_size": 8,
-    "learning_rate": 1e-3,
-}
-PHRASE = {**TOKEN, "name": "phrase", "corpus": "phrases", "tasks": ["mlm", "mrfr", "moc", "titp"]}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_curriculum import ONE_EPOCH_PHRASE as PHRASE
+from tiny_curriculum import ONE_EPOCH_TOKEN as TOKEN
 from tiny_curriculum import write_tiny_curriculum
 
 from lxmert_s_training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
@@ -17,23 +19,6 @@ from lxmert_s_training.stage_data import PretrainingData, itm_negatives, stage_d
 from lxmert_s_training.stage_record import RECORD, StageMismatchError, digest_of
 from processing.store import ARRAYS, FeatureStore, replace_folder, write_store
 from processing.synthetic import WorldSettings, generate_world
-
-TOKEN = {
-    "name": "token",
-    "corpus": "tokens",
-    "tasks": ["mlm", "mrfr", "moc"],
-    "max_length": 38,
-    "epochs": 1,
-    "batch_size": 8,
-    "learning_rate": 1e-3,
-}
-PHRASE = {
-    **TOKEN,
-    "name": "phrase",
-    "corpus": "phrases",
-    "tasks": ["mlm", "mrfr", "moc", "titp"],
-    "max_length": 20,
-}
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,26 @@ def tiny_stages(epochs: tuple[float, float, float] = (2, 2, 1), batch_size: int 
     ]
 
 
+# One epoch of detector labels, then of phrases, with the losses every stage shares and the phrase stage's
+# TITP: a two-stage curriculum for the tests of what a re-run does.
+ONE_EPOCH_TOKEN = {
+    "name": "token",
+    "corpus": "tokens",
+    "tasks": ["mlm", "mrfr", "moc"],
+    "max_length": 38,
+    "epochs": 1,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+}
+ONE_EPOCH_PHRASE = {
+    **ONE_EPOCH_TOKEN,
+    "name": "phrase",
+    "corpus": "phrases",
+    "tasks": ["mlm", "mrfr", "moc", "titp"],
+    "max_length": 20,
+}
+
+
 # A sentence stage with the alignment tasks (VSC, WPG, ITM on negatives mined with VSC): its model has both
 # the contrastive path and the ITM head.
 ALIGNMENT_STAGE = {
