@@ -1358,7 +1358,8 @@ class LxmertSForImageTextRetrieval(LxmertSContrastiveFeatures, LxmertSPreTrained
     When `config.pretraining_tasks` holds `vsc` (a checkpoint pre-trained with it), the model also carries the
     VSC head (`heads.vsc`, loaded from the checkpoint) and its `get_text_features` / `get_image_features`, so
     that retrieval ranks every pair by their similarity and re-scores only the top candidates with `logits`
-    (`lxmert_s_training.retrieval`). Fine-tuning trains the ITM score only; the VSC head stays as pre-trained.
+    (`lxmert_s_msp.evaluation.retrieval`). Fine-tuning trains the ITM score only; the VSC head stays as
+    pre-trained.
     """
 
     def __init__(self, config: LxmertSConfig):

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from transformers import LxmertForPreTraining
 
-from lxmert_s_training.model_card import converted_card
+from lxmert_s_msp.data.store import atomic_write_text, replace_folder
+from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.hub.model_card import converted_card
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, convert_lxmert_state_dict
-from processing.processor import LxmertSProcessor
-from processing.store import atomic_write_text, replace_folder
-from processing.tokenizer import load_tokenizer
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 
 def convert_checkpoint(source: str, output_dir: Path, tokenizer: str | None = None) -> LxmertSForPreTraining:

@@ -36,7 +36,10 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from lxmert_s_training.finetuning import (
+from lxmert_s_msp.cli import given_flags, recipe_parser
+from lxmert_s_msp.data.store import atomic_write_text
+from lxmert_s_msp.evaluation.retrieval import TEXT_RETRIEVAL_PROTOCOLS
+from lxmert_s_msp.training.finetuning import (
     GQA_NEEDS_REAL_DATA,
     TASKS,
     DownstreamData,
@@ -48,9 +51,6 @@ from lxmert_s_training.finetuning import (
     evaluate_checkpoint,
     metrics_line,
 )
-from lxmert_s_training.recipe_arguments import given_flags, recipe_parser
-from lxmert_s_training.retrieval import TEXT_RETRIEVAL_PROTOCOLS
-from processing.store import atomic_write_text
 
 EVAL_BATCH_SIZE = 256
 

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from lxmert_s_training.finetuning import (
+from lxmert_s_msp.cli import given_flags, recipe_parser
+from lxmert_s_msp.hub.upload import hub_upload, push_folder
+from lxmert_s_msp.training.finetuning import (
     GQA_NEEDS_REAL_DATA,
     HEAD_LEARNING_RATE,
     PAPER_BATCH_SIZE,
@@ -44,8 +46,6 @@ from lxmert_s_training.finetuning import (
     finetune_problem,
     metrics_line,
 )
-from lxmert_s_training.hub_upload import hub_upload, push_folder
-from lxmert_s_training.recipe_arguments import given_flags, recipe_parser
 
 
 @dataclass

@@ -28,13 +28,13 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lxmert_s_training.curriculum import STAGE_ARGUMENTS, load_curriculum
-from lxmert_s_training.hub_upload import hub_upload, push_folder
-from lxmert_s_training.launch import distributed_state
-from lxmert_s_training.pretraining import run_curriculum
-from lxmert_s_training.recipe_arguments import given_values, recipe_parser
-from lxmert_s_training.retrieval import DEFAULT_RERANK_TOP_K
-from lxmert_s_training.zero_shot import ZeroShotSettings
+from lxmert_s_msp.cli import given_values, recipe_parser
+from lxmert_s_msp.evaluation.retrieval import DEFAULT_RERANK_TOP_K
+from lxmert_s_msp.evaluation.zero_shot import ZeroShotSettings
+from lxmert_s_msp.hub.upload import hub_upload, push_folder
+from lxmert_s_msp.training.curriculum import STAGE_ARGUMENTS, load_curriculum
+from lxmert_s_msp.training.launch import distributed_state
+from lxmert_s_msp.training.pretraining import run_curriculum
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "synthetic.yaml"
 DEFAULT_OUTPUT_DIR = Path("outputs/pretrain")

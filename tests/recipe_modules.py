@@ -1,4 +1,5 @@
-"""The recipe scripts as modules, so that tests call their `main` in the test's process."""
+"""The command scripts (recipes/, experiments/, benchmarks/) as modules, so that tests call their `main`
+in the test's process."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+REPO = Path(__file__).resolve().parents[1]
 
 
-def load_recipe(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+def load_recipe(name: str, folder: str = "recipes") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

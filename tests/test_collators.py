@@ -7,9 +7,7 @@ import pytest
 import torch
 from model_inputs import tiny_config
 
-from modeling_lxmert_s import LxmertSModel
-from modeling_lxmert_s.configuration_lxmert_s import PRETRAINING_TASKS
-from processing.collators import (
+from lxmert_s_msp.data.collators import (
     EPOCH_FIELD,
     INDEX_FIELD,
     TASK_PIECES,
@@ -17,8 +15,8 @@ from processing.collators import (
     count_truncated,
     tokenize_corpus,
 )
-from processing.hard_negatives import load_hard_negatives
-from processing.pretraining_pieces import (
+from lxmert_s_msp.data.hard_negatives import load_hard_negatives
+from lxmert_s_msp.data.pretraining_pieces import (
     NON_IDENTITY_PERMUTATIONS,
     class_word_ids,
     class_wordpieces,
@@ -28,9 +26,11 @@ from processing.pretraining_pieces import (
     shuffle_triplets,
     topic_targets,
 )
-from processing.processor import LxmertSProcessor
-from processing.store import HARD_NEGATIVES_FILE, write_store
-from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, write_store
+from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s import LxmertSModel
+from modeling_lxmert_s.configuration_lxmert_s import PRETRAINING_TASKS
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 WORDS = ["a", "man", "on", "the", "street", "with", "hot", "dog", "car", "tree", "red", "and", "blue", "sky"]
 OBJECT_VOCAB = ["man", "dog", "car,cars", "hot dog", "tree"]
@@ -563,7 +563,7 @@ def test_the_phrase_stage_prefers_class_name_words_at_the_configured_rate(store,
 
 def test_texts_longer_than_max_length_are_counted_and_logged(processor, caplog):
     texts = ["a man", "a man on the street with a hot dog and a car and a tree", "red car"]
-    with caplog.at_level(logging.WARNING, logger="processing.collators"):
+    with caplog.at_level(logging.WARNING, logger="lxmert_s_msp.data.collators"):
         assert count_truncated(texts, processor, "stage 'token', corpus 'tokens'") == 1
         tokenize_corpus(datasets.Dataset.from_dict({"text": texts}), processor, name="the corpus")
     assert "stage 'token', corpus 'tokens': 1 of 3 texts are longer than max_length 12" in caplog.text
@@ -641,7 +641,7 @@ def test_bad_settings_are_refused(store, processor, tmp_path):
     with pytest.raises(
         ValueError,
         match=r"'itm_hs' draws hard negatives, received None; load .*store/hard_negatives\.npy .*"
-        r"python -m processing\.hard_negatives .*store",
+        r"python -m lxmert_s_msp\.data\.hard_negatives .*store",
     ):
         MSPCollator(store, processor, ["mlm", "itm_hs"])
     with pytest.raises(ValueError, match="class_word_mlm_probability: .* needs 'mlm' in tasks"):

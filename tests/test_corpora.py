@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from processing.corpora import (
+from lxmert_s_msp.data.corpora import (
     Corpus,
     caption_corpus,
     flickr30k_dataset,
@@ -20,10 +20,10 @@ from processing.corpora import (
     save_corpus,
     token_corpus,
 )
-from processing.processor import LxmertSProcessor
-from processing.readers import Caption, Flickr30kImage, Nlvr2Pair, Question, RegionPhrase
-from processing.store import write_store
-from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+from lxmert_s_msp.data.readers import Caption, Flickr30kImage, Nlvr2Pair, Question, RegionPhrase
+from lxmert_s_msp.data.store import write_store
+from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 IMAGE_IDS = ["1", "2", "COCO_val2014_000000000042"]
 OBJECT_VOCAB = ["man", "tennis racket", "car", "tree"]
@@ -135,7 +135,7 @@ def test_phrase_of_missing_image_is_named(store):
 
 def test_phrase_corpus_drop_missing_counts_and_logs_dropped_phrases(store, caplog):
     records = phrases(("1", 11, "red car"), ("99", 991, "blue sky"), ("99", 992, "dog running"))
-    with caplog.at_level(logging.WARNING, logger="processing.corpora"):
+    with caplog.at_level(logging.WARNING, logger="lxmert_s_msp.data.corpora"):
         corpus = phrase_corpus(records, store, drop_missing=True)
     assert corpus.dropped == 2
     assert corpus.dataset["image_id"] == ["1"]
@@ -244,7 +244,7 @@ def test_save_corpus_round_trip_and_refuses_to_overwrite(store, tmp_path):
 
 def _official_vqa(tmp_path, name: str, answers: dict[int, str]) -> list[str]:
     """Official VQA v2 questions + annotations files (question id -> every human's answer) about the image
-    COCO val2014 42, named after `name`; the `processing.corpora vqa` arguments that read them."""
+    COCO val2014 42, named after `name`; the `lxmert_s_msp.data.corpora vqa` arguments that read them."""
     split = "val2014"  # the store's one COCO image
     questions = tmp_path / f"v2_OpenEnded_mscoco_{name}_questions.json"
     questions.write_text(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lxmert_s_training.curriculum import CurriculumError, load_curriculum
+from lxmert_s_msp.training.curriculum import CurriculumError, load_curriculum
 
 CONFIGS = Path(__file__).parent.parent / "recipes" / "configs"
 TOKEN, PHRASE, SENTENCE = (

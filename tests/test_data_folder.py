@@ -15,17 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lxmert_s_training.curriculum import load_curriculum
-from lxmert_s_training.finetuning import TASKS, DownstreamData
-from lxmert_s_training.pretraining import check_stages
-from lxmert_s_training.stage_data import PretrainingData
-from processing import corpora, features, hard_negatives
-from processing.tokenizer import build_wordpiece_tokenizer
+from lxmert_s_msp.data import corpora, features, hard_negatives
+from lxmert_s_msp.data.tokenizer import build_wordpiece_tokenizer
+from lxmert_s_msp.training.curriculum import load_curriculum
+from lxmert_s_msp.training.finetuning import TASKS, DownstreamData
+from lxmert_s_msp.training.pretraining import check_stages
+from lxmert_s_msp.training.stage_data import PretrainingData
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-COMMANDS = {"processing.features": features.main, "processing.hard_negatives": hard_negatives.main}
-COMMANDS["processing.corpora"] = corpora.main
+COMMANDS = {
+    "lxmert_s_msp.data.features": features.main,
+    "lxmert_s_msp.data.hard_negatives": hard_negatives.main,
+    "lxmert_s_msp.data.corpora": corpora.main,
+}
 OBJECTS = [f"object{i}" for i in range(1600)]
 ATTRIBUTES = [f"attribute{i}" for i in range(400)]
 WORDS = [
@@ -49,9 +52,10 @@ WORDS = [
 
 
 def _readme_commands() -> list[list[str]]:
-    """The `python -m processing.*` lines of the README's block that builds the data folder."""
+    """The `python -m lxmert_s_msp.data.*` lines of the README's block that builds the data folder."""
     block = README.split("The commands below build that folder", 1)[1].split("```bash", 1)[1].split("```")[0]
-    return [shlex.split(line) for line in block.splitlines() if line.startswith("python -m processing.")]
+    commands = [line for line in block.splitlines() if line.startswith("python -m lxmert_s_msp.data.")]
+    return [shlex.split(line) for line in commands]
 
 
 def _table_paths() -> list[str]:
@@ -185,7 +189,7 @@ def data(tmp_path_factory) -> Path:
     os.chdir(root)  # the commands' paths are relative, as a user types them
     try:
         for command in commands:
-            if command[2] == "processing.corpora" and not (data / "tokenizer").exists():
+            if command[2] == "lxmert_s_msp.data.corpora" and not (data / "tokenizer").exists():
                 # the README's step 3: the detector's class names copied in, the tokenizer saved
                 (data / "objects_vocab.txt").write_text("\n".join(OBJECTS) + "\n")
                 (data / "attributes_vocab.txt").write_text("\n".join(ATTRIBUTES) + "\n")

@@ -7,9 +7,9 @@ import torch
 from tiny_detector import TINY_DETECTOR, draw_images, tiny_detector
 from torchvision.ops import nms
 
-from processing.detector import BadImageError, FasterRcnnVgConfig, FasterRcnnVgDetector
-from processing.detector.image_processing_faster_rcnn_vg import detector_input, open_image
-from processing.detector.modeling_faster_rcnn_vg import class_nms_confidence, map_published_state_dict
+from faster_rcnn_vg import BadImageError, FasterRcnnVgConfig, FasterRcnnVgDetector
+from faster_rcnn_vg.image_processing_faster_rcnn_vg import detector_input, open_image
+from faster_rcnn_vg.modeling_faster_rcnn_vg import class_nms_confidence, map_published_state_dict
 
 
 def published_layout(config: FasterRcnnVgConfig) -> dict[str, tuple[int, ...]]:
@@ -85,7 +85,7 @@ def test_published_checkpoint_loads_every_value_into_its_place(tmp_path):
     config = FasterRcnnVgConfig(**TINY_DETECTOR)
     generator = torch.Generator().manual_seed(0)
     state = {key: torch.randn(shape, generator=generator) for key, shape in published_layout(config).items()}
-    from processing.detector.modeling_faster_rcnn_vg import cell_anchors
+    from faster_rcnn_vg.modeling_faster_rcnn_vg import cell_anchors
 
     state["proposal_generator.anchor_generator.cell_anchors.0"] = cell_anchors(config)
     torch.save(state, tmp_path / "pytorch_model.bin")

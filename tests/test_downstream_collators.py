@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from processing.collators import EPOCH_FIELD, INDEX_FIELD, read_regions
-from processing.corpora import load_answer_vocab
-from processing.downstream_collators import (
+from lxmert_s_msp.data.collators import EPOCH_FIELD, INDEX_FIELD, read_regions
+from lxmert_s_msp.data.corpora import load_answer_vocab
+from lxmert_s_msp.data.downstream_collators import (
     RETRIEVAL_PAIR_KINDS,
     NLVR2Collator,
     QACollator,
     RetrievalCollator,
     retrieval_pairs,
 )
-from processing.hard_negatives import load_hard_negatives
-from processing.processor import LxmertSProcessor
-from processing.store import FeatureStore
-from processing.synthetic import WorldSettings, generate_world
-from processing.tokenizer import load_tokenizer
+from lxmert_s_msp.data.hard_negatives import load_hard_negatives
+from lxmert_s_msp.data.store import FeatureStore
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.tokenizer import load_tokenizer
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 
 def as_trained(rows: list[dict], epoch: int = 0) -> list[dict]:

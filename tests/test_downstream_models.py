@@ -228,7 +228,7 @@ def test_each_task_loss_reaches_the_encoder(model_class):
 ISOLATED_LOAD = textwrap.dedent(
     """
     import sys
-    sys.modules["modeling_lxmert_s"] = None
+    sys.modules["modeling_lxmert_s"] = sys.modules["lxmert_s_msp"] = sys.modules["faster_rcnn_vg"] = None
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel, AutoModelForQuestionAnswering

@@ -8,11 +8,11 @@ import PIL.Image
 import pytest
 from tiny_detector import draw_images, jpeg_bytes, save_tiny_detector
 
-from processing import extract
-from processing.detector import FasterRcnnVgImageProcessor
-from processing.extract import ExtractSettings, extract_features
-from processing.features import read_obj36_tsv
-from processing.store import FeatureStore
+from faster_rcnn_vg import FasterRcnnVgImageProcessor
+from lxmert_s_msp.data import extract
+from lxmert_s_msp.data.extract import ExtractSettings, extract_features
+from lxmert_s_msp.data.features import read_obj36_tsv
+from lxmert_s_msp.data.store import FeatureStore
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_the_command_turns_a_folder_of_images_into_a_store_and_an_obj36_tsv(tmp_
     (tmp_path / "images" / "captions.txt").write_text("not an image")
 
     result = subprocess.run(
-        [sys.executable, "-m", "processing.extract", str(tmp_path / "images"), str(tmp_path / "store"),
+        [sys.executable, "-m", "lxmert_s_msp.data.extract", str(tmp_path / "images"), str(tmp_path / "store"),
          "--detector", detector, "--num-regions", "10", "--batch-size", "4",
          "--tsv", str(tmp_path / "out.tsv")],
         cwd=REPOSITORY, capture_output=True, text=True,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from processing import features
-from processing.features import (
+from lxmert_s_msp.data import features
+from lxmert_s_msp.data.features import (
     OBJ36_FIELDS,
     BadRecordError,
     ImportSettings,
@@ -19,7 +19,7 @@ from processing.features import (
     read_npz_features,
     read_obj36_tsv,
 )
-from processing.store import FeatureStore, float32_tensor
+from lxmert_s_msp.data.store import FeatureStore, float32_tensor
 
 FEATURE_DIM = 16
 REGIONS = 5

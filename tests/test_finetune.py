@@ -20,8 +20,14 @@ from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
 from transformers import BertConfig, EvalPrediction, LxmertConfig
 
-from lxmert_s_metrics import load_metric
-from lxmert_s_training.finetuning import (
+from lxmert_s_msp.data.corpora import load_answer_vocab
+from lxmert_s_msp.data.downstream_collators import QACollator
+from lxmert_s_msp.data.readers import vqa_soft_scores
+from lxmert_s_msp.data.store import FeatureStore
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.evaluation.metrics import load_metric
+from lxmert_s_msp.training.finetuning import (
     GQA_NEEDS_REAL_DATA,
     HEAD_LEARNING_RATE,
     PAPER_LEARNING_RATE,
@@ -34,8 +40,8 @@ from lxmert_s_training.finetuning import (
     load_processor,
     metrics_line,
 )
-from lxmert_s_training.finetuning import finetune as finetune_run
-from lxmert_s_training.trainer import FinetuningTrainer
+from lxmert_s_msp.training.finetuning import finetune as finetune_run
+from lxmert_s_msp.training.trainer import FinetuningTrainer
 from modeling_lxmert_s import (
     LxmertSConfig,
     LxmertSForImageTextRetrieval,
@@ -43,13 +49,7 @@ from modeling_lxmert_s import (
     LxmertSForQuestionAnswering,
     LxmertSForVisualReasoning,
 )
-from processing.corpora import load_answer_vocab
-from processing.downstream_collators import QACollator
-from processing.processor import LxmertSProcessor
-from processing.readers import vqa_soft_scores
-from processing.store import FeatureStore
-from processing.synthetic import WorldSettings, generate_world
-from processing.tokenizer import load_tokenizer
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 REPO = Path(__file__).resolve().parents[1]
 RECALLS = {f"{kind}_r{k}" for kind in ("text", "image") for k in (1, 5, 10)}

@@ -12,16 +12,16 @@ from model_inputs import random_inputs, tiny_config
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
 from torch.nn import functional as F
 
-from lxmert_s_training.curriculum import load_curriculum
-from lxmert_s_training.pretraining import run_curriculum
+from lxmert_s_msp.data.collators import MSPCollator
+from lxmert_s_msp.data.pretraining_pieces import flm_targets, mask_tokens
+from lxmert_s_msp.data.store import write_store
+from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
+from lxmert_s_msp.training.curriculum import load_curriculum
+from lxmert_s_msp.training.pretraining import run_curriculum
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from modeling_lxmert_s.modeling_lxmert_s import LxmertSCrossModalityLayer, unidirectional_attention_mask
 from modeling_lxmert_s.pretraining_heads import reconstructor_key_mask
-from processing.collators import MSPCollator
-from processing.pretraining_pieces import flm_targets, mask_tokens
-from processing.processor import LxmertSProcessor
-from processing.store import write_store
-from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 # random_inputs: texts of 5, 8 and 7 tokens in a length of 8.
 LENGTHS = (5, 8, 7)

@@ -1,4 +1,4 @@
-"""`lxmert_s_training.grounding`: the cross-attention a word pays to the regions of the class it names."""
+"""`lxmert_s_msp.evidence.grounding`: the cross-attention a word pays to the regions of the class it names."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 import torch
 from tiny_curriculum import TINY_MODEL, TINY_WORLD
 
-from lxmert_s_training.grounding import main, named_region_attention, pooled_output_spread
-from lxmert_s_training.retrieval import retrieval_split
+from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.readers import read_class_vocab
+from lxmert_s_msp.data.store import FeatureStore
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.evaluation.retrieval import retrieval_split
+from lxmert_s_msp.evidence.grounding import main, named_region_attention, pooled_output_spread
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from processing.collators import text_inputs, visual_inputs
-from processing.processor import LxmertSProcessor
-from processing.readers import read_class_vocab
-from processing.store import FeatureStore
-from processing.synthetic import WorldSettings, generate_world
-from processing.tokenizer import load_tokenizer
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 
 @pytest.fixture(scope="module")

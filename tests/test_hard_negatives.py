@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from processing.hard_negatives import (
+from lxmert_s_msp.data.hard_negatives import (
     HARD_NEGATIVES_FILE,
     build_hard_negatives,
     load_hard_negatives,
     main,
     mean_region_features,
 )
-from processing.store import write_store
+from lxmert_s_msp.data.store import write_store
 
 REGIONS = 5
 FEATURE_DIM = 16
@@ -85,7 +85,7 @@ def test_loader_returns_the_saved_file_and_refuses_a_stale_one(planted_store):
 def test_rewriting_the_store_removes_its_hard_negatives(planted_store, tmp_path):
     build_hard_negatives(planted_store, top_m=2)
     save_store(planted_store.path, np.ones((4, REGIONS, FEATURE_DIM)), [REGIONS] * 4)
-    with pytest.raises(FileNotFoundError, match="python -m processing.hard_negatives"):
+    with pytest.raises(FileNotFoundError, match="python -m lxmert_s_msp.data.hard_negatives"):
         load_hard_negatives(planted_store.path)
 
 

@@ -21,8 +21,8 @@ from transformers import (
     LxmertForPreTraining,
 )
 
+from lxmert_s_msp.data.tokenizer import SPECIAL_TOKENS, wordpiece_tokenizer_from_vocabulary
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, LxmertSModel
-from processing.tokenizer import SPECIAL_TOKENS, wordpiece_tokenizer_from_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 ISOLATED_LOAD = textwrap.dedent(
     """
     import sys
-    sys.modules["modeling_lxmert_s"] = None
+    sys.modules["modeling_lxmert_s"] = sys.modules["lxmert_s_msp"] = sys.modules["faster_rcnn_vg"] = None
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel, AutoModelForPreTraining, AutoModelForVisualQuestionAnswering

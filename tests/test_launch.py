@@ -1,10 +1,10 @@
-"""Reading the `accelerate launch` command line that started a process (see lxmert_s_training/launch.py)."""
+"""Reading the `accelerate launch` command line that started a process (lxmert_s_msp/training/launch.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lxmert_s_training import launch
+from lxmert_s_msp.training import launch
 
 
 @pytest.mark.parametrize(

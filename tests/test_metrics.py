@@ -5,7 +5,7 @@ import socket
 import numpy as np
 import pytest
 
-from lxmert_s_metrics import METRIC_NAMES, load_metric
+from lxmert_s_msp.evaluation.metrics import METRIC_NAMES, load_metric
 
 DEFAULT_KEYS = ("text_r1", "text_r5", "text_r10", "image_r1", "image_r5", "image_r10")
 

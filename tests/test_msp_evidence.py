@@ -1,19 +1,17 @@
-"""`recipes/msp_evidence.py`: every condition pre-trained, fine-tuned and scored; the table over seeds."""
+"""`experiments/msp_evidence.py`: every condition pre-trained, fine-tuned and scored; the table over seeds."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 import pytest
+from recipe_modules import load_recipe
 from tiny_curriculum import ALIGNMENT_STAGE, tiny_stages, write_tiny_curriculum
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("recipe_msp_evidence", REPO / "recipes" / "msp_evidence.py")
-evidence = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(evidence)
+evidence = load_recipe("msp_evidence", "experiments")
 
 
 def write_curricula(folder: Path) -> list[str]:

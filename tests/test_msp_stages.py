@@ -1,28 +1,26 @@
-"""`recipes/msp_stages.py` and `lxmert_s_training/stage_figures.py`: stages timed and scored, Fig. 3, 4."""
+"""`experiments/msp_stages.py` and `lxmert_s_msp/evidence/stage_figures.py`: stages scored, Fig. 3, 4."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from recipe_modules import load_recipe
 from tiny_curriculum import TINY_MODEL, TINY_WORLD, tiny_stages, write_tiny_curriculum
 
-from lxmert_s_training.finetuning import TASKS, DownstreamData
-from lxmert_s_training.stage_figures import pick_questions, scene_descriptions, top_answers, top_captions
+from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.evidence.stage_figures import pick_questions, scene_descriptions, top_answers, top_captions
+from lxmert_s_msp.training.finetuning import TASKS, DownstreamData
 from modeling_lxmert_s import LxmertSConfig, LxmertSForImageTextRetrieval, LxmertSForQuestionAnswering
-from processing.collators import text_inputs, visual_inputs
-from processing.processor import LxmertSProcessor
-from processing.synthetic import WorldSettings, generate_world
-from processing.tokenizer import load_tokenizer
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("recipe_msp_stages", REPO / "recipes" / "msp_stages.py")
-stages_recipe = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(stages_recipe)
+stages_recipe = load_recipe("msp_stages", "experiments")
 
 
 @pytest.fixture(scope="module")

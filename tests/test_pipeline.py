@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from lxmert_s_msp.data.collators import MSPCollator, tokenize_corpus
+from lxmert_s_msp.data.corpora import caption_corpus, token_corpus
+from lxmert_s_msp.data.readers import Caption
+from lxmert_s_msp.data.store import write_store
+from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from processing.collators import MSPCollator, tokenize_corpus
-from processing.corpora import caption_corpus, token_corpus
-from processing.processor import LxmertSProcessor
-from processing.readers import Caption
-from processing.store import write_store
-from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 OBJECTS = ["man", "dog", "car", "tree", "shirt", "sky"]
 WORDS = [*OBJECTS, "a", "red", "blue", "green", "with", "the", "under", "##s"]

@@ -17,10 +17,10 @@ from tiny_curriculum import ONE_EPOCH_PHRASE as PHRASE
 from tiny_curriculum import ONE_EPOCH_TOKEN as TOKEN
 from tiny_curriculum import write_tiny_curriculum
 
-from lxmert_s_training.curriculum import CurriculumError
-from lxmert_s_training.stage_record import RECORD, StageMismatchError
-from lxmert_s_training.trainer import COMPLETE_MARKER
-from processing.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.training.curriculum import CurriculumError
+from lxmert_s_msp.training.stage_record import RECORD, StageMismatchError
+from lxmert_s_msp.training.trainer import COMPLETE_MARKER
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
 from tiny_curriculum import ALIGNMENT_STAGE, tiny_stages, write_tiny_curriculum
 
-from processing.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "pretrain.py"

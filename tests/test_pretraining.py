@@ -17,13 +17,13 @@ from recipe_modules import load_recipe
 from safetensors.torch import load_file, save_file
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
 
-from lxmert_s_training.curriculum import load_curriculum
-from lxmert_s_training.pretraining import final_losses, run_curriculum, stage_model, training_arguments
-from lxmert_s_training.retrieval import itm_match_scorer, score_all_pairs, zero_shot_retrieval
-from lxmert_s_training.stage_data import PretrainingData
+from lxmert_s_msp.data.collators import read_regions
+from lxmert_s_msp.evaluation.retrieval import itm_match_scorer, score_all_pairs, zero_shot_retrieval
+from lxmert_s_msp.training.curriculum import load_curriculum
+from lxmert_s_msp.training.pretraining import final_losses, run_curriculum, stage_model, training_arguments
+from lxmert_s_msp.training.stage_data import PretrainingData
 from modeling_lxmert_s import LxmertSForPreTraining
-from processing.collators import read_regions
-from processing.processor import LxmertSProcessor
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 REPO = Path(__file__).resolve().parents[1]
 # tokens and phrases: 32 train images; captions: 5 each. Batch 8, epochs (2, 2, 1).
@@ -86,7 +86,7 @@ ISOLATED_LOAD = textwrap.dedent(
     """
     import sys
     sys.modules["modeling_lxmert_s"] = None
-    sys.modules["processing"] = None
+    sys.modules["lxmert_s_msp"] = sys.modules["faster_rcnn_vg"] = None
     import numpy as np
     import torch
     from safetensors.torch import load_file, save_file
@@ -114,12 +114,12 @@ def test_hub_folder_loads_model_and_processor_without_the_package(finished, tmp_
         "config.json",
         "model.safetensors",
         "modeling_lxmert_s.py",
-        "processor.py",
+        "processing_lxmert_s.py",
         "tokenizer.json",
     ):
         assert (hub / name).is_file(), name
     assert json.loads((hub / "processor_config.json").read_text())["auto_map"] == {
-        "AutoProcessor": "processor.LxmertSProcessor"
+        "AutoProcessor": "processing_lxmert_s.LxmertSProcessor"
     }
     data = PretrainingData.open(result.data_folder)
     regions = read_regions(data.store, np.array([0, 1]), data.processor(20).num_regions)

@@ -3,8 +3,8 @@ import PIL.Image
 import pytest
 import torch
 
-from processing.processor import LxmertSProcessor, fit_regions
-from processing.tokenizer import wordpiece_tokenizer_from_vocabulary
+from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor, fit_regions
 
 # ids 5.. in this order; "striped" is three WordPieces so that pieces of one word are exercised.
 VOCABULARY = ["a", "man", "'", "s", "red", "-", "str", "##ipe", "##d", "shirt", ",", "blue", "sky"]
@@ -224,8 +224,8 @@ def test_processor_detects_regions_in_an_image_for_the_vqa_model(tmp_path):
     from model_inputs import tiny_config
     from tiny_detector import noise, save_tiny_detector
 
+    from faster_rcnn_vg import FasterRcnnVgImageProcessor
     from modeling_lxmert_s import LxmertSForQuestionAnswering
-    from processing.detector import FasterRcnnVgImageProcessor
 
     detector = save_tiny_detector(tmp_path / "detector")
     processor = LxmertSProcessor(

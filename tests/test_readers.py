@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from processing.readers import (
+from lxmert_s_msp.data.readers import (
     Caption,
     Flickr30kImage,
     Nlvr2Pair,

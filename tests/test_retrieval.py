@@ -10,8 +10,9 @@ import pytest
 import torch
 from tiny_curriculum import TINY_MODEL
 
-from lxmert_s_training import retrieval
-from lxmert_s_training.retrieval import (
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.evaluation import retrieval
+from lxmert_s_msp.evaluation.retrieval import (
     EncodedSplit,
     chance_recalls,
     contrastive_similarity,
@@ -20,9 +21,8 @@ from lxmert_s_training.retrieval import (
     rerank,
     retrieval_split,
 )
-from lxmert_s_training.stage_data import PretrainingData
+from lxmert_s_msp.training.stage_data import PretrainingData
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from processing.synthetic import WorldSettings, generate_world
 
 # Three images with two captions each (captions 0-1, 2-3, 4-5). Every image scores its second caption
 # highest; image 2 ranks image 0's first caption above its own first caption.

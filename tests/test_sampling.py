@@ -8,13 +8,13 @@ import torch
 from tiny_curriculum import tiny_stages, write_tiny_curriculum
 from transformers import TrainerCallback
 
-from lxmert_s_training.curriculum import load_curriculum
-from lxmert_s_training.pretraining import stage_model, training_arguments
-from lxmert_s_training.sampling import EpochIndices, IndexedRows
-from lxmert_s_training.stage_data import PretrainingData, stage_data
-from lxmert_s_training.trainer import MSPTrainer
-from processing.collators import EPOCH_FIELD, INDEX_FIELD
-from processing.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.collators import EPOCH_FIELD, INDEX_FIELD
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.training.curriculum import load_curriculum
+from lxmert_s_msp.training.pretraining import stage_model, training_arguments
+from lxmert_s_msp.training.sampling import EpochIndices, IndexedRows
+from lxmert_s_msp.training.stage_data import PretrainingData, stage_data
+from lxmert_s_msp.training.trainer import MSPTrainer
 
 # The phrase stage: 62 packed texts, batch 8 -> 8 steps an epoch, the last of 6 texts; 2 epochs.
 STEPS = 16

@@ -9,17 +9,17 @@ import shutil
 import numpy as np
 import pytest
 
-from lxmert_s_training.curriculum import Source, StageConfig, TrainingConfig
-from lxmert_s_training.stage_data import (
+from lxmert_s_msp.data.hard_negatives import load_hard_negatives
+from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.training.curriculum import Source, StageConfig, TrainingConfig
+from lxmert_s_msp.training.stage_data import (
     SOURCE_COLUMN,
     MixedSourceCollator,
     PretrainingData,
     SourceBlockSampler,
     stage_data,
 )
-from processing.hard_negatives import load_hard_negatives
-from processing.store import HARD_NEGATIVES_FILE
-from processing.synthetic import WorldSettings, generate_world
 
 
 def _blocks(sampler: SourceBlockSampler) -> np.ndarray:
@@ -91,7 +91,7 @@ def stage(corpus: str, tasks: list[str], max_length: int = 20) -> StageConfig:
 
 def test_each_stage_tokenises_at_its_length_and_counts_what_it_cuts(world, caplog):
     data = PretrainingData.open(world)
-    with caplog.at_level(logging.WARNING, logger="processing.collators"):
+    with caplog.at_level(logging.WARNING, logger="lxmert_s_msp.data.collators"):
         short = stage_data(data, stage("tokens", ["mlm"], max_length=20), TrainingConfig(), seed=0)
     assert short.truncated == {"tokens": 32}  # 36 labels are 38 tokens: every text of the 32 images
     assert "stage 's', corpus 'tokens': 32 of 32 texts are longer than max_length 20" in caplog.text

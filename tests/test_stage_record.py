@@ -13,12 +13,12 @@ from tiny_curriculum import ONE_EPOCH_PHRASE as PHRASE
 from tiny_curriculum import ONE_EPOCH_TOKEN as TOKEN
 from tiny_curriculum import write_tiny_curriculum
 
-from lxmert_s_training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
-from lxmert_s_training.pretraining import run_curriculum
-from lxmert_s_training.stage_data import PretrainingData, itm_negatives, stage_data
-from lxmert_s_training.stage_record import RECORD, StageMismatchError, digest_of
-from processing.store import ARRAYS, FeatureStore, replace_folder, write_store
-from processing.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.store import ARRAYS, FeatureStore, replace_folder, write_store
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
+from lxmert_s_msp.training.pretraining import run_curriculum
+from lxmert_s_msp.training.stage_data import PretrainingData, itm_negatives, stage_data
+from lxmert_s_msp.training.stage_record import RECORD, StageMismatchError, digest_of
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_a_corpus_built_against_another_store_is_refused(tmp_path, world):
     shutil.rmtree(data / "store")
     write_store(data / "store", [store.image_ids[row] for row in order], **arrays)
     with pytest.raises(
-        ValueError, match=r"built against another feature store .*python -m processing.corpora"
+        ValueError, match=r"built against another feature store .*python -m lxmert_s_msp.data.corpora"
     ):
         PretrainingData.open(data).corpus("captions")
 

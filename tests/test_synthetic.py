@@ -14,8 +14,8 @@ import pytest
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
-from processing.hard_negatives import load_hard_negatives
-from processing.readers import (
+from lxmert_s_msp.data.hard_negatives import load_hard_negatives
+from lxmert_s_msp.data.readers import (
     Nlvr2Pair,
     read_class_vocab,
     read_coco_captions,
@@ -24,8 +24,8 @@ from processing.readers import (
     read_lxmert_qa_json,
     read_vg_region_descriptions,
 )
-from processing.store import FeatureStore
-from processing.synthetic import (
+from lxmert_s_msp.data.store import FeatureStore
+from lxmert_s_msp.data.synthetic import (
     ATTRIBUTES,
     CATEGORIES,
     OBJECT_CLASSES,
@@ -38,8 +38,8 @@ from processing.synthetic import (
     statement_holds,
     statement_text,
 )
-from processing.verbs import contains_verb
-from processing.world_baselines import measure, nlvr2_text_only_accuracy, statement_kind
+from lxmert_s_msp.data.verbs import contains_verb
+from lxmert_s_msp.evidence.world_baselines import measure, nlvr2_text_only_accuracy, statement_kind
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = WorldSettings(images=40, feature_dim=16, seed=7)
@@ -86,7 +86,7 @@ def test_two_fresh_builds_of_the_default_world_are_identical_file_for_file(tmp_p
     hash-map order of a library (the `tokenizers` WordPiece trainer's vocabulary did)."""
     builds = [
         subprocess.Popen(
-            [sys.executable, "-m", "processing.synthetic", str(tmp_path / f"world-{seed}")],
+            [sys.executable, "-m", "lxmert_s_msp.data.synthetic", str(tmp_path / f"world-{seed}")],
             env={**os.environ, "PYTHONHASHSEED": str(seed), "OMP_NUM_THREADS": "1"},
             cwd=REPO,
             stdout=subprocess.DEVNULL,

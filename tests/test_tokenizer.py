@@ -1,6 +1,6 @@
 import pytest
 
-from processing.tokenizer import (
+from lxmert_s_msp.data.tokenizer import (
     SPECIAL_TOKENS,
     build_wordpiece_tokenizer,
     load_tokenizer,

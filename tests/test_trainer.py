@@ -7,7 +7,7 @@ import torch
 from model_inputs import random_inputs, random_labels, tiny_config
 from transformers import TrainingArguments
 
-from lxmert_s_training.trainer import MSPTrainer
+from lxmert_s_msp.training.trainer import MSPTrainer
 from modeling_lxmert_s import LxmertSForPreTraining
 
 TASKS = ["mlm", "moc", "itm"]

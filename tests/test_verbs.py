@@ -2,7 +2,7 @@
 
 import pytest
 
-from processing.verbs import PARTICIPLE_FORMS, THIRD_PERSON_FORMS, contains_verb, find_verbs
+from lxmert_s_msp.data.verbs import PARTICIPLE_FORMS, THIRD_PERSON_FORMS, contains_verb, find_verbs
 
 WITH_VERB = [
     "man riding a bike",

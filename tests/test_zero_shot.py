@@ -12,12 +12,12 @@ import pytest
 import torch
 from tiny_curriculum import TINY_MODEL
 
-from lxmert_s_training import zero_shot
-from lxmert_s_training.stage_data import PretrainingData
-from lxmert_s_training.zero_shot import ZeroShotSettings, held_out_pairs, itm_accuracy, zero_shot_scores
+from lxmert_s_msp.data.collators import visual_inputs
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.evaluation import zero_shot
+from lxmert_s_msp.evaluation.zero_shot import ZeroShotSettings, held_out_pairs, itm_accuracy, zero_shot_scores
+from lxmert_s_msp.training.stage_data import PretrainingData
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from processing.collators import visual_inputs
-from processing.synthetic import WorldSettings, generate_world
 
 # Four store images with two captions each; caption n has n + 1 words, so its length names it.
 CAPTIONS = [[" ".join(["red"] * (2 * i + j + 1)) for j in range(2)] for i in range(4)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from processing.detector import FasterRcnnVgConfig, FasterRcnnVgDetector
+from faster_rcnn_vg import FasterRcnnVgConfig, FasterRcnnVgDetector
 
 TINY_DETECTOR = {
     "resnet_layers": [1, 1, 1, 1],

@@ -1,0 +1,1 @@
+"""Evidence: what the experiments measure and draw (grounding, stage figures, tables, world baselines)."""

@@ -1,1 +1,0 @@
-"""Training LXMERT-S with the MSP curriculum on top of the transformers `Trainer`."""
