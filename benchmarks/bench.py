@@ -9,8 +9,10 @@
     python benchmarks/bench.py --models lxmert-s lxmert-s-flm --hidden-size 128 --num-layers 2 \
         --intermediate-size 512 --num-attention-heads 4 --batch-size 64   # the synthetic curricula's size
 
-Both models get the same random batch (20 text tokens, 36 regions) and the same tasks: MLM, ITM and
-the region heads (feature regression, object and attribute classification); `lxmert-s-flm` replaces
+Both models get the same batch: one caption of each of `--batch-size` images of the built-in synthetic world
+(generated once in a temporary folder, `--regions` regions of 2,048-d features), collated by `MSPCollator` for
+the model's tasks as a pre-training stage collates it, the text cut to `--text-length` tokens. The tasks: MLM,
+ITM and the region heads (feature regression, object and attribute classification); `lxmert-s-flm` replaces
 MLM with FLM and `lxmert-s-mlm-flm` trains both. `lxmert-s-align` trains the alignment tasks instead of ITM
 (VSC, WPG, and ITM on negatives mined with VSC, `itm_vsc`, with the alignment pooler), as a stage with them
 does: every row is a matched pair of distinct images, and the model encodes one negative pair per row in a
@@ -26,37 +28,18 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import torch
 from transformers import LxmertConfig, LxmertForPreTraining
 
+from lxmert_s_msp.data.collators import MSPCollator
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.training.stage_data import PretrainingData
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-
-
-def make_batch(config: LxmertSConfig, batch: int, length: int, regions: int, device: str) -> dict:
-    """A fixed-shape batch with labels in both models' conventions (15% of tokens and regions chosen)."""
-    generator = torch.Generator().manual_seed(0)
-    # word ids past the special tokens: BERT's first 1,000 ids are special or unused, a small vocabulary's few
-    first_word = 1000 if config.vocab_size > 2000 else 5
-    input_ids = torch.randint(first_word, config.vocab_size, (batch, length), generator=generator)
-    chosen_tokens = torch.rand(batch, length, generator=generator) < 0.15
-    chosen_regions = torch.rand(batch, regions, generator=generator) < 0.15
-    tensors = {
-        "input_ids": input_ids,
-        "attention_mask": torch.ones(batch, length, dtype=torch.long),
-        "position_ids": torch.arange(length).expand(batch, length).contiguous(),
-        "visual_feats": torch.rand(batch, regions, config.visual_feat_dim, generator=generator),
-        "visual_pos": torch.rand(batch, regions, 4, generator=generator),
-        "mlm_labels": torch.where(chosen_tokens, input_ids, -100),
-        "itm_labels": torch.randint(0, 2, (batch,), generator=generator),
-        "region_mask": chosen_regions,
-        "object_labels": torch.randint(0, config.num_object_labels, (batch, regions), generator=generator),
-        "attribute_labels": torch.randint(0, config.num_attr_labels, (batch, regions), generator=generator),
-        "confidences": torch.rand(batch, regions, generator=generator),
-    }
-    return {name: tensor.to(device) for name, tensor in tensors.items()}
-
 
 # LXMERT-S variants: their tasks beside the region heads (MRFR, MOC), and their config overrides.
 VARIANTS = {
@@ -66,45 +49,30 @@ VARIANTS = {
     "lxmert-s-align": (("mlm", "vsc", "wpg", "itm_vsc"), {"pooler_type": "alignment"}),
     "lxmert-s-unchecked": (("mlm", "itm"), {"check_input_values": False}),
 }
+# What transformers' LXMERT trains: MLM, ITM on random negatives and its visual losses.
+REFERENCE_TASKS = ("mlm", "itm", "mrfr", "moc")
 
 
-def ours_step_inputs(batch: dict, tasks: tuple[str, ...]) -> dict:
-    """LXMERT-S's inputs; FLM predicts every word of the unmasked text (position 0 stands for [CLS]). The
-    alignment tasks take matched rows of distinct images (`image_ids`), as their collator pieces give, and
-    WPG's concept words are the MLM-chosen ones (15%, a stand-in for the words naming a detector class)."""
-    labels = {}
-    if "mlm" in tasks:
-        labels["mlm_labels"] = batch["mlm_labels"]
-    if "flm" in tasks:
-        labels["flm_labels"] = batch["input_ids"].clone()
-        labels["flm_labels"][:, 0] = -100
-    if "itm" in tasks:
-        labels["itm_labels"] = batch["itm_labels"]
-    if "itm_vsc" in tasks:
-        labels["itm_labels"] = torch.ones_like(batch["itm_labels"])
-    if {"vsc", "wpg", "itm_vsc"} & set(tasks):
-        labels["image_ids"] = torch.arange(len(batch["input_ids"]), device=batch["input_ids"].device)
-    if "vsc" in tasks:
-        labels["vsc_labels"] = labels["image_ids"]
-    if "wpg" in tasks:
-        labels["wpg_concept_mask"] = batch["mlm_labels"] != -100
-    return {
-        "input_ids": batch["input_ids"],
-        "attention_mask": batch["attention_mask"],
-        "position_ids": batch["position_ids"],
-        "visual_feats": batch["visual_feats"],
-        "visual_pos": batch["visual_pos"],
-        **labels,
-        "region_mask": batch["region_mask"],
-        "mrfr_labels": batch["visual_feats"],
-        "moc_object_labels": batch["object_labels"],
-        "moc_object_confidences": batch["confidences"],
-        "moc_attribute_labels": batch["attribute_labels"],
-        "moc_attribute_confidences": batch["confidences"],
-    }
+def world_batch(world: Path, tasks: tuple[str, ...], batch_size: int, text_length: int) -> dict:
+    """The first caption of each of `batch_size` world images, collated for `tasks` (seed 0)."""
+    data = PretrainingData.open(world)
+    captions = data.corpus("captions")
+    first = {}
+    for row, image in enumerate(captions["image_index"]):
+        first.setdefault(image, row)
+    rows = captions.select(list(first.values())[:batch_size])
+    collator = MSPCollator(
+        data.store,
+        data.processor(text_length),
+        tasks,
+        object_vocab=data.object_vocab,
+        attribute_vocab=data.attribute_vocab,
+    )
+    return collator(list(rows), seed=0)
 
 
 def lxmert_step_inputs(batch: dict) -> dict:
+    """transformers' LXMERT's names for the same inputs and labels."""
     return {
         "input_ids": batch["input_ids"],
         "attention_mask": batch["attention_mask"],
@@ -113,26 +81,27 @@ def lxmert_step_inputs(batch: dict) -> dict:
         "labels": batch["mlm_labels"],
         "matched_label": batch["itm_labels"],
         "obj_labels": {
-            "obj": (batch["object_labels"], batch["confidences"]),
-            "attr": (batch["attribute_labels"], batch["confidences"]),
-            "feat": (batch["visual_feats"], batch["region_mask"].float()),
+            "obj": (batch["moc_object_labels"], batch["moc_object_confidences"]),
+            "attr": (batch["moc_attribute_labels"], batch["moc_attribute_confidences"]),
+            "feat": (batch["mrfr_labels"], batch["region_mask"].float()),
         },
     }
 
 
-def build(name: str, sizes: dict[str, int]) -> tuple[torch.nn.Module, LxmertSConfig]:
+def build(name: str, sizes: dict[str, int]) -> tuple[torch.nn.Module, tuple[str, ...]]:
+    """The model and the tasks its batch is collated for."""
     if name in VARIANTS:
         tasks, overrides = VARIANTS[name]
-        config = LxmertSConfig(**sizes, **overrides, pretraining_tasks=[*tasks, "mrfr", "moc"])
-        return LxmertSForPreTraining(config), config
+        tasks = (*tasks, "mrfr", "moc")
+        config = LxmertSConfig(**sizes, **overrides, pretraining_tasks=list(tasks))
+        return LxmertSForPreTraining(config), tasks
     if sizes:
         raise SystemExit("the size options apply to the LXMERT-S models only")
-    config = LxmertSConfig(pretraining_tasks=["mlm", "mrfr", "moc", "itm"])
-    reference = LxmertConfig(l_layers=0, r_layers=0, x_layers=config.num_layers, task_qa=False)
-    return LxmertForPreTraining(reference), config
+    reference = LxmertConfig(l_layers=0, r_layers=0, x_layers=LxmertSConfig().num_layers, task_qa=False)
+    return LxmertForPreTraining(reference), REFERENCE_TASKS
 
 
-def measure(name: str, args: argparse.Namespace) -> tuple[float, int, float]:
+def measure(name: str, world: Path, args: argparse.Namespace) -> tuple[float, int, float]:
     """Samples/s, peak bytes and the last loss of `args.steps` timed steps after warm-up."""
     torch.manual_seed(0)
     device = args.device
@@ -141,10 +110,11 @@ def measure(name: str, args: argparse.Namespace) -> tuple[float, int, float]:
         for key in ("hidden_size", "num_layers", "intermediate_size", "num_attention_heads", "vocab_size")
         if (value := getattr(args, key)) is not None
     }
-    model, config = build(name, sizes)
+    model, tasks = build(name, sizes)
     model.to(device).train()
-    batch = make_batch(config, args.batch_size, args.text_length, args.regions, device)
-    inputs = ours_step_inputs(batch, VARIANTS[name][0]) if name in VARIANTS else lxmert_step_inputs(batch)
+    batch = world_batch(world, tasks, args.batch_size, args.text_length)
+    batch = {key: value.to(device) for key, value in batch.items()}
+    inputs = batch if name in VARIANTS else lxmert_step_inputs(batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     forward = torch.compile(model) if args.compile else model
 
@@ -204,9 +174,12 @@ def main() -> None:
 
     context = multiprocessing.get_context("spawn")
     results = {}
-    for name in args.models:
-        with context.Pool(1) as pool:
-            results[name] = pool.apply(measure, (name, args))
+    with tempfile.TemporaryDirectory() as folder:
+        settings = WorldSettings(images=max(args.batch_size, 200), regions=args.regions, captions_per_image=1)
+        world = generate_world(Path(folder) / "world", settings)
+        for name in args.models:
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                results[name] = pool.submit(measure, name, world, args).result()
     memory = "peak GPU memory" if args.device.startswith("cuda") else "peak process RSS"
     print(
         f"device={args.device} batch={args.batch_size} text={args.text_length} regions={args.regions} "

@@ -47,8 +47,9 @@ from lxmert_s_msp.evidence.stage_figures import (
     top_captions,
 )
 from lxmert_s_msp.training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
-from lxmert_s_msp.training.pretraining import StageResult, run_curriculum
-from modeling_lxmert_s import head_module_name
+from lxmert_s_msp.training.pretraining import run_curriculum
+from lxmert_s_msp.training.stage_results import StageResult
+from modeling_lxmert_s import PRETRAINING_TASKS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 CURRICULA = {"mlm": CONFIGS / "synthetic.yaml", "flm": CONFIGS / "synthetic_flm.yaml"}
@@ -104,7 +105,7 @@ def run_seed(
             "seconds_per_step": runtime / stage.global_step,
         }
         tag = f"{index}-{stage.name}"
-        itm = "itm" in map(head_module_name, config_stage.tasks)
+        itm = "itm" in {PRETRAINING_TASKS[task].module_name for task in config_stage.tasks}
         score = partial(score_stage, timing, stage.folder, itm, out / f"{tag}-vqa", seed, data, args)
         looks = partial(attention_to_named_regions, stage.folder, data.folder)
         records.append(

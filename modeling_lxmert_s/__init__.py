@@ -8,9 +8,11 @@ from transformers import (
     AutoModelForVisualQuestionAnswering,
 )
 
-from .configuration_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, head_module_name
+from .configuration_lxmert_s import LxmertSConfig
 from .convert_lxmert import convert_lxmert_state_dict
 from .modeling_lxmert_s import (
+    PRETRAINING_TASKS,
+    EncoderFeatures,
     LxmertSContrastiveFeatures,
     LxmertSForImageTextRetrieval,
     LxmertSForPreTraining,
@@ -22,8 +24,13 @@ from .modeling_lxmert_s import (
     LxmertSPreTrainedModel,
     LxmertSTaskOutput,
     LxmertSUnidirectionalOutput,
+    PretrainingHead,
+    PretrainingTask,
+    check_pretraining_tasks,
+    tasks_need,
 )
-from .pretraining_heads import HEADS
+from .pretraining_pieces import PieceSettings, PretrainingBatch
+from .processing_lxmert_s import LxmertSProcessor
 
 AutoConfig.register(LxmertSConfig.model_type, LxmertSConfig)
 AutoModel.register(LxmertSConfig, LxmertSModel)
@@ -46,8 +53,8 @@ LxmertSForVisualReasoning.register_for_auto_class("AutoModel")
 LxmertSForImageTextRetrieval.register_for_auto_class("AutoModel")
 
 __all__ = [
-    "HEADS",
     "PRETRAINING_TASKS",
+    "EncoderFeatures",
     "LxmertSConfig",
     "LxmertSContrastiveFeatures",
     "LxmertSForImageTextRetrieval",
@@ -58,8 +65,14 @@ __all__ = [
     "LxmertSModel",
     "LxmertSModelOutput",
     "LxmertSPreTrainedModel",
+    "LxmertSProcessor",
     "LxmertSTaskOutput",
     "LxmertSUnidirectionalOutput",
+    "PieceSettings",
+    "PretrainingBatch",
+    "PretrainingHead",
+    "PretrainingTask",
+    "check_pretraining_tasks",
     "convert_lxmert_state_dict",
-    "head_module_name",
+    "tasks_need",
 ]

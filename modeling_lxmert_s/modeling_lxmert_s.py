@@ -5,13 +5,19 @@ Module names follow `transformers`' LXMERT (`encoder.visn_fc`, `encoder.x_layers
 ...) so that LXMERT checkpoints map onto this model by key, see `convert_lxmert.py`. Attention goes
 through transformers' attention interface: SDPA by default, eager on request, and eager for a call that asks
 for the attention weights (`output_attentions=True`), which SDPA does not return.
+
+Read top to bottom, as BERT's modeling file: the encoder's blocks, FLM's reconstructor, the poolers, the
+pre-training heads, the task registry `PRETRAINING_TASKS` (a task = its head + its collator piece + one
+registry line), then the models: `LxmertSPreTrainedModel`, `LxmertSModel`, `LxmertSForPreTraining` and the
+downstream task models.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -23,18 +29,22 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
-from .configuration_lxmert_s import LxmertSConfig, head_module_name
+from .configuration_lxmert_s import LxmertSConfig
 from .input_checks import IGNORE_INDEX, LabelChecks, Shape, ValueChecks, check_dtype, check_shape, shape_error
-from .pretraining_heads import (
-    HEADS,
-    LABEL_TASKS,
-    EncoderFeatures,
-    FreeLanguageModelingHead,
-    ImageTextMatchingHead,
-    MaskedLanguageModelingHead,
-    TopicHead,
-    VisualSemanticContrastiveHead,
-    word_region_similarity,
+from .pretraining_pieces import (
+    PretrainingBatch,
+    contrastive_piece,
+    free_language_modeling_piece,
+    grounding_piece,
+    hard_negatives_piece,
+    masked_language_modeling_piece,
+    matched_pairs_piece,
+    object_classification_piece,
+    phrase_topic_piece,
+    random_negatives_piece,
+    region_regression_piece,
+    sentence_topic_piece,
+    shuffle_piece,
 )
 
 logger = logging.get_logger(__name__)
@@ -460,6 +470,16 @@ class LxmertSReconstructor(nn.Module):
         return queries
 
 
+def word_region_similarity(
+    language_output: torch.Tensor, region_output: torch.Tensor, visual_attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """(B, L, R) cosine similarity of every text output with every region output; padding regions get -2,
+    below any cosine, so a max or softmax over regions never picks them. The alignment pooler and WPG share
+    it."""
+    similarity = F.normalize(language_output, dim=-1) @ F.normalize(region_output, dim=-1).transpose(1, 2)
+    return similarity.masked_fill(~visual_attention_mask.bool()[:, None, :], -2.0)
+
+
 class LxmertSPooler(nn.Module):
     """Dense + tanh on the first position of a stream."""
 
@@ -541,6 +561,788 @@ class LxmertSClassificationHead(nn.Module):
         return self.logit_fc(pooled_output)
 
 
+# Pre-training heads: one class per task, owning its loss (MSP paper §3; MVP; FLM).
+
+
+@dataclass
+class EncoderFeatures:
+    """What the heads read: text outputs (B, L, H), region outputs without the visual [CLS] (B, R, H), the
+    pooled multimodal representation (B, H) and the two padding masks (B, L), (B, R).
+
+    The extra encoder passes a task reads (`PretrainingTask.passes`) fill the rest. "unidirectional" (FLM):
+    the two unidirectional passes and the text's position embeddings (see `LxmertSUnidirectionalOutput`).
+    "contrastive" (VSC, ITM_VSC): the uni-modal embeddings the contrastive loss compares, the unmasked text's
+    embeddings (B, L, H) and the regions' (B, R, H), before any cross-modal layer. "negative_pairs" (WPG,
+    ITM_VSC): `negative`, the encoder outputs of the negative pairs the model builds in the batch, pair n
+    being text `negative_pairs[0][n]` with image `negative_pairs[1][n]` (row indices).
+    """
+
+    language_output: torch.Tensor
+    region_output: torch.Tensor
+    pooled_output: torch.Tensor
+    attention_mask: torch.Tensor
+    visual_attention_mask: torch.Tensor
+    unidirectional_states: tuple[torch.Tensor, ...] | None = None
+    position_embeddings: torch.Tensor | None = None
+    text_embeddings: torch.Tensor | None = None
+    region_embeddings: torch.Tensor | None = None
+    negative: EncoderFeatures | None = None
+    negative_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class LxmertSPredictionHeadTransform(nn.Module):
+    """Dense + activation + LayerNorm before a decoder, as in BERT and LXMERT."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class PretrainingHead(nn.Module):
+    """A pre-training task's head: it reads the encoder's outputs (`EncoderFeatures`) and the task's labels
+    and returns the task's loss. `label_names`: the labels it reads, the first one the task's primary label,
+    whose presence in a batch switches the task on; `optional_label_names`: labels it reads when a setting
+    asks.
+
+    A head owns what concerns its parameters: their initial values (`initialize`), whether its decoder is
+    tied to the word embeddings (`tied_to_word_embeddings`, a `decoder` Linear then), its vocabulary-sized
+    parameters when the vocabulary is resized (`resize_vocabulary`), and its predictions at every position for
+    inference (`predictions`, named as the fields of `LxmertSForPreTrainingOutput`; `always_predicted`: also
+    in training, for predictions that cost nothing).
+    """
+
+    label_names: ClassVar[tuple[str, ...]]
+    optional_label_names: ClassVar[tuple[str, ...]] = ()
+    tied_to_word_embeddings: ClassVar[bool] = False
+    always_predicted: ClassVar[bool] = False
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        """Refuse labels of the wrong shape, dtype or values, naming the label."""
+        raise NotImplementedError
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def initialize(self, config: LxmertSConfig) -> None:
+        """Set the parameters that transformers' default initialisation (of Linear, Embedding, LayerNorm)
+        does not; `LxmertSPreTrainedModel._init_weights` calls it."""
+
+    def predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
+        return {}
+
+    def resize_vocabulary(
+        self, size: int, resize_linear: Callable[[nn.Linear, int], nn.Linear], mean_resizing: bool
+    ) -> None:
+        """Resize the vocabulary-sized parameters to `size` entries: `resize_linear` resizes a Linear's
+        outputs as transformers resizes the output embeddings; `mean_resizing`, new entries get the mean of
+        the old ones (else 0), as transformers' `resize_token_embeddings`."""
+
+
+class RegionHead(PretrainingHead):
+    """A head over the regions. The released LXMERT-S code gates the transformed region outputs
+    with the pooled representation (`config.gate_region_heads`); LXMERT does not."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.gate = config.gate_region_heads
+
+    def region_states(self, features: EncoderFeatures, chosen: torch.Tensor | None = None) -> torch.Tensor:
+        """Transformed (and gated) region outputs: (B, R, H), or (N, H) at the `chosen` (B, R) regions
+        only, so that a decoder into 2,048 features runs where a loss needs it."""
+        regions = features.region_output[chosen] if chosen is not None else features.region_output
+        states = self.transform(regions)
+        if not self.gate:
+            return states
+        pooled = features.pooled_output.unsqueeze(1).expand_as(features.region_output)
+        return states * (pooled[chosen] if chosen is not None else pooled)
+
+
+def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A zero that stays in the graph, for a batch in which a task selected no position: every
+    parameter still receives a (zero) gradient, which data-parallel training needs."""
+    return tensor.sum() * 0.0
+
+
+class MaskedLanguageModelingHead(PretrainingHead):
+    """MLM (MSP paper §3): cross-entropy at the masked text positions.
+
+    In training, logits are computed for the masked positions only, never for batch x length x vocabulary
+    (`logits` of every position is for inference). The decoder weight is tied to the word embeddings.
+    """
+
+    label_names = ("mlm_labels",)
+    tied_to_word_embeddings = True
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def logits(self, language_output: torch.Tensor) -> torch.Tensor:
+        """(..., H) text outputs -> (..., vocab_size) word scores."""
+        return self.decoder(self.transform(language_output)) + self.bias
+
+    def initialize(self, config: LxmertSConfig) -> None:
+        init.zeros_(self.bias)
+
+    def predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
+        return {"prediction_logits": self.logits(features.language_output)}
+
+    def resize_vocabulary(
+        self, size: int, resize_linear: Callable[[nn.Linear, int], nn.Linear], mean_resizing: bool
+    ) -> None:
+        _resize_decoder_and_bias(self, size, resize_linear, mean_resizing)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.class_ids(
+            "mlm_labels",
+            labels["mlm_labels"],
+            checks.per_token,
+            len(self.bias),
+            "vocabulary",
+            ignore_index=True,
+        )
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        mlm_labels = labels["mlm_labels"]
+        chosen = mlm_labels != IGNORE_INDEX
+        logits = self.logits(features.language_output[chosen])
+        if logits.shape[0] == 0:
+            return _zero_loss_like(logits)
+        return F.cross_entropy(logits.float(), mlm_labels[chosen])
+
+
+def reconstructor_key_mask(
+    attention_mask: torch.Tensor, corruption_rate: float = 0.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of the 2L pass states the reconstructor's query at each position reads, as in the FLM code.
+
+    Returns the (B, L, 2L) key mask and `reconstructable` (B, L). The query of word i (position >= 1) reads
+    the left-to-right states of words 1..i-1 and the right-to-left states of positions i+1.. (padding and the
+    [CLS] states, which saw every word, left out), so word i appears in none of its keys. Other rows ([CLS],
+    padding, and a word with nothing around it, as the only token after [CLS]) read every real token: they are
+    not reconstructed (`reconstructable` is False) and exist only because the batch is rectangular.
+
+    Corruption (FLM's span corruption, with rate r): a word with n keys hides k ~ Binomial(n, p) more of them,
+    p = clip((r (n + 1) - 1) / n, 0, 1), so that on average a fraction r of its n + 1 tokens (itself included)
+    is corrupted; k is cut to n - 1 so that one key always stays. The span holds the k positions nearest to i,
+    half on each side (an odd k puts its extra position on a random side) and less where it meets an end.
+    """
+    valid = attention_mask.bool()
+    batch, length = valid.shape
+    position = torch.arange(length, device=valid.device)
+    query, key = position[:, None], position[None, :]
+    keys = valid[:, None, :] & (key > 0)
+    before = keys & (key < query)
+    after = keys & (key > query)
+    count = before.sum(-1) + after.sum(-1)
+    reconstructable = valid & (position > 0) & (count > 0)
+    if corruption_rate > 0:
+        draws = torch.rand((batch, length, length), generator=generator, device=valid.device)
+        rate = ((corruption_rate * (count + 1) - 1) / count.clamp(min=1)).clamp(0, 1)
+        hidden = ((draws < rate[..., None]) & (key < count[..., None])).sum(-1)
+        hidden = torch.minimum(hidden, (count - 1).clamp(min=0))
+        coin = torch.rand((batch, length), generator=generator, device=valid.device) < 0.5
+        left = hidden // 2 + (coin & (hidden % 2 == 1)).long()
+        before = before & (key < query - left[..., None])
+        after = after & (key > query + (hidden - left)[..., None])
+    every = valid[:, None, :].expand(batch, length, length)
+    row = reconstructable[..., None]
+    key_mask = torch.cat([torch.where(row, before, every), torch.where(row, after, every)], dim=-1)
+    return key_mask, reconstructable
+
+
+class FreeLanguageModelingHead(PretrainingHead):
+    """FLM (Wang et al., "Accelerating Vision-Language Pretraining with Free Language Modeling", CVPR 2023):
+    every word is a target (a 100% prediction rate, against MLM's 15%).
+
+    The encoder's two unidirectional passes (`LxmertSModel.unidirectional_passes`) give, for each word, a
+    context that has not seen it; the reconstructor (`LxmertSReconstructor`) rebuilds each word from the
+    left-to-right states before it and the right-to-left states after it (`reconstructor_key_mask`), and a
+    vocabulary head tied to the word embeddings predicts it. Loss: cross-entropy over every target of
+    `flm_labels` (the collator marks every word; [CLS], [SEP], padding and other special tokens are -100).
+    With `config.flm_directional_losses`, the FLM code's auxiliary losses are added: the left-to-right state
+    of word i predicts word i + 1 and the right-to-left state predicts word i - 1; the loss is then the mean
+    of the three cross-entropies (the code's weighting with both weights 1). Span corruption
+    (`config.flm_corruption_rate`) applies in training only, like dropout.
+    """
+
+    label_names = ("flm_labels",)
+    tied_to_word_embeddings = True
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.reconstructor = LxmertSReconstructor(config)
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.corruption_rate = config.flm_corruption_rate
+        self.directional_losses = config.flm_directional_losses
+
+    def initialize(self, config: LxmertSConfig) -> None:
+        init.zeros_(self.bias)
+
+    def resize_vocabulary(
+        self, size: int, resize_linear: Callable[[nn.Linear, int], nn.Linear], mean_resizing: bool
+    ) -> None:
+        _resize_decoder_and_bias(self, size, resize_linear, mean_resizing)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.class_ids(
+            "flm_labels",
+            labels["flm_labels"],
+            checks.per_token,
+            len(self.bias),
+            "vocabulary",
+            ignore_index=True,
+        )
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        flm_labels = labels["flm_labels"]
+        key_mask, reconstructable = reconstructor_key_mask(
+            features.attention_mask, self.corruption_rate if self.training else 0.0
+        )
+        reconstructed = self.reconstructor(
+            features.position_embeddings, features.unidirectional_states, key_mask
+        )
+        # (states, where to predict, words to predict) of each loss
+        predictions = [(reconstructed, reconstructable & (flm_labels != IGNORE_INDEX), flm_labels)]
+        if self.directional_losses:
+            left_to_right, right_to_left = features.unidirectional_states[-1].chunk(2, dim=1)
+            # a word's state has read one side only; the [CLS] and padding rows read every word
+            one_sided = features.attention_mask.bool().clone()
+            one_sided[:, 0] = False
+            next_words = F.pad(flm_labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+            previous_words = F.pad(flm_labels[:, :-1], (1, 0), value=IGNORE_INDEX)
+            predictions.append((left_to_right, one_sided & (next_words != IGNORE_INDEX), next_words))
+            predictions.append((right_to_left, one_sided & (previous_words != IGNORE_INDEX), previous_words))
+        # one decoder call for all of them: the vocabulary projection is the head's largest matmul
+        states = torch.cat([source[where] for source, where, _ in predictions])
+        logits = self.decoder(self.transform(states)) + self.bias
+        if logits.shape[0] == 0:
+            return _zero_loss_like(logits)
+        counts = [int(where.sum()) for _, where, _ in predictions]
+        losses = []
+        for part, (_, where, words) in zip(logits.split(counts), predictions, strict=True):
+            if part.shape[0] > 0:
+                losses.append(F.cross_entropy(part.float(), words[where]))
+        return torch.stack(losses).mean()
+
+
+class ImageTextMatchingHead(PretrainingHead):
+    """ITM (LXMERT) and ITM_HS (§3.3, eq. 3): match / mismatch from the pooled representation. The two tasks
+    differ only in their data (random negatives, or hard ones, images similar to the text's), so they train
+    this one module, `heads.itm`.
+
+    Two logits with cross-entropy, as LXMERT: this equals eq. 3's binary cross-entropy with the match
+    score s = softmax(logits)[1], and keeps LXMERT's `seq_relationship` weights importable. A row labelled
+    -100 is no target, as in MLM; a batch without any target gives a zero loss in the graph (not the NaN of
+    an empty mean).
+    """
+
+    label_names = ("itm_labels",)
+    always_predicted = True  # (B, 2): the score the held-out ITM accuracy and retrieval read
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.classifier = nn.Linear(config.hidden_size, 2)
+
+    def logits(self, pooled_output: torch.Tensor) -> torch.Tensor:
+        return self.classifier(pooled_output)
+
+    def predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
+        return {"itm_logits": self.logits(features.pooled_output)}
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.class_ids(
+            "itm_labels", labels["itm_labels"], checks.per_row, 2, "0 mismatch, 1 match", ignore_index=True
+        )
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        itm_labels = labels["itm_labels"]
+        # the mean over the rows with a target, without a host sync
+        summed = F.cross_entropy(self.logits(features.pooled_output).float(), itm_labels, reduction="sum")
+        return summed / (itm_labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
+class MinedImageTextMatchingHead(ImageTextMatchingHead):
+    """ITM_VSC: ITM whose negatives are mined in the batch from the VSC similarities (MVP, ALBEF): the batch
+    holds matched pairs only, and `LxmertSForPreTraining` encodes one negative pair per row, half a text with
+    an image sampled in proportion to softmax(similarity) (a hard image), half an image with a hard text.
+    Cross-entropy over the B matched and B negative pairs. The same module as ITM, `heads.itm`."""
+
+    label_names = ("itm_labels", "image_ids")
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        super().check_labels(labels, checks)
+        checks.require(
+            labels["itm_labels"] == 1,
+            "itm_labels: itm_vsc mines its own negatives, so every row must be a matched pair (1)",
+        )
+        checks.row_ids("image_ids", labels["image_ids"])
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        matched = labels["itm_labels"]
+        negative = features.negative.pooled_output
+        logits = self.logits(torch.cat([features.pooled_output, negative]))
+        targets = torch.cat([matched, matched.new_zeros(len(negative))])
+        return F.cross_entropy(logits.float(), targets)
+
+
+class VisualSemanticContrastiveHead(PretrainingHead):
+    """VSC (MVP's visual-semantic contrastive loss, as CLIP): symmetric InfoNCE between text and image
+    embeddings computed without cross-modal attention, with a learned temperature.
+
+    LXMERT-S has no single-modality encoders, so the embeddings are the mean of the text's token embeddings
+    and the mean of the regions' feature embeddings (the inputs of the first cross-modality layer), each
+    projected and L2-normalised: no extra pass, and any text compares with any image, so retrieval ranks all
+    pairs with one matrix product (docs/results.md compares this with a pass through the layers).
+    `vsc_labels` (B,) name each text's image and `image_ids` (B,) the image fed in each row (store rows, say):
+    text i and image j are a positive pair when they are equal, so a batch may repeat an image or hold
+    mismatched rows. Each direction averages, over the rows that have a positive, -log of the softmax mass on
+    the positives.
+    """
+
+    label_names = ("vsc_labels", "image_ids")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        dim = config.contrastive_dim or config.hidden_size
+        self.text_projection = nn.Linear(config.hidden_size, dim)
+        self.image_projection = nn.Linear(config.hidden_size, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.contrastive_temperature)))
+
+    def initialize(self, config: LxmertSConfig) -> None:
+        init.constant_(self.logit_scale, math.log(1 / config.contrastive_temperature))
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.row_ids("vsc_labels", labels["vsc_labels"])
+        checks.row_ids("image_ids", labels["image_ids"])
+
+    def text_embeds(self, text_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_projection(_masked_mean(text_embeddings, attention_mask)), dim=-1)
+
+    def image_embeds(
+        self, region_embeddings: torch.Tensor, visual_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return F.normalize(
+            self.image_projection(_masked_mean(region_embeddings, visual_attention_mask)), dim=-1
+        )
+
+    def scale(self) -> torch.Tensor:
+        """1 / temperature: what turns a cosine similarity of the embeddings into a logit. CLIP's clamp: a
+        temperature below 1/100 makes the softmax one-hot and the gradients vanish."""
+        return self.logit_scale.exp().clamp(max=100)
+
+    def similarity(self, features: EncoderFeatures) -> torch.Tensor:
+        """(B, B) scaled similarity of text i and image j of the batch."""
+        text = self.text_embeds(features.text_embeddings, features.attention_mask)
+        image = self.image_embeds(features.region_embeddings, features.visual_attention_mask)
+        return self.scale() * text.float() @ image.float().T
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.similarity(features)
+        positive = labels["vsc_labels"][:, None] == labels["image_ids"][None, :]
+        return (_multi_positive_nce(logits, positive) + _multi_positive_nce(logits.T, positive.T)) / 2
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(states.dtype)[..., None]
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows with a positive of -log(softmax mass on the row's positives)."""
+    has_positive = positive.any(1)
+    if not bool(has_positive.any()):
+        return _zero_loss_like(logits)
+    log_probabilities = logits.log_softmax(1)
+    on_positives = torch.logsumexp(log_probabilities.masked_fill(~positive, float("-inf")), 1)
+    return -on_positives[has_positive].mean()
+
+
+class PhraseGroundingHead(PretrainingHead):
+    """WPG (MVP's weakly-supervised phrase grounding): a word that names a concept (`wpg_concept_mask`, words
+    of the detector's object and attribute names) should find a better match among its own image's regions
+    than among a negative image's. Score of a word in a pair: the maximum over regions of the cosine
+    similarity of its cross-modal output with the region outputs; hinge max(0, margin - score with its image +
+    score with the negative image), averaged over the concept words of the negative pairs
+    `LxmertSForPreTraining` encodes in the batch (the same text with another image, so the two scores differ
+    only by the image)."""
+
+    label_names = ("wpg_concept_mask", "image_ids")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.margin = config.grounding_margin
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.mask("wpg_concept_mask", labels["wpg_concept_mask"], checks.per_token)
+        checks.row_ids("image_ids", labels["image_ids"])
+
+    @staticmethod
+    def word_scores(features: EncoderFeatures) -> torch.Tensor:
+        """(B, L) each word's best cosine similarity with a region of its pair's image."""
+        similarity = word_region_similarity(
+            features.language_output, features.region_output, features.visual_attention_mask
+        )
+        return similarity.max(-1).values
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        text_index, _ = features.negative_pairs
+        matched = self.word_scores(features).float()[text_index]
+        negative = self.word_scores(features.negative).float()
+        concept = labels["wpg_concept_mask"].bool()[text_index] & features.attention_mask.bool()[text_index]
+        hinge = F.relu(self.margin - matched + negative)
+        if not bool(concept.any()):
+            return _zero_loss_like(hinge)
+        return hinge[concept].mean()
+
+
+class RegionFeatureRegressionHead(RegionHead):
+    """MRFR (LXMERT): smooth-L1 to the original RoI feature, averaged over its dimensions, kept at
+    masked regions, averaged over batch x regions, times `visual_loss_normalizer` (~1/0.15)."""
+
+    label_names = ("mrfr_labels", "region_mask")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.decoder = nn.Linear(config.hidden_size, config.visual_feat_dim)
+        self.normalizer = config.visual_loss_normalizer
+
+    def predict(self, features: EncoderFeatures, chosen: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted RoI features (B, R, F), or (N, F) at the `chosen` (B, R) regions only."""
+        return self.decoder(self.region_states(features, chosen))
+
+    def predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
+        return {"region_feature_predictions": self.predict(features)}
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        features = checks.per_region.then(self.decoder.out_features, "visual_feat_dim")
+        checks.features("mrfr_labels", labels["mrfr_labels"], features)
+        checks.mask("region_mask", labels["region_mask"], checks.per_region)
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        masked = labels["region_mask"].bool()
+        predicted = self.predict(features, masked).float()
+        per_region = F.smooth_l1_loss(
+            predicted, labels["mrfr_labels"][masked].float(), reduction="none"
+        ).mean(-1)
+        # unmasked regions contribute zeros to LXMERT's mean over batch x regions
+        return per_region.sum() / masked.numel() * self.normalizer
+
+
+class MaskedObjectClassificationHead(RegionHead):
+    """MOC: the detector's object (1,600) and attribute (400) class of each region.
+
+    As LXMERT and the LXMERT-S code: cross-entropy on every region weighted by the detector's
+    confidence, averaged over batch x regions, times `visual_loss_normalizer`; object and attribute
+    losses are summed. With `config.moc_masked_regions_only` the weights are also multiplied by
+    `region_mask` (the paper's "masked object" wording).
+    """
+
+    label_names = (
+        "moc_object_labels",
+        "moc_object_confidences",
+        "moc_attribute_labels",
+        "moc_attribute_confidences",
+    )
+    optional_label_names = ("region_mask",)  # with moc_masked_regions_only
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.object_decoder = nn.Linear(config.hidden_size, config.num_object_labels)
+        self.attribute_decoder = nn.Linear(config.hidden_size, config.num_attr_labels)
+        self.normalizer = config.visual_loss_normalizer
+        self.masked_regions_only = config.moc_masked_regions_only
+
+    def _weighted_loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        per_region = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        return (per_region * weights.flatten()).mean() * self.normalizer
+
+    def logits(self, features: EncoderFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """Object (B, R, num_object_labels) and attribute (B, R, num_attr_labels) scores of every region."""
+        states = self.region_states(features)
+        return self.object_decoder(states), self.attribute_decoder(states)
+
+    def predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
+        object_logits, attribute_logits = self.logits(features)
+        return {"object_logits": object_logits, "attribute_logits": attribute_logits}
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        for kind, decoder in (("object", self.object_decoder), ("attribute", self.attribute_decoder)):
+            checks.class_ids(
+                f"moc_{kind}_labels",
+                labels[f"moc_{kind}_labels"],
+                checks.per_region,
+                decoder.out_features,
+                f"the detector's {kind} classes",
+            )
+            confidences = labels[f"moc_{kind}_confidences"]
+            checks.scores(f"moc_{kind}_confidences", confidences, checks.per_region, "detector confidences")
+        if self.masked_regions_only:
+            if "region_mask" not in labels:
+                raise ValueError("moc_masked_regions_only=True needs `region_mask` in the batch")
+            checks.mask("region_mask", labels["region_mask"], checks.per_region)
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        object_logits, attribute_logits = self.logits(features)
+        object_weights = labels["moc_object_confidences"].float()
+        attribute_weights = labels["moc_attribute_confidences"].float()
+        if self.masked_regions_only:
+            masked = labels["region_mask"].float()
+            object_weights, attribute_weights = object_weights * masked, attribute_weights * masked
+        object_loss = self._weighted_loss(object_logits, labels["moc_object_labels"], object_weights)
+        attribute_loss = self._weighted_loss(
+            attribute_logits, labels["moc_attribute_labels"], attribute_weights
+        )
+        return object_loss + attribute_loss
+
+
+class ImageFeatureShuffleHead(RegionHead):
+    """IFRS (§3.1, eq. 1): at the positions of shuffled triplets, project the output to the RoI
+    dimension and regress the ORIGINAL feature of that position with the squared L2 distance
+    (summed over dimensions as in eq. 1), averaged over the shuffled positions."""
+
+    label_names = ("ifrs_labels", "ifrs_mask")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__(config)
+        self.decoder = nn.Linear(config.hidden_size, config.visual_feat_dim)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        features = checks.per_region.then(self.decoder.out_features, "visual_feat_dim")
+        checks.features("ifrs_labels", labels["ifrs_labels"], features)
+        checks.mask("ifrs_mask", labels["ifrs_mask"], checks.per_region)
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        shuffled = labels["ifrs_mask"].bool()
+        predicted = self.decoder(self.region_states(features, shuffled)).float()
+        if predicted.shape[0] == 0:
+            return _zero_loss_like(predicted)
+        return (predicted - labels["ifrs_labels"][shuffled].float()).pow(2).sum(-1).mean()
+
+
+class TopicHead(PretrainingHead):
+    """TITP / TITS (§3.2 eq. 2, §3.3 eq. 4): predict the topic, (text tokens) ∩ (detected labels),
+    as a multi-hot over the vocabulary from the pooled representation; binary cross-entropy averaged
+    over batch x vocabulary. Layers as the released code: Linear -> GELU -> LayerNorm(vocab)."""
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.vocab_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.vocab_size, eps=config.layer_norm_eps)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        name = self.label_names[0]
+        topics = checks.per_row.then(self.dense.out_features, "vocab_size")
+        checks.scores(name, labels[name], topics, "multi-hot topic targets")
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.LayerNorm(self.act(self.dense(features.pooled_output)))
+        return F.binary_cross_entropy_with_logits(logits.float(), labels[self.label_names[0]].float())
+
+    def resize_vocabulary(
+        self, size: int, resize_linear: Callable[[nn.Linear, int], nn.Linear], mean_resizing: bool
+    ) -> None:
+        if self.dense.out_features == size:
+            return
+        self.dense = resize_linear(self.dense, size)
+        norm = nn.LayerNorm(size, eps=self.LayerNorm.eps)
+        norm.weight = _resized_vector(self.LayerNorm.weight, size, 1.0)
+        norm.bias = _resized_vector(self.LayerNorm.bias, size, 0.0)
+        self.LayerNorm = norm
+
+
+class PhraseTopicHead(TopicHead):
+    label_names = ("titp_labels",)
+
+
+class SentenceTopicHead(TopicHead):
+    label_names = ("tits_labels",)
+
+
+def _resize_decoder_and_bias(
+    head: MaskedLanguageModelingHead | FreeLanguageModelingHead,
+    size: int,
+    resize_linear: Callable[[nn.Linear, int], nn.Linear],
+    mean_resizing: bool,
+) -> None:
+    # the same decoder when its size is right already (as the output embeddings' is)
+    head.decoder = resize_linear(head.decoder, size)
+    if len(head.bias) != size:
+        head.bias = _resized_vector(head.bias, size, head.bias.detach().mean() if mean_resizing else 0.0)
+
+
+def _resized_vector(vector: torch.Tensor, size: int, fill: float | torch.Tensor) -> nn.Parameter:
+    """A vocabulary-sized vector cut or extended to `size`, its new entries `fill`."""
+    resized = vector.detach().new_empty(size)
+    kept = min(size, len(vector))
+    resized[:kept] = vector.detach()[:kept]
+    resized[kept:] = fill
+    return nn.Parameter(resized, requires_grad=vector.requires_grad)
+
+
+# The task registry: a pre-training task is its head (loss), its collator piece (inputs and labels,
+# `pretraining_pieces.py`) and one line below. Nothing else in the model or the collators names a task.
+
+# The extra encoder passes a head may read (`EncoderFeatures`), in the order `LxmertSForPreTraining` runs
+# them: each draws dropout noise, so a fixed order keeps a seeded run reproducible.
+ENCODER_PASSES = ("contrastive", "negative_pairs", "unidirectional")
+
+
+@dataclass(frozen=True)
+class PretrainingTask:
+    """One pre-training task.
+
+    head: the head class (its loss and the labels it reads). piece: the collator piece that adds those labels
+    to a `PretrainingBatch`. module: the key under `heads.` when several tasks train one module (ITM on
+    random, hard or mined negatives); the task's name otherwise. passes: the extra encoder passes its head
+    reads (`ENCODER_PASSES`). requires: tasks it cannot go without, each with the reason. pairs: "matched"
+    when the model builds its negatives in the batch, so every row must be fed its own image; "mismatched"
+    when its piece feeds other images. needs: what its piece needs from the stage beyond the store and the
+    tokenizer ("object_vocab": the detector's class names; "hard_negatives": the store's look-alike table).
+    negatives: how the task draws ITM negatives, in words for the run's log (format fields: `images`, the
+    corpus's image count; `hard_negatives`, the table's file; `without`, store images with no look-alike).
+    """
+
+    name: str
+    head: type[PretrainingHead]
+    piece: Callable[[PretrainingBatch], None]
+    module: str | None = None
+    passes: frozenset[str] = frozenset()
+    requires: Mapping[str, str] | None = None
+    pairs: Literal["matched", "mismatched"] | None = None
+    needs: frozenset[str] = frozenset()
+    negatives: str | None = None
+
+    @property
+    def module_name(self) -> str:
+        return self.module or self.name
+
+
+# In the order their collator pieces run in a batch: the pieces that choose each row's image first (the store
+# is read once, for the images fed), topic targets on the text as written, regions shuffled before they are
+# masked, and MLM, which masks the text, last.
+PRETRAINING_TASKS: dict[str, PretrainingTask] = {
+    task.name: task
+    for task in (
+        PretrainingTask(
+            "itm",
+            ImageTextMatchingHead,
+            random_negatives_piece,
+            pairs="mismatched",
+            negatives="random among the corpus's {images:,} images (itm)",
+        ),
+        PretrainingTask(
+            "itm_hs",
+            ImageTextMatchingHead,
+            hard_negatives_piece,
+            module="itm",
+            pairs="mismatched",
+            needs=frozenset({"hard_negatives"}),
+            negatives="hard: each image's most similar images from {hard_negatives} among the corpus's "
+            "{images:,} images (itm_hs; {without:,} store images have none there and draw at random)",
+        ),
+        PretrainingTask(
+            "itm_vsc",
+            MinedImageTextMatchingHead,
+            matched_pairs_piece,
+            module="itm",
+            passes=frozenset({"contrastive", "negative_pairs"}),
+            requires={"vsc": "mines its negatives from the VSC similarities"},
+            pairs="matched",
+            negatives="mined in each batch from the VSC similarities (itm_vsc)",
+        ),
+        PretrainingTask(
+            "vsc", VisualSemanticContrastiveHead, contrastive_piece, passes=frozenset({"contrastive"})
+        ),
+        PretrainingTask("titp", PhraseTopicHead, phrase_topic_piece, needs=frozenset({"object_vocab"})),
+        PretrainingTask("tits", SentenceTopicHead, sentence_topic_piece, needs=frozenset({"object_vocab"})),
+        PretrainingTask("ifrs", ImageFeatureShuffleHead, shuffle_piece),
+        PretrainingTask("mrfr", RegionFeatureRegressionHead, region_regression_piece),
+        PretrainingTask("moc", MaskedObjectClassificationHead, object_classification_piece),
+        PretrainingTask(
+            "flm",
+            FreeLanguageModelingHead,
+            free_language_modeling_piece,
+            passes=frozenset({"unidirectional"}),
+        ),
+        PretrainingTask(
+            "wpg",
+            PhraseGroundingHead,
+            grounding_piece,
+            passes=frozenset({"negative_pairs"}),
+            pairs="matched",
+            needs=frozenset({"object_vocab"}),
+        ),
+        PretrainingTask("mlm", MaskedLanguageModelingHead, masked_language_modeling_piece),
+    )
+}
+
+
+def check_pretraining_tasks(
+    tasks: Iterable[str], loss_weights: Mapping[str, float] | None = None, name: str = "pretraining_tasks"
+) -> None:
+    """Refuse a list of tasks that no model or stage can train, naming the tasks at fault: unknown or repeated
+    names, two tasks of one head module, a missing required task, and tasks that need matched pairs beside
+    tasks that mismatch them. `loss_weights` may name known tasks only. `name`: the list's name in errors."""
+    tasks = list(tasks)
+    known = list(PRETRAINING_TASKS)
+    unknown = [task for task in tasks if task not in PRETRAINING_TASKS]
+    if unknown:
+        raise ValueError(f"{name}: unknown {unknown}; known tasks are {known}")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"{name} lists a task twice: {tasks}")
+    by_module: dict[str, list[str]] = {}
+    for task in tasks:
+        by_module.setdefault(PRETRAINING_TASKS[task].module_name, []).append(task)
+    for module, sharing in by_module.items():
+        if len(sharing) > 1:
+            raise ValueError(
+                f"{name}: {sharing} train the same head (heads.{module}) on different negatives; list one "
+                "of them"
+            )
+    for task in tasks:
+        for required, reason in (PRETRAINING_TASKS[task].requires or {}).items():
+            if required not in tasks:
+                raise ValueError(f"{name}: {task!r} {reason}: add {required!r}")
+    matched = [task for task in tasks if PRETRAINING_TASKS[task].pairs == "matched"]
+    mismatched = [task for task in tasks if PRETRAINING_TASKS[task].pairs == "mismatched"]
+    if matched and mismatched:
+        raise ValueError(
+            f"{name}: {matched} build their negatives in the batch and need every row to be a matched pair, "
+            f"but {mismatched} feed mismatched images; train ITM as 'itm_vsc' beside them"
+        )
+    stray = [task for task in loss_weights or {} if task not in PRETRAINING_TASKS]
+    if stray:
+        raise ValueError(f"loss_weights: unknown tasks {stray}; known tasks are {known}")
+
+
+def tasks_need(tasks: Iterable[str], need: str) -> bool:
+    """Whether any of `tasks` needs `need` from the stage (`PretrainingTask.needs`)."""
+    return any(need in PRETRAINING_TASKS[task].needs for task in tasks)
+
+
+def label_tasks() -> dict[str, tuple[str, ...]]:
+    """Each label name and the tasks whose heads read it."""
+    tasks: dict[str, tuple[str, ...]] = {}
+    for task in PRETRAINING_TASKS.values():
+        for name in (*task.head.label_names, *task.head.optional_label_names):
+            tasks[name] = (*tasks.get(name, ()), task.name)
+    return tasks
+
+
 def head_of(key: str) -> str | None:
     """The head module a parameter name belongs to ("heads.mlm", "answer_head", "classifier"); None for the
     encoder. Every LXMERT-S model keeps its heads under these names."""
@@ -599,12 +1401,10 @@ class LxmertSPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, (MaskedLanguageModelingHead, FreeLanguageModelingHead)):
-            init.zeros_(module.bias)
+        if isinstance(module, PretrainingHead):
+            module.initialize(self.config)
         elif isinstance(module, LxmertSReconstructor):
             init.normal_(module.mask_embedding, mean=0.0, std=self.config.initializer_range)
-        elif isinstance(module, VisualSemanticContrastiveHead):
-            init.constant_(module.logit_scale, math.log(1 / self.config.contrastive_temperature))
         elif isinstance(module, LxmertSVisualFeatureEncoder) and module.visual_cls_feature is not None:
             init.normal_(module.visual_cls_feature, mean=0.0, std=self.config.initializer_range)
             # not saved, so from_pretrained (which builds on the meta device) must set it here
@@ -941,25 +1741,42 @@ class LxmertSContrastiveFeatures:
         return self.heads["vsc"]
 
 
+@dataclass
+class EncoderInputs:
+    """What the extra encoder passes of `LxmertSForPreTraining` read: the batch's text and image inputs
+    (padding masks filled in), its labels and the main pass's outputs."""
+
+    text: dict[str, torch.Tensor | None]
+    image: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    encoded: LxmertSModelOutput
+
+
 class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
     """LXMERT-S with the MSP pre-training heads that `config.pretraining_tasks` names.
 
-    Task labels are keyword arguments named as in each head's `label_names` (see
-    `pretraining_heads.py`); a task whose primary label is absent contributes nothing. Without labels (or
-    with `output_predictions=True`) the output carries the heads' predictions at every position.
+    Each task is built from `PRETRAINING_TASKS`: its head under `heads.<module_name>`. Task labels are keyword
+    arguments named as in each head's `label_names`; a task whose primary label is absent contributes nothing.
+    The forward pass runs the encoder, then the extra passes the active tasks read (`ENCODER_PASSES`), then
+    each active task's head. Without labels (or with `output_predictions=True`) the output carries the heads'
+    predictions at every position.
     """
 
     def __init__(self, config: LxmertSConfig):
         super().__init__(config)
+        check_pretraining_tasks(config.pretraining_tasks, config.loss_weights)
         self.lxmert = LxmertSModel(config)
         self.heads = nn.ModuleDict(
-            {head_module_name(task): HEADS[task](config) for task in config.pretraining_tasks}
+            {
+                PRETRAINING_TASKS[task].module_name: PRETRAINING_TASKS[task].head(config)
+                for task in config.pretraining_tasks
+            }
         )
-        # The ties exist only where the MLM / FLM heads do, so the mapping is per instance.
+        # Ties exist only where a head has a word decoder, so the mapping is per instance.
         self._tied_weights_keys = {
-            f"heads.{task}.decoder.weight": "lxmert.embeddings.word_embeddings.weight"
-            for task in ("mlm", "flm")
-            if task in self.heads
+            f"heads.{name}.decoder.weight": "lxmert.embeddings.word_embeddings.weight"
+            for name, head in self.heads.items()
+            if head.tied_to_word_embeddings
         }
         self.post_init()
 
@@ -970,8 +1787,8 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
         self.lxmert.set_input_embeddings(value)
 
     def _vocabulary_head(self) -> str | None:
-        """The head whose decoder is the output embeddings: MLM's, else FLM's."""
-        return next((task for task in ("mlm", "flm") if task in self.heads), None)
+        """The head whose decoder is the output embeddings: the first with a tied word decoder."""
+        return next((name for name, head in self.heads.items() if head.tied_to_word_embeddings), None)
 
     def get_output_embeddings(self) -> nn.Linear | None:
         task = self._vocabulary_head()
@@ -983,23 +1800,15 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
     def _resize_token_embeddings(
         self, new_num_tokens: int | None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
     ) -> nn.Embedding:
-        """transformers resizes the word embeddings and the output embeddings; this resizes every other
-        vocabulary-sized parameter: the other decoder, the MLM and FLM biases and the TITP / TITS layers."""
+        """transformers resizes the word embeddings and the output embeddings; each head resizes its other
+        vocabulary-sized parameters (`PretrainingHead.resize_vocabulary`)."""
         embeddings = super()._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
-        size = embeddings.num_embeddings
+
+        def resize_linear(linear: nn.Linear, size: int) -> nn.Linear:
+            return self._get_resized_lm_head(linear, size, mean_resizing=mean_resizing)
+
         for head in self.heads.values():
-            if isinstance(head, (MaskedLanguageModelingHead, FreeLanguageModelingHead)):
-                # the same decoder when its size is right already (as the output embeddings' is)
-                head.decoder = self._get_resized_lm_head(head.decoder, size, mean_resizing=mean_resizing)
-                if len(head.bias) != size:
-                    fill = head.bias.detach().mean() if mean_resizing else 0.0
-                    head.bias = _resized_vector(head.bias, size, fill)
-            elif isinstance(head, TopicHead) and head.dense.out_features != size:
-                head.dense = self._get_resized_lm_head(head.dense, size, mean_resizing=mean_resizing)
-                norm = nn.LayerNorm(size, eps=head.LayerNorm.eps)
-                norm.weight = _resized_vector(head.LayerNorm.weight, size, 1.0)
-                norm.bias = _resized_vector(head.LayerNorm.bias, size, 0.0)
-                head.LayerNorm = norm
+            head.resize_vocabulary(embeddings.num_embeddings, resize_linear, mean_resizing)
         return embeddings
 
     def _features(
@@ -1058,17 +1867,18 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
 
     def _active_tasks(self, labels: dict[str, torch.Tensor]) -> list[str]:
         tasks = self.config.pretraining_tasks
+        readers = label_tasks()
         for name in labels:
-            if name not in LABEL_TASKS:
+            if name not in readers:
                 raise ValueError(f"unexpected argument '{name}': not a model input nor a task label")
-            if not any(task in tasks for task in LABEL_TASKS[name]):
+            if not any(task in tasks for task in readers[name]):
                 raise ValueError(
-                    f"'{name}' are labels for task(s) {list(LABEL_TASKS[name])}, "
+                    f"'{name}' are labels for task(s) {list(readers[name])}, "
                     f"which this model does not carry (config.pretraining_tasks={list(tasks)})"
                 )
         active = []
         for task in tasks:
-            label_names = HEADS[task].label_names
+            label_names = PRETRAINING_TASKS[task].head.label_names
             if label_names[0] not in labels:
                 continue
             missing = [name for name in label_names if name not in labels]
@@ -1076,6 +1886,9 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
                 raise ValueError(f"task '{task}' got '{label_names[0]}' but not {missing}")
             active.append(task)
         return active
+
+    def _head(self, task: str) -> PretrainingHead:
+        return self.heads[PRETRAINING_TASKS[task].module_name]
 
     def _check_labels(
         self,
@@ -1091,18 +1904,44 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             regions=visual_feats.shape[1],
         )
         for task in active:
-            self.heads[head_module_name(task)].check_labels(labels, checks)
+            self._head(task).check_labels(labels, checks)
 
-    def _predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
-        """The heads' predictions at every position, for inference (`LxmertSForPreTrainingOutput`)."""
-        predictions = {}
-        if "mlm" in self.heads:
-            predictions["prediction_logits"] = self.heads["mlm"].logits(features.language_output)
-        if "moc" in self.heads:
-            predictions["object_logits"], predictions["attribute_logits"] = self.heads["moc"].logits(features)
-        if "mrfr" in self.heads:
-            predictions["region_feature_predictions"] = self.heads["mrfr"].predict(features)
-        return predictions
+    def _contrastive_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
+        """VSC's uni-modal embeddings: the unmasked text's and the regions' (from the encoder's first hidden
+        states), before any cross-modal layer."""
+        features.text_embeddings = self._unmasked_text_embeddings(inputs.text, inputs.labels)
+        features.region_embeddings = inputs.encoded.vision_hidden_states[0][:, self._first_region :]
+
+    def _negative_pairs_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
+        """One negative pair per row, built in the batch (`_negative_pairs`), through the encoder."""
+        text_index, image_index = self._negative_pairs(features, inputs.labels["image_ids"])
+        negative = self.lxmert(
+            **{name: None if value is None else value[text_index] for name, value in inputs.text.items()},
+            **{name: value[image_index] for name, value in inputs.image.items()},
+            return_dict=True,
+        )
+        features.negative = self._features(
+            negative,
+            inputs.text["attention_mask"][text_index],
+            inputs.image["visual_attention_mask"][image_index],
+        )
+        features.negative_pairs = (text_index, image_index)
+
+    def _unidirectional_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
+        """FLM's two unidirectional passes over the unmasked text: `flm_labels` hold the original id of every
+        word and MLM masks words only, so putting them back undoes MLM's masking in a batch that trains
+        both."""
+        flm_labels = inputs.labels["flm_labels"]
+        text = inputs.text
+        passes = self.lxmert.unidirectional_passes(
+            input_ids=torch.where(flm_labels != IGNORE_INDEX, flm_labels, text["input_ids"]),
+            attention_mask=text["attention_mask"],
+            token_type_ids=text["token_type_ids"],
+            position_ids=text["position_ids"],
+            **inputs.image,
+        )
+        features.unidirectional_states = passes.hidden_states
+        features.position_embeddings = passes.position_embeddings
 
     def forward(
         self,
@@ -1123,82 +1962,46 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
         given; training leaves them out, as their vocabulary-sized scores cost memory)."""
         active = self._active_tasks(labels)
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        contrastive = bool({"vsc", "itm_vsc"} & set(active))
+        passes = {name for task in active for name in PRETRAINING_TASKS[task].passes}
         text = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
             "token_type_ids": token_type_ids,
             "position_ids": position_ids,
         }
-        visual_attention_mask = visual_mask_or_ones(visual_feats, visual_attention_mask)
         image = {
             "visual_feats": visual_feats,
             "visual_pos": visual_pos,
-            "visual_attention_mask": visual_attention_mask,
+            "visual_attention_mask": visual_mask_or_ones(visual_feats, visual_attention_mask),
         }
+        # the contrastive pass reads the region embeddings the encoder computes on its way in
+        read_embeddings = "contrastive" in passes
         encoded = self.lxmert(
             **text,
             **image,
-            output_hidden_states=output_hidden_states or contrastive,
+            output_hidden_states=output_hidden_states or read_embeddings,
             output_attentions=output_attentions,
             return_dict=True,
         )
         self._check_labels(active, labels, input_ids, visual_feats)
-        features = self._features(encoded, text["attention_mask"], visual_attention_mask)
-        if contrastive:
-            features.text_embeddings = self._unmasked_text_embeddings(text, labels)
-            features.region_embeddings = encoded.vision_hidden_states[0][:, self._first_region :]
-            if not output_hidden_states:
-                encoded.language_hidden_states = encoded.vision_hidden_states = None
-        if {"wpg", "itm_vsc"} & set(active):
-            text_index, image_index = self._negative_pairs(features, labels["image_ids"])
-            negative = self.lxmert(
-                **{name: None if value is None else value[text_index] for name, value in text.items()},
-                **{name: value[image_index] for name, value in image.items()},
-                return_dict=True,
-            )
-            features.negative = self._features(
-                negative, text["attention_mask"][text_index], visual_attention_mask[image_index]
-            )
-            features.negative_pairs = (text_index, image_index)
-        if "flm" in active:
-            flm_labels = labels["flm_labels"]
-            # FLM reads the unmasked text: `flm_labels` hold the original id of every word and MLM masks
-            # words only, so putting them back undoes MLM's masking in a batch that trains both.
-            passes = self.lxmert.unidirectional_passes(
-                input_ids=torch.where(flm_labels != IGNORE_INDEX, flm_labels, input_ids),
-                visual_feats=visual_feats,
-                visual_pos=visual_pos,
-                attention_mask=attention_mask,
-                visual_attention_mask=visual_attention_mask,
-                token_type_ids=token_type_ids,
-                position_ids=position_ids,
-            )
-            features.unidirectional_states = passes.hidden_states
-            features.position_embeddings = passes.position_embeddings
-        losses = {task: self.heads[head_module_name(task)](features, labels) for task in active} or None
+        features = self._features(encoded, text["attention_mask"], image["visual_attention_mask"])
+        inputs = EncoderInputs(text, image, labels, encoded)
+        for name in ENCODER_PASSES:
+            if name in passes:
+                getattr(self, f"_{name}_pass")(features, inputs)
+        if read_embeddings and not output_hidden_states:
+            encoded.language_hidden_states = encoded.vision_hidden_states = None
+        losses = {task: self._head(task)(features, labels) for task in active} or None
         loss = (
             sum(self.config.loss_weight(task) * value for task, value in losses.items()) if losses else None
         )
-        itm_logits = self.heads["itm"].logits(features.pooled_output) if "itm" in self.heads else None
         predict = not active if output_predictions is None else output_predictions
-        output = LxmertSForPreTrainingOutput(
-            loss=loss,
-            losses=losses,
-            itm_logits=itm_logits,
-            **(self._predictions(features) if predict else {}),
-            **encoded,
-        )
+        predictions = {}
+        for head in self.heads.values():
+            if predict or head.always_predicted:
+                predictions.update(head.predictions(features))
+        output = LxmertSForPreTrainingOutput(loss=loss, losses=losses, **predictions, **encoded)
         return output if return_dict else output.to_tuple()
-
-
-def _resized_vector(vector: torch.Tensor, size: int, fill: float | torch.Tensor) -> nn.Parameter:
-    """A vocabulary-sized vector cut or extended to `size`, its new entries `fill`."""
-    resized = vector.detach().new_empty(size)
-    kept = min(size, len(vector))
-    resized[:kept] = vector.detach()[:kept]
-    resized[kept:] = fill
-    return nn.Parameter(resized, requires_grad=vector.requires_grad)
 
 
 class LxmertSForQuestionAnswering(LxmertSPreTrainedModel):

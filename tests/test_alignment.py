@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from modeling_lxmert_s import LxmertSForPreTraining, LxmertSModel
 from modeling_lxmert_s.input_checks import LabelChecks
-from modeling_lxmert_s.pretraining_heads import (
+from modeling_lxmert_s.modeling_lxmert_s import (
     EncoderFeatures,
     MinedImageTextMatchingHead,
     PhraseGroundingHead,

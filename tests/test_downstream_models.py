@@ -265,7 +265,7 @@ def test_saved_task_models_load_through_the_auto_classes_without_the_package(tmp
         save_file(inputs, str(tmp_path / f"{task}_inputs.safetensors"))
         with torch.no_grad():
             expected[task] = model(**inputs).logits
-        for code in ("configuration_lxmert_s.py", "modeling_lxmert_s.py", "pretraining_heads.py"):
+        for code in ("configuration_lxmert_s.py", "modeling_lxmert_s.py", "pretraining_pieces.py"):
             assert (tmp_path / task / code).is_file(), (task, code)
 
     def auto_map(task: str) -> dict[str, str]:

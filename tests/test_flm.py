@@ -13,14 +13,17 @@ from tiny_curriculum import tiny_stages, write_tiny_curriculum
 from torch.nn import functional as F
 
 from lxmert_s_msp.data.collators import MSPCollator
-from lxmert_s_msp.data.pretraining_pieces import flm_targets, mask_tokens
 from lxmert_s_msp.data.store import write_store
 from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
 from lxmert_s_msp.training.curriculum import load_curriculum
 from lxmert_s_msp.training.pretraining import run_curriculum
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
-from modeling_lxmert_s.modeling_lxmert_s import LxmertSCrossModalityLayer, unidirectional_attention_mask
-from modeling_lxmert_s.pretraining_heads import reconstructor_key_mask
+from modeling_lxmert_s.modeling_lxmert_s import (
+    LxmertSCrossModalityLayer,
+    reconstructor_key_mask,
+    unidirectional_attention_mask,
+)
+from modeling_lxmert_s.pretraining_pieces import flm_targets, mask_tokens
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 # random_inputs: texts of 5, 8 and 7 tokens in a length of 8.

@@ -72,7 +72,7 @@ def test_saved_folder_loads_without_the_package(tmp_path):
     for code in (
         "configuration_lxmert_s.py",
         "modeling_lxmert_s.py",
-        "pretraining_heads.py",
+        "pretraining_pieces.py",
         "input_checks.py",
     ):
         assert (checkpoint / code).is_file(), code

@@ -19,7 +19,7 @@ from model_inputs import (
 )
 
 from modeling_lxmert_s import (
-    HEADS,
+    PRETRAINING_TASKS,
     LxmertSForImageTextRetrieval,
     LxmertSForPreTraining,
     LxmertSForQuestionAnswering,
@@ -34,7 +34,7 @@ def pretraining(tasks: list[str]) -> tuple[torch.nn.Module, dict[str, torch.Tens
     model = LxmertSForPreTraining(tiny_config(pretraining_tasks=tasks)).eval()
     inputs = random_inputs(model.config)
     labels = {**random_labels(model.config, inputs), **alignment_labels(inputs)}
-    names = {name for task in tasks for name in HEADS[task].label_names}
+    names = {name for task in tasks for name in PRETRAINING_TASKS[task].head.label_names}
     return model, {**inputs, **{name: labels[name] for name in names}}
 
 
@@ -337,7 +337,7 @@ def test_a_bad_input_gives_an_error_naming_it(case):
 
 def test_the_table_covers_every_model_and_each_label():
     assert {case.model for case in CASES} == set(MODELS)
-    labels = {name for head in HEADS.values() for name in head.label_names}
+    labels = {name for task in PRETRAINING_TASKS.values() for name in task.head.label_names}
     assert labels <= {case.argument for case in CASES}
 
 

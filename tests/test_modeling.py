@@ -12,7 +12,6 @@ from transformers import LxmertConfig, LxmertForPreTraining, LxmertModel
 from transformers.utils import logging as transformers_logging
 
 from modeling_lxmert_s import (
-    HEADS,
     PRETRAINING_TASKS,
     LxmertSConfig,
     LxmertSForPreTraining,
@@ -94,7 +93,7 @@ def test_converted_pretraining_heads_give_lxmert_pretraining_loss():
 
 
 def _label_names(tasks: list[str]) -> set[str]:
-    return {name for task in tasks for name in HEADS[task].label_names}
+    return {name for task in tasks for name in PRETRAINING_TASKS[task].head.label_names}
 
 
 def test_sdpa_and_eager_agree_in_the_reference_setting():
@@ -235,7 +234,7 @@ def test_decoders_run_only_at_chosen_positions(hand_setup, task, chosen):
     hook = model.heads[task].decoder.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
     inputs = random_inputs(config)
     with torch.no_grad():
-        model(**inputs, **{name: labels[name] for name in HEADS[task].label_names})
+        model(**inputs, **{name: labels[name] for name in PRETRAINING_TASKS[task].head.label_names})
     hook.remove()
     count = int((labels[chosen] != -100).sum()) if task == "mlm" else int(labels[chosen].sum())
     assert count == 3 and len(seen) == 1 and seen[0][0] == count
@@ -355,7 +354,7 @@ def test_each_heads_gradient_reaches_the_encoder(task):
     model = LxmertSForPreTraining(config).train()
     inputs = random_inputs(config)
     labels = {**random_labels(config, inputs), **alignment_labels(inputs)}
-    names = {name for head in config.pretraining_tasks for name in HEADS[head].label_names}
+    names = {name for head in config.pretraining_tasks for name in PRETRAINING_TASKS[head].head.label_names}
     model(**inputs, **{name: labels[name] for name in names}).loss.backward()
     reached = [model.lxmert.encoder.visn_fc.visn_fc.weight, model.lxmert.embeddings.word_embeddings.weight]
     if task != "vsc":  # VSC compares the embeddings themselves, before any cross-modality layer
@@ -421,19 +420,36 @@ def test_a_task_with_partial_labels_is_refused():
     ("settings", "message"),
     [
         ({"pooler_type": "product", "visual_cls_token": False}, "visual_cls_token"),
-        ({"pretraining_tasks": ["mlm", "nsp"]}, "unknown.*nsp"),
-        ({"pretraining_tasks": ["itm", "itm_hs"]}, "more than one of 'itm' .random negatives., 'itm_hs'"),
-        ({"pretraining_tasks": ["itm_vsc", "itm", "vsc"]}, "more than one of 'itm'"),
-        ({"pretraining_tasks": ["wpg", "itm_hs"]}, "'wpg' builds its negative images in the batch"),
-        ({"pretraining_tasks": ["itm_vsc"]}, "'itm_vsc' mines its negatives from the VSC similarities"),
         ({"alignment_temperature": 0.0}, "alignment_temperature"),
-        ({"loss_weights": {"mlmm": 2.0}}, "loss_weights.*mlmm"),
         ({"hidden_size": 15}, "multiple of"),
     ],
 )
 def test_config_refuses_impossible_settings(settings, message):
     with pytest.raises(Exception, match=message):
         tiny_config(**settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"pretraining_tasks": ["mlm", "nsp"]}, r"^pretraining_tasks: unknown \['nsp'\]"),
+        ({"pretraining_tasks": ["mlm", "mlm"]}, "lists a task twice"),
+        ({"pretraining_tasks": ["itm", "itm_hs"]}, r"\['itm', 'itm_hs'\] train the same head \(heads.itm\)"),
+        ({"pretraining_tasks": ["itm_vsc", "itm", "vsc"]}, r"\['itm_vsc', 'itm'\] train the same head"),
+        (
+            {"pretraining_tasks": ["wpg", "itm_hs"]},
+            r"\['wpg'\] build their negatives in the batch .*\['itm_hs'\]",
+        ),
+        (
+            {"pretraining_tasks": ["itm_vsc"]},
+            "'itm_vsc' mines its negatives from the VSC similarities: add 'vsc'",
+        ),
+        ({"loss_weights": {"mlmm": 2.0}}, r"loss_weights: unknown tasks \['mlmm'\]"),
+    ],
+)
+def test_the_pretraining_model_refuses_task_lists_no_stage_can_train(settings, message):
+    with pytest.raises(ValueError, match=message):
+        LxmertSForPreTraining(tiny_config(**settings))
 
 
 def test_hidden_states_and_attentions_are_returned_per_layer(caplog):

@@ -1,31 +1,11 @@
-"""The MSP stage collators: corpus rows -> model inputs + the labels of the stage's tasks.
+"""The MSP stage collator: corpus rows -> model inputs + the labels of the stage's tasks.
 
-One piece per task (MSP paper §3); a stage collator composes the pieces of its tasks:
-
-    task    piece                        labels it adds
-    itm     mismatch_images              itm_labels (random negatives)
-    itm_hs  mismatch_images              itm_labels (hard negatives, §3.3)
-    itm_vsc matched_pairs                itm_labels (all 1: the model mines negatives in the batch), image_ids
-    vsc     contrastive_targets          vsc_labels (each text's image), image_ids (each row's fed image)
-    wpg     concept_words                wpg_concept_mask (words naming a detector class), image_ids
-    titp    topic_targets                titp_labels (§3.2, eq. 2)
-    tits    topic_targets                tits_labels (§3.3, eq. 4)
-    ifrs    shuffle_triplets             ifrs_labels, ifrs_mask (§3.1, eq. 1)
-    mrfr    mask_regions                 region_mask, mrfr_labels
-    moc     mask_regions (the same mask) region_mask, moc_{object,attribute}_{labels,confidences}
-    flm     flm_targets                  flm_labels (every word, from the text before MLM masks it)
-    mlm     mask_tokens                  mlm_labels
-
-Within a batch the pieces run in that order: the fed image must be known before the store is read (one
-`store.read` per batch) and before any region target is taken from it; topic targets need the unmasked text;
-regions are shuffled before they are masked. IFRS moves features only, never boxes, so a slot is its box:
-every region target (`ifrs_labels`, `mrfr_labels`, `moc_*`) at slot p describes the detector's region p, the
-one whose box is fed at p. That is IFRS's target (the original feature of the slot), MRFR at a masked slot
-regresses the region its box shows, and MOC asks the class of that region, agreeing with IFRS where a shuffle
-put another feature there (the paper is silent on MRFR/MOC at shuffled slots).
-Every piece works on whole (B, L) / (B, R) tensors and draws from one `torch.Generator`, seeded by the
-collator's seed and each row's epoch and dataset index (`batch_generator`), so a batch is fixed exactly by
-what it holds and when: the same in a resumed run, in any DataLoader worker and on any process.
+`MSPCollator` reads the rows' text inputs and images, then runs the collator piece of each of the stage's
+tasks (`modeling_lxmert_s.PRETRAINING_TASKS`, whose entries pair each task's head with its piece, in the order
+the pieces run) on one `PretrainingBatch`; the store is read once per batch, for the images the rows are fed.
+Every piece draws from one `torch.Generator`, seeded by the collator's seed and each row's epoch and dataset
+index (`batch_generator`), so a batch is fixed exactly by what it holds and when: the same in a resumed run,
+in any DataLoader worker and on any process.
 """
 
 from __future__ import annotations
@@ -37,22 +17,17 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
-from lxmert_s_msp.data.pretraining_pieces import (
-    class_word_ids,
-    class_wordpieces,
-    concept_words,
-    contrastive_targets,
-    flm_targets,
-    mask_regions,
-    mask_tokens,
-    matched_pairs,
-    mismatch_images,
-    shuffle_triplets,
-    topic_targets,
+from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, FeatureStore, float32_tensor
+from modeling_lxmert_s import (
+    PRETRAINING_TASKS,
+    PieceSettings,
+    PretrainingBatch,
+    check_pretraining_tasks,
+    tasks_need,
 )
 from modeling_lxmert_s.processing_lxmert_s import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
-from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, FeatureStore, float32_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -60,25 +35,6 @@ logger = logging.getLogger(__name__)
 # the epoch and the row's index in the dataset, which seed its batch (`batch_generator`).
 EPOCH_FIELD = "epoch"
 INDEX_FIELD = "sample_index"
-# Tasks whose negatives the model builds in the batch from matched pairs (LxmertSForPreTraining encodes
-# negative pairs), so no row of theirs may be mismatched here.
-IN_BATCH_NEGATIVE_TASKS = ("itm_vsc", "wpg")
-
-# The registry: the piece each task calls (documentation above, validation of `tasks` below).
-TASK_PIECES = {
-    "itm": mismatch_images,
-    "itm_hs": mismatch_images,
-    "itm_vsc": matched_pairs,
-    "vsc": contrastive_targets,
-    "wpg": concept_words,
-    "titp": topic_targets,
-    "tits": topic_targets,
-    "ifrs": shuffle_triplets,
-    "mrfr": mask_regions,
-    "moc": mask_regions,
-    "flm": flm_targets,
-    "mlm": mask_tokens,
-}
 
 
 def count_truncated(texts: Sequence[str], processor: LxmertSProcessor, name: str) -> int:
@@ -241,17 +197,43 @@ def visual_inputs(store: FeatureStore, rows: np.ndarray, num_regions: int) -> di
     return {name: value.view(*rows.shape, *value.shape[1:]) for name, value in inputs.items()}
 
 
+def class_wordpieces(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """(C, K) WordPiece ids of each detector class name, -1 padded: the image side of the topic (§3.2).
+
+    A Visual Genome vocabulary line may list synonyms ("man,men"); the first names the class, as in LXMERT.
+    Special tokens ([UNK] for an unknown character) are left out: they carry no topic.
+    """
+    names = [name.split(",")[0].strip() for name in class_names]
+    encoded = tokenizer(names, add_special_tokens=False, padding=True, return_tensors="pt")
+    ids = encoded["input_ids"]
+    keep = encoded["attention_mask"].bool() & ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    return torch.where(keep, ids, -1)
+
+
+def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Ids of the words of detector class names (every synonym, every word of a multi-word name such as
+    "tennis racket") that are one WordPiece each: the "attribute or category information" the phrase stage's
+    MLM prefers (§3.2). A word split into several pieces is left out, as its pieces ("##et") also occur
+    inside unrelated words; on Visual Genome's 1,600 object and 400 attribute names, 1,332 of the 1,941
+    distinct names are one word of one piece (docs/benchmarks.md, "Text lengths")."""
+    words = sorted({word for name in class_names for synonym in name.split(",") for word in synonym.split()})
+    encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))
+
+
 class MSPCollator:
     """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
 
-    Stages (MSP paper §3.1–3.3): token `["mlm", "mrfr", "moc", "ifrs"]`, phrase
-    `["mlm", "mrfr", "moc", "titp"]`, sentence `["mlm", "mrfr", "moc", "itm_hs", "tits"]`. `itm` draws random
-    negatives, `itm_hs` hard ones from `hard_negatives` (`lxmert_s_msp.data.hard_negatives.load_hard_negatives`; rows
-    of -1 mean "none": such images get a random negative); a stage trains one of the two. Negatives come from
+    Stages (MSP paper §3.1–3.3): token `["mlm", "mrfr", "moc", "ifrs"]`, phrase `["mlm", "mrfr", "moc",
+    "titp"]`, sentence `["mlm", "mrfr", "moc", "itm_hs", "tits"]`. `itm` draws random negatives, `itm_hs` hard
+    ones from `hard_negatives` (`lxmert_s_msp.data.hard_negatives.load_hard_negatives`; rows of -1 mean
+    "none": such images get a random negative); a stage trains one of the two. Negatives come from
     `negative_images` (store rows; default: every store image): give the images of the stage's corpus, so that
     no held-out image of a downstream split is ever fed. `object_vocab` (the detector's class names, indexed
-    by the store's `object_ids`) is needed by TITP/TITS; with `attribute_vocab` it also gives the class-name
-    words that MLM chooses with `class_word_mlm_probability` when that is set (the phrase stage, §3.2).
+    by the store's `object_ids`) is needed by TITP/TITS and WPG; with `attribute_vocab` it also gives the
+    class-name words that WPG grounds and that MLM chooses with `class_word_mlm_probability` when that is set
+    (the phrase stage, §3.2).
 
     Each call draws from a generator seeded by `seed` and the rows' epochs and dataset indices
     (`batch_generator`), or by the `seed` passed to the call: the same seeds give identical batches.
@@ -274,55 +256,26 @@ class MSPCollator:
         mismatch_probability: float = 0.5,
     ):
         self.tasks = list(tasks)
-        unknown = [task for task in self.tasks if task not in TASK_PIECES]
-        if unknown:
-            raise ValueError(f"tasks: unknown {unknown}; known tasks are {list(TASK_PIECES)}")
-        if {"itm", "itm_hs"} <= set(self.tasks):
-            raise ValueError(
-                "tasks: 'itm' (random negatives) and 'itm_hs' (hard negatives) train the same head; "
-                "a stage lists one of them"
-            )
-        in_batch = [task for task in IN_BATCH_NEGATIVE_TASKS if task in self.tasks]
-        mismatching = [task for task in ("itm", "itm_hs") if task in self.tasks]
-        if in_batch and mismatching:
-            raise ValueError(
-                f"tasks: {in_batch} build their negatives in the batch from matched pairs, but {mismatching} "
-                "mismatch rows here; train ITM as 'itm_vsc' in such a stage"
-            )
-        if {"titp", "tits", "wpg"} & set(self.tasks) and object_vocab is None:
-            raise ValueError("object_vocab: TITP/TITS/WPG need the detector's class names, received None")
+        check_pretraining_tasks(self.tasks, name="tasks")
+        if tasks_need(self.tasks, "object_vocab") and object_vocab is None:
+            needing = [task for task in self.tasks if "object_vocab" in PRETRAINING_TASKS[task].needs]
+            raise ValueError(f"object_vocab: {needing} need the detector's class names, received None")
         if class_word_mlm_probability is not None and (object_vocab is None or "mlm" not in self.tasks):
             raise ValueError(
                 "class_word_mlm_probability: prefers class-name words in MLM; it needs 'mlm' in tasks and "
                 "object_vocab"
             )
-        if "itm_hs" in self.tasks and hard_negatives is None:
-            raise ValueError(
-                f"hard_negatives: 'itm_hs' draws hard negatives, received None; load "
-                f"{store.path / HARD_NEGATIVES_FILE} with lxmert_s_msp.data.hard_negatives.load_hard_negatives "
-                f"(build it with `python -m lxmert_s_msp.data.hard_negatives {store.path}`), or train 'itm' "
-                "(random negatives)"
-            )
-        if hard_negatives is not None:
-            if "itm_hs" not in self.tasks:
-                raise ValueError(
-                    "hard_negatives: given, but 'itm_hs' (which draws them) is not in tasks; 'itm' draws "
-                    "random negatives"
-                )
-            if hard_negatives.ndim != 2 or hard_negatives.shape[0] != len(store):
-                raise ValueError(
-                    f"hard_negatives: expected shape ({len(store)}, M), one row per store image, received "
-                    f"{hard_negatives.shape}"
-                )
+        hard_negatives = self._checked_hard_negatives(hard_negatives, store)
         pool = np.arange(len(store)) if negative_images is None else np.unique(negative_images)
         if pool.size and (pool[0] < 0 or pool[-1] >= len(store)):
             raise ValueError(
                 f"negative_images: rows outside the feature store {store.path} of {len(store)} images"
             )
-        if {"itm", "itm_hs"} & set(self.tasks) and len(pool) < 2:
+        mismatching = [task for task in self.tasks if PRETRAINING_TASKS[task].pairs == "mismatched"]
+        if mismatching and len(pool) < 2:
             raise ValueError(
-                f"negative_images: ITM needs at least 2 images to draw a mismatch from, received {len(pool)} "
-                f"(store {store.path})"
+                f"negative_images: {mismatching} need at least 2 images to draw a mismatch from, received "
+                f"{len(pool)} (store {store.path})"
             )
         self.store = store
         self.processor = processor
@@ -332,94 +285,83 @@ class MSPCollator:
             None if hard_negatives is None else np.where(np.isin(hard_negatives, pool), hard_negatives, -1)
         )
         self.seed = seed
-        self.mlm_probability = mlm_probability
-        self.class_word_mlm_probability = class_word_mlm_probability
-        self.region_mask_probability = region_mask_probability
-        self.triplet_shuffle_probability = triplet_shuffle_probability
-        self.mismatch_probability = mismatch_probability
         tokenizer = processor.tokenizer
-        self.vocab_size = len(tokenizer)
-        self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
-        self.class_wordpieces = None if object_vocab is None else class_wordpieces(object_vocab, tokenizer)
-        self.concept_ids = None
-        if "wpg" in self.tasks:  # MVP's concepts are objects and attribute-object pairs: ground both words
-            self.concept_ids = class_word_ids([*object_vocab, *(attribute_vocab or [])], tokenizer)
-        self.class_word_ids = None
-        if class_word_mlm_probability is not None:
-            self.class_word_ids = class_word_ids([*object_vocab, *(attribute_vocab or [])], tokenizer)
-
-    def __call__(self, rows: Sequence[Mapping[str, Any]], seed: int | None = None) -> dict[str, torch.Tensor]:
-        generator = batch_generator(self.seed, rows, seed)
-        image_index = self._image_index(rows)
-        batch = self._text_inputs(rows)
-        fed_index = image_index
-        for task in ("itm", "itm_hs"):
-            if task in self.tasks:
-                fed_index, batch["itm_labels"] = mismatch_images(
-                    image_index,
-                    self.negative_pool,
-                    generator,
-                    self.hard_negatives if task == "itm_hs" else None,
-                    self.mismatch_probability,
-                )
-        if "itm_vsc" in self.tasks:
-            fed_index, batch["itm_labels"] = matched_pairs(image_index)
-        if {"vsc", *IN_BATCH_NEGATIVE_TASKS} & set(self.tasks):
-            identities = contrastive_targets(image_index, fed_index)
-            batch["image_ids"] = identities["image_ids"]
-            if "vsc" in self.tasks:
-                batch["vsc_labels"] = identities["vsc_labels"]
-        regions = read_regions(self.store, fed_index.numpy(), self.processor.num_regions)
-        original_features, visual_mask = regions["features"], regions["visual_attention_mask"]
-        # The region pieces work in place on this one copy; the originals stay intact as their targets.
-        features = (
-            original_features.clone() if {"ifrs", "mrfr", "moc"} & set(self.tasks) else original_features
+        class_names = None if object_vocab is None else [*object_vocab, *(attribute_vocab or [])]
+        self.settings = PieceSettings(
+            mask_token_id=tokenizer.mask_token_id,
+            vocab_size=len(tokenizer),
+            special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+            mlm_probability=mlm_probability,
+            class_word_mlm_probability=class_word_mlm_probability,
+            region_mask_probability=region_mask_probability,
+            triplet_shuffle_probability=triplet_shuffle_probability,
+            mismatch_probability=mismatch_probability,
+            negative_pool=self.negative_pool,
+            hard_negatives=self.hard_negatives,
+            class_wordpieces=None if object_vocab is None else class_wordpieces(object_vocab, tokenizer),
+            class_word_ids=None if class_names is None else class_word_ids(class_names, tokenizer),
         )
 
-        for task in ("titp", "tits"):
-            if task in self.tasks:
-                batch[f"{task}_labels"] = self._topic_targets(batch, regions, rows, fed_index)
-        if "ifrs" in self.tasks:
-            batch["ifrs_mask"] = shuffle_triplets(
-                features, visual_mask, generator, self.triplet_shuffle_probability
+    def _checked_hard_negatives(
+        self, hard_negatives: np.ndarray | None, store: FeatureStore
+    ) -> np.ndarray | None:
+        needed = tasks_need(self.tasks, "hard_negatives")
+        if needed and hard_negatives is None:
+            raise ValueError(
+                f"hard_negatives: 'itm_hs' draws hard negatives, received None; load "
+                f"{store.path / HARD_NEGATIVES_FILE} with "
+                "lxmert_s_msp.data.hard_negatives.load_hard_negatives "
+                f"(build it with `python -m lxmert_s_msp.data.hard_negatives {store.path}`), or train 'itm' "
+                "(random negatives)"
             )
-            batch["ifrs_labels"] = original_features
-        if "mrfr" in self.tasks or "moc" in self.tasks:
-            batch["region_mask"] = mask_regions(
-                features, visual_mask, generator, self.region_mask_probability
+        if hard_negatives is None:
+            return None
+        if not needed:
+            raise ValueError(
+                "hard_negatives: given, but 'itm_hs' (which draws them) is not in tasks; 'itm' draws "
+                "random negatives"
             )
-        if "mrfr" in self.tasks:
-            batch["mrfr_labels"] = original_features
-        if "moc" in self.tasks:
-            batch["moc_object_labels"] = regions["object_ids"]
-            batch["moc_object_confidences"] = regions["object_confidences"]
-            batch["moc_attribute_labels"] = regions["attribute_ids"]
-            batch["moc_attribute_confidences"] = regions["attribute_confidences"]
-        if "flm" in self.tasks:
-            batch["flm_labels"] = flm_targets(batch["input_ids"], batch["attention_mask"], self.special_ids)
-        if "wpg" in self.tasks:
-            batch["wpg_concept_mask"] = concept_words(
-                batch["input_ids"], batch["attention_mask"], self.concept_ids
+        if hard_negatives.ndim != 2 or hard_negatives.shape[0] != len(store):
+            raise ValueError(
+                f"hard_negatives: expected shape ({len(store)}, M), one row per store image, received "
+                f"{hard_negatives.shape}"
             )
-        if "mlm" in self.tasks:
-            batch["input_ids"], batch["mlm_labels"] = mask_tokens(
-                batch["input_ids"],
-                batch["attention_mask"],
-                mask_token_id=self.processor.tokenizer.mask_token_id,
-                vocab_size=self.vocab_size,
-                special_ids=self.special_ids,
-                generator=generator,
-                probability=self.mlm_probability,
-                preferred_ids=self.class_word_ids,
-                preferred_probability=self.class_word_mlm_probability,
-            )
-        batch["visual_feats"] = features
-        batch["visual_pos"] = regions["boxes"]
-        batch["visual_attention_mask"] = visual_mask.long()
-        return batch
+        return hard_negatives
 
-    def _image_index(self, rows: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        return torch.from_numpy(store_rows(rows, self.store))
+    def __call__(self, rows: Sequence[Mapping[str, Any]], seed: int | None = None) -> dict[str, torch.Tensor]:
+        batch = PretrainingBatch(
+            inputs=self._text_inputs(rows),
+            image_index=torch.from_numpy(store_rows(rows, self.store)),
+            generator=batch_generator(self.seed, rows, seed),
+            settings=self.settings,
+            read_regions=lambda fed_index: read_regions(
+                self.store, fed_index.numpy(), self.processor.num_regions
+            ),
+            describe_region=lambda row, region: (
+                f"{self.store.path}: image {self.store.image_ids[int(batch.fed_index[row])]!r} (fed to "
+                f"{describe_row(rows, row)}), region {region}"
+            ),
+        )
+        for task in PRETRAINING_TASKS:
+            if task in self.tasks:
+                PRETRAINING_TASKS[task].piece(batch)
+        return batch.model_inputs()
+
+    def describe_negatives(self) -> str | None:
+        """Where the stage's ITM negatives come from, in words (None without an ITM task): changing them
+        changes what the stage learns, so a run says which it uses."""
+        for task in self.tasks:
+            negatives = PRETRAINING_TASKS[task].negatives
+            if negatives is not None:
+                without = (
+                    0 if self.hard_negatives is None else int((self.hard_negatives < 0).all(axis=1).sum())
+                )
+                return negatives.format(
+                    images=len(self.negative_pool),
+                    hard_negatives=self.store.path / HARD_NEGATIVES_FILE,
+                    without=without,
+                )
+        return None
 
     def _text_inputs(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Stack the columns of `tokenize_corpus` when rows have them, else tokenise `text` now."""
@@ -439,40 +381,14 @@ class MSPCollator:
             inputs[name] = torch.from_numpy(np.stack(column).astype(np.int64))
         return inputs
 
-    def _topic_targets(
-        self,
-        batch: Mapping[str, torch.Tensor],
-        regions: Mapping[str, torch.Tensor],
-        rows: Sequence[Mapping[str, Any]],
-        fed_index: torch.Tensor,
-    ) -> torch.Tensor:
-        object_ids, visual_mask = regions["object_ids"], regions["visual_attention_mask"]
-        unknown = visual_mask & ((object_ids < 0) | (object_ids >= len(self.class_wordpieces)))
-        if unknown.any():
-            position, region = (int(axis[0]) for axis in torch.nonzero(unknown, as_tuple=True))
-            raise ValueError(
-                f"{self.store.path}: image {self.store.image_ids[fed_index[position]]!r} (fed to "
-                f"{describe_row(rows, position)}), region {region}: field 'object_ids' is "
-                f"{int(object_ids[position, region])}, outside the {len(self.class_wordpieces)} names of "
-                "object_vocab"
-            )
-        return topic_targets(
-            batch["input_ids"],
-            batch["attention_mask"],
-            object_ids,
-            visual_mask,
-            self.class_wordpieces,
-            self.vocab_size,
-            self.special_ids,
-        )
-
 
 __all__ = [
     "EPOCH_FIELD",
     "INDEX_FIELD",
-    "TASK_PIECES",
     "MSPCollator",
     "batch_generator",
+    "class_word_ids",
+    "class_wordpieces",
     "count_truncated",
     "describe_row",
     "read_regions",

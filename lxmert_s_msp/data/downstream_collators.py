@@ -27,7 +27,7 @@ from lxmert_s_msp.data.collators import (
     text_inputs,
     visual_inputs,
 )
-from lxmert_s_msp.data.pretraining_pieces import mismatch_images
+from modeling_lxmert_s.pretraining_pieces import mismatch_images
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 from lxmert_s_msp.data.store import FeatureStore
 

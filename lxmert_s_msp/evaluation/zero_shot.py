@@ -29,7 +29,7 @@ from lxmert_s_msp.evaluation.retrieval import (
     score_pairs,
     zero_shot_retrieval,
 )
-from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, head_module_name
+from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, LxmertSForPreTraining
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 ZERO_SHOT_SCORES = "zero_shot_scores.json"
@@ -155,7 +155,7 @@ def check_zero_shot_data(data_folder: Path, settings: ZeroShotSettings, tasks: S
 
 def _skip_reason(tasks: Sequence[str], data_folder: Path) -> str | None:
     """Why a model with `tasks` is not scored on `data_folder`, or None when it is."""
-    if "itm" not in map(head_module_name, tasks):
+    if "itm" not in {PRETRAINING_TASKS[task].module_name for task in tasks}:
         return "the last stage trains no ITM head to score pairs with"
     if not (data_folder / "corpora" / "flickr30k").is_dir():
         return f"{data_folder} has no corpora/flickr30k"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
@@ -20,11 +20,9 @@ from lxmert_s_msp.evaluation.retrieval import as_percent
 from lxmert_s_msp.evaluation.zero_shot import ZeroShotScores
 from lxmert_s_msp.training.curriculum import Curriculum
 from lxmert_s_msp.training.stage_data import PretrainingData
+from lxmert_s_msp.training.stage_results import StageResult
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
-
-if TYPE_CHECKING:
-    from lxmert_s_msp.training.pretraining import StageResult
 
 LICENSE = "apache-2.0"
 TAGS = ["lxmert", "lxmert-s", "msp", "vision-language", "multi-stage-pre-training"]

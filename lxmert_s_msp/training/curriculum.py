@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
-from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassError
+from huggingface_hub.errors import StrictDataclassError
 from transformers import TrainingArguments
 
 from lxmert_s_msp.data.synthetic import WorldSettings
-from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig
+from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, check_pretraining_tasks
 
 
 class CurriculumError(ValueError):
@@ -439,10 +439,10 @@ def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
                 f"{where}: {at}.sources[{i}].tasks: expected tasks from {list(PRETRAINING_TASKS)}, "
                 f"got {source.tasks}"
             )
-    try:  # the model's own rules on which tasks go together (one ITM variant, WPG with matched pairs, ...)
-        LxmertSConfig(pretraining_tasks=stage.tasks)
-    except StrictDataclassClassValidationError as error:
-        raise CurriculumError(f"{where}: {at}: {error.__cause__ or error}") from error
+    try:  # the registry's rules on which tasks go together (one ITM variant, WPG with matched pairs, ...)
+        check_pretraining_tasks(stage.tasks)
+    except ValueError as error:
+        raise CurriculumError(f"{where}: {at}: {error}") from error
     if stage.mlm_class_word_probability is not None and "mlm" not in stage.tasks:
         raise CurriculumError(
             f"{where}: {at}.mlm_class_word_probability: set, but the stage has no 'mlm' task"

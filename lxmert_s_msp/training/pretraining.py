@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ from lxmert_s_msp.data.store import atomic_write_text
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.evaluation.zero_shot import (
     ZERO_SHOT_SCORES,
-    ZeroShotScores,
     ZeroShotSettings,
     check_zero_shot_data,
     zero_shot_scores,
@@ -53,6 +51,7 @@ from lxmert_s_msp.training.curriculum import Curriculum, CurriculumError, StageC
 from lxmert_s_msp.training.loss_plot import plot_loss_curves
 from lxmert_s_msp.training.stage_data import PretrainingData, StageData, stage_data
 from lxmert_s_msp.training.stage_record import check_stage_folder, claim_stage_folder, stage_settings
+from lxmert_s_msp.training.stage_results import CurriculumResult, StageResult
 from lxmert_s_msp.training.trainer import (
     COMPLETE_MARKER,
     OPTIMIZER_STATE,
@@ -62,30 +61,10 @@ from lxmert_s_msp.training.trainer import (
     per_device_batch_size,
     save_trained_model,
 )
-from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
+from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, tasks_need
 
 FINAL = "final"
 LOG_HISTORY = "log_history.json"
-
-
-@dataclass
-class StageResult:
-    """A finished stage: where its model is and what it logged."""
-
-    name: str
-    folder: Path
-    log_history: list[dict[str, Any]]
-    global_step: int
-    final_losses: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class CurriculumResult:
-    data_folder: Path
-    stages: list[StageResult]
-    hub_folder: Path
-    plot: Path | None  # None when the logs held no per-task losses to draw
-    zero_shot: ZeroShotScores | None = None  # when asked, on the main process
 
 
 def data_folder(curriculum: Curriculum, output_dir: Path) -> Path:
@@ -267,7 +246,7 @@ def check_stages(
             raise CurriculumError(f"{curriculum.path}: stage {stage.name!r}: {error}") from error
         for source in stage.sources:
             data.corpus(source.corpus)  # present, and its rows point at this store's images
-            if "itm_hs" in source.tasks:
+            if tasks_need(source.tasks, "hard_negatives"):
                 load_hard_negatives(data.store.path)
         previous = records[-1] if records else None
         records.append(stage_settings(curriculum, stage, data.folder, data.tokenizer.get_vocab(), previous))

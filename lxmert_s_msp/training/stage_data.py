@@ -29,9 +29,10 @@ from lxmert_s_msp.data.collators import MSPCollator, count_truncated
 from lxmert_s_msp.data.corpora import check_rows_point_at_store, phrase_rows
 from lxmert_s_msp.data.hard_negatives import load_hard_negatives
 from lxmert_s_msp.data.readers import read_class_vocab
-from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, FeatureStore
+from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.data.tokenizer import load_tokenizer
 from lxmert_s_msp.training.curriculum import Source, StageConfig, TrainingConfig
+from modeling_lxmert_s import tasks_need
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 SOURCE_COLUMN = "source"
@@ -124,7 +125,9 @@ class PretrainingData:
             object_vocab=self.object_vocab,
             attribute_vocab=self.attribute_vocab,
             # load_hard_negatives names the file and how to build it when it is missing
-            hard_negatives=load_hard_negatives(self.store.path) if "itm_hs" in source.tasks else None,
+            hard_negatives=(
+                load_hard_negatives(self.store.path) if tasks_need(source.tasks, "hard_negatives") else None
+            ),
             negative_images=negative_images,
             seed=seed,
             mlm_probability=training.mlm_probability,
@@ -157,7 +160,7 @@ def stage_data(data: PretrainingData, stage: StageConfig, training: TrainingConf
         )
         images = np.unique(texts["image_index"])
         collators.append(data.collator(source, stage, processor, images, training, seed + index))
-        if negatives := itm_negatives(collators[-1]):
+        if negatives := collators[-1].describe_negatives():
             PartialState().print(f"Stage {stage.name!r}, corpus {source.corpus!r}: ITM negatives {negatives}")
         parts.append(texts)
     if len(stage.sources) == 1:
@@ -170,24 +173,6 @@ def stage_data(data: PretrainingData, stage: StageConfig, training: TrainingConf
         truncated,
         source_lengths=[len(part) for part in parts],
     )
-
-
-def itm_negatives(collator: MSPCollator) -> str | None:
-    """Where a stage's ITM negatives come from, in words (None without an ITM task): changing them changes
-    what the stage learns, so a run says which it uses."""
-    images = len(collator.negative_pool)
-    if "itm_vsc" in collator.tasks:
-        return "mined in each batch from the VSC similarities (itm_vsc)"
-    if collator.hard_negatives is not None:
-        without = int((collator.hard_negatives < 0).all(axis=1).sum())
-        return (
-            f"hard: each image's most similar images from {collator.store.path / HARD_NEGATIVES_FILE} "
-            f"among the corpus's {images:,} images (itm_hs; {without:,} store images have none there and "
-            "draw at random)"
-        )
-    if "itm" in collator.tasks:
-        return f"random among the corpus's {images:,} images (itm)"
-    return None
 
 
 class MixedSourceCollator:

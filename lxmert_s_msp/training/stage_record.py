@@ -21,6 +21,7 @@ from transformers import TrainingArguments
 
 from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, atomic_write_text
 from lxmert_s_msp.training.curriculum import Curriculum, StageConfig
+from modeling_lxmert_s import tasks_need
 
 RECORD = "stage_settings.json"
 # `TrainingArguments` fields that change how a run is logged, saved, fed or uploaded, not the weights it ends
@@ -114,7 +115,7 @@ def stage_settings(
         "model": curriculum.model,
         "data": {
             "corpora": {name: corpus_digest(data_folder / "corpora" / name) for name in sorted(corpora)},
-            "store": store_digest(data_folder / "store", "itm_hs" in stage.tasks),
+            "store": store_digest(data_folder / "store", tasks_need(stage.tasks, "hard_negatives")),
             "tokenizer": hashlib.sha256(json.dumps(tokenizer_vocab, sort_keys=True).encode()).hexdigest(),
         },
         "previous_stage": None if previous is None else digest_of(previous),

@@ -1,0 +1,458 @@
+"""The collator piece of each MSP pre-training task: what it adds to a batch (inputs it corrupts, labels).
+
+A piece is a function of one `PretrainingBatch`; `PRETRAINING_TASKS` (modeling_lxmert_s.py) pairs it with the
+task's head, and `lxmert_s_msp.data.collators.MSPCollator` runs the pieces of a stage's tasks in the
+registry's order. The tensor functions below do the work on whole (B, L) / (B, R) tensors, with no loop over
+tokens or regions, and draw every random number from the batch's `torch.Generator` in a fixed order, so one
+seed reproduces a batch. The region pieces change a copy of the (B, R, F) features in place, as only a few
+rows change and a second copy costs more than the rest of the collator.
+
+This module ships with the model's code (a saved folder's `pretraining_pieces.py`): it needs only torch and
+numpy, so a pre-training checkpoint carries the definition of the labels its heads were trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .input_checks import IGNORE_INDEX
+
+# The five orderings of a triplet other than the identity; IFRS draws uniformly among them.
+NON_IDENTITY_PERMUTATIONS = torch.tensor([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_ids: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = 0.15,
+    preferred_ids: torch.Tensor | None = None,
+    preferred_probability: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM (BERT/LXMERT): choose each text token with `probability`; of the chosen 80% become [MASK], 10% a
+    random vocabulary id, 10% stay. Returns the new ids and `mlm_labels` (original id where chosen, -100
+    elsewhere). Padding and `special_ids` are never chosen: the collator passes all the tokenizer's special
+    tokens ([CLS], [SEP], [PAD], and [UNK], a useless target), as Hugging Face's MLM collator does.
+
+    Tokens whose id is in `preferred_ids` are chosen with `preferred_probability` instead: the phrase stage's
+    MLM "masks the attribute or category information" (§3.2), so it prefers the class-name words of
+    `class_word_ids`.
+    """
+    eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids)
+    rate = torch.full(input_ids.shape, probability)
+    if preferred_ids is not None:
+        rate = torch.where(torch.isin(input_ids, preferred_ids), preferred_probability, rate)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < rate) & eligible
+    action = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    masked = torch.where(chosen & (action < 0.8), mask_token_id, input_ids)
+    masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
+    return masked, torch.where(chosen, input_ids, IGNORE_INDEX)
+
+
+def flm_targets(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor
+) -> torch.Tensor:
+    """FLM (Wang et al., CVPR 2023): every word is a target, so `flm_labels` is the original id at every
+    real, non-special token and -100 elsewhere; the input is not masked.
+
+    The special tokens are those MLM never chooses (the collator passes the same `special_ids`), so every
+    position MLM may mask holds its original id here; the model restores the unmasked text for FLM's passes
+    from these labels when a batch trains both. [SEP] is no target: it is always last and says nothing of
+    the image, and LXMERT-S generates no text that would need an end token.
+    """
+    return torch.where(attention_mask.bool() & ~torch.isin(input_ids, special_ids), input_ids, IGNORE_INDEX)
+
+
+def mask_regions(
+    features: torch.Tensor,
+    visual_attention_mask: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = 0.15,
+) -> torch.Tensor:
+    """MRFR/MOC region masking (LXMERT), in place: choose each valid region with `probability`; a chosen
+    feature is zeroed 80%, replaced by a random valid region of another image of the batch 10%, kept 10%.
+
+    Returns `region_mask` (B, R). In place because a batch of 36 x 2048 features is large and only the chosen
+    rows change; the caller keeps its own copy of the originals as the MRFR target. In a batch of one image
+    the replacement comes from the same image, as there is no other. Boxes are kept, as in LXMERT.
+    """
+    batch_size, num_regions = visual_attention_mask.shape
+    valid = visual_attention_mask.bool()
+    chosen = (torch.rand((batch_size, num_regions), generator=generator) < probability) & valid
+    action = torch.rand((batch_size, num_regions), generator=generator)
+    # Adding 1..B-1 modulo B picks any image but the region's own (its own when B == 1).
+    shift = torch.randint(1, max(batch_size, 2), (batch_size, num_regions), generator=generator)
+    donor_image = (torch.arange(batch_size)[:, None] + shift) % batch_size
+    donor_count = valid.sum(dim=1)[donor_image]
+    donor_region = (torch.rand((batch_size, num_regions), generator=generator) * donor_count).long()
+    replaced = chosen & (action >= 0.8) & (action < 0.9)
+    # Read the donors before zeroing, so that a donor chosen for zeroing still gives its own feature.
+    replacements = features[donor_image[replaced], donor_region[replaced]]
+    features[chosen & (action < 0.8)] = 0.0
+    features[replaced] = replacements
+    return chosen
+
+
+def shuffle_triplets(
+    features: torch.Tensor,
+    visual_attention_mask: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = 0.05,
+) -> torch.Tensor:
+    """IFRS (§3.1, eq. 1), in place: regions form consecutive triplets (r_i, r_i+1, r_i+2), i = 0, 3, 6, ...;
+    the features of each triplet of valid regions are, with `probability`, put in a random non-identity order.
+
+    Only the features move; the boxes stay in their slots. LXMERT-S has no region-slot embedding, so its
+    encoder is equivariant to permuting regions: had each box travelled with its feature, a shuffled image
+    would be a mere permutation of the original, its outputs the permuted originals, and the shuffle
+    undetectable. With the boxes left behind, a slot's box says which region belongs there and its feature
+    now disagrees. Returns `ifrs_mask` (B, R), true at every slot of a shuffled triplet; regions past the
+    last whole triplet never move.
+    """
+    batch_size, num_regions = visual_attention_mask.shape
+    num_triplets = num_regions // 3
+    in_triplets = visual_attention_mask[:, : 3 * num_triplets].bool().view(batch_size, num_triplets, 3)
+    chosen = (torch.rand((batch_size, num_triplets), generator=generator) < probability) & in_triplets.all(-1)
+    permutation = torch.randint(
+        len(NON_IDENTITY_PERMUTATIONS), (batch_size, num_triplets), generator=generator
+    )
+    image, triplet = torch.nonzero(chosen, as_tuple=True)
+    target = (triplet * 3)[:, None] + torch.arange(3)
+    source = (triplet * 3)[:, None] + NON_IDENTITY_PERMUTATIONS[permutation[image, triplet]]
+    # The right-hand side is a copy, so reading and writing the same tensor is safe.
+    features[image[:, None], target] = features[image[:, None], source]
+    ifrs_mask = torch.zeros((batch_size, num_regions), dtype=torch.bool)
+    ifrs_mask[:, : 3 * num_triplets] = chosen.repeat_interleave(3, dim=1)
+    return ifrs_mask
+
+
+def concept_words(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, concept_ids: torch.Tensor
+) -> torch.Tensor:
+    """WPG (MVP's phrase grounding): (B, L) true at the words that name a concept, here a detector object or
+    attribute class (`class_word_ids` of the two vocabularies), the words whose best region WPG compares
+    across images."""
+    return attention_mask.bool() & torch.isin(input_ids, concept_ids)
+
+
+def topic_targets(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    object_ids: torch.Tensor,
+    visual_attention_mask: torch.Tensor,
+    class_pieces: torch.Tensor,
+    vocab_size: int,
+    special_ids: torch.Tensor,
+) -> torch.Tensor:
+    """TITP/TITS (§3.2 eq. 2, §3.3 eq. 4): multi-hot (B, V), 1 for WordPiece ids that are both in the text
+    and in a class name of a detected (valid) region of the image fed."""
+    batch_size = input_ids.shape[0]
+    # Ids that must not count are sent to an extra column `vocab_size`, dropped at the end.
+    text_ids = torch.where(attention_mask.bool() & ~torch.isin(input_ids, special_ids), input_ids, vocab_size)
+    region_pieces = class_pieces[object_ids.clamp(0, len(class_pieces) - 1)]
+    region_pieces = torch.where(
+        visual_attention_mask.bool()[..., None] & (region_pieces >= 0), region_pieces, vocab_size
+    )
+    in_text = torch.zeros((batch_size, vocab_size + 1), dtype=torch.bool).scatter_(1, text_ids, True)
+    in_image = torch.zeros((batch_size, vocab_size + 1), dtype=torch.bool)
+    in_image.scatter_(1, region_pieces.view(batch_size, -1), True)
+    return (in_text & in_image)[:, :vocab_size].float()
+
+
+def mismatch_images(
+    image_index: torch.Tensor,
+    pool: torch.Tensor,
+    generator: torch.Generator,
+    hard_negatives: np.ndarray | None = None,
+    probability: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM / ITM_HS (§3.3, eq. 3): with `probability` feed another image than the text's.
+
+    Negatives come from `pool`, the sorted store rows a negative may be (the stage corpus's images, so never a
+    held-out image of a downstream split). ITM_HS: a random member of the image's `hard_negatives` row (-1
+    entries are empty; the caller keeps only members of the pool); a uniformly random other pool image when
+    the row is empty (the paper's rule) or when no hard negatives are given (plain ITM). Returns the store
+    rows to feed and `itm_labels` (1 = the fed image is the text's).
+    """
+    batch_size = len(image_index)
+    mismatched = torch.rand(batch_size, generator=generator) < probability
+    # Drawing from the pool less the own image (when it is a member) and skipping its slot gives a uniform
+    # other image.
+    own = torch.searchsorted(pool, image_index).clamp(max=len(pool) - 1)
+    member = pool[own] == image_index
+    draw = (torch.rand(batch_size, generator=generator) * (len(pool) - member.long())).long()
+    other = pool[draw + (member & (draw >= own)).long()]
+    pick = torch.rand(batch_size, generator=generator)
+    if hard_negatives is not None:
+        candidates = torch.from_numpy(np.asarray(hard_negatives[image_index.numpy()], dtype=np.int64))
+        valid = candidates >= 0
+        count = valid.sum(dim=1)
+        nth = (pick * count).long()
+        position = ((valid.cumsum(dim=1) == nth[:, None] + 1) & valid).long().argmax(dim=1)
+        hard = candidates.gather(1, position[:, None]).squeeze(1)
+        other = torch.where(count > 0, hard, other)
+    fed_index = torch.where(mismatched, other, image_index)
+    return fed_index, (~mismatched).long()
+
+
+@dataclass(frozen=True)
+class PieceSettings:
+    """What a stage's collator fixes once and its pieces read in every batch.
+
+    `negative_pool`: the sorted store rows a mismatched image may be (the stage corpus's images).
+    `hard_negatives`: ITM_HS's (store images, M) table of look-alikes, -1 for none. `class_wordpieces`: the
+    (C, K) WordPiece ids of each detector class name (TITP / TITS). `class_word_ids`: the one-piece words of
+    the object and attribute names, the concepts WPG grounds and the words the phrase stage's MLM prefers
+    (with `class_word_mlm_probability`)."""
+
+    mask_token_id: int
+    vocab_size: int
+    special_ids: torch.Tensor
+    mlm_probability: float = 0.15
+    class_word_mlm_probability: float | None = None
+    region_mask_probability: float = 0.15
+    triplet_shuffle_probability: float = 0.05
+    mismatch_probability: float = 0.5
+    negative_pool: torch.Tensor | None = None
+    hard_negatives: np.ndarray | None = None
+    class_wordpieces: torch.Tensor | None = None
+    class_word_ids: torch.Tensor | None = None
+
+
+class PretrainingBatch:
+    """One batch while the pieces of a stage's tasks add to it, in the order of `PRETRAINING_TASKS`.
+
+    It starts as the rows' text inputs and each text's own image (`image_index`, store rows). A piece that
+    chooses which image a row is fed (ITM's mismatches) calls `feed` before anything reads the regions; the
+    regions are read from the store once, on first use, for the image each row is fed. IFRS moves features
+    only, never boxes, so a slot is its box: every region target at slot p describes the detector's region p,
+    the one whose box is fed at p (IFRS's target is the slot's original feature, MRFR at a masked slot
+    regresses the region its box shows, MOC asks that region's class). Region pieces corrupt one copy of the
+    features (`features_to_corrupt`), shuffled before they are masked; the originals stay intact as targets.
+    MRFR and MOC share one region mask (`region_mask`).
+    """
+
+    def __init__(
+        self,
+        inputs: dict[str, torch.Tensor],
+        image_index: torch.Tensor,
+        generator: torch.Generator,
+        settings: PieceSettings,
+        read_regions: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        describe_region: Callable[[int, int], str],
+    ):
+        """`read_regions(fed_index)`: features, boxes, detector labels and `visual_attention_mask` of store
+        rows. `describe_region(row, region)`: how an error names a region of the image fed to a row."""
+        self.inputs = inputs
+        self.labels: dict[str, torch.Tensor] = {}
+        self.image_index = image_index
+        self.generator = generator
+        self.settings = settings
+        self.describe_region = describe_region
+        self._read_regions = read_regions
+        self._fed_index = image_index
+        self._regions: dict[str, torch.Tensor] | None = None
+        self._corrupted: torch.Tensor | None = None
+        self._region_mask: torch.Tensor | None = None
+
+    @property
+    def fed_index(self) -> torch.Tensor:
+        """(B,) the store row of the image each row is fed (its text's own unless a piece mismatched it)."""
+        return self._fed_index
+
+    def feed(self, fed_index: torch.Tensor) -> None:
+        if self._regions is not None:
+            raise RuntimeError("feed: the regions were read already; a piece that chooses images runs first")
+        self._fed_index = fed_index
+
+    @property
+    def regions(self) -> dict[str, torch.Tensor]:
+        """The fed images' regions: `features` (original), `boxes`, `object_ids`, `object_confidences`,
+        `attribute_ids`, `attribute_confidences` (B, R, ...) and `visual_attention_mask` (B, R) bool."""
+        if self._regions is None:
+            self._regions = self._read_regions(self._fed_index)
+        return self._regions
+
+    def features_to_corrupt(self) -> torch.Tensor:
+        """The copy of the features that the model is fed and the region pieces change in place."""
+        if self._corrupted is None:
+            self._corrupted = self.regions["features"].clone()
+        return self._corrupted
+
+    def region_mask(self) -> torch.Tensor:
+        """MRFR / MOC's (B, R) masked regions, drawn once for both."""
+        if self._region_mask is None:
+            self._region_mask = mask_regions(
+                self.features_to_corrupt(),
+                self.regions["visual_attention_mask"],
+                self.generator,
+                self.settings.region_mask_probability,
+            )
+        return self._region_mask
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """What the model takes: the (corrupted) text and visual inputs and every piece's labels."""
+        regions = self.regions
+        features = regions["features"] if self._corrupted is None else self._corrupted
+        return {
+            **self.inputs,
+            **self.labels,
+            "visual_feats": features,
+            "visual_pos": regions["boxes"],
+            "visual_attention_mask": regions["visual_attention_mask"].long(),
+        }
+
+
+def _mismatch(batch: PretrainingBatch, hard_negatives: np.ndarray | None) -> None:
+    settings = batch.settings
+    fed_index, batch.labels["itm_labels"] = mismatch_images(
+        batch.image_index,
+        settings.negative_pool,
+        batch.generator,
+        hard_negatives,
+        settings.mismatch_probability,
+    )
+    batch.feed(fed_index)
+
+
+def random_negatives_piece(batch: PretrainingBatch) -> None:
+    """ITM: `itm_labels`, a random other image of the corpus fed with `mismatch_probability`."""
+    _mismatch(batch, None)
+
+
+def hard_negatives_piece(batch: PretrainingBatch) -> None:
+    """ITM_HS (§3.3): `itm_labels`, a look-alike of the text's image fed with `mismatch_probability`."""
+    _mismatch(batch, batch.settings.hard_negatives)
+
+
+def matched_pairs_piece(batch: PretrainingBatch) -> None:
+    """ITM_VSC: every row is fed its own image (`itm_labels` all 1) and `image_ids` name it; the model mines
+    the negatives in the batch from the VSC similarities."""
+    batch.feed(batch.image_index)
+    batch.labels["itm_labels"] = torch.ones_like(batch.image_index)
+    batch.labels["image_ids"] = batch.fed_index
+
+
+def contrastive_piece(batch: PretrainingBatch) -> None:
+    """VSC: `vsc_labels`, each text's own image, and `image_ids`, the image fed in each row (store rows): text
+    i and image j are a positive pair when `vsc_labels[i] == image_ids[j]`, which holds for a repeated image
+    and fails for a row ITM mismatched."""
+    batch.labels["vsc_labels"] = batch.image_index
+    batch.labels["image_ids"] = batch.fed_index
+
+
+def _topic(batch: PretrainingBatch) -> torch.Tensor:
+    class_pieces = batch.settings.class_wordpieces
+    regions = batch.regions
+    object_ids, visual_mask = regions["object_ids"], regions["visual_attention_mask"]
+    unknown = visual_mask & ((object_ids < 0) | (object_ids >= len(class_pieces)))
+    if unknown.any():
+        row, region = (int(axis[0]) for axis in torch.nonzero(unknown, as_tuple=True))
+        raise ValueError(
+            f"{batch.describe_region(row, region)}: field 'object_ids' is {int(object_ids[row, region])}, "
+            f"outside the {len(class_pieces)} names of object_vocab"
+        )
+    return topic_targets(
+        batch.inputs["input_ids"],
+        batch.inputs["attention_mask"],
+        object_ids,
+        visual_mask,
+        class_pieces,
+        batch.settings.vocab_size,
+        batch.settings.special_ids,
+    )
+
+
+def phrase_topic_piece(batch: PretrainingBatch) -> None:
+    """TITP (§3.2, eq. 2): `titp_labels`, the words both in the phrases and in the detected class names."""
+    batch.labels["titp_labels"] = _topic(batch)
+
+
+def sentence_topic_piece(batch: PretrainingBatch) -> None:
+    """TITS (§3.3, eq. 4): `tits_labels`, the words both in the caption and in the detected class names."""
+    batch.labels["tits_labels"] = _topic(batch)
+
+
+def shuffle_piece(batch: PretrainingBatch) -> None:
+    """IFRS (§3.1): `ifrs_mask`, the slots of shuffled triplets, and `ifrs_labels`, the original features."""
+    batch.labels["ifrs_mask"] = shuffle_triplets(
+        batch.features_to_corrupt(),
+        batch.regions["visual_attention_mask"],
+        batch.generator,
+        batch.settings.triplet_shuffle_probability,
+    )
+    batch.labels["ifrs_labels"] = batch.regions["features"]
+
+
+def region_regression_piece(batch: PretrainingBatch) -> None:
+    """MRFR: `region_mask` and `mrfr_labels`, the original features of the masked regions' slots."""
+    batch.labels["region_mask"] = batch.region_mask()
+    batch.labels["mrfr_labels"] = batch.regions["features"]
+
+
+def object_classification_piece(batch: PretrainingBatch) -> None:
+    """MOC: `region_mask` (the regions are masked as for MRFR) and the detector's object and attribute labels
+    and confidences of every region."""
+    batch.labels["region_mask"] = batch.region_mask()
+    regions = batch.regions
+    batch.labels["moc_object_labels"] = regions["object_ids"]
+    batch.labels["moc_object_confidences"] = regions["object_confidences"]
+    batch.labels["moc_attribute_labels"] = regions["attribute_ids"]
+    batch.labels["moc_attribute_confidences"] = regions["attribute_confidences"]
+
+
+def free_language_modeling_piece(batch: PretrainingBatch) -> None:
+    """FLM: `flm_labels`, every word of the text before MLM masks it."""
+    batch.labels["flm_labels"] = flm_targets(
+        batch.inputs["input_ids"], batch.inputs["attention_mask"], batch.settings.special_ids
+    )
+
+
+def grounding_piece(batch: PretrainingBatch) -> None:
+    """WPG: `wpg_concept_mask`, the words naming a detector object or attribute class, and `image_ids`, the
+    image fed in each row (the model pairs each text with another row's image)."""
+    batch.labels["wpg_concept_mask"] = concept_words(
+        batch.inputs["input_ids"], batch.inputs["attention_mask"], batch.settings.class_word_ids
+    )
+    batch.labels["image_ids"] = batch.fed_index
+
+
+def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
+    """MLM: masks the text (`input_ids`) and adds `mlm_labels`; last, so that the other text pieces read the
+    text as written."""
+    settings = batch.settings
+    preferred = settings.class_word_ids if settings.class_word_mlm_probability is not None else None
+    batch.inputs["input_ids"], batch.labels["mlm_labels"] = mask_tokens(
+        batch.inputs["input_ids"],
+        batch.inputs["attention_mask"],
+        mask_token_id=settings.mask_token_id,
+        vocab_size=settings.vocab_size,
+        special_ids=settings.special_ids,
+        generator=batch.generator,
+        probability=settings.mlm_probability,
+        preferred_ids=preferred,
+        preferred_probability=settings.class_word_mlm_probability,
+    )
+
+
+__all__ = [
+    "NON_IDENTITY_PERMUTATIONS",
+    "PieceSettings",
+    "PretrainingBatch",
+    "concept_words",
+    "flm_targets",
+    "mask_regions",
+    "mask_tokens",
+    "mismatch_images",
+    "shuffle_triplets",
+    "topic_targets",
+]
