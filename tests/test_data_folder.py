@@ -1,6 +1,6 @@
-"""The README's data folder, built by the README's own commands from small files in the exact public formats,
-is the folder pre-training (the paper's curriculum) and fine-tuning read: every path of its table exists, and
-every check the runs make before training passes."""
+"""The data folder of docs/data.md, built by that page's own commands from small files in the exact public
+formats, is the folder pre-training (the paper's curriculum) and fine-tuning read: every path of its table
+exists, and every check the runs make before training passes."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from lxmert_s_msp.training.pretraining import check_stages
 from lxmert_s_msp.training.stage_data import PretrainingData
 
 REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
+PAGE = (REPO / "docs" / "data.md").read_text()
 COMMANDS = {
     "lxmert_s_msp.data.features": features.main,
     "lxmert_s_msp.data.hard_negatives": hard_negatives.main,
@@ -51,17 +51,17 @@ WORDS = [
 ]
 
 
-def _readme_commands() -> list[list[str]]:
-    """The `python -m lxmert_s_msp.data.*` lines of the README's block that builds the data folder."""
-    block = README.split("The commands below build that folder", 1)[1].split("```bash", 1)[1].split("```")[0]
+def _page_commands() -> list[list[str]]:
+    """The `python -m lxmert_s_msp.data.*` lines of docs/data.md's block that builds the data folder."""
+    block = PAGE.split("The commands below build that folder", 1)[1].split("```bash", 1)[1].split("```")[0]
     commands = [line for line in block.splitlines() if line.startswith("python -m lxmert_s_msp.data.")]
     return [shlex.split(line) for line in commands]
 
 
 def _table_paths() -> list[str]:
-    """The first column of the README's data-folder table: a cell's later names sit beside its first; names in
-    parentheses are optional."""
-    table = README.split("| path in the data folder |", 1)[1].split("\n\n", 1)[0]
+    """The first column of docs/data.md's data-folder table: a cell's later names sit beside its first; names
+    in parentheses are optional."""
+    table = PAGE.split("| path in the data folder |", 1)[1].split("\n\n", 1)[0]
     paths = []
     for row in table.splitlines()[2:]:
         cell = re.sub(r"\([^)]*\)", "", row.split("|")[1])
@@ -105,7 +105,7 @@ def _write_json(path: Path, data) -> None:
 
 
 def _public_files(root: Path) -> None:
-    """Every input the README's commands name, in its public format, about a handful of images."""
+    """Every input the page's commands name, in its public format, about a handful of images."""
     coco_train = [f"COCO_train2014_{i:012d}" for i in range(1, 9)]
     coco_val = [f"COCO_val2014_{i:012d}" for i in range(1, 5)]
     vg = [str(i) for i in range(100, 104)]
@@ -183,14 +183,14 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("public")
     _public_files(root)
     data = root / "data"
-    commands = _readme_commands()
+    commands = _page_commands()
     assert len(commands) == 12
     here = os.getcwd()
     os.chdir(root)  # the commands' paths are relative, as a user types them
     try:
         for command in commands:
             if command[2] == "lxmert_s_msp.data.corpora" and not (data / "tokenizer").exists():
-                # the README's step 3: the detector's class names copied in, the tokenizer saved
+                # the page's step 3: the detector's class names copied in, the tokenizer saved
                 (data / "objects_vocab.txt").write_text("\n".join(OBJECTS) + "\n")
                 (data / "attributes_vocab.txt").write_text("\n".join(ATTRIBUTES) + "\n")
                 build_wordpiece_tokenizer(WORDS * 3, vocab_size=60).save_pretrained(data / "tokenizer")
@@ -200,7 +200,7 @@ def data(tmp_path_factory) -> Path:
     return data
 
 
-def test_every_path_of_the_readme_table_is_built_by_the_readme_commands(data):
+def test_every_path_of_the_table_is_built_by_the_pages_commands(data):
     paths = _table_paths()
     assert (
         "corpora/vqa_val" in paths and "attributes_vocab.txt" in paths and "store/hard_negatives.npy" in paths

@@ -101,6 +101,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, str, int]:
     return folder / "out", log.read_text(), len(events)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part", range(3))
 def test_a_run_killed_anywhere_ends_identical_to_an_uninterrupted_one(tmp_path, uninterrupted, part):
     """SIGKILL at a random point of the run's first, middle or last third (world generation, any stage, a
@@ -131,7 +132,7 @@ def test_a_run_killed_anywhere_ends_identical_to_an_uninterrupted_one(tmp_path, 
 
 
 def _two_processes(*device_flags: str) -> list[str]:
-    """The README's data-parallel launch, `accelerate launch --num_processes 2`, on a free port."""
+    """docs/pretraining.md's data-parallel launch, `accelerate launch --num_processes 2`, on a free port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -139,6 +140,7 @@ def _two_processes(*device_flags: str) -> list[str]:
     return [*launch, "--main_process_port", str(port)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device_flags", [["--cpu"], []], ids=["cpu-flag", "no-flag"])
 def test_accelerate_launch_with_two_processes_runs_data_parallel(tmp_path, world, device_flags):
     config = write_tiny_curriculum(tmp_path, tiny_stages(epochs=(1, 1, 1)), data={"dir": str(world)})
@@ -161,10 +163,11 @@ def test_accelerate_launch_with_two_processes_runs_data_parallel(tmp_path, world
     assert output.count("Hub-ready folder") == 1  # reported once, by the main process
 
 
+@pytest.mark.slow
 def test_the_default_curriculum_trains_data_parallel_on_two_processes(tmp_path):
-    """recipes/configs/synthetic.yaml (its model, tasks, batch sizes, text lengths) under the README's
-    2-process command: its token stage trains no loss that reads the pooler, which DDP must be told about;
-    the tiny curriculum above, whose heads all train, did not show it."""
+    """recipes/configs/synthetic.yaml (its model, tasks, batch sizes, text lengths) under the 2-process
+    command of docs/pretraining.md: its token stage trains no loss that reads the pooler, which DDP must be
+    told about; the tiny curriculum above, whose heads all train, did not show it."""
     config = yaml.safe_load((REPO / "recipes" / "configs" / "synthetic.yaml").read_text())
     # Only the amount of data and of training is cut: a 200-image world, one epoch a stage.
     config["data"]["synthetic"]["images"] = 200
