@@ -17,7 +17,7 @@ from lxmert_s_msp.data.store import ARRAYS, FeatureStore, replace_folder, write_
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
 from lxmert_s_msp.training.pretraining import run_curriculum
-from lxmert_s_msp.training.stage_data import PretrainingData, itm_negatives, stage_data
+from lxmert_s_msp.training.stage_data import PretrainingData, stage_data
 from lxmert_s_msp.training.stage_record import RECORD, StageMismatchError, digest_of
 
 
@@ -130,13 +130,13 @@ def test_each_stage_says_where_its_itm_negatives_come_from(world):
         stage = StageConfig(
             "s", [Source("captions", ["mlm", task])], epochs=1, batch_size=8, learning_rate=1e-3
         )
-        said[task] = itm_negatives(stage_data(data, stage, TrainingConfig(), seed=0).collator)
+        said[task] = stage_data(data, stage, TrainingConfig(), seed=0).collator.describe_negatives()
     assert said["itm"] == "random among the corpus's 32 images (itm)"
     assert said["itm_hs"].startswith(f"hard: each image's most similar images from {world / 'store'}")
     token = StageConfig(
         "t", [Source("tokens", ["mlm"])], epochs=1, batch_size=8, learning_rate=1e-3, max_length=38
     )
-    assert itm_negatives(stage_data(data, token, TrainingConfig(), seed=0).collator) is None
+    assert stage_data(data, token, TrainingConfig(), seed=0).collator.describe_negatives() is None
 
 
 def test_the_old_folder_of_a_killed_replacement_is_removed_by_the_next(tmp_path):
