@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from lxmert_s_msp.data import corpora, features, hard_negatives
+from lxmert_s_msp.data.readers import OBJ36_FIELDS
 from lxmert_s_msp.data.tokenizer import build_wordpiece_tokenizer
 from lxmert_s_msp.training.curriculum import load_curriculum
 from lxmert_s_msp.training.finetuning import TASKS, DownstreamData
@@ -80,7 +81,7 @@ def _write_tsv(path: Path, image_ids: list[str], seed: int) -> None:
         return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode()
 
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, features.OBJ36_FIELDS, delimiter="\t")
+        writer = csv.DictWriter(handle, OBJ36_FIELDS, delimiter="\t")
         for image_id in image_ids:
             corners = rng.uniform(0, 90, (10, 2))
             writer.writerow(

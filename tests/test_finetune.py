@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
 from transformers import BertConfig, EvalPrediction, LxmertConfig
 
-from lxmert_s_msp.data.corpora import load_answer_vocab
+from lxmert_s_msp.data.corpus_builders import load_answer_vocab
 from lxmert_s_msp.data.downstream_collators import QACollator
 from lxmert_s_msp.data.readers import vqa_soft_scores
 from lxmert_s_msp.data.store import FeatureStore

@@ -28,8 +28,8 @@ from lxmert_s_msp.data.collators import (
     visual_inputs,
 )
 from lxmert_s_msp.data.pretraining_pieces import mismatch_images
-from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 from lxmert_s_msp.data.store import FeatureStore
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 # Within a batch of 4B retrieval pairs, row 4b + k is positive b's pair of this kind.
 RETRIEVAL_PAIR_KINDS = ("positive", "random_caption", "random_image", "hard_caption")

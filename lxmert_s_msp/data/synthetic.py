@@ -15,8 +15,8 @@ From the scenes the generator writes what real data provides, in the real format
 Visual Genome class vocabularies, VG `region_descriptions.json` (some phrases with verbs, for the verb
 filter), COCO-style captions, LXMERT-style VQA json whose soft scores come from ten simulated annotators,
 LXMERT-style NLVR2 json, and a Karpathy-style retrieval json with five captions per image, then reads them
-back through `lxmert_s_msp.data.readers` into the corpora of `lxmert_s_msp.data.corpora`. Downstream files are split
-by image into train / val / test; the pre-training corpora use the train images only.
+back through `lxmert_s_msp.data.readers` into the corpora of `lxmert_s_msp.data.corpus_builders`. Downstream
+files are split by image into train / val / test; the pre-training corpora use the train images only.
 
 The features go straight into the store with `write_store` (an obj36 TSV of a 2,048-d world would be
 several hundred MB written only to be parsed again); everything after the store runs the real-data code.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lxmert_s_msp.data.corpora import (
+from lxmert_s_msp.data.corpus_builders import (
     caption_corpus,
     flickr30k_dataset,
     nlvr2_dataset,
