@@ -23,6 +23,7 @@ import torch
 from transformers.utils.logging import tqdm
 
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.evaluation.metrics import load_metric
 from modeling_lxmert_s import LxmertSContrastiveFeatures, LxmertSForPreTraining
@@ -322,24 +323,6 @@ class RetrievalResult:
                 f"TR {as_percent(kept, text)}"
             )
         return "\n".join(lines)
-
-
-def retrieval_split(data_folder: str | Path, split: str) -> datasets.Dataset:
-    """The images of one split of a data folder's Flickr30k-style corpus (`corpora/flickr30k`), with their
-    store rows and captions."""
-    corpus_path = Path(data_folder) / "corpora" / "flickr30k"
-    if not corpus_path.is_dir():
-        raise FileNotFoundError(
-            f"{corpus_path}: no retrieval corpus; build it with "
-            "`python -m lxmert_s_msp.data.corpora flickr30k`"
-        )
-    corpus = datasets.load_from_disk(str(corpus_path))
-    selected = corpus.filter(lambda row: row["split"] == split, desc=f"Selecting {split}")
-    if len(selected) == 0:
-        raise ValueError(
-            f"{corpus_path}: no images in split {split!r}; its splits are {sorted(set(corpus['split']))}"
-        )
-    return selected
 
 
 @dataclass
