@@ -20,16 +20,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text
+from lxmert_s_msp.evaluation.downstream import evaluate_checkpoint
 from lxmert_s_msp.evaluation.zero_shot import ZeroShotSettings
 from lxmert_s_msp.evidence.results import (
     cached_json,
     evidence_parser,
     evidence_world,
+    finetune_settings,
     mean_std,
     seeded_curriculum,
 )
-from lxmert_s_msp.training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
+from lxmert_s_msp.training.downstream_tasks import TASKS
+from lxmert_s_msp.training.finetuning import finetune
 from lxmert_s_msp.training.pretraining import run_curriculum
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
@@ -107,13 +111,8 @@ def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: 
                     checkpoint,
                     data,
                     out / f"{name}-{task}",
+                    finetune_settings(args, epochs.get(task), seed),
                     config_from=checkpoints[ARCHITECTURE] if checkpoint == "none" else None,
-                    epochs=epochs.get(task),
-                    learning_rate=args.learning_rate,
-                    head_learning_rate=args.head_learning_rate,
-                    seed=seed,
-                    max_steps=args.max_steps,
-                    report_to=["none"],
                 )
                 return evaluate_checkpoint(
                     TASKS[task], tuned.hub_folder, data, "test", all_pairs=True

@@ -28,12 +28,15 @@ import argparse
 from functools import partial
 from pathlib import Path
 
+from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text
+from lxmert_s_msp.evaluation.downstream import evaluate_checkpoint
 from lxmert_s_msp.evidence.grounding import named_region_attention
 from lxmert_s_msp.evidence.results import (
     cached_json,
     evidence_parser,
     evidence_world,
+    finetune_settings,
     mean_std,
     seeded_curriculum,
 )
@@ -46,7 +49,8 @@ from lxmert_s_msp.evidence.stage_figures import (
     top_answers,
     top_captions,
 )
-from lxmert_s_msp.training.finetuning import TASKS, DownstreamData, evaluate_checkpoint, finetune
+from lxmert_s_msp.training.downstream_tasks import TASKS
+from lxmert_s_msp.training.finetuning import finetune
 from lxmert_s_msp.training.pretraining import run_curriculum
 from lxmert_s_msp.training.stage_results import StageResult
 from modeling_lxmert_s import PRETRAINING_TASKS
@@ -131,10 +135,8 @@ def score_stage(
 ) -> dict:
     """`timing` plus the test VQA accuracy after fine-tuning from a stage's model, and its zero-shot
     retrieval recalls when it has the ITM head."""
-    tuned = finetune(
-        TASKS["vqa"], str(model), data, vqa_dir, epochs=args.vqa_epochs, learning_rate=args.learning_rate,
-        head_learning_rate=args.head_learning_rate, seed=seed, max_steps=args.max_steps, report_to=["none"],
-    )  # fmt: skip
+    settings = finetune_settings(args, args.vqa_epochs, seed)
+    tuned = finetune(TASKS["vqa"], str(model), data, vqa_dir, settings)
     vqa = evaluate_checkpoint(TASKS["vqa"], tuned.hub_folder, data, "test").metrics
     scores = timing | {"vqa_accuracy": vqa["vqa_accuracy"]}
     if itm:
@@ -148,9 +150,9 @@ def draw_figures(out: Path, data: DownstreamData, args: argparse.Namespace) -> t
     from the same stages."""
     stage_folders = sorted(path for path in (out / "pretrain").glob("[0-9]*-*") if path.is_dir())
     scenes = scene_descriptions(data.folder)
-    questions = data.split(TASKS["vqa"], "test")
+    questions = TASKS["vqa"].data.split(data, "test")
     questions = [questions[p] for p in pick_questions(questions, args.figure_examples)]
-    images = data.split(TASKS["retrieval"], "test")
+    images = TASKS["retrieval"].data.split(data, "test")
     picks = list(range(min(args.figure_examples, len(images))))
     answers, captions = {}, {}
     for folder in stage_folders:
@@ -158,11 +160,8 @@ def draw_figures(out: Path, data: DownstreamData, args: argparse.Namespace) -> t
         answers[stage] = top_answers(out / f"{folder.name}-vqa" / "hub", data.store, questions)
         retrieval = out / f"{folder.name}-retrieval"
         if not (retrieval / "hub").is_dir():
-            finetune(
-                TASKS["retrieval"], str(folder / "final"), data, retrieval,
-                epochs=args.figure_retrieval_epochs, learning_rate=args.learning_rate,
-                head_learning_rate=args.head_learning_rate, max_steps=args.max_steps, report_to=["none"],
-            )  # fmt: skip
+            settings = finetune_settings(args, args.figure_retrieval_epochs)
+            finetune(TASKS["retrieval"], str(folder / "final"), data, retrieval, settings)
         captions[stage] = top_captions(retrieval / "hub", data.store, images, picks)
     return (
         plot_answers(questions, answers, scenes, args.output_dir / "fig3_answers.png"),

@@ -36,21 +36,18 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from lxmert_s_msp.cli import given_flags, recipe_parser
-from lxmert_s_msp.data.store import atomic_write_text
-from lxmert_s_msp.evaluation.retrieval import TEXT_RETRIEVAL_PROTOCOLS
-from lxmert_s_msp.training.finetuning import (
-    GQA_NEEDS_REAL_DATA,
-    TASKS,
-    DownstreamData,
-    Evaluation,
+from lxmert_s_msp.cli import (
     add_retrieval_ranking_arguments,
-    answer_prior,
+    check_data_dir,
     check_retrieval_ranking_arguments,
-    default_data_folder,
-    evaluate_checkpoint,
-    metrics_line,
+    given_flags,
+    recipe_parser,
 )
+from lxmert_s_msp.data.downstream_data import DownstreamData, default_data_folder
+from lxmert_s_msp.data.store import atomic_write_text
+from lxmert_s_msp.evaluation.downstream import Evaluation, evaluate_checkpoint
+from lxmert_s_msp.evaluation.retrieval import TEXT_RETRIEVAL_PROTOCOLS
+from lxmert_s_msp.training.downstream_tasks import TASKS
 
 EVAL_BATCH_SIZE = 256
 
@@ -107,8 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     check_retrieval_ranking_arguments(parser, args)
     if args.zero_shot and args.task != "retrieval":
         parser.error("--zero_shot is retrieval by the ITM score: use it with --task retrieval")
-    if args.task == "gqa" and args.data_dir is None:
-        parser.error(GQA_NEEDS_REAL_DATA)
+    check_data_dir(parser, TASKS[args.task], args.data_dir)
     return args
 
 
@@ -136,21 +132,16 @@ def main(argv: list[str] | None = None) -> Evaluation:
         "data": str(data.folder),
         "split": args.split,
         "zero_shot": args.zero_shot,
-        "text_retrieval": args.text_retrieval if task.name == "retrieval" else None,
+        "text_retrieval": None if evaluation.retrieval is None else args.text_retrieval,
         "metrics": evaluation.metrics,
         **evaluation.report(),
     }
     atomic_write_text(output_dir / f"eval-{name}.json", json.dumps(report, indent=2))
     if evaluation.predictions is not None:
         atomic_write_text(output_dir / f"predictions-{name}.json", json.dumps(evaluation.predictions))
-    if evaluation.retrieval is not None:
-        print(evaluation.retrieval.summary())
-        if "contrastive" not in evaluation.retrieval.rankings:
-            print(f"({args.model} has no VSC head: ITM ranked every pair)")
-    elif evaluation.metrics:
-        print(metrics_line(task, args.split, evaluation.metrics, answer_prior(data, task, args.split)))
-    else:
-        print(f"{task.name} on {args.split}: no labels in this split; predictions written")
+    print(task.scorer.summary(evaluation, task, data, args.split))
+    if evaluation.retrieval is not None and "contrastive" not in evaluation.retrieval.rankings:
+        print(f"({args.model} has no VSC head: ITM ranked every pair)")
     print(f"Written to {output_dir / f'eval-{name}.json'}")
     return evaluation
 

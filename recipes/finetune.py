@@ -28,23 +28,25 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from lxmert_s_msp.cli import given_flags, recipe_parser
+from lxmert_s_msp.cli import (
+    add_retrieval_ranking_arguments,
+    check_data_dir,
+    check_retrieval_ranking_arguments,
+    given_flags,
+    recipe_parser,
+)
+from lxmert_s_msp.data.downstream_data import DownstreamData, default_data_folder
+from lxmert_s_msp.evaluation.downstream import RetrievalOptions
 from lxmert_s_msp.hub.upload import hub_upload, push_folder
+from lxmert_s_msp.training.downstream_tasks import TASKS
 from lxmert_s_msp.training.finetuning import (
-    GQA_NEEDS_REAL_DATA,
     HEAD_LEARNING_RATE,
     PAPER_BATCH_SIZE,
     PAPER_LEARNING_RATE,
-    TASKS,
-    DownstreamData,
     FinetuneResult,
-    add_retrieval_ranking_arguments,
-    answer_prior,
-    check_retrieval_ranking_arguments,
-    default_data_folder,
+    FinetuneSettings,
     finetune,
     finetune_problem,
-    metrics_line,
 )
 
 
@@ -106,7 +108,7 @@ RECIPE_TRAINING_FIELDS = {
     "hub_token": "default: the stored login or HF_TOKEN",
     "hub_private_repo": "create the repository private",
 }
-# Flags of `finetune_problem`'s argument names.
+# Flags of the names `finetune_problem` gives.
 PROBLEM_FLAGS = {
     "epochs": "--num_train_epochs",
     "config_from": "--model_config_from",
@@ -123,8 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     check_retrieval_ranking_arguments(parser, args)
     if args.model_config_from is not None and args.model != "none":
         parser.error("--model_config_from goes with --model none (a checkpoint brings its own architecture)")
-    if args.task == "gqa" and args.data_dir is None:
-        parser.error(GQA_NEEDS_REAL_DATA)
+    check_data_dir(parser, TASKS[args.task], args.data_dir)
     if "per_device_train_batch_size" in given:
         if args.batch_size is not None:
             parser.error("--batch_size (global) and --per_device_train_batch_size: give one")
@@ -143,15 +144,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for name in sorted(given - set(RECIPE_TRAINING_FIELDS))
         if hasattr(training, name)
     }
-    problem = finetune_problem(
-        args.model,
-        args.model_config_from,
-        args.epochs,
-        args.max_steps,
-        args.batch_size,
-        args.learning_rate,
-        args.head_learning_rate,
+    args.settings = FinetuneSettings(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        head_learning_rate=args.head_learning_rate,
+        seed=args.seed,
+        report_to=args.report_to,
+        training_overrides=args.training_overrides,
     )
+    problem = finetune_problem(args.model, args.model_config_from, args.settings)
     if problem is not None:
         name, why = problem
         parser.error(f"{PROBLEM_FLAGS.get(name, '--' + name)}: {why}")
@@ -163,28 +166,18 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
     args = parse_args(argv)
     task = TASKS[args.task]
     data = DownstreamData.open(args.data_dir or default_data_folder())
+    ranking = RetrievalOptions(rerank_top_k=args.rerank_top_k, all_pairs=args.all_pairs)
     result = finetune(
         task,
         args.model,
         data,
         args.output_dir,
+        args.settings,
         config_from=args.model_config_from,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        head_learning_rate=args.head_learning_rate,
-        seed=args.seed,
-        max_steps=args.max_steps,
-        report_to=args.report_to,
-        training_overrides=args.training_overrides,
-        rerank_top_k=args.rerank_top_k,
-        all_pairs=args.all_pairs,
+        ranking=ranking,
     )
     if PartialState().is_main_process:
-        if result.retrieval is not None:
-            print(result.retrieval.summary())
-        else:
-            print(metrics_line(task, "val", result.metrics, answer_prior(data, task, "val")))
+        print(task.scorer.summary(result.evaluation, task, data, "val"))
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
         if args.hub_upload is not None:

@@ -1,245 +1,30 @@
-"""Corpora built from tiny public-format files and a tiny feature store (4 regions x 8 dims)."""
+"""`python -m lxmert_s_msp.data.corpora`: corpora built from tiny public-format files against a tiny feature
+store."""
 
 import json
-import logging
 
-import numpy as np
 import pytest
 from datasets import load_from_disk
+from tiny_store import OBJECT_VOCAB, write_tiny_store
 
-from lxmert_s_msp.data.corpora import (
-    Corpus,
-    caption_corpus,
-    flickr30k_dataset,
-    load_answer_vocab,
-    main,
-    nlvr2_dataset,
-    phrase_corpus,
-    phrase_rows,
-    qa_dataset,
-    save_corpus,
-    token_corpus,
-)
-from lxmert_s_msp.data.readers import Caption, Flickr30kImage, Nlvr2Pair, Question, RegionPhrase
-from lxmert_s_msp.data.store import write_store
-from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
-from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
-
-IMAGE_IDS = ["1", "2", "COCO_val2014_000000000042"]
-OBJECT_VOCAB = ["man", "tennis racket", "car", "tree"]
+from lxmert_s_msp.data.corpora import main
+from lxmert_s_msp.data.corpus_builders import Corpus, caption_corpus, load_answer_vocab, save_corpus
+from lxmert_s_msp.data.readers import Caption
 
 
 @pytest.fixture
 def store(tmp_path):
-    num_images, num_regions = len(IMAGE_IDS), 4
-    return write_store(
-        tmp_path / "store",
-        IMAGE_IDS,
-        features=np.ones((num_images, num_regions, 8), np.float16),
-        boxes=np.zeros((num_images, num_regions, 4), np.float32),
-        object_ids=np.array([[0, 1, 3, -1], [2, 2, -1, -1], [3, 0, 1, 2]]),  # -1: padding regions
-        object_confidences=np.ones((num_images, num_regions), np.float32),
-        attribute_ids=np.zeros((num_images, num_regions), np.int64),
-        attribute_confidences=np.ones((num_images, num_regions), np.float32),
-        num_boxes=np.array([3, 2, 4]),
-        image_sizes=np.full((num_images, 2), 100),
-    )
+    return write_tiny_store(tmp_path / "store")
 
 
-def test_token_corpus_names_valid_objects_in_order(store):
-    dataset = token_corpus(store, OBJECT_VOCAB).dataset
-    assert dataset.to_dict() == {
-        "image_id": IMAGE_IDS,
-        "image_index": [0, 1, 2],
-        "text": ["man tennis racket tree", "car car", "tree man tennis racket car"],
-    }
-
-
-def test_token_corpus_can_keep_only_the_images_of_a_caption_corpus(store, tmp_path):
+def test_cli_token_corpus_keeps_only_the_images_of_a_saved_corpus(store, tmp_path):
     captions = caption_corpus([Caption("COCO_val2014_000000000042", "a man", "mscoco")], store)
-    dataset = token_corpus(store, OBJECT_VOCAB, captions.dataset["image_id"]).dataset
-    assert dataset.to_dict() == {
-        "image_id": ["COCO_val2014_000000000042"],
-        "image_index": [2],
-        "text": ["tree man tennis racket car"],
-    }
     save_corpus(captions, tmp_path / "captions")
     vocab = tmp_path / "objects_vocab.txt"
     vocab.write_text("\n".join(OBJECT_VOCAB) + "\n")
     argv = ["tokens", "--store", str(store.path), "--out", str(tmp_path / "t"), "--object-vocab", str(vocab)]
     main([*argv, "--images-of", str(tmp_path / "captions")])
     assert load_from_disk(str(tmp_path / "t"))["image_index"] == [2]
-
-
-def test_token_corpus_object_id_outside_vocab_names_image_region_field(store):
-    with pytest.raises(
-        ValueError, match=r"store: image '1' region 2: field 'object_ids' is 3, outside the 3-class"
-    ):
-        token_corpus(store, OBJECT_VOCAB[:3])
-
-
-def phrases(*triples):
-    return [RegionPhrase(image, str(region), phrase) for image, region, phrase in triples]
-
-
-def test_phrase_corpus_drops_verb_phrases_and_dedupes(store):
-    records = phrases(
-        ("1", 11, "Green old car."),
-        ("1", 12, "man riding a bike"),
-        ("1", 13, "white clouds in blue sky"),
-        ("1", 14, "green old car"),
-        ("1", 15, "  "),
-        ("2", 21, "a man is standing"),
-        ("COCO_val2014_000000000042", 31, "clock on the tower"),
-    )
-    corpus = phrase_corpus(records, store)
-    assert corpus.dropped == 0
-    assert corpus.dataset.to_dict() == {
-        "image_id": ["1", "COCO_val2014_000000000042"],
-        "image_index": [0, 2],
-        "phrases": [["Green old car", "white clouds in blue sky"], ["clock on the tower"]],
-    }
-
-
-def test_phrase_rows_pack_whole_phrases_into_texts_that_fit(store):
-    words = ["a", "red", "car", "blue", "sky", "old", "tall", "tree", "man", "##ly", ","]
-    processor = LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(words), max_length=8)
-    images = phrase_corpus(
-        phrases(
-            ("1", 1, "red car"),  # 2 tokens
-            ("1", 2, "blue sky"),  # + comma + 2 = 5
-            ("1", 3, "a tall tree"),  # + comma + 3 = 9 > 6: a new text
-            ("1", 4, "manly"),  # + comma + 2 = 6: fits
-            ("2", 5, "a red car a blue sky a tree"),  # 8 tokens alone: longer than a whole text
-            ("2", 6, "old man"),
-        ),
-        store,
-    ).dataset
-
-    rows = phrase_rows(images, processor)
-
-    assert rows.to_dict() == {
-        "image_id": ["1", "1", "2", "2"],
-        "image_index": [0, 0, 1, 1],
-        "text": ["red car, blue sky", "a tall tree, manly", "a red car a blue sky a tree", "old man"],
-    }
-    lengths = processor.text_lengths(rows["text"])
-    assert lengths.tolist() == [7, 8, 10, 4]  # only the one phrase longer than a text is cut
-
-
-def test_phrase_of_missing_image_is_named(store):
-    records = phrases(("1", 11, "red car"), ("99", 991, "blue sky"))
-    with pytest.raises(KeyError, match=r"region_descriptions.json: image '99' \(region_id 991\) is not in"):
-        phrase_corpus(records, store, origin="region_descriptions.json")
-
-
-def test_phrase_corpus_drop_missing_counts_and_logs_dropped_phrases(store, caplog):
-    records = phrases(("1", 11, "red car"), ("99", 991, "blue sky"), ("99", 992, "dog running"))
-    with caplog.at_level(logging.WARNING, logger="lxmert_s_msp.data.corpora"):
-        corpus = phrase_corpus(records, store, drop_missing=True)
-    assert corpus.dropped == 2
-    assert corpus.dataset["image_id"] == ["1"]
-    assert "dropped 1 of 2 images" in caplog.text
-
-
-def test_caption_corpus_keeps_source_and_reports_missing(store):
-    records = [
-        Caption("1", "a man with a racket", "mscoco"),
-        Caption("404", "nothing here", "vg"),
-        Caption("2", "two cars", "vg"),
-    ]
-    with pytest.raises(
-        KeyError,
-        match=r"mscoco_train.json: caption of image '404': 'nothing here' is not in the feature store",
-    ):
-        caption_corpus(records, store, origin="mscoco_train.json")
-    corpus = caption_corpus(records, store, drop_missing=True)
-    assert corpus.dropped == 1
-    assert corpus.dataset.to_dict() == {
-        "image_id": ["1", "2"],
-        "image_index": [0, 1],
-        "text": ["a man with a racket", "two cars"],
-        "source": ["mscoco", "vg"],
-    }
-
-
-def test_qa_dataset_keeps_answers_of_the_vocabulary(store):
-    records = [
-        Question(
-            "42000",
-            "COCO_val2014_000000000042",
-            "What color?",
-            ["red", "blue", "teal"],
-            [0.6, 0.3, 1.0],
-            "teal",
-        ),
-        Question("7", "2", "Is it?", [], [], None),
-    ]
-    corpus = qa_dataset(records, store, ["red", "blue", "yes"])
-    assert corpus.answer_vocab == ["red", "blue", "yes"]
-    row = corpus.dataset[0]
-    assert (row["question_id"], row["image_id"], row["image_index"]) == (
-        "42000",
-        "COCO_val2014_000000000042",
-        2,
-    )
-    assert row["answers"] == ["red", "blue"]
-    assert row["scores"] == pytest.approx([0.6, 0.3])
-    assert corpus.dataset[1]["answers"] == [] and corpus.dataset[1]["scores"] == []
-
-
-def test_qa_question_of_missing_image_is_named(store):
-    records = [Question("5", "COCO_val2014_000000000005", "q", [], [], None)]
-    with pytest.raises(KeyError, match=r"minival.json: question_id 5 \(image 'COCO_val2014_000000000005'\)"):
-        qa_dataset(records, store, [], origin="minival.json")
-
-
-def test_nlvr2_dataset_points_at_both_images(store):
-    records = [Nlvr2Pair("dev-1-0-0", ("1", "2"), "two cars", 1), Nlvr2Pair("dev-2-0-0", ("2", "x"), "s", 0)]
-    with pytest.raises(KeyError, match=r"valid.json: identifier dev-2-0-0 \(image 'x'\)"):
-        nlvr2_dataset(records, store, origin="valid.json")
-    corpus = nlvr2_dataset(records, store, drop_missing=True)
-    assert corpus.dropped == 1
-    assert corpus.dataset.to_dict() == {
-        "identifier": ["dev-1-0-0"],
-        "image_ids": [["1", "2"]],
-        "image_indices": [[0, 1]],
-        "sentence": ["two cars"],
-        "label": [1],
-    }
-
-
-def test_flickr30k_split_whose_images_are_all_missing_is_an_error(store):
-    images = [Flickr30kImage("2", ["a car"], "train"), Flickr30kImage("404", ["a dog"], "test")]
-    with pytest.raises(ValueError, match="karpathy.json: every image of split 'test' is missing"):
-        flickr30k_dataset(images, store, drop_missing=True, origin="karpathy.json")
-
-
-def test_flickr30k_dataset(store):
-    corpus = flickr30k_dataset([Flickr30kImage("2", ["a car", "cars"], "test")], store)
-    assert corpus.dataset.to_dict() == {
-        "image_id": ["2"],
-        "image_index": [1],
-        "captions": [["a car", "cars"]],
-        "split": ["test"],
-    }
-
-
-def test_save_corpus_round_trip_and_refuses_to_overwrite(store, tmp_path):
-    records = [Question("1", "1", "q", ["yes"], [1.0], "yes")]
-    out = save_corpus(qa_dataset(records, store, ["yes", "no"]), tmp_path / "vqa")
-    reloaded = load_from_disk(str(out))
-    assert reloaded.to_dict() == qa_dataset(records, store, ["yes", "no"]).dataset.to_dict()
-    assert load_answer_vocab(out) == ["yes", "no"]
-    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
-    with pytest.raises(FileExistsError, match="vqa exists"):
-        save_corpus(caption_corpus([], store), out)
-    with pytest.raises(ValueError, match="the corpus has no rows"):
-        save_corpus(caption_corpus([], store), tmp_path / "empty")
-    assert not (tmp_path / "empty").exists()
-    save_corpus(caption_corpus([Caption("2", "cars", "vg")], store), out, overwrite=True)
-    assert load_from_disk(str(out))["text"] == ["cars"]
-    assert not (out / "answers.json").exists()
 
 
 def _official_vqa(tmp_path, name: str, answers: dict[int, str]) -> list[str]:

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from lxmert_s_msp.data import corpora, features, hard_negatives
+from lxmert_s_msp.data.downstream_data import DownstreamData
+from lxmert_s_msp.data.readers import OBJ36_FIELDS
 from lxmert_s_msp.data.tokenizer import build_wordpiece_tokenizer
 from lxmert_s_msp.training.curriculum import load_curriculum
-from lxmert_s_msp.training.finetuning import TASKS, DownstreamData
+from lxmert_s_msp.training.downstream_tasks import TASKS
 from lxmert_s_msp.training.pretraining import check_stages
 from lxmert_s_msp.training.stage_data import PretrainingData
 
@@ -80,7 +82,7 @@ def _write_tsv(path: Path, image_ids: list[str], seed: int) -> None:
         return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode()
 
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, features.OBJ36_FIELDS, delimiter="\t")
+        writer = csv.DictWriter(handle, OBJ36_FIELDS, delimiter="\t")
         for image_id in image_ids:
             corners = rng.uniform(0, 90, (10, 2))
             writer.writerow(
@@ -216,9 +218,9 @@ def test_the_paper_curriculum_passes_every_check_made_before_training(data, tmp_
 
 def test_fine_tuning_reads_every_task_of_the_folder(data):
     folder = DownstreamData.open(data)
-    assert folder.answer_vocab(TASKS["vqa"]) == ["red", "blue", "two"]
-    assert len(folder.split(TASKS["vqa"], "val")) == 4
-    assert len(folder.split(TASKS["gqa"], "val")) == 2
-    assert len(folder.split(TASKS["nlvr2"], "val")) == 2
-    assert len(folder.split(TASKS["retrieval"], "test")) == 2
+    assert TASKS["vqa"].data.labels(folder) == ["red", "blue", "two"]
+    assert len(TASKS["vqa"].data.split(folder, "val")) == 4
+    assert len(TASKS["gqa"].data.split(folder, "val")) == 2
+    assert len(TASKS["nlvr2"].data.split(folder, "val")) == 2
+    assert len(TASKS["retrieval"].data.split(folder, "test")) == 2
     assert folder.hard_negatives() is not None

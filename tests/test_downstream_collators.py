@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lxmert_s_msp.data.collators import EPOCH_FIELD, INDEX_FIELD, read_regions
-from lxmert_s_msp.data.corpora import load_answer_vocab
+from lxmert_s_msp.data.corpus_builders import load_answer_vocab
 from lxmert_s_msp.data.downstream_collators import (
     RETRIEVAL_PAIR_KINDS,
     NLVR2Collator,

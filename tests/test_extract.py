@@ -11,7 +11,7 @@ from tiny_detector import draw_images, jpeg_bytes, save_tiny_detector
 from faster_rcnn_vg import FasterRcnnVgImageProcessor
 from lxmert_s_msp.data import extract
 from lxmert_s_msp.data.extract import ExtractSettings, extract_features
-from lxmert_s_msp.data.features import read_obj36_tsv
+from lxmert_s_msp.data.readers import read_obj36_tsv
 from lxmert_s_msp.data.store import FeatureStore
 
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -1,6 +1,5 @@
 """`recipes/finetune.py` and `recipes/evaluate_checkpoint.py` end to end on a tiny world with a tiny model,
-the learning rates of the new head and the loaded encoder, and the metrics their `compute_metrics` reports
-against hand computations."""
+and the learning rates of the new head and the loaded encoder (`lxmert_s_msp.training.finetuning`)."""
 
 from __future__ import annotations
 
@@ -8,37 +7,28 @@ import dataclasses
 import importlib.util
 import json
 import re
-import shutil
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 from recipe_modules import load_recipe
 from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
-from transformers import BertConfig, EvalPrediction, LxmertConfig
+from transformers import BertConfig, LxmertConfig
 
-from lxmert_s_msp.data.corpora import load_answer_vocab
-from lxmert_s_msp.data.downstream_collators import QACollator
-from lxmert_s_msp.data.readers import vqa_soft_scores
-from lxmert_s_msp.data.store import FeatureStore
+from lxmert_s_msp.data.corpus_builders import load_answer_vocab
+from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
-from lxmert_s_msp.evaluation.metrics import load_metric
+from lxmert_s_msp.training.downstream_tasks import GQA_NEEDS_REAL_DATA, TASKS
 from lxmert_s_msp.training.finetuning import (
-    GQA_NEEDS_REAL_DATA,
     HEAD_LEARNING_RATE,
     PAPER_LEARNING_RATE,
-    TASKS,
-    DownstreamData,
-    TaskMetrics,
-    answer_prior,
+    FinetuneSettings,
     build_model,
     finetuning_arguments,
     load_processor,
-    metrics_line,
 )
 from lxmert_s_msp.training.finetuning import finetune as finetune_run
 from lxmert_s_msp.training.trainer import FinetuningTrainer
@@ -131,23 +121,6 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     assert written["metrics"] == evaluation.metrics
     predictions = json.loads((tmp_path / "vqa" / "predictions-vqa-val.json").read_text())
     assert len(predictions) == 12 and {p["answer"] for p in predictions} <= set(answers)
-
-
-def test_a_val_split_built_with_another_answer_vocabulary_is_refused(world, tmp_path):
-    data = tmp_path / "data"
-    (data / "corpora").mkdir(parents=True)
-    (data / "store").symlink_to(world / "store")
-    for split in ("train", "val"):
-        (data / "corpora" / f"vqa_{split}").symlink_to(world / "corpora" / f"vqa_{split}")
-    shutil.copytree(world / "corpora" / "vqa_val", data / "corpora" / "vqa_own", symlinks=False)
-    train = DownstreamData.open(data)
-    assert len(train.split(TASKS["vqa"], "val")) == 12  # built with the training vocabulary: accepted
-    own = data / "corpora" / "vqa_own"
-    (own / "answers.json").write_text(json.dumps(load_answer_vocab(own)[:3]))  # as if built from val alone
-    with pytest.raises(ValueError, match=r"vqa_own: built with another answer vocabulary than vqa_train"):
-        train.split(TASKS["vqa"], "own")
-    with pytest.raises(ValueError, match=r"another answer vocabulary than the model's config.id2label"):
-        train.split(TASKS["vqa"], "val", answers=["yes", "no"])
 
 
 def test_nlvr2_without_pretraining_takes_the_checkpoint_architecture_not_its_weights(
@@ -289,7 +262,7 @@ def test_bad_arguments_are_refused_before_anything_is_written(
 def test_finetune_refuses_what_the_recipe_refuses(world, tmp_path):
     data = DownstreamData.open(world)
     with pytest.raises(ValueError, match=r"epochs: expected a positive number, got -1"):
-        finetune_run(TASKS["vqa"], "none", data, tmp_path / "out", epochs=-1)
+        finetune_run(TASKS["vqa"], "none", data, tmp_path / "out", FinetuneSettings(epochs=-1))
     with pytest.raises(ValueError, match=r"model: \S+nowhere: no such folder"):
         finetune_run(TASKS["vqa"], str(tmp_path / "nowhere"), data, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -320,13 +293,16 @@ def _vqa_trainer(world: Path, model: str, out: Path, config_from: Path | None = 
     that its decay groups are told apart."""
     task, data = TASKS["vqa"], DownstreamData.open(world)
     processor = load_processor(model, config_from, data)
-    network, new = build_model(task, model, data, processor, config_from, data.answer_vocab(task))
-    arguments = finetuning_arguments(task, out, 1, 8, BASE_RATE, HEAD_RATE, 0, 10, ["none"])
+    network, new = build_model(task, model, data, processor, config_from, task.data.labels(data))
+    settings = FinetuneSettings(
+        max_steps=10, batch_size=8, learning_rate=BASE_RATE, head_learning_rate=HEAD_RATE, report_to=["none"]
+    )
+    arguments = finetuning_arguments(task, out, 1, settings)
     return FinetuningTrainer(
         model=network,
         args=dataclasses.replace(arguments, weight_decay=0.01),
         new_parameters=new,
-        eval_dataset=data.split(task, "val"),  # VQA keeps its best epoch on val
+        eval_dataset=task.data.split(data, "val"),  # VQA keeps its best epoch on val
     )
 
 
@@ -443,50 +419,6 @@ def test_training_arguments_flags_replace_the_recipe_defaults(capsys):
     assert "--batch_size (global) and --per_device_train_batch_size: give one" in capsys.readouterr().err
 
 
-# ---- metrics ---------------------------------------------------------------------------------------
-
-
-def test_vqa_accuracy_is_the_official_metric_on_the_human_answers(world):
-    """The corpora keep soft scores, not the ten human answers: the score of the predicted answer must equal
-    the official leave-one-out VQA accuracy of that answer."""
-    humans = [
-        ["red"] * 2 + ["blue"] * 8,  # predicted red: 2 of 10 -> 0.6
-        ["2"] * 3 + ["3"] * 7,  # predicted 2: 3 of 10 -> 0.9
-        ["yes"] * 10,  # predicted no: 0
-        ["dog"] * 1 + ["cat"] * 4 + ["cow"] * 5,  # predicted cat: 4 of 10 -> 1.0
-    ]
-    predicted = ["red", "2", "no", "cat"]
-    vocabulary = ["red", "blue", "2", "3", "yes", "no", "dog", "cat", "cow"]
-    rows = []
-    for answers in humans:
-        scores = vqa_soft_scores(answers)
-        rows.append({"answers": list(scores), "scores": list(scores.values())})
-    processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
-    labels = QACollator(FeatureStore(world / "store"), processor, vocabulary).soft_scores(rows)
-    logits = torch.full(labels.shape, -5.0)
-    logits[torch.arange(4), torch.tensor([vocabulary.index(answer) for answer in predicted])] = 5.0
-
-    metrics = TaskMetrics(TASKS["vqa"])
-    assert metrics(EvalPrediction(logits[:2], labels[:2]), compute_result=False) is None  # batch by batch
-    result = metrics(EvalPrediction(logits[2:], labels[2:]), compute_result=True)
-    assert result["vqa_accuracy"] == pytest.approx((0.6 + 0.9 + 0.0 + 1.0) / 4)
-    official = load_metric("vqa_accuracy").compute(predictions=predicted, references=humans)
-    assert result["vqa_accuracy"] == pytest.approx(official["vqa_accuracy"])
-    assert metrics(EvalPrediction(logits[:1], labels[:1]))["vqa_accuracy"] == pytest.approx(
-        0.6
-    )  # starts over
-
-
-def test_gqa_and_nlvr2_accuracy_count_an_answer_outside_the_vocabulary_as_wrong():
-    logits = torch.tensor([[0.1, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    gqa_labels = torch.tensor(
-        [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
-    )  # last: answer not in vocab
-    assert TaskMetrics(TASKS["gqa"])(EvalPrediction(logits, gqa_labels)) == {"accuracy": pytest.approx(1 / 3)}
-    nlvr2 = TaskMetrics(TASKS["nlvr2"])(EvalPrediction(logits[:, :2], torch.tensor([1, 0, 1])))
-    assert nlvr2 == {"accuracy": pytest.approx(2 / 3)}
-
-
 def test_push_to_hub_uploads_the_hub_folder_and_nothing_else(world, checkpoint, tmp_path, hub_calls, capsys):
     out = tmp_path / "nlvr2"
     flags = ("--push_to_hub", "--hub_model_id", "me/lxmert-s-nlvr2", "--hub_token", "secret")
@@ -511,46 +443,6 @@ def test_hub_flags_without_push_to_hub_are_refused(world, checkpoint, tmp_path, 
         run_finetune("nlvr2", str(checkpoint), world, tmp_path / "out", "--hub_model_id", "me/model")
     assert "--hub_model_id goes with --push_to_hub" in capsys.readouterr().err
     assert hub_calls == [] and not (tmp_path / "out").exists()
-
-
-class _Splits:
-    """A data folder's `split` alone, over rows written here."""
-
-    def __init__(self, **splits: list[list[tuple[str, float]]]):
-        self.splits = {
-            name: datasets.Dataset.from_dict(
-                {
-                    "answers": [[answer for answer, _ in row] for row in rows],
-                    "scores": [[score for _, score in row] for row in rows],
-                },
-                features=datasets.Features(
-                    {
-                        "answers": datasets.List(datasets.Value("string")),
-                        "scores": datasets.List(datasets.Value("float32")),
-                    }
-                ),
-            )
-            for name, rows in splits.items()
-        }
-
-    def split(self, task, split):
-        return self.splits[split]
-
-
-def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split():
-    # "no" is the top answer of more training questions, "yes" has the most score: answering "yes" always
-    # scores best on the training split
-    data = _Splits(
-        train=[[("yes", 1.0)], [("no", 0.6), ("yes", 0.3)], [("no", 0.6)]],
-        val=[[("yes", 1.0)], [("no", 1.0)], [("yes", 0.3), ("no", 0.6)], []],
-        test=[[], []],
-    )
-    answer, score = answer_prior(data, TASKS["vqa"], "val")
-    assert answer == "yes" and score == pytest.approx((1.0 + 0.3) / 4)
-    assert answer_prior(data, TASKS["vqa"], "test") is None  # no answers: nothing to score
-    assert answer_prior(data, TASKS["nlvr2"], "val") is None
-    line = metrics_line(TASKS["vqa"], "val", {"loss": 3.2, "vqa_accuracy": 0.41}, (answer, score))
-    assert line == "vqa on val, in %: vqa_accuracy 41.0 (answer prior, always 'yes': 32.5)"
 
 
 def test_resume_from_checkpoint_reaches_the_trainer(world, checkpoint, tmp_path):

@@ -10,11 +10,11 @@ import torch
 from tiny_curriculum import TINY_MODEL, TINY_WORLD
 
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
-from lxmert_s_msp.evaluation.retrieval import retrieval_split
 from lxmert_s_msp.evidence.grounding import main, named_region_attention, pooled_output_spread
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor

@@ -12,10 +12,11 @@ from recipe_modules import load_recipe
 from tiny_curriculum import TINY_MODEL, TINY_WORLD, tiny_stages, write_tiny_curriculum
 
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
 from lxmert_s_msp.evidence.stage_figures import pick_questions, scene_descriptions, top_answers, top_captions
-from lxmert_s_msp.training.finetuning import TASKS, DownstreamData
+from lxmert_s_msp.training.downstream_tasks import TASKS
 from modeling_lxmert_s import LxmertSConfig, LxmertSForImageTextRetrieval, LxmertSForQuestionAnswering
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
@@ -99,7 +100,7 @@ def test_every_stage_is_timed_and_scored_and_the_figures_drawn(tmp_path):
 
 
 def test_pick_questions_takes_the_first_of_each_kind(world):
-    rows = world.split(TASKS["vqa"], "train")
+    rows = TASKS["vqa"].data.split(world, "train")
     picked = pick_questions(rows, 3)
     kinds = [" ".join(rows[p]["question"].split()[:2]) for p in picked]
     assert len(set(kinds)) == 3
@@ -109,7 +110,7 @@ def test_pick_questions_takes_the_first_of_each_kind(world):
 
 
 def test_top_answers_are_the_highest_sigmoid_scores_and_marked_right_by_the_soft_scores(world, tmp_path):
-    answers = world.answer_vocab(TASKS["vqa"])
+    answers = TASKS["vqa"].data.labels(world)
     folder = _saved(
         LxmertSForQuestionAnswering,
         world,
@@ -117,7 +118,7 @@ def test_top_answers_are_the_highest_sigmoid_scores_and_marked_right_by_the_soft
         num_qa_labels=len(answers),
         id2label=dict(enumerate(answers)),
     )
-    rows = world.split(TASKS["vqa"], "test")
+    rows = TASKS["vqa"].data.split(world, "test")
     picked = [rows[p] for p in range(4)]
     ranked = top_answers(folder, world.store, picked, k=3)
 
@@ -139,7 +140,7 @@ def test_top_answers_are_the_highest_sigmoid_scores_and_marked_right_by_the_soft
 
 def test_top_captions_are_the_best_scoring_captions_of_the_split(world, tmp_path):
     folder = _saved(LxmertSForImageTextRetrieval, world, tmp_path / "retrieval")
-    images = world.split(TASKS["retrieval"], "test")
+    images = TASKS["retrieval"].data.split(world, "test")
     ranked = top_captions(folder, world.store, images, [0, 1])
 
     model = LxmertSForImageTextRetrieval.from_pretrained(folder).eval()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lxmert_s_msp.data.collators import MSPCollator, tokenize_corpus
-from lxmert_s_msp.data.corpora import caption_corpus, token_corpus
+from lxmert_s_msp.data.corpus_builders import caption_corpus, token_corpus
 from lxmert_s_msp.data.readers import Caption
 from lxmert_s_msp.data.store import write_store
 from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary

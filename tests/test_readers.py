@@ -1,10 +1,14 @@
 """Readers against tiny files written in each exact public format."""
 
 import json
+import pickle
 
+import numpy as np
 import pytest
+from region_files import FEATURE_DIM, LABEL_FIELDS, corrupt, make_image, write_npz, write_tsv
 
 from lxmert_s_msp.data.readers import (
+    BadRecordError,
     Caption,
     Flickr30kImage,
     Nlvr2Pair,
@@ -17,6 +21,8 @@ from lxmert_s_msp.data.readers import (
     read_lxmert_nlvr2_json,
     read_lxmert_pretrain_json,
     read_lxmert_qa_json,
+    read_npz_features,
+    read_obj36_tsv,
     read_vg_region_descriptions,
     read_vqa_official,
     vqa_soft_scores,
@@ -414,3 +420,99 @@ def test_a_byte_that_is_not_utf8_is_named_with_file_line_and_offset(tmp_path, re
     with pytest.raises(ValueError) as error:
         reader(path)
     assert f"{name}: line 2, byte offset 8: byte b'\\xe9' is not UTF-8" in str(error.value)
+
+
+# ---- region features -------------------------------------------------------------------------------
+
+
+def test_obj36_reader_round_trips_every_field(tmp_path):
+    images = [make_image("COCO_1", 3, seed=0), make_image("COCO_2", 36, seed=1)]
+    records = list(read_obj36_tsv(write_tsv(tmp_path / "a_obj36.tsv", images)))
+
+    assert [record.image_id for record in records] == ["COCO_1", "COCO_2"]
+    for record, image in zip(records, images, strict=True):
+        assert (record.height, record.width) == (100, 200)
+        assert record.features.shape == (image["num_boxes"], FEATURE_DIM)  # dim inferred from the bytes
+        np.testing.assert_array_equal(record.features, image["features"].astype(np.float32))
+        np.testing.assert_array_equal(record.boxes, image["boxes"].astype(np.float32))
+        np.testing.assert_array_equal(record.object_ids, image["objects_id"])
+        np.testing.assert_array_equal(record.attribute_confidences, image["attrs_conf"].astype(np.float32))
+        assert record.location.endswith(f"line {records.index(record) + 1}")
+
+
+def test_row_with_missing_fields_is_named(tmp_path):
+    path = tmp_path / "cut.tsv"
+    write_tsv(path, [make_image("a", 3, seed=0)])
+    with open(path, "a") as handle:
+        handle.write("b\t100\t200\n")
+    with pytest.raises(BadRecordError, match=r"cut.tsv, line 2, field 'row': 3 tab-separated fields"):
+        list(read_obj36_tsv(path))
+
+
+def test_reader_checks_the_feature_dim_it_is_given(tmp_path):
+    path = write_tsv(tmp_path / "a.tsv", [make_image("a", 3, seed=0)])
+    with pytest.raises(BadRecordError, match=r"line 1, field 'features': 192 bytes, expected 96"):
+        list(read_obj36_tsv(path, feature_dim=FEATURE_DIM // 2))
+
+
+@pytest.mark.parametrize(
+    "keys", [("x", "bbox", "image_h", "image_w"), ("features", "boxes", "image_height", "image_width")]
+)
+def test_npz_reader_accepts_the_common_key_names(tmp_path, keys):
+    image = make_image("123", 4, seed=0)
+    record = read_npz_features(write_npz(tmp_path / "123.npz", image, keys), feature_dim=FEATURE_DIM)
+    assert (record.image_id, record.height, record.width) == ("123", 100, 200)
+    np.testing.assert_allclose(record.features, image["features"], rtol=1e-6)
+    np.testing.assert_array_equal(record.attribute_ids, image["attrs_id"])
+
+
+def test_npz_labels_in_pickled_info_need_allow_pickle(tmp_path):
+    image = make_image("7", 4, seed=0)
+    info = {name: image[name] for name in LABEL_FIELDS}
+    path = write_npz(tmp_path / "7.npz", image, labels=False, info=np.array(info, dtype=object))
+    with pytest.raises(BadRecordError, match=r"7.npz, field 'info': .*--allow-pickle"):
+        read_npz_features(path)
+    np.testing.assert_array_equal(read_npz_features(path, allow_pickle=True).object_ids, image["objects_id"])
+
+
+def test_npz_without_labels_gets_zero_confidence(tmp_path):
+    record = read_npz_features(write_npz(tmp_path / "8.npz", make_image("8", 2, seed=0), labels=False))
+    assert not record.object_ids.any() and not record.object_confidences.any()
+
+
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("x", lambda image: image["features"].__setitem__((0, 0), np.nan)),
+        ("bbox", lambda image: image["boxes"].__setitem__((0, 3), 150.0)),
+        ("objects_conf", lambda image: image["objects_conf"].__setitem__(1, -0.5)),
+        ("num_bbox", lambda image: image.__setitem__("num_boxes", 9)),
+    ],
+)
+def test_corrupt_npz_names_file_and_field(tmp_path, field, change):
+    image = make_image("9", 3, seed=0)
+    change(image)
+    path = write_npz(tmp_path / "9.npz", image)
+    with pytest.raises(BadRecordError) as error:
+        read_npz_features(path)
+    assert (error.value.location, error.value.field) == (str(path), field)
+
+
+def test_npz_missing_key_and_broken_archive_are_named(tmp_path):
+    image = make_image("1", 3, seed=0)
+    path = tmp_path / "1.npz"
+    np.savez(path, x=image["features"], image_h=100, image_w=200)
+    with pytest.raises(BadRecordError, match=r"1.npz, field 'bbox or boxes': missing"):
+        read_npz_features(path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(BadRecordError, match=r"1.npz, field 'file': not a readable .npz"):
+        read_npz_features(path)
+    path.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(BadRecordError, match=r"1.npz, field 'file'"):
+        read_npz_features(path)
+
+
+def test_empty_feature_field_is_named_when_the_dim_is_inferred(tmp_path):
+    path = write_tsv(tmp_path / "a.tsv", [corrupt(make_image("a", 3, seed=0), "features", "")])
+    with pytest.raises(BadRecordError, match=r"line 1, field 'features': empty"):
+        list(read_obj36_tsv(path))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_curriculum import TINY_MODEL
 
+from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.evaluation import retrieval
 from lxmert_s_msp.evaluation.retrieval import (
@@ -19,7 +20,6 @@ from lxmert_s_msp.evaluation.retrieval import (
     evaluate_retrieval,
     itm_match_scorer,
     rerank,
-    retrieval_split,
 )
 from lxmert_s_msp.training.stage_data import PretrainingData
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining

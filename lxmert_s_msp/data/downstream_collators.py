@@ -27,9 +27,9 @@ from lxmert_s_msp.data.collators import (
     text_inputs,
     visual_inputs,
 )
+from lxmert_s_msp.data.store import FeatureStore
 from modeling_lxmert_s.pretraining_pieces import mismatch_images
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
-from lxmert_s_msp.data.store import FeatureStore
 
 # Within a batch of 4B retrieval pairs, row 4b + k is positive b's pair of this kind.
 RETRIEVAL_PAIR_KINDS = ("positive", "random_caption", "random_image", "hard_caption")

@@ -1,21 +1,27 @@
-"""One reader per public annotation format, each returning plain records.
+"""One reader per public format, each returning plain records.
 
-Training code never branches on a format: every reader turns its file into the same few record types
-(`RegionPhrase`, `Caption`, `Question`, `Nlvr2Pair`, `Flickr30kImage`) whose `image_id` follows the
-feature store's convention (LXMERT's `*_obj36.tsv` `img_id`). Malformed input stops the read with an
-error naming the file, the record (index and, when it has one, its id) and the field, because a corpus
-silently missing records is far harder to notice than a crash.
+Training code never branches on a format: every annotation reader turns its file into the same few record
+types (`RegionPhrase`, `Caption`, `Question`, `Nlvr2Pair`, `Flickr30kImage`) whose `image_id` follows the
+feature store's convention (LXMERT's `*_obj36.tsv` `img_id`), and both region-feature readers into
+`RegionRecord`s (the formats: "Region features" below). Malformed input stops the read with an error naming
+the file, the record (index and, when it has one, its id) and the field, because a corpus silently missing
+records is far harder to notice than a crash.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import zipfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,3 +387,376 @@ def build_answer_vocab(records: Iterable[Question], min_count: int = 9) -> list[
     counts = Counter(record.answer for record in records if record.answer is not None)
     kept = [answer for answer, count in counts.items() if count >= min_count]
     return sorted(kept, key=lambda answer: (-counts[answer], answer))
+
+
+# ---- Region features ----------------------------------------------------------------------------------
+#
+# Two public formats of pre-extracted region features become the same `RegionRecord`:
+#
+# * `*_obj36.tsv` (bottom-up-attention / LXMERT): tab-separated, no header, one image per line, fields
+#   `OBJ36_FIELDS`; the last six are base64 of raw little-endian arrays (int64 ids, float32 confidences,
+#   float32 boxes `(n, 4)` in pixels x1, y1, x2, y2, float32 features `(n, F)`). The fields never contain
+#   tabs or quotes, so a line is split on tabs and read as bytes (exact line numbers, no csv field limit).
+#   `obj36_line` writes one, for extraction's TSV output.
+# * per-image `.npz` files (bottom-up-attention.pytorch style, file name = image id); accepted keys in
+#   `NPZ_KEYS`. Detector labels are optional: when absent they become id 0 with confidence 0, the same
+#   as padding, so confidence-weighted MOC ignores them. That extractor keeps its labels inside a pickled
+#   `info` dict, which is read only with `allow_pickle=True` (pickles can run code).
+#
+# Every record is checked before it enters the store (`lxmert_s_msp.data.feature_import`), because one NaN
+# or one box outside its image poisons the MRFR/MOC targets of every batch it lands in. A bad record raises
+# `BadRecordError` naming the file, the line (or the .npz file) and the field.
+
+OBJ36_FIELDS = (
+    "img_id",
+    "img_h",
+    "img_w",
+    "objects_id",
+    "objects_conf",
+    "attrs_id",
+    "attrs_conf",
+    "num_boxes",
+    "boxes",
+    "features",
+)
+# record attribute -> the obj36 field it comes from, so errors use the file's own names.
+OBJ36_NAMES = {
+    "height": "img_h",
+    "width": "img_w",
+    "num_boxes": "num_boxes",
+    "boxes": "boxes",
+    "features": "features",
+    "object_ids": "objects_id",
+    "object_confidences": "objects_conf",
+    "attribute_ids": "attrs_id",
+    "attribute_confidences": "attrs_conf",
+}
+# record attribute -> accepted .npz keys, first found wins. `num_boxes` is optional and only checked.
+NPZ_KEYS = {
+    "features": ("x", "features"),
+    "boxes": ("bbox", "boxes"),
+    "height": ("image_h", "image_height"),
+    "width": ("image_w", "image_width"),
+    "num_boxes": ("num_bbox", "num_boxes"),
+    "object_ids": ("objects_id",),
+    "object_confidences": ("objects_conf",),
+    "attribute_ids": ("attrs_id",),
+    "attribute_confidences": ("attrs_conf",),
+}
+LABEL_DTYPES = {
+    "object_ids": np.dtype(np.int64),
+    "object_confidences": np.dtype(np.float32),
+    "attribute_ids": np.dtype(np.int64),
+    "attribute_confidences": np.dtype(np.float32),
+}
+# Extractors clip boxes to the image but may round outwards; more than a pixel beyond is corruption.
+BOX_TOLERANCE_PX = 1.0
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+class BadRecordError(ValueError):
+    """A record that cannot enter the store; `location` and `field` say where, for skip reports."""
+
+    def __init__(self, location: str, field: str, problem: str):
+        super().__init__(f"{location}, field '{field}': {problem}")
+        self.location = location
+        self.field = field
+
+
+@dataclass
+class RegionRecord:
+    """One image's detections as the extractor wrote them (pixel boxes, float32 features)."""
+
+    image_id: str
+    height: int
+    width: int
+    boxes: np.ndarray  # (n, 4) float32: x1, y1, x2, y2 in pixels
+    features: np.ndarray  # (n, F) float32
+    object_ids: np.ndarray  # (n,) int64
+    object_confidences: np.ndarray  # (n,) float32
+    attribute_ids: np.ndarray  # (n,) int64
+    attribute_confidences: np.ndarray  # (n,) float32
+    location: str  # "file, line N" or the .npz file: where error messages point
+
+
+def read_obj36_tsv(
+    path: str | os.PathLike,
+    feature_dim: int | None = None,
+    max_boxes: int | None = None,
+    on_bad_row: Callable[[BadRecordError], None] | None = None,
+) -> Iterator[RegionRecord]:
+    """Records of a `*_obj36.tsv` file, one per non-empty line.
+
+    `feature_dim=None` infers F per row from the byte count. A bad row raises `BadRecordError`, or, when
+    `on_bad_row` is given, is handed to it and reading goes on with the next line.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            try:
+                record = _parse_obj36_line(line, f"{path}, line {line_number}", feature_dim, max_boxes)
+            except BadRecordError as error:
+                if on_bad_row is None:
+                    raise
+                on_bad_row(error)
+                continue
+            yield record
+
+
+def _parse_obj36_line(
+    line: bytes, location: str, feature_dim: int | None, max_boxes: int | None
+) -> RegionRecord:
+    values = line.split(b"\t")
+    if len(values) != len(OBJ36_FIELDS):
+        raise BadRecordError(
+            location, "row", f"{len(values)} tab-separated fields, expected {len(OBJ36_FIELDS)}"
+        )
+    row = dict(zip(OBJ36_FIELDS, values, strict=True))
+    try:
+        image_id = row["img_id"].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRecordError(location, "img_id", f"not UTF-8 ({error})") from None
+    if not image_id:
+        raise BadRecordError(location, "img_id", "empty")
+    height, width, num_boxes = (
+        _parse_int(row[field], location, field) for field in ("img_h", "img_w", "num_boxes")
+    )
+    _check_num_boxes(num_boxes, location, "num_boxes", max_boxes)
+
+    # Decoded in file order, so a row that is wrong in several fields reports the first of them.
+    decoded = {name: _decode_base64(row[name], location, name) for name in _PER_REGION_BYTES}
+    _check_region_count(decoded, num_boxes, location)
+    arrays = {
+        attribute: _bytes_as_array(
+            decoded[OBJ36_NAMES[attribute]],
+            dtype.newbyteorder("<"),
+            (num_boxes,),
+            location,
+            OBJ36_NAMES[attribute],
+        )
+        for attribute, dtype in LABEL_DTYPES.items()
+    }
+    arrays["boxes"] = _bytes_as_array(decoded["boxes"], np.dtype("<f4"), (num_boxes, 4), location, "boxes")
+    features = _decode_base64(row["features"], location, "features")
+    if feature_dim is None:
+        if len(features) % (4 * num_boxes):
+            raise BadRecordError(
+                location, "features", f"{len(features)} bytes do not split into {num_boxes} float32 rows"
+            )
+        feature_dim = len(features) // (4 * num_boxes)
+    arrays["features"] = _bytes_as_array(
+        features, np.dtype("<f4"), (num_boxes, feature_dim), location, "features"
+    )
+    record = RegionRecord(image_id=image_id, height=height, width=width, location=location, **arrays)
+    _validate(record, OBJ36_NAMES, feature_dim)
+    return record
+
+
+# Bytes per region of each fixed-size per-region field of an obj36 row.
+_PER_REGION_BYTES = {
+    **{OBJ36_NAMES[attribute]: dtype.itemsize for attribute, dtype in LABEL_DTYPES.items()},
+    "boxes": 16,
+}
+
+
+def _check_region_count(decoded: Mapping[str, bytes], num_boxes: int, location: str) -> None:
+    """When every per-region field holds the same number of regions and `num_boxes` says another, the
+    count is what is wrong: name `num_boxes`, not the first array that disagrees with it."""
+    counts = {len(data) / _PER_REGION_BYTES[name] for name, data in decoded.items()}
+    if len(counts) == 1 and (count := counts.pop()) != num_boxes and count.is_integer():
+        raise BadRecordError(
+            location,
+            "num_boxes",
+            f"{num_boxes}, but {', '.join(decoded)} each hold {int(count)} regions",
+        )
+
+
+def _parse_int(value: bytes, location: str, field: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRecordError(location, field, f"not an integer: {value[:40]!r}") from None
+
+
+def _decode_base64(value: bytes, location: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as error:
+        raise BadRecordError(location, field, f"bad base64 ({error})") from None
+
+
+def _bytes_as_array(
+    data: bytes, dtype: np.dtype, shape: tuple[int, ...], location: str, field: str
+) -> np.ndarray:
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        raise BadRecordError(
+            location, field, f"{len(data)} bytes, expected {expected} for shape {shape} of {dtype}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _check_num_boxes(num_boxes: int, location: str, field: str, max_boxes: int | None) -> None:
+    if num_boxes < 1:
+        raise BadRecordError(location, field, f"{num_boxes} boxes, expected at least 1")
+    if max_boxes is not None and num_boxes > max_boxes:
+        raise BadRecordError(
+            location,
+            field,
+            f"{num_boxes} boxes, more than the store's {max_boxes} regions (--truncate keeps the first)",
+        )
+
+
+def _validate(record: RegionRecord, names: Mapping[str, str], feature_dim: int | None) -> None:
+    """Value checks shared by both formats; `names` maps record attributes to the file's field names."""
+
+    def fail(attribute: str, problem: str) -> BadRecordError:
+        return BadRecordError(record.location, names[attribute], problem)
+
+    if record.height <= 0 or record.width <= 0:
+        attribute = "height" if record.height <= 0 else "width"
+        raise fail(attribute, f"image size {record.height}x{record.width} is not positive")
+    if feature_dim is not None and record.features.shape[1] != feature_dim:
+        raise fail("features", f"feature dim {record.features.shape[1]}, expected {feature_dim}")
+    if record.features.shape[1] == 0:
+        raise fail("features", "empty")
+    for attribute in ("boxes", "features", "object_confidences", "attribute_confidences"):
+        if not np.isfinite(getattr(record, attribute)).all():
+            raise fail(attribute, "contains NaN or inf")
+    if np.abs(record.features).max() > FLOAT16_MAX:
+        raise fail("features", f"values beyond the float16 range (+-{FLOAT16_MAX:g}) of the store")
+    for attribute in ("object_confidences", "attribute_confidences"):
+        values = getattr(record, attribute)
+        if ((values < 0) | (values > 1)).any():
+            raise fail(attribute, f"confidence outside [0, 1]: {values[(values < 0) | (values > 1)][0]}")
+    for attribute in ("object_ids", "attribute_ids"):
+        if (getattr(record, attribute) < 0).any():
+            raise fail(attribute, "negative class id")
+    boxes = record.boxes
+    limits = np.array([record.width, record.height] * 2, dtype=np.float32) + BOX_TOLERANCE_PX
+    outside = ((boxes < 0) | (boxes > limits)).any(axis=1)
+    swapped = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if outside.any():
+        index = int(np.argmax(outside))
+        raise fail(
+            "boxes", f"box {index} {boxes[index].tolist()} outside the {record.width}x{record.height} image"
+        )
+    if swapped.any():
+        index = int(np.argmax(swapped))
+        raise fail("boxes", f"box {index} {boxes[index].tolist()} has x2 < x1 or y2 < y1")
+
+
+def read_npz_features(
+    path: str | os.PathLike,
+    feature_dim: int | None = None,
+    max_boxes: int | None = None,
+    allow_pickle: bool = False,
+) -> RegionRecord:
+    """The record of one per-image `.npz` file; the image id is the file name without `.npz`."""
+    path = Path(path)
+    location = str(path)
+    try:
+        data = np.load(path, allow_pickle=allow_pickle)
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise BadRecordError(location, "file", f"not a readable .npz file ({error})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise BadRecordError(location, "file", "holds a single array, not an .npz archive")
+    with data:
+        found = {
+            attribute: next((k for k in keys if k in data.files), None)
+            for attribute, keys in NPZ_KEYS.items()
+        }
+        for attribute in ("features", "boxes", "height", "width"):
+            if found[attribute] is None:
+                raise BadRecordError(location, " or ".join(NPZ_KEYS[attribute]), "missing")
+        arrays = {attribute: _read_member(data, key, location) for attribute, key in found.items() if key}
+        if any(found[attribute] is None for attribute in LABEL_DTYPES) and "info" in data.files:
+            arrays.update(_labels_from_info(data, location, allow_pickle, found))
+    names = {attribute: found[attribute] or f"info['{NPZ_KEYS[attribute][0]}']" for attribute in NPZ_KEYS}
+
+    boxes = arrays["boxes"]
+    num_boxes = len(boxes) if boxes.ndim == 2 else -1
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise BadRecordError(location, names["boxes"], f"shape {boxes.shape}, expected (num_boxes, 4)")
+    _check_num_boxes(num_boxes, location, names["boxes"], max_boxes)
+    if "num_boxes" in arrays and _scalar_int(arrays["num_boxes"], location, names["num_boxes"]) != num_boxes:
+        raise BadRecordError(
+            location, names["num_boxes"], f"says {arrays['num_boxes']}, but there are {num_boxes} boxes"
+        )
+    features = arrays["features"]
+    if features.ndim != 2 or len(features) != num_boxes:
+        raise BadRecordError(
+            location, names["features"], f"shape {features.shape}, expected ({num_boxes}, feature_dim)"
+        )
+    labels = {}
+    for attribute, dtype in LABEL_DTYPES.items():
+        values = arrays.get(attribute, np.zeros(num_boxes, dtype=dtype))
+        if values.shape != (num_boxes,):
+            raise BadRecordError(location, names[attribute], f"shape {values.shape}, expected ({num_boxes},)")
+        labels[attribute] = values.astype(dtype)
+    record = RegionRecord(
+        image_id=path.name.removesuffix(".npz"),
+        height=_scalar_int(arrays["height"], location, names["height"]),
+        width=_scalar_int(arrays["width"], location, names["width"]),
+        boxes=boxes.astype(np.float32),
+        features=features.astype(np.float32),
+        location=location,
+        **labels,
+    )
+    _validate(record, names, feature_dim)
+    return record
+
+
+def _read_member(data: np.lib.npyio.NpzFile, key: str, location: str) -> np.ndarray:
+    try:
+        return np.asarray(data[key])
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise BadRecordError(location, key, f"unreadable ({error})") from None
+
+
+def _labels_from_info(
+    data: np.lib.npyio.NpzFile, location: str, allow_pickle: bool, found: Mapping[str, str | None]
+) -> dict[str, np.ndarray]:
+    if not allow_pickle:
+        raise BadRecordError(
+            location,
+            "info",
+            "detector labels are only in the pickled 'info' dict; pass --allow-pickle if you trust the file",
+        )
+    info = _read_member(data, "info", location).item()
+    if not isinstance(info, dict):
+        raise BadRecordError(location, "info", f"expected a dict, got {type(info).__name__}")
+    return {
+        attribute: np.asarray(info[NPZ_KEYS[attribute][0]])
+        for attribute in LABEL_DTYPES
+        if found[attribute] is None and NPZ_KEYS[attribute][0] in info
+    }
+
+
+def _scalar_int(value: np.ndarray, location: str, field: str) -> int:
+    if value.size != 1 or value.dtype.kind not in "iuf" or not np.isfinite(value).all() or value % 1:
+        raise BadRecordError(location, field, f"expected one integer, got {value!r}")
+    return int(value.reshape(()))
+
+
+def obj36_line(record: RegionRecord) -> bytes:
+    """One `*_obj36.tsv` line (`OBJ36_FIELDS`, newline included), as LXMERT's extraction wrote them."""
+    arrays = {
+        "objects_id": record.object_ids.astype("<i8"),
+        "objects_conf": record.object_confidences.astype("<f4"),
+        "attrs_id": record.attribute_ids.astype("<i8"),
+        "attrs_conf": record.attribute_confidences.astype("<f4"),
+        "boxes": record.boxes.astype("<f4"),
+        "features": record.features.astype("<f4"),
+    }
+    values = {
+        "img_id": record.image_id.encode("utf-8"),
+        "img_h": str(record.height).encode(),
+        "img_w": str(record.width).encode(),
+        "num_boxes": str(len(record.boxes)).encode(),
+        **{field: base64.b64encode(np.ascontiguousarray(array).tobytes()) for field, array in arrays.items()},
+    }
+    return b"\t".join(values[field] for field in OBJ36_FIELDS) + b"\n"

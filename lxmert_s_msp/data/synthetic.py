@@ -15,8 +15,8 @@ From the scenes the generator writes what real data provides, in the real format
 Visual Genome class vocabularies, VG `region_descriptions.json` (some phrases with verbs, for the verb
 filter), COCO-style captions, LXMERT-style VQA json whose soft scores come from ten simulated annotators,
 LXMERT-style NLVR2 json, and a Karpathy-style retrieval json with five captions per image, then reads them
-back through `lxmert_s_msp.data.readers` into the corpora of `lxmert_s_msp.data.corpora`. Downstream files are split
-by image into train / val / test; the pre-training corpora use the train images only.
+back through `lxmert_s_msp.data.readers` into the corpora of `lxmert_s_msp.data.corpus_builders`. Downstream
+files are split by image into train / val / test; the pre-training corpora use the train images only.
 
 The features go straight into the store with `write_store` (an obj36 TSV of a 2,048-d world would be
 several hundred MB written only to be parsed again); everything after the store runs the real-data code.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lxmert_s_msp.data.corpora import (
+from lxmert_s_msp.data.corpus_builders import (
     caption_corpus,
     flickr30k_dataset,
     nlvr2_dataset,
@@ -364,6 +364,55 @@ def _write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data))
 
 
+def _regions(scene: Scene, phrases: list[str], first_id: int) -> dict:
+    """A VG `region_descriptions.json` entry: the scene's phrases, each on one of its boxes, in pixels."""
+    boxes = [item.box for item in scene.objects]
+    regions = []
+    for number, phrase in enumerate(phrases):
+        x1, y1, x2, y2 = boxes[number % len(boxes)]
+        regions.append(
+            {
+                "region_id": first_id + number,
+                "image_id": int(scene.image_id),
+                "phrase": phrase,
+                "x": round(x1 * scene.width),
+                "y": round(y1 * scene.height),
+                "width": round((x2 - x1) * scene.width),
+                "height": round((y2 - y1) * scene.height),
+            }
+        )
+    return {"id": int(scene.image_id), "regions": regions}
+
+
+def _karpathy_image(scene: Scene, image_number: int, split: str, texts: list[str]) -> dict:
+    """A Karpathy `dataset_flickr30k.json` image with its captions."""
+    return {
+        "filename": f"{scene.image_id}.jpg",
+        "imgid": image_number,
+        "split": split,
+        "sentids": [image_number * 10 + k for k in range(len(texts))],
+        "sentences": [{"raw": text, "tokens": text.rstrip(".").split()} for text in texts],
+    }
+
+
+def _nlvr2_records(split: str, scenes: list[Scene], rng: np.random.Generator) -> list[dict]:
+    """LXMERT's NLVR2 json of a split: one pair per image of the split."""
+    records = []
+    for number in range(len(scenes)):
+        left, right, sentence, label = nlvr2_pair(scenes, rng)
+        records.append(
+            {
+                "identifier": f"{split}-{number}-0",
+                "img0": left.image_id,
+                "img1": right.image_id,
+                "label": label,
+                "sent": sentence,
+                "uid": f"synth-{split}-{number}",
+            }
+        )
+    return records
+
+
 def write_annotations(
     scenes: list[Scene], settings: WorldSettings, folder: Path, rng: np.random.Generator
 ) -> None:
@@ -375,24 +424,10 @@ def write_annotations(
     region_descriptions, coco_images, coco_captions, karpathy = [], [], [], []
     vqa = {split: [] for split in ("train", "val", "test")}
     for scene in scenes:
-        boxes = [item.box for item in scene.objects]
-        regions = []
-        for number, phrase in enumerate(region_phrases(scene, rng)):
-            x1, y1, x2, y2 = boxes[number % len(boxes)]
-            regions.append(
-                {
-                    "region_id": len(region_descriptions) * 100 + number,
-                    "image_id": int(scene.image_id),
-                    "phrase": phrase,
-                    "x": round(x1 * scene.width),
-                    "y": round(y1 * scene.height),
-                    "width": round((x2 - x1) * scene.width),
-                    "height": round((y2 - y1) * scene.height),
-                }
-            )
-        region_descriptions.append({"id": int(scene.image_id), "regions": regions})
+        phrases = region_phrases(scene, rng)
+        region_descriptions.append(_regions(scene, phrases, len(region_descriptions) * 100))
         texts = captions(scene, settings.captions_per_image, rng)
-        image_number = len(coco_images)
+        image_number, split = len(coco_images), splits[scene.image_id]
         coco_images.append(
             {
                 "id": image_number,
@@ -404,18 +439,10 @@ def write_annotations(
         coco_captions += [
             {"image_id": image_number, "id": image_number * 10 + k, "caption": text}
             for k, text in enumerate(texts)
-            if splits[scene.image_id] == "train"
+            if split == "train"
         ]
-        karpathy.append(
-            {
-                "filename": f"{scene.image_id}.jpg",
-                "imgid": image_number,
-                "split": splits[scene.image_id],
-                "sentids": [image_number * 10 + k for k in range(len(texts))],
-                "sentences": [{"raw": text, "tokens": text.rstrip(".").split()} for text in texts],
-            }
-        )
-        vqa[splits[scene.image_id]] += questions(scene, settings.questions_per_image, rng)
+        karpathy.append(_karpathy_image(scene, image_number, split, texts))
+        vqa[split] += questions(scene, settings.questions_per_image, rng)
 
     _write_json(folder / "region_descriptions.json", region_descriptions)
     _write_json(folder / "captions_train.json", {"images": coco_images, "annotations": coco_captions})
@@ -423,20 +450,7 @@ def write_annotations(
     for split, records in vqa.items():
         _write_json(folder / "vqa" / f"{split}.json", records)
         by_split = [scene for scene in scenes if splits[scene.image_id] == split]
-        pairs = []
-        for number in range(len(by_split)):
-            left, right, sentence, label = nlvr2_pair(by_split, rng)
-            pairs.append(
-                {
-                    "identifier": f"{split}-{number}-0",
-                    "img0": left.image_id,
-                    "img1": right.image_id,
-                    "label": label,
-                    "sent": sentence,
-                    "uid": f"synth-{split}-{number}",
-                }
-            )
-        _write_json(folder / "nlvr2" / f"{split}.json", pairs)
+        _write_json(folder / "nlvr2" / f"{split}.json", _nlvr2_records(split, by_split, rng))
 
 
 def _all_texts(folder: Path) -> list[str]:

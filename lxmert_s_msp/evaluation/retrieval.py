@@ -23,6 +23,7 @@ import torch
 from transformers.utils.logging import tqdm
 
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.evaluation.metrics import load_metric
 from modeling_lxmert_s import LxmertSContrastiveFeatures, LxmertSForPreTraining
@@ -324,38 +325,79 @@ class RetrievalResult:
         return "\n".join(lines)
 
 
-def retrieval_split(data_folder: str | Path, split: str) -> datasets.Dataset:
-    """The images of one split of a data folder's Flickr30k-style corpus (`corpora/flickr30k`), with their
-    store rows and captions."""
-    corpus_path = Path(data_folder) / "corpora" / "flickr30k"
-    if not corpus_path.is_dir():
-        raise FileNotFoundError(
-            f"{corpus_path}: no retrieval corpus; build it with "
-            "`python -m lxmert_s_msp.data.corpora flickr30k`"
-        )
-    corpus = datasets.load_from_disk(str(corpus_path))
-    selected = corpus.filter(lambda row: row["split"] == split, desc=f"Selecting {split}")
-    if len(selected) == 0:
-        raise ValueError(
-            f"{corpus_path}: no images in split {split!r}; its splits are {sorted(set(corpus['split']))}"
-        )
-    return selected
+@dataclass
+class RetrievalTargets:
+    """What a split's rankings are scored against: each image's captions (`matches`, indices into every
+    caption of the split), the captions text retrieval ranks (`text_columns`, as `TextRetrieval` says) and
+    each image's among them (`text_matches`)."""
+
+    matches: list[list[int]]
+    text_columns: torch.Tensor
+    text_matches: list[list[int]]
+    every_caption: bool  # text retrieval ranks every caption: its score matrix is image retrieval's
+
+    @classmethod
+    def of(cls, captions_per_image: Sequence[int], text_retrieval: TextRetrieval) -> RetrievalTargets:
+        ends = np.cumsum(captions_per_image).tolist()
+        matches = [list(range(end - count, end)) for count, end in zip(captions_per_image, ends, strict=True)]
+        if text_retrieval == "first_caption":
+            text_columns = torch.tensor([caption_ids[0] for caption_ids in matches])
+            return cls(matches, text_columns, [[image] for image in range(len(matches))], False)
+        return cls(matches, torch.arange(sum(captions_per_image)), matches, True)
+
+    def text_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The columns of a score matrix of every pair (images x every caption) that text retrieval ranks."""
+        return scores if self.every_caption else scores[:, self.text_columns]
+
+    def recalls(self, image_scores: torch.Tensor, text_scores: torch.Tensor) -> dict[str, float]:
+        """Image retrieval recalls over `image_scores` (images x every caption) and text retrieval recalls
+        over `text_scores` (images x the captions TR ranks); one metric pass when they are the same matrix."""
+        metric = load_metric("retrieval_recall")
+        recalls = metric.compute(predictions=image_scores.tolist(), references=self.matches)
+        if text_scores is not image_scores:
+            text = metric.compute(predictions=text_scores.tolist(), references=self.text_matches)
+            recalls |= {name: value for name, value in text.items() if name.startswith("text_")}
+        return recalls
 
 
-def _recalls(
-    image_scores: torch.Tensor,
-    text_scores: torch.Tensor,
-    matches: list[list[int]],
-    text_matches: list[list[int]],
+def contrastive_recalls(similarity: torch.Tensor, targets: RetrievalTargets) -> dict[str, float]:
+    """The contrastive ranking: every pair by the similarity of its VSC embeddings (`contrastive_similarity`),
+    no cross-modal pass."""
+    return targets.recalls(similarity, targets.text_scores(similarity))
+
+
+def reranked_recalls(
+    score: PairScorer,
+    split: EncodedSplit,
+    similarity: torch.Tensor,
+    logit_scale: float,
+    targets: RetrievalTargets,
+    top_k: int,
+    batch_size: int,
 ) -> dict[str, float]:
-    """Image retrieval recalls over `image_scores` (images x every caption) and text retrieval recalls over
-    `text_scores` (images x the captions TR ranks); one metric pass when they are the same matrix."""
-    metric = load_metric("retrieval_recall")
-    recalls = metric.compute(predictions=image_scores.tolist(), references=matches)
-    if text_scores is not image_scores:
-        text = metric.compute(predictions=text_scores.tolist(), references=text_matches)
-        recalls |= {name: value for name, value in text.items() if name.startswith("text_")}
-    return recalls
+    """Two-stage ranking: each query's `top_k` candidates by `similarity`, re-scored by `score` (the
+    cross-modal ITM log-odds) plus their contrastive logit (the similarity times the VSC `logit_scale`): the
+    two paths' evidence added, as BLIP adds its contrastive similarity to the ITM score of its top k. On the
+    synthetic world ITM alone sometimes ranked the contrastive top 16 worse than the similarity did, the sum
+    never (docs/results.md)."""
+    columns = targets.text_columns
+
+    def rescore(image: torch.Tensor, caption: torch.Tensor, retrieval: str) -> torch.Tensor:
+        description = f"ITM re-ranking ({retrieval} top {top_k})"
+        itm = score_pairs(score, split, image, caption, batch_size, description=description)
+        return itm + logit_scale * similarity[image, caption]
+
+    image_scores = rerank(similarity.T, top_k, lambda c, i: rescore(i, c, "IR")).T
+    text_scores = rerank(similarity[:, columns], top_k, lambda i, c: rescore(i, columns[c], "TR"))
+    return targets.recalls(image_scores, text_scores)
+
+
+def all_pairs_recalls(
+    score: PairScorer, split: EncodedSplit, targets: RetrievalTargets, batch_size: int
+) -> dict[str, float]:
+    """The paper's protocol: `score` (ITM) on every pair, one cross-modal pass each."""
+    scores = _score_every_pair(score, split, batch_size)
+    return targets.recalls(scores, targets.text_scores(scores))
 
 
 def evaluate_retrieval(
@@ -375,65 +417,36 @@ def evaluate_retrieval(
     """Rank every caption of `images` (rows of `retrieval_split`) for every image, and back; `text_retrieval`
     chooses the captions text retrieval ranks (`TextRetrieval`).
 
-    With `contrastive_model` (a model with the VSC head) every pair is ranked by its contrastive similarity,
-    and, when `rerank_top_k` > 0, each query's top `rerank_top_k` candidates are re-scored by `score` (the
-    cross-modal ITM log-odds) plus their contrastive logit (the similarity times the VSC scale): the two
-    paths' evidence added, as BLIP adds its contrastive similarity to the ITM score of its top k. On the
-    synthetic world ITM alone sometimes ranked the contrastive top 16 worse than the similarity did, the sum
-    never (docs/results.md). `score` alone ranks every pair when asked (`all_pairs`), when there is no
-    re-ranking (`rerank_top_k` 0) and for a model without VSC (`contrastive_model` None)."""
+    With `contrastive_model` (a model with the VSC head) every pair is ranked by its contrastive similarity
+    (`contrastive_recalls`) and, when `rerank_top_k` > 0, each query's top `rerank_top_k` candidates are
+    re-scored by `score` (`reranked_recalls`). `score` alone ranks every pair (`all_pairs_recalls`) when asked
+    (`all_pairs`), when there is no re-ranking (`rerank_top_k` 0) and for a model without VSC
+    (`contrastive_model` None)."""
     if text_retrieval not in TEXT_RETRIEVAL_PROTOCOLS:
         raise ValueError(
             f"text_retrieval: expected one of {list(TEXT_RETRIEVAL_PROTOCOLS)}, got {text_retrieval!r}"
         )
     if rerank_top_k < 0:
         raise ValueError(f"rerank_top_k: expected 0 (no re-ranking) or more candidates, got {rerank_top_k}")
-    per_image = images["captions"]
-    captions = [caption for texts in per_image for caption in texts]
-    ends = np.cumsum([len(texts) for texts in per_image]).tolist()
-    matches = [list(range(end - len(texts), end)) for texts, end in zip(per_image, ends, strict=True)]
-    # the captions text retrieval ranks (columns of the score matrices) and each image's among them
-    if text_retrieval == "first_caption":
-        text_columns = torch.tensor([caption_ids[0] for caption_ids in matches])
-        text_matches = [[image] for image in range(len(matches))]
-    else:
-        text_columns, text_matches = torch.arange(len(captions)), matches
-    every_caption = text_retrieval == "all_captions"
+    per_image = [len(texts) for texts in images["captions"]]
+    captions = [caption for texts in images["captions"] for caption in texts]
+    targets = RetrievalTargets.of(per_image, text_retrieval)
     encoded = EncodedSplit.encode(store, processor, images["image_index"], captions, device)
-
     rankings: dict[str, dict[str, float]] = {}
     reranking = contrastive_model is not None and rerank_top_k > 0
     if contrastive_model is not None:
         similarity = contrastive_similarity(contrastive_model, encoded, batch_size)
-        text_similarity = similarity if every_caption else similarity[:, text_columns]
-        rankings["contrastive"] = _recalls(similarity, text_similarity, matches, text_matches)
+        rankings["contrastive"] = contrastive_recalls(similarity, targets)
     if reranking:
-        logit_scale = contrastive_model.contrastive_logit_scale
-
-        def rescore(image: torch.Tensor, caption: torch.Tensor, retrieval: str) -> torch.Tensor:
-            description = f"ITM re-ranking ({retrieval} top {rerank_top_k})"
-            itm = score_pairs(score, encoded, image, caption, batch_size, description=description)
-            return itm + logit_scale * similarity[image, caption]
-
-        image_scores = rerank(similarity.T, rerank_top_k, lambda c, i: rescore(i, c, "IR")).T
-        text_scores = rerank(
-            similarity[:, text_columns], rerank_top_k, lambda i, c: rescore(i, text_columns[c], "TR")
+        scale = contrastive_model.contrastive_logit_scale
+        rankings["reranked"] = reranked_recalls(
+            score, encoded, similarity, scale, targets, rerank_top_k, batch_size
         )
-        rankings["reranked"] = _recalls(image_scores, text_scores, matches, text_matches)
     if all_pairs or not reranking:
-        scores = _score_every_pair(score, encoded, batch_size)
-        text_scores = scores if every_caption else scores[:, text_columns]
-        rankings["all_pairs"] = _recalls(scores, text_scores, matches, text_matches)
-    return RetrievalResult(
-        title,
-        split,
-        len(images),
-        len(captions),
-        rankings,
-        chance_recalls([len(texts) for texts in per_image], text_retrieval),
-        text_retrieval,
-        rerank_top_k if reranking else None,
-    )
+        rankings["all_pairs"] = all_pairs_recalls(score, encoded, targets, batch_size)
+    chance = chance_recalls(per_image, text_retrieval)
+    top_k = rerank_top_k if reranking else None
+    return RetrievalResult(title, split, len(images), len(captions), rankings, chance, text_retrieval, top_k)
 
 
 def zero_shot_retrieval(

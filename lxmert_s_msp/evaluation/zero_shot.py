@@ -19,13 +19,13 @@ from typing import Any
 import datasets
 import torch
 
+from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore, atomic_write_text
 from lxmert_s_msp.evaluation.metrics import load_metric
 from lxmert_s_msp.evaluation.retrieval import (
     DEFAULT_RERANK_TOP_K,
     EncodedSplit,
     RetrievalResult,
-    retrieval_split,
     score_pairs,
     zero_shot_retrieval,
 )

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
-from lxmert_s_msp.evaluation.retrieval import retrieval_split
 from modeling_lxmert_s import LxmertSForPreTraining
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 

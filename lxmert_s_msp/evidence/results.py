@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.training.curriculum import Curriculum, load_curriculum
-from lxmert_s_msp.training.finetuning import HEAD_LEARNING_RATE, PAPER_LEARNING_RATE, DownstreamData
+from lxmert_s_msp.training.finetuning import HEAD_LEARNING_RATE, PAPER_LEARNING_RATE, FinetuneSettings
 
 
 def evidence_parser(description: str, output_dir: str) -> argparse.ArgumentParser:
@@ -47,6 +48,18 @@ def evidence_world(args: argparse.Namespace) -> DownstreamData:
     """The one synthetic world every run of an evidence recipe shares: `<output-dir>/world`."""
     settings = WorldSettings(images=args.world_images, feature_dim=args.world_feature_dim)
     return DownstreamData.open(generate_world(args.output_dir / "world", settings))
+
+
+def finetune_settings(args: argparse.Namespace, epochs: float | None, seed: int = 0) -> FinetuneSettings:
+    """A fine-tuning run of an evidence recipe: `evidence_parser`'s rates and steps, logging to no tracker."""
+    return FinetuneSettings(
+        epochs=epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        head_learning_rate=args.head_learning_rate,
+        seed=seed,
+        report_to=["none"],
+    )
 
 
 def seeded_curriculum(config: Path, data: DownstreamData, seed: int) -> Curriculum:

@@ -16,9 +16,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from faster_rcnn_vg import DEFAULT_DETECTOR
 from lxmert_s_msp.data.store import atomic_write_text, replace_folder
+from lxmert_s_msp.evaluation.downstream import DownstreamTask
 from lxmert_s_msp.evaluation.retrieval import as_percent
 from lxmert_s_msp.evaluation.zero_shot import ZeroShotScores
 from lxmert_s_msp.training.curriculum import Curriculum
+from lxmert_s_msp.training.downstream_tasks import TASKS
 from lxmert_s_msp.training.stage_data import PretrainingData
 from lxmert_s_msp.training.stage_results import StageResult
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
@@ -29,20 +31,6 @@ TAGS = ["lxmert", "lxmert-s", "msp", "vision-language", "multi-stage-pre-trainin
 # The real pre-training data: Visual Genome's phrases and objects, COCO's captions (the paper's §4.1).
 PRETRAINING_DATASETS = ["ranjaykrishna/visual_genome", "HuggingFaceM4/COCO"]
 SYNTHETIC_DATASET = "synthetic-world"  # `lxmert_s_msp/data/synthetic.py`; no Hub dataset
-# Where each downstream task's real data lives on the Hub, for the card's `datasets` and `model-index`.
-TASK_DATASETS = {
-    "vqa": ("HuggingFaceM4/VQAv2", "VQA v2"),
-    "gqa": ("lmms-lab/GQA", "GQA"),
-    "nlvr2": ("lil-lab/nlvr", "NLVR2"),
-    "retrieval": ("nlphuji/flickr_1k_test_image_text_retrieval", "Flickr30k"),
-}
-# Hub task ids where one exists; NLVR2 and retrieval have none, so their results name their own.
-TASK_TYPES = {
-    "vqa": ("visual-question-answering", "Visual question answering"),
-    "gqa": ("visual-question-answering", "Visual question answering"),
-    "nlvr2": ("visual-reasoning", "Visual reasoning"),
-    "retrieval": ("image-text-retrieval", "Image-text retrieval"),
-}
 
 
 def render_card(data: ModelCardData, body: Sequence[str]) -> str:
@@ -219,10 +207,10 @@ def _zero_shot_results(scores: ZeroShotScores | None, dataset: tuple[str, str]) 
 
 
 def _task_results(
-    task: str, metrics: dict[str, float], dataset: tuple[str, str], split: str
+    task: DownstreamTask, metrics: dict[str, float], dataset: tuple[str, str], split: str
 ) -> list[EvalResult]:
     """A fine-tuned model's `model-index`: its scores on `split`, in percent (the loss left out)."""
-    task_type, task_name = TASK_TYPES[task]
+    task_type, task_name = task.hub_task
     dataset_type, dataset_name = dataset
     return [
         EvalResult(
@@ -237,6 +225,45 @@ def _task_results(
         for name, value in metrics.items()
         if name != "loss" and not name.startswith("kept_")
     ]
+
+
+def _pretrained_load_lines(config: LxmertSConfig) -> list[str]:
+    return [
+        "## How to load",
+        "",
+        "```python",
+        "from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor",
+        "",
+        'processor = AutoProcessor.from_pretrained("path/to/this/folder", trust_remote_code=True)',
+        'model = AutoModel.from_pretrained("path/to/this/folder", trust_remote_code=True)  # the encoder',
+        'heads = AutoModelForPreTraining.from_pretrained("path/to/this/folder", trust_remote_code=True)',
+        f"# features: (regions, {config.visual_feat_dim}) RoI features; boxes: (regions, 4) pixel corners",
+        'inputs = processor(text=["a red car"], visual_feats=[features], boxes=[boxes],',
+        "                   image_sizes=[(height, width)])",
+        "pooled = model(**inputs).pooled_output",
+        "```",
+        "",
+    ]
+
+
+def _resolved_curriculum(curriculum: Curriculum) -> dict[str, Any]:
+    """The curriculum as it ran, for the card; local folders by name only."""
+    data_settings = {k: v for k, v in vars(curriculum.data).items() if v is not None}
+    for key in ("dir", "tokenizer"):
+        if key in data_settings:
+            data_settings[key] = hub_id(data_settings[key]) or Path(data_settings[key]).name
+    return {
+        "data": data_settings,
+        "model": curriculum.model,
+        "training": vars(curriculum.training),
+        "stages": [
+            {
+                **{k: v for k, v in vars(stage).items() if k != "sources"},
+                "sources": [vars(source) for source in stage.sources],
+            }
+            for stage in curriculum.stages
+        ],
+    }
 
 
 def model_card(
@@ -254,7 +281,7 @@ def model_card(
     order = " → ".join(stage.name for stage in curriculum.stages)
     parameters = sum(p.numel() for p in model.lxmert.parameters())
     synthetic = is_synthetic_world(data.folder)
-    retrieval_data = (SYNTHETIC_DATASET, "synthetic world") if synthetic else TASK_DATASETS["retrieval"]
+    retrieval_data = (SYNTHETIC_DATASET, "synthetic world") if synthetic else TASKS["retrieval"].hub_dataset
     metadata = ModelCardData(
         model_name=model_name,
         license=LICENSE,
@@ -264,42 +291,13 @@ def model_card(
         datasets=None if synthetic else PRETRAINING_DATASETS,
         eval_results=_zero_shot_results(scores, retrieval_data) or None,
     )
-    data_settings = {k: v for k, v in vars(curriculum.data).items() if v is not None}
-    for key in ("dir", "tokenizer"):  # local folders by name only
-        if key in data_settings:
-            data_settings[key] = hub_id(data_settings[key]) or Path(data_settings[key]).name
-    resolved = {
-        "data": data_settings,
-        "model": curriculum.model,
-        "training": vars(curriculum.training),
-        "stages": [
-            {
-                **{k: v for k, v in vars(stage).items() if k != "sources"},
-                "sources": [vars(source) for source in stage.sources],
-            }
-            for stage in curriculum.stages
-        ],
-    }
     lines = [
         "# LXMERT-S pre-trained with MSP",
         "",
         "LXMERT-S (LXMERT with only its cross-modality encoder) pre-trained with multi-stage pre-training "
         f"(MSP; Liu, Feng, Wang, ACL-IJCNLP 2021): {order}.",
         "",
-        "## How to load",
-        "",
-        "```python",
-        "from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor",
-        "",
-        'processor = AutoProcessor.from_pretrained("path/to/this/folder", trust_remote_code=True)',
-        'model = AutoModel.from_pretrained("path/to/this/folder", trust_remote_code=True)  # the encoder',
-        'heads = AutoModelForPreTraining.from_pretrained("path/to/this/folder", trust_remote_code=True)',
-        f"# features: (regions, {config.visual_feat_dim}) RoI features; boxes: (regions, 4) pixel corners",
-        'inputs = processor(text=["a red car"], visual_feats=[features], boxes=[boxes],',
-        "                   image_sizes=[(height, width)])",
-        "pooled = model(**inputs).pooled_output",
-        "```",
-        "",
+        *_pretrained_load_lines(config),
         "## Model",
         "",
         f"{config.num_layers} cross-modality layers, hidden size {config.hidden_size}, "
@@ -322,7 +320,7 @@ def model_card(
         f"The curriculum (`{curriculum.path.name}`, resolved):",
         "",
         "```yaml",
-        yaml.safe_dump(resolved, sort_keys=False).rstrip(),
+        yaml.safe_dump(_resolved_curriculum(curriculum), sort_keys=False).rstrip(),
         "```",
         "",
         *([] if scores is None else _zero_shot_section(scores)),
@@ -351,7 +349,7 @@ def _load_lines(model_class: str, auto_class: str | None) -> list[str]:
 
 
 def finetuned_card(
-    task: str,
+    task: DownstreamTask,
     source: str,
     data_folder: Path,
     metrics: dict[str, float],
@@ -362,19 +360,9 @@ def finetuned_card(
     """The card of a model fine-tuned on `task` from `source` (a checkpoint folder or Hub id, or "none"),
     with its val `metrics` (fractions) and training `settings`."""
     synthetic = is_synthetic_world(data_folder)
-    dataset = (SYNTHETIC_DATASET, "synthetic world") if synthetic else TASK_DATASETS[task]
-    task_type, task_name = TASK_TYPES[task]
+    dataset = (SYNTHETIC_DATASET, "synthetic world") if synthetic else task.hub_dataset
+    task_type, task_name = task.hub_task
     base = hub_id(source)
-    metadata = ModelCardData(
-        model_name=f"lxmert-s-{task}",
-        license=LICENSE,
-        library_name="transformers",
-        pipeline_tag=task_type if task_type == "visual-question-answering" else None,
-        tags=[*TAGS, task],
-        base_model=base,
-        datasets=None if synthetic else [dataset[0]],
-        eval_results=_task_results(task, metrics, dataset, "val") or None,
-    )
     if source == "none":
         origin = "no pre-training (freshly initialised weights)"
     elif base is not None:
@@ -393,7 +381,7 @@ def finetuned_card(
         f"LXMERT-S (LXMERT with only its cross-modality encoder) fine-tuned on {data}, from {origin}. "
         + (
             "The model is the one at the end of training, ranked once on val."
-            if task == "retrieval"
+            if task.metric is None
             else "The model is the checkpoint of the best val score."
         ),
         "",
@@ -412,7 +400,27 @@ def finetuned_card(
         *(f"| {name} | {100 * value:.1f} |" for name, value in metrics.items() if name != "loss"),
         "",
     ]
-    return render_card(metadata, lines)
+    return render_card(_finetuned_metadata(task, base, dataset, metrics, synthetic), lines)
+
+
+def _finetuned_metadata(
+    task: DownstreamTask,
+    base: str | None,
+    dataset: tuple[str, str],
+    metrics: dict[str, float],
+    synthetic: bool,
+) -> ModelCardData:
+    task_type = task.hub_task[0]
+    return ModelCardData(
+        model_name=f"lxmert-s-{task.name}",
+        license=LICENSE,
+        library_name="transformers",
+        pipeline_tag=task_type if task_type == "visual-question-answering" else None,
+        tags=[*TAGS, task.name],
+        base_model=base,
+        datasets=None if synthetic else [dataset[0]],
+        eval_results=_task_results(task, metrics, dataset, "val") or None,
+    )
 
 
 def converted_card(source: str, model: LxmertSForPreTraining, processor: LxmertSProcessor) -> str:

@@ -156,6 +156,24 @@ def parameters_without_gradient(
     return unused
 
 
+def unused_by_data_parallel(
+    heading: str, model: LxmertSForPreTraining, trained: StageData, stage: StageConfig, batch_size: int
+) -> list[str]:
+    """With several processes and one corpus, the parameters no task of the stage reaches, which DDP must be
+    told to expect without gradients (announced); none otherwise."""
+    state = PartialState()
+    if state.num_processes <= 1 or len(stage.sources) != 1:
+        return []
+    unused = parameters_without_gradient(model, trained, batch_size)
+    if unused:
+        state.print(
+            f"{heading}: no task of the stage reaches {len(unused)} parameter tensors "
+            f"({', '.join(sorted({name.rsplit('.', 1)[0] for name in unused}))}): DDP is told to "
+            "expect parameters without gradients"
+        )
+    return unused
+
+
 def run_stage(
     curriculum: Curriculum,
     data: PretrainingData,
@@ -177,15 +195,9 @@ def run_stage(
         model = stage_model(curriculum, data, stage, previous)
         trained = stage_data(data, stage, curriculum.training, seed=curriculum.training.seed + index)
         arguments = training_arguments(curriculum, stage, folder)
-        unused = []
-        if state.num_processes > 1 and len(stage.sources) == 1:
-            unused = parameters_without_gradient(model, trained, arguments.per_device_train_batch_size)
-            if unused:
-                state.print(
-                    f"{heading}: no task of the stage reaches {len(unused)} parameter tensors "
-                    f"({', '.join(sorted({name.rsplit('.', 1)[0] for name in unused}))}): DDP is told to "
-                    "expect parameters without gradients"
-                )
+        unused = unused_by_data_parallel(
+            heading, model, trained, stage, arguments.per_device_train_batch_size
+        )
         carried = None
         if curriculum.training.optimizer_state == "carry" and previous is not None:
             carried = torch.load(previous / OPTIMIZER_STATE, weights_only=True)

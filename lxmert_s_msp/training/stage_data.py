@@ -26,7 +26,7 @@ from torch.utils.data import Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lxmert_s_msp.data.collators import MSPCollator, count_truncated
-from lxmert_s_msp.data.corpora import check_rows_point_at_store, phrase_rows
+from lxmert_s_msp.data.corpus_builders import check_rows_point_at_store, phrase_rows
 from lxmert_s_msp.data.hard_negatives import load_hard_negatives
 from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore

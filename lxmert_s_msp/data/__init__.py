@@ -1,0 +1,1 @@
+"""Data: public-format readers, the feature store, corpora, the synthetic world and the collators."""

@@ -1,0 +1,118 @@
+"""Scoring a downstream task (`lxmert_s_msp.evaluation.downstream`): the classification metrics against hand
+computations and the official VQA metric, and the console lines with what a model must beat."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from transformers import EvalPrediction
+
+from lxmert_s_msp.data.downstream_collators import QACollator
+from lxmert_s_msp.data.downstream_data import TaskSplits
+from lxmert_s_msp.data.readers import vqa_soft_scores
+from lxmert_s_msp.data.store import FeatureStore
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.evaluation.downstream import Evaluation, answer_prior
+from lxmert_s_msp.evaluation.metrics import load_metric
+from lxmert_s_msp.training.downstream_tasks import TASKS
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return generate_world(tmp_path_factory.mktemp("data") / "world", WorldSettings(images=40, feature_dim=32))
+
+
+def test_vqa_accuracy_is_the_official_metric_on_the_human_answers(world):
+    """The corpora keep soft scores, not the ten human answers: the score of the predicted answer must equal
+    the official leave-one-out VQA accuracy of that answer."""
+    humans = [
+        ["red"] * 2 + ["blue"] * 8,  # predicted red: 2 of 10 -> 0.6
+        ["2"] * 3 + ["3"] * 7,  # predicted 2: 3 of 10 -> 0.9
+        ["yes"] * 10,  # predicted no: 0
+        ["dog"] * 1 + ["cat"] * 4 + ["cow"] * 5,  # predicted cat: 4 of 10 -> 1.0
+    ]
+    predicted = ["red", "2", "no", "cat"]
+    vocabulary = ["red", "blue", "2", "3", "yes", "no", "dog", "cat", "cow"]
+    rows = []
+    for answers in humans:
+        scores = vqa_soft_scores(answers)
+        rows.append({"answers": list(scores), "scores": list(scores.values())})
+    processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
+    labels = QACollator(FeatureStore(world / "store"), processor, vocabulary).soft_scores(rows)
+    logits = torch.full(labels.shape, -5.0)
+    logits[torch.arange(4), torch.tensor([vocabulary.index(answer) for answer in predicted])] = 5.0
+
+    metrics = TASKS["vqa"].scorer.training_metrics()
+    assert metrics(EvalPrediction(logits[:2], labels[:2]), compute_result=False) is None  # batch by batch
+    result = metrics(EvalPrediction(logits[2:], labels[2:]), compute_result=True)
+    assert result["vqa_accuracy"] == pytest.approx((0.6 + 0.9 + 0.0 + 1.0) / 4)
+    official = load_metric("vqa_accuracy").compute(predictions=predicted, references=humans)
+    assert result["vqa_accuracy"] == pytest.approx(official["vqa_accuracy"])
+    assert metrics(EvalPrediction(logits[:1], labels[:1]))["vqa_accuracy"] == pytest.approx(
+        0.6
+    )  # starts over
+
+
+def test_gqa_and_nlvr2_accuracy_count_an_answer_outside_the_vocabulary_as_wrong():
+    logits = torch.tensor([[0.1, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    gqa_labels = torch.tensor(
+        [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    )  # last: answer not in vocab
+    gqa = TASKS["gqa"].scorer.training_metrics()
+    assert gqa(EvalPrediction(logits, gqa_labels)) == {"accuracy": pytest.approx(1 / 3)}
+    nlvr2 = TASKS["nlvr2"].scorer.training_metrics()(EvalPrediction(logits[:, :2], torch.tensor([1, 0, 1])))
+    assert nlvr2 == {"accuracy": pytest.approx(2 / 3)}
+
+
+class _Splits(TaskSplits):
+    """A task's splits, rows written here."""
+
+    def __init__(self, **splits: list[list[tuple[str, float]]]):
+        self.splits = {
+            name: datasets.Dataset.from_dict(
+                {
+                    "answers": [[answer for answer, _ in row] for row in rows],
+                    "scores": [[score for _, score in row] for row in rows],
+                },
+                features=datasets.Features(
+                    {
+                        "answers": datasets.List(datasets.Value("string")),
+                        "scores": datasets.List(datasets.Value("float32")),
+                    }
+                ),
+            )
+            for name, rows in splits.items()
+        }
+
+    def split(self, data, split, labels=None):
+        return self.splits[split]
+
+
+def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split():
+    # "no" is the top answer of more training questions, "yes" has the most score: answering "yes" always
+    # scores best on the training split
+    splits = _Splits(
+        train=[[("yes", 1.0)], [("no", 0.6), ("yes", 0.3)], [("no", 0.6)]],
+        val=[[("yes", 1.0)], [("no", 1.0)], [("yes", 0.3), ("no", 0.6)], []],
+        test=[[], []],
+    )
+    vqa = dataclasses.replace(TASKS["vqa"], data=splits)
+    answer, score = answer_prior(None, vqa, "val")
+    assert answer == "yes" and score == pytest.approx((1.0 + 0.3) / 4)
+    assert answer_prior(None, vqa, "test") is None  # no answers: nothing to score
+    line = vqa.scorer.summary(Evaluation({"loss": 3.2, "vqa_accuracy": 0.41}), vqa, None, "val")
+    assert line == "vqa on val, in %: vqa_accuracy 41.0 (answer prior, always 'yes': 32.5)"
+    # NLVR2 has no answers: its floor is the chance of its two labels
+    nlvr2 = TASKS["nlvr2"]
+    line = nlvr2.scorer.summary(Evaluation({"loss": 0.7, "accuracy": 0.55}), nlvr2, None, "val")
+    assert line == "nlvr2 on val, in %: accuracy 55.0 (chance 50.0)"
+    # a split without labels (a test set) has no metrics: its predictions are all it gives
+    assert vqa.scorer.summary(Evaluation({}), vqa, None, "test") == (
+        "vqa on test: no labels in this split; predictions written"
+    )
