@@ -45,6 +45,13 @@ class LxmertSConfig(PreTrainedConfig):
         `"word"`: one position per whitespace word, shared by its WordPieces, computed by
         `LxmertSProcessor` (the model cannot recover word boundaries from ids, so it requires
         `position_ids` in this mode); `"absolute"`: BERT's 0..L-1, the default when none are given.
+    visual_geometry_bias (`bool`, defaults to `False`):
+        Add to the region self-attention a bias learned from each pair of regions' relative geometry
+        (`LxmertSRegionGeometry`, not in LXMERT-S), so that a region can gather what lies left of, above, ...
+        it; `False`: LXMERT's attention, where boxes enter only through the region embeddings.
+    alignment_counts (`bool`, defaults to `False`):
+        The alignment pooler also reads how many regions each word matches (a soft count,
+        `LxmertSAlignmentPooler`), which an average or a maximum over regions cannot express.
     gate_region_heads (`bool`, defaults to `True`):
         Region heads (MRFR, MOC, IFRS) read `transform(h_v) * pooled_output` as the released code
         does; `False` reads `transform(h_v)` as LXMERT.
@@ -114,6 +121,8 @@ class LxmertSConfig(PreTrainedConfig):
     alignment_temperature: float = 0.1
     position_ids_type: Literal["word", "absolute"] = "word"
     gate_region_heads: bool = True
+    visual_geometry_bias: bool = False
+    alignment_counts: bool = False
 
     pretraining_tasks: list[str] | None = None
     loss_weights: dict[str, float] | None = None

@@ -45,6 +45,7 @@ from .pretraining_pieces import (
     region_regression_piece,
     sentence_topic_piece,
     shuffle_piece,
+    tag_piece,
 )
 
 logger = logging.get_logger(__name__)
@@ -399,10 +400,13 @@ class LxmertSCrossModalityLayer(GradientCheckpointingLayer):
         visual_mask: torch.Tensor | None,
         vision_sees_language: bool = True,
         output_attentions: bool = False,
+        visual_self_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """`vision_sees_language=False` (FLM's unidirectional passes): the regions' cross-attention reads the
         regions instead of the text, so the image side carries no word to a word that must not see it.
-        `output_attentions`: return the weights of text self-, region self- and text-to-region attention."""
+        `output_attentions`: return the weights of text self-, region self- and text-to-region attention.
+        `visual_self_mask`: the region self-attention's additive mask when it differs from `visual_mask`
+        (with `LxmertSRegionGeometry`'s bias)."""
         lang_cross, cross_weights = self.visual_attention(
             lang_feats, visual_feats, visual_mask, output_attentions
         )
@@ -411,10 +415,41 @@ class LxmertSCrossModalityLayer(GradientCheckpointingLayer):
         else:
             visual_cross, _ = self.visual_attention(visual_feats, visual_feats, visual_mask)
         lang_self, lang_weights = self.lang_self_att(lang_cross, lang_mask, output_attentions)
-        visual_self, visual_weights = self.visn_self_att(visual_cross, visual_mask, output_attentions)
+        visual_self, visual_weights = self.visn_self_att(
+            visual_cross, visual_mask if visual_self_mask is None else visual_self_mask, output_attentions
+        )
         lang_out = self.lang_output(self.lang_inter(lang_self), lang_self)
         visual_out = self.visn_output(self.visn_inter(visual_self), visual_self)
         return lang_out, visual_out, lang_weights, visual_weights, cross_weights
+
+
+class LxmertSRegionGeometry(nn.Module):
+    """Relation-aware region self-attention (`config.visual_geometry_bias`, not in LXMERT-S): each head's
+    attention from region i to region j gets a bias learned from their relative geometry, the offset of j's
+    box centre from i's and the log ratios of their widths and heights (as relation networks for detection
+    do).
+
+    Absolute box embeddings let a query prefer regions at a place, not regions placed relative to itself:
+    "what is left of the dog" needs the second. The bias is shared by the layers; its last layer starts at
+    zero, so that at initialisation the attention is the plain one."""
+
+    HIDDEN = 32
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.encode = nn.Linear(4, self.HIDDEN)
+        self.activation = nn.ReLU()
+        self.bias = nn.Linear(self.HIDDEN, config.num_attention_heads)
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        """(B, R, 4) boxes (x1, y1, x2, y2) -> (B, heads, R, R) attention bias, query region first."""
+        boxes = boxes.float()
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+        size = (boxes[..., 2:] - boxes[..., :2]).clamp(min=1e-3)
+        offset = centre[:, None, :, :] - centre[:, :, None, :]
+        ratio = torch.log(size[:, None, :, :] / size[:, :, None, :])
+        bias = self.bias(self.activation(self.encode(torch.cat([offset, ratio], dim=-1))))
+        return bias.permute(0, 3, 1, 2)
 
 
 class LxmertSEncoder(nn.Module):
@@ -422,6 +457,17 @@ class LxmertSEncoder(nn.Module):
         super().__init__()
         self.visn_fc = LxmertSVisualFeatureEncoder(config)
         self.x_layers = nn.ModuleList(LxmertSCrossModalityLayer(config) for _ in range(config.num_layers))
+        self.region_geometry = LxmertSRegionGeometry(config) if config.visual_geometry_bias else None
+
+    def region_self_mask(self, visual_mask: torch.Tensor, visual_pos: torch.Tensor) -> torch.Tensor | None:
+        """The region self-attention's additive mask: `visual_mask` plus the geometry bias (None without it).
+        `visual_pos` are the regions' boxes; the visual [CLS], when there is one, covers the whole image."""
+        if self.region_geometry is None:
+            return None
+        if self.visn_fc.visual_cls_feature is not None:
+            whole = self.visn_fc.visual_cls_box.to(visual_pos.dtype).expand(len(visual_pos), 1, -1)
+            visual_pos = torch.cat([whole, visual_pos], dim=1)
+        return visual_mask + self.region_geometry(visual_pos).to(visual_mask.dtype)
 
 
 class LxmertSReconstructorLayer(nn.Module):
@@ -504,18 +550,25 @@ class LxmertSAlignmentPooler(nn.Module):
 
         pooled = tanh(W [sum_w beta_w h_w ; sum_w beta_w a_w ; SCORE_SCALE sum_w beta_w f_w]).
 
-    WPG trains the similarities it reads.
+    With `config.alignment_counts`, also sum_w beta_w c_w, c_w = sum_r sigmoid(COUNT_SHARPNESS (s_wr - theta))
+    with a learned threshold theta: how many regions the word matches, which neither the softmax average nor
+    the maximum can tell ("how many dogs are there?"). WPG trains the similarities it reads.
     """
 
     # The match score is one input beside 2H others: scaled so that it is not lost among them at init.
     SCORE_SCALE = 5.0
+    # How sharply a region counts as matched once its cosine passes the threshold (cosines lie in [-1, 1]).
+    COUNT_SHARPNESS = 10.0
+    COUNT_THRESHOLD = 0.5  # the threshold's initial value
 
     def __init__(self, config: LxmertSConfig):
         super().__init__()
         self.word_weight = nn.Linear(config.hidden_size, 1)
-        self.dense = nn.Linear(2 * config.hidden_size + 1, config.hidden_size)
+        counts = 1 if config.alignment_counts else 0
+        self.dense = nn.Linear(2 * config.hidden_size + 1 + counts, config.hidden_size)
         self.activation = nn.Tanh()
         self.temperature = config.alignment_temperature
+        self.count_threshold = nn.Parameter(torch.tensor(self.COUNT_THRESHOLD)) if counts else None
 
     def forward(
         self,
@@ -534,10 +587,12 @@ class LxmertSAlignmentPooler(nn.Module):
         scores = self.word_weight(language_output).squeeze(-1).float().masked_fill(~words, float("-inf"))
         beta = torch.softmax(scores, dim=-1).nan_to_num(0.0).to(language_output.dtype)[..., None]
         match = (beta[..., 0] * similarity.max(-1).values.to(beta.dtype)).sum(1, keepdim=True)
-        pooled = torch.cat(
-            [(beta * language_output).sum(1), (beta * found).sum(1), self.SCORE_SCALE * match], -1
-        )
-        return self.activation(self.dense(pooled))
+        parts = [(beta * language_output).sum(1), (beta * found).sum(1), self.SCORE_SCALE * match]
+        if self.count_threshold is not None:
+            # padding regions hold -2, below any threshold: they count nothing
+            counts = torch.sigmoid(self.COUNT_SHARPNESS * (similarity.float() - self.count_threshold)).sum(-1)
+            parts.append((beta[..., 0] * counts.to(beta.dtype)).sum(1, keepdim=True))
+        return self.activation(self.dense(torch.cat(parts, -1)))
 
 
 class LxmertSClassificationHead(nn.Module):
@@ -574,7 +629,9 @@ class EncoderFeatures:
     "contrastive" (VSC, ITM_VSC): the uni-modal embeddings the contrastive loss compares, the unmasked text's
     embeddings (B, L, H) and the regions' (B, R, H), before any cross-modal layer. "negative_pairs" (WPG,
     ITM_VSC): `negative`, the encoder outputs of the negative pairs the model builds in the batch, pair n
-    being text `negative_pairs[0][n]` with image `negative_pairs[1][n]` (row indices).
+    being text `negative_pairs[0][n]` with image `negative_pairs[1][n]` (row indices). "binding" (ITM_VSC with
+    binding negatives): `binding`, the encoder outputs of each caption's binding negative with its own image,
+    for the rows that have one.
     """
 
     language_output: torch.Tensor
@@ -588,6 +645,7 @@ class EncoderFeatures:
     region_embeddings: torch.Tensor | None = None
     negative: EncoderFeatures | None = None
     negative_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+    binding: EncoderFeatures | None = None
 
 
 class LxmertSPredictionHeadTransform(nn.Module):
@@ -876,9 +934,15 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
     """ITM_VSC: ITM whose negatives are mined in the batch from the VSC similarities (MVP, ALBEF): the batch
     holds matched pairs only, and `LxmertSForPreTraining` encodes one negative pair per row, half a text with
     an image sampled in proportion to softmax(similarity) (a hard image), half an image with a hard text.
-    Cross-entropy over the B matched and B negative pairs. The same module as ITM, `heads.itm`."""
+    Cross-entropy over the B matched and B negative pairs. The same module as ITM, `heads.itm`.
+
+    With binding negatives in the batch (`binding_input_ids`, `binding_mask`: each caption with the words that
+    bind to its objects changed, `pretraining_pieces.binding_negatives`), those captions with their own image
+    are negatives too: a pair that matches word for word and not in what binds to what (NegCLIP's hard
+    negatives)."""
 
     label_names = ("itm_labels", "image_ids")
+    optional_label_names = ("binding_input_ids", "binding_mask")
 
     def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
         super().check_labels(labels, checks)
@@ -887,10 +951,19 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
             "itm_labels: itm_vsc mines its own negatives, so every row must be a matched pair (1)",
         )
         checks.row_ids("image_ids", labels["image_ids"])
+        if ("binding_input_ids" in labels) != ("binding_mask" in labels):
+            raise ValueError("binding_input_ids and binding_mask: give both or neither")
+        if "binding_input_ids" in labels:
+            check_shape("binding_input_ids", labels["binding_input_ids"], checks.per_token)
+            check_dtype("binding_input_ids", labels["binding_input_ids"], "integer")
+            checks.mask("binding_mask", labels["binding_mask"], checks.per_row)
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         matched = labels["itm_labels"]
-        negative = features.negative.pooled_output
+        negatives = [features.negative.pooled_output]
+        if features.binding is not None:
+            negatives.append(features.binding.pooled_output)
+        negative = torch.cat(negatives)
         logits = self.logits(torch.cat([features.pooled_output, negative]))
         targets = torch.cat([matched, matched.new_zeros(len(negative))])
         return F.cross_entropy(logits.float(), targets)
@@ -1004,6 +1077,41 @@ class PhraseGroundingHead(PretrainingHead):
         if not bool(concept.any()):
             return _zero_loss_like(hinge)
         return hinge[concept].mean()
+
+
+class TagGroundingHead(PretrainingHead):
+    """TAG (object-tag grounding; not in MSP): a word that names the detector's class of some regions of its
+    image (an object tag, in MVP's and Oscar's sense) should match those regions better than the image's
+    others.
+
+    The supervision is exact where the text is the detector's labels, as in the token stage, whose every word
+    names one region: MSP's first stage reads the tags and learns nothing about where they are. For each such
+    word: the cosine similarities of its cross-modal output with the region outputs (`word_region_similarity`,
+    which the alignment pooler and WPG read too), divided by `alignment_temperature`, a softmax over the
+    image's regions, and -log of the mass on the regions the word names; averaged over those words.
+    `tag_targets` (B, L, R): word l names region r's detected class (`pretraining_pieces.tag_targets`).
+    """
+
+    label_names = ("tag_targets",)
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.temperature = config.alignment_temperature
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.mask("tag_targets", labels["tag_targets"], checks.per_token.then(checks.regions, "regions"))
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        targets = labels["tag_targets"].bool() & features.visual_attention_mask.bool()[:, None, :]
+        similarity = word_region_similarity(
+            features.language_output, features.region_output, features.visual_attention_mask
+        )
+        log_probabilities = (similarity.float() / self.temperature).log_softmax(-1)
+        words = targets.any(-1) & features.attention_mask.bool()
+        if not bool(words.any()):
+            return _zero_loss_like(log_probabilities)
+        on_targets = torch.logsumexp(log_probabilities.masked_fill(~targets, float("-inf")), -1)
+        return -on_targets[words].mean()
 
 
 class RegionFeatureRegressionHead(RegionHead):
@@ -1198,7 +1306,7 @@ def _resized_vector(vector: torch.Tensor, size: int, fill: float | torch.Tensor)
 
 # The extra encoder passes a head may read (`EncoderFeatures`), in the order `LxmertSForPreTraining` runs
 # them: each draws dropout noise, so a fixed order keeps a seeded run reproducible.
-ENCODER_PASSES = ("contrastive", "negative_pairs", "unidirectional")
+ENCODER_PASSES = ("contrastive", "negative_pairs", "binding", "unidirectional")
 
 
 @dataclass(frozen=True)
@@ -1259,7 +1367,7 @@ PRETRAINING_TASKS: dict[str, PretrainingTask] = {
             MinedImageTextMatchingHead,
             matched_pairs_piece,
             module="itm",
-            passes=frozenset({"contrastive", "negative_pairs"}),
+            passes=frozenset({"contrastive", "negative_pairs", "binding"}),
             requires={"vsc": "mines its negatives from the VSC similarities"},
             pairs="matched",
             negatives="mined in each batch from the VSC similarities (itm_vsc)",
@@ -1270,6 +1378,7 @@ PRETRAINING_TASKS: dict[str, PretrainingTask] = {
         PretrainingTask("titp", PhraseTopicHead, phrase_topic_piece, needs=frozenset({"object_vocab"})),
         PretrainingTask("tits", SentenceTopicHead, sentence_topic_piece, needs=frozenset({"object_vocab"})),
         PretrainingTask("ifrs", ImageFeatureShuffleHead, shuffle_piece),
+        PretrainingTask("tag", TagGroundingHead, tag_piece, needs=frozenset({"object_vocab"})),
         PretrainingTask("mrfr", RegionFeatureRegressionHead, region_regression_piece),
         PretrainingTask("moc", MaskedObjectClassificationHead, object_classification_piece),
         PretrainingTask(
@@ -1405,6 +1514,11 @@ class LxmertSPreTrainedModel(PreTrainedModel):
             module.initialize(self.config)
         elif isinstance(module, LxmertSReconstructor):
             init.normal_(module.mask_embedding, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, LxmertSRegionGeometry):
+            init.zeros_(module.bias.weight)
+            init.zeros_(module.bias.bias)
+        elif isinstance(module, LxmertSAlignmentPooler) and module.count_threshold is not None:
+            init.constant_(module.count_threshold, module.COUNT_THRESHOLD)
         elif isinstance(module, LxmertSVisualFeatureEncoder) and module.visual_cls_feature is not None:
             init.normal_(module.visual_cls_feature, mean=0.0, std=self.config.initializer_range)
             # not saved, so from_pretrained (which builds on the meta device) must set it here
@@ -1592,12 +1706,18 @@ class LxmertSModel(LxmertSPreTrainedModel):
         visual = self.encoder.visn_fc(visual_feats, visual_pos)
         lang_mask = additive_mask(attention_mask, lang)
         visual_mask = additive_mask(visual_attention_mask, visual)
+        visual_self_mask = self.encoder.region_self_mask(visual_mask, visual_pos)
 
         lang_states, visual_states = (lang,), (visual,)
         lang_attentions, visual_attentions, cross_attentions = (), (), ()
         for layer in self.encoder.x_layers:
             lang, visual, lang_weights, visual_weights, cross_weights = layer(
-                lang, lang_mask, visual, visual_mask, output_attentions=output_attentions
+                lang,
+                lang_mask,
+                visual,
+                visual_mask,
+                output_attentions=output_attentions,
+                visual_self_mask=visual_self_mask,
             )
             lang_states += (lang,)
             visual_states += (visual,)
@@ -1661,9 +1781,17 @@ class LxmertSModel(LxmertSPreTrainedModel):
         visual = self.encoder.visn_fc(visual_feats, visual_pos)
         lang_mask = additive_mask(unidirectional_attention_mask(attention_mask), lang)
         visual_mask = additive_mask(visual_attention_mask, visual)
+        visual_self_mask = self.encoder.region_self_mask(visual_mask, visual_pos)
         states = ()
         for layer in self.encoder.x_layers:
-            lang, visual, *_ = layer(lang, lang_mask, visual, visual_mask, vision_sees_language=False)
+            lang, visual, *_ = layer(
+                lang,
+                lang_mask,
+                visual,
+                visual_mask,
+                vision_sees_language=False,
+                visual_self_mask=visual_self_mask,
+            )
             states += (lang,)
         return LxmertSUnidirectionalOutput(
             hidden_states=states,
@@ -1926,6 +2054,24 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             inputs.image["visual_attention_mask"][image_index],
         )
         features.negative_pairs = (text_index, image_index)
+
+    def _binding_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
+        """Each caption's binding negative with its own image, for the rows that have one (when the batch
+        carries them)."""
+        if "binding_input_ids" not in inputs.labels:
+            return
+        rows = inputs.labels["binding_mask"].bool()
+        if not bool(rows.any()):
+            return
+        text = {**inputs.text, "input_ids": inputs.labels["binding_input_ids"]}
+        encoded = self.lxmert(
+            **{name: None if value is None else value[rows] for name, value in text.items()},
+            **{name: value[rows] for name, value in inputs.image.items()},
+            return_dict=True,
+        )
+        features.binding = self._features(
+            encoded, inputs.text["attention_mask"][rows], inputs.image["visual_attention_mask"][rows]
+        )
 
     def _unidirectional_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
         """FLM's two unidirectional passes over the unmasked text: `flm_labels` hold the original id of every

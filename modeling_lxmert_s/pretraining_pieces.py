@@ -168,6 +168,65 @@ def topic_targets(
     return (in_text & in_image)[:, :vocab_size].float()
 
 
+def tag_targets(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    object_ids: torch.Tensor,
+    visual_attention_mask: torch.Tensor,
+    class_pieces: torch.Tensor,
+    special_ids: torch.Tensor,
+) -> torch.Tensor:
+    """TAG: (B, L, R) true where text token l is a WordPiece of the detected class name of (valid) region r of
+    the image fed, so a word names every region the detector gave its name (a repeated label, a duplicate
+    box); special tokens and padding name none."""
+    words = attention_mask.bool() & ~torch.isin(input_ids, special_ids)
+    region_pieces = class_pieces[object_ids.clamp(0, len(class_pieces) - 1)]  # (B, R, K), -1 padded
+    named = (input_ids[:, :, None, None] == region_pieces[:, None, :, :]).any(-1)
+    return named & words[:, :, None] & visual_attention_mask.bool()[:, None, :]
+
+
+def _first_and_last(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) positions of the first and the last true entry of each row of a (B, L) mask (0 where none)."""
+    length = mask.shape[1]
+    return mask.int().argmax(1), length - 1 - mask.flip(1).int().argmax(1)
+
+
+def _swapped(input_ids: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each text with the first and the last of its `words` exchanged, and whether that changed it."""
+    first, last = _first_and_last(words)
+    rows = torch.arange(len(input_ids))
+    swapped = input_ids.clone()
+    swapped[rows, first], swapped[rows, last] = input_ids[rows, last], input_ids[rows, first]
+    return swapped, words.sum(1).ge(2) & (input_ids[rows, first] != input_ids[rows, last])
+
+
+def binding_negatives(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    words: BindingWords,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard negatives that keep a caption's words and change what binds to what (NegCLIP's and ARO's): the
+    first and the last attribute word exchanged ("a blue car left of a red dog" for "a red car left of a blue
+    dog"), the first and the last object word exchanged, or every relation and number word replaced by another
+    of its kind ("right of", "three"). Each text gets one of the changes it allows, drawn uniformly. Returns
+    the (B, L) negative texts and (B,) whether a text has one; a bag of its words cannot tell a negative from
+    its caption, only what each word is bound to can.
+    """
+    real = attention_mask.bool()
+    attributes, attribute_ok = _swapped(input_ids, real & torch.isin(input_ids, words.attributes))
+    objects, object_ok = _swapped(input_ids, real & torch.isin(input_ids, words.objects))
+    opposite = words.opposites[input_ids.clamp(0, len(words.opposites) - 1)]
+    replaceable = real & (opposite >= 0)
+    replaced, replace_ok = torch.where(replaceable, opposite, input_ids), replaceable.any(1)
+    choices = torch.stack([attribute_ok, object_ok, replace_ok], 1)
+    count = choices.sum(1)
+    nth = (torch.rand(len(input_ids), generator=generator) * count).long()
+    kind = ((choices.cumsum(1) == nth[:, None] + 1) & choices).int().argmax(1)
+    negative = torch.stack([attributes, objects, replaced], 1)[torch.arange(len(input_ids)), kind]
+    return torch.where((count > 0)[:, None], negative, input_ids), count > 0
+
+
 def mismatch_images(
     image_index: torch.Tensor,
     pool: torch.Tensor,
@@ -205,6 +264,26 @@ def mismatch_images(
 
 
 @dataclass(frozen=True)
+class BindingWords:
+    """The words a binding negative changes (`binding_negatives`), as token ids: `attributes` and `objects`,
+    the one-piece words of the detector's attribute and object names; `opposites` (vocab_size,) maps a
+    relation or number word to another of its kind (left -> right, two -> three) and every other id to -1."""
+
+    attributes: torch.Tensor
+    objects: torch.Tensor
+    opposites: torch.Tensor
+
+
+# Words a binding negative replaces by another of their kind: spatial relations by their opposite, numbers by
+# a neighbour. Only those that are one WordPiece of the tokenizer are used.
+OPPOSITE_WORDS = {
+    "left": "right", "right": "left", "above": "below", "below": "above", "top": "bottom", "bottom": "top",
+    "over": "under", "under": "over", "front": "behind", "behind": "front", "inside": "outside",
+    "outside": "inside", "one": "two", "two": "three", "three": "two", "four": "three", "five": "four",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class PieceSettings:
     """What a stage's collator fixes once and its pieces read in every batch.
 
@@ -212,7 +291,8 @@ class PieceSettings:
     `hard_negatives`: ITM_HS's (store images, M) table of look-alikes, -1 for none. `class_wordpieces`: the
     (C, K) WordPiece ids of each detector class name (TITP / TITS). `class_word_ids`: the one-piece words of
     the object and attribute names, the concepts WPG grounds and the words the phrase stage's MLM prefers
-    (with `class_word_mlm_probability`)."""
+    (with `class_word_mlm_probability`). `binding_words`: when set, ITM_VSC also scores a binding negative of
+    each caption that has one (`binding_negatives`)."""
 
     mask_token_id: int
     vocab_size: int
@@ -226,6 +306,7 @@ class PieceSettings:
     hard_negatives: np.ndarray | None = None
     class_wordpieces: torch.Tensor | None = None
     class_word_ids: torch.Tensor | None = None
+    binding_words: BindingWords | None = None
 
 
 class PretrainingBatch:
@@ -334,12 +415,36 @@ def hard_negatives_piece(batch: PretrainingBatch) -> None:
     _mismatch(batch, batch.settings.hard_negatives)
 
 
+def tag_piece(batch: PretrainingBatch) -> None:
+    """TAG: `tag_targets`, which regions each word names (by the detector's class names), from the text as
+    written (before MLM masks it): a masked tag still names its regions."""
+    _check_object_ids(batch)
+    batch.labels["tag_targets"] = tag_targets(
+        batch.inputs["input_ids"],
+        batch.inputs["attention_mask"],
+        batch.regions["object_ids"],
+        batch.regions["visual_attention_mask"],
+        batch.settings.class_wordpieces,
+        batch.settings.special_ids,
+    )
+
+
 def matched_pairs_piece(batch: PretrainingBatch) -> None:
     """ITM_VSC: every row is fed its own image (`itm_labels` all 1) and `image_ids` name it; the model mines
-    the negatives in the batch from the VSC similarities."""
+    the negatives in the batch from the VSC similarities. With `binding_words`, also each caption's binding
+    negative (`binding_input_ids`, `binding_mask`: `binding_negatives`), which MLM masks as it masks the
+    caption."""
     batch.feed(batch.image_index)
     batch.labels["itm_labels"] = torch.ones_like(batch.image_index)
     batch.labels["image_ids"] = batch.fed_index
+    if batch.settings.binding_words is not None:
+        negatives, has_negative = binding_negatives(
+            batch.inputs["input_ids"],
+            batch.inputs["attention_mask"],
+            batch.settings.binding_words,
+            batch.generator,
+        )
+        batch.labels["binding_input_ids"], batch.labels["binding_mask"] = negatives, has_negative
 
 
 def contrastive_piece(batch: PretrainingBatch) -> None:
@@ -350,10 +455,10 @@ def contrastive_piece(batch: PretrainingBatch) -> None:
     batch.labels["image_ids"] = batch.fed_index
 
 
-def _topic(batch: PretrainingBatch) -> torch.Tensor:
+def _check_object_ids(batch: PretrainingBatch) -> None:
+    """Every valid region's detected class is a name of object_vocab (the pieces read its name)."""
     class_pieces = batch.settings.class_wordpieces
-    regions = batch.regions
-    object_ids, visual_mask = regions["object_ids"], regions["visual_attention_mask"]
+    object_ids, visual_mask = batch.regions["object_ids"], batch.regions["visual_attention_mask"]
     unknown = visual_mask & ((object_ids < 0) | (object_ids >= len(class_pieces)))
     if unknown.any():
         row, region = (int(axis[0]) for axis in torch.nonzero(unknown, as_tuple=True))
@@ -361,12 +466,16 @@ def _topic(batch: PretrainingBatch) -> torch.Tensor:
             f"{batch.describe_region(row, region)}: field 'object_ids' is {int(object_ids[row, region])}, "
             f"outside the {len(class_pieces)} names of object_vocab"
         )
+
+
+def _topic(batch: PretrainingBatch) -> torch.Tensor:
+    _check_object_ids(batch)
     return topic_targets(
         batch.inputs["input_ids"],
         batch.inputs["attention_mask"],
-        object_ids,
-        visual_mask,
-        class_pieces,
+        batch.regions["object_ids"],
+        batch.regions["visual_attention_mask"],
+        batch.settings.class_wordpieces,
         batch.settings.vocab_size,
         batch.settings.special_ids,
     )
@@ -442,17 +551,29 @@ def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
         preferred_ids=preferred,
         preferred_probability=settings.class_word_mlm_probability,
     )
+    if "binding_input_ids" in batch.labels:
+        # The same positions hidden the same way, so that a negative differs from its caption only by the
+        # change; one whose change MLM hid entirely is no negative any more.
+        chosen = batch.labels["mlm_labels"] != IGNORE_INDEX
+        masked = batch.inputs["input_ids"]
+        negatives = torch.where(chosen, masked, batch.labels["binding_input_ids"])
+        batch.labels["binding_input_ids"] = negatives
+        batch.labels["binding_mask"] = batch.labels["binding_mask"] & (negatives != masked).any(1)
 
 
 __all__ = [
     "NON_IDENTITY_PERMUTATIONS",
+    "OPPOSITE_WORDS",
+    "BindingWords",
     "PieceSettings",
     "PretrainingBatch",
+    "binding_negatives",
     "concept_words",
     "flm_targets",
     "mask_regions",
     "mask_tokens",
     "mismatch_images",
     "shuffle_triplets",
+    "tag_targets",
     "topic_targets",
 ]

@@ -242,7 +242,9 @@ def test_vqa_official_normalises_answers_scores_them_and_maps_image_ids(tmp_path
     assert dict(zip(records[0].answers, records[0].scores, strict=True)) == pytest.approx(
         {"red": 0.6, "blue": 0.3, "green": 1.0}
     )
-    assert records[1] == Question("73001", "COCO_val2014_000000000073", "Is it raining?", ["no"], [1.0], "no")
+    assert records[1] == Question(
+        "73001", "COCO_val2014_000000000073", "Is it raining?", ["no"], [1.0], "no", "what color", "other"
+    )
 
 
 def test_vqa_official_without_annotations_has_no_answers(tmp_path):
@@ -302,6 +304,8 @@ def test_lxmert_vqa_json(tmp_path):
             ["discus", "frisbee"],
             [0.3, 1.0],
             "frisbee",
+            "what is the",
+            "other",
         ),
         Question("1000", "COCO_test2015_000000000001", "Is it sunny?", [], [], None),
     ]

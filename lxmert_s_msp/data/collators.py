@@ -27,6 +27,7 @@ from modeling_lxmert_s import (
     check_pretraining_tasks,
     tasks_need,
 )
+from modeling_lxmert_s.pretraining_pieces import OPPOSITE_WORDS, BindingWords
 from modeling_lxmert_s.processing_lxmert_s import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,26 @@ def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBas
     return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))
 
 
+def binding_words(
+    object_vocab: Sequence[str], attribute_vocab: Sequence[str], tokenizer: PreTrainedTokenizerBase
+) -> BindingWords:
+    """What binding negatives exchange: the one-piece words of the object and attribute names, and the
+    relation and number words of `OPPOSITE_WORDS` that are one piece each, with theirs."""
+    opposites = torch.full((len(tokenizer),), -1, dtype=torch.long)
+    for word, other in OPPOSITE_WORDS.items():
+        pieces = tokenizer([word, other], add_special_tokens=False)["input_ids"]
+        if all(len(ids) == 1 for ids in pieces) and tokenizer.unk_token_id not in (
+            pieces[0][0],
+            pieces[1][0],
+        ):
+            opposites[pieces[0][0]] = pieces[1][0]
+    return BindingWords(
+        attributes=class_word_ids(attribute_vocab, tokenizer),
+        objects=class_word_ids(object_vocab, tokenizer),
+        opposites=opposites,
+    )
+
+
 class MSPCollator:
     """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
 
@@ -254,12 +275,20 @@ class MSPCollator:
         region_mask_probability: float = 0.15,
         triplet_shuffle_probability: float = 0.05,
         mismatch_probability: float = 0.5,
+        binding_negatives: bool = False,
     ):
         self.tasks = list(tasks)
         check_pretraining_tasks(self.tasks, name="tasks")
         if tasks_need(self.tasks, "object_vocab") and object_vocab is None:
             needing = [task for task in self.tasks if "object_vocab" in PRETRAINING_TASKS[task].needs]
             raise ValueError(f"object_vocab: {needing} need the detector's class names, received None")
+        if binding_negatives and (
+            "itm_vsc" not in self.tasks or object_vocab is None or attribute_vocab is None
+        ):
+            raise ValueError(
+                "binding_negatives: ITM_VSC scores them beside its mined negatives; they need 'itm_vsc' in "
+                "tasks and object_vocab and attribute_vocab (the words they exchange)"
+            )
         if class_word_mlm_probability is not None and (object_vocab is None or "mlm" not in self.tasks):
             raise ValueError(
                 "class_word_mlm_probability: prefers class-name words in MLM; it needs 'mlm' in tasks and "
@@ -300,6 +329,9 @@ class MSPCollator:
             hard_negatives=self.hard_negatives,
             class_wordpieces=None if object_vocab is None else class_wordpieces(object_vocab, tokenizer),
             class_word_ids=None if class_names is None else class_word_ids(class_names, tokenizer),
+            binding_words=binding_words(object_vocab, attribute_vocab, tokenizer)
+            if binding_negatives
+            else None,
         )
 
     def _checked_hard_negatives(

@@ -180,7 +180,9 @@ def _concatenate_tsv(shards: Sequence[Path], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lxmert_s_msp.data.extract", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lxmert_s_msp.data.extract", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("images_dir", type=Path, help="folder of images (searched recursively)")
     parser.add_argument("store", type=Path, help="feature store folder to write")
     parser.add_argument("--batch-size", type=int, default=2, help="images per detector call (default 2)")

@@ -38,12 +38,19 @@ class Caption:
     source: str
 
 
+# The breakdowns of VQA questions a record may carry (`Question`), in the official evaluation's order.
+QUESTION_TYPE_FIELDS = ("question_type", "answer_type")
+
+
 @dataclass(frozen=True, slots=True)
 class Question:
     """A VQA / GQA question with soft answer scores (empty for unlabelled test sets).
 
     `answer` is the single ground-truth answer used to count answers for the vocabulary: VQA's
     `multiple_choice_answer`, or the best-scored label of LXMERT's json; None when unlabelled.
+    `question_type` and `answer_type`: VQA's two breakdowns, which its official evaluation reports accuracy by
+    (its 65 question prefixes, "what color is the"; yes/no, number, other); the synthetic world's question
+    types (exist, count, color, relation) in the first. None where the source has none (GQA, test sets).
     """
 
     question_id: str
@@ -52,6 +59,8 @@ class Question:
     answers: list[str]
     scores: list[float]
     answer: str | None
+    question_type: str | None = None
+    answer_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,18 +299,26 @@ def read_vqa_official(
             if not given:
                 raise ValueError(f"{where}: field 'answers' is empty")
             majority = normalize_answer(_field(annotation, "multiple_choice_answer", str, where))
-            annotation_of[question_id] = (image_id, [normalize_answer(answer) for answer in given], majority)
+            types = tuple(
+                _field(annotation, name, str, where, required=False) for name in QUESTION_TYPE_FIELDS
+            )
+            annotation_of[question_id] = (
+                image_id,
+                [normalize_answer(answer) for answer in given],
+                majority,
+                types,
+            )
     records = []
     for question_id, image_id, text in questions:
         answers: list[str] = []
         scores: list[float] = []
-        majority = None
+        majority, types = None, (None, None)
         if annotations_path is not None:
             if question_id not in annotation_of:
                 raise KeyError(
                     f"{annotations_path}: no annotation for question_id {question_id} of {questions_path}"
                 )
-            annotated_image, given, majority = annotation_of[question_id]
+            annotated_image, given, majority, types = annotation_of[question_id]
             if annotated_image != image_id:
                 raise ValueError(
                     f"{annotations_path}: question_id {question_id}: field 'image_id' is {annotated_image}, "
@@ -310,15 +327,17 @@ def read_vqa_official(
             soft = vqa_soft_scores(given)
             answers, scores = list(soft), list(soft.values())
         records.append(
-            Question(str(question_id), coco_image_id(image_id, coco_split), text, answers, scores, majority)
+            Question(
+                str(question_id), coco_image_id(image_id, coco_split), text, answers, scores, majority, *types
+            )
         )
     return records
 
 
 def read_lxmert_qa_json(path: str | os.PathLike) -> list[Question]:
     """LXMERT's VQA and GQA json (`data/vqa/*.json`, `data/gqa/*.json`): a list of `{"img_id",
-    "label": {answer: score}, "question_id", "sent"}` (VQA adds `answer_type` and `question_type`,
-    which are not needed; GQA's question ids are strings). Test sets have no `label`.
+    "label": {answer: score}, "question_id", "sent"}` (VQA adds `question_type` and `answer_type`, which
+    evaluation reports accuracy by; GQA's question ids are strings). Test sets have no `label`.
     """
     records = []
     for index, record in enumerate(_top_level_list(load_json(path), path)):
@@ -338,7 +357,10 @@ def read_lxmert_qa_json(path: str | os.PathLike) -> list[Question]:
         best = max(soft, key=soft.__getitem__) if soft else None
         image_id = _field(record, "img_id", str, where)
         text = _field(record, "sent", str, where)
-        records.append(Question(str(question_id), image_id, text, list(soft), list(soft.values()), best))
+        types = (_field(record, name, str, where, required=False) for name in QUESTION_TYPE_FIELDS)
+        records.append(
+            Question(str(question_id), image_id, text, list(soft), list(soft.values()), best, *types)
+        )
     return records
 
 

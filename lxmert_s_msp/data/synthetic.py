@@ -90,6 +90,9 @@ VERBS = ("riding", "holding", "looking at", "standing near", "walking past", "ca
 ANNOTATORS = 10
 # Visual Genome ids are integers; the store keeps them as strings, as LXMERT's VG features do.
 SYNTHETIC_IMAGE_IDS = 1_000_000
+# The version of what a world holds, in its world.json beside the settings: a world built by an older
+# generator (2: the VQA corpora carry each question's type) is not reused as if it were this one's.
+WORLD_FORMAT = 2
 
 
 def plural(noun: str) -> str:
@@ -518,10 +521,14 @@ def generate_world(
             f"images: a world needs at least 20 images (2 per val/test split), got {settings.images}"
         )
     marker = out / "world.json"
+    stamp = {"format": WORLD_FORMAT, **asdict(settings)}
     if marker.is_file() and not overwrite:
-        if json.loads(marker.read_text()) == asdict(settings):
+        if json.loads(marker.read_text()) == stamp:
             return out
-        raise FileExistsError(f"{out} holds a world made with other settings ({marker}); pass overwrite=True")
+        raise FileExistsError(
+            f"{out} holds a world made with other settings or by an older version of the generator "
+            f"({marker}); pass overwrite=True"
+        )
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -555,7 +562,7 @@ def generate_world(
     build_corpora(work)
     tokenizer = build_wordpiece_tokenizer([*_all_texts(work), *OBJECT_CLASSES, *ATTRIBUTES], vocab_size=2000)
     tokenizer.save_pretrained(work / "tokenizer")
-    atomic_write_text(work / "world.json", json.dumps(asdict(settings), indent=2))
+    atomic_write_text(work / "world.json", json.dumps(stamp, indent=2))
     replace_folder(work, out)
     return out
 

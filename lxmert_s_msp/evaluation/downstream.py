@@ -9,7 +9,7 @@ what a model must beat (NLVR2's chance, VQA / GQA's answer prior, retrieval's ra
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from transformers import EvalPrediction, Trainer
 from transformers.utils.logging import tqdm
 
 from lxmert_s_msp.data.downstream_data import DownstreamData, TaskSplits
+from lxmert_s_msp.data.readers import QUESTION_TYPE_FIELDS
 from lxmert_s_msp.evaluation.metrics import load_metric
 from lxmert_s_msp.evaluation.retrieval import (
     DEFAULT_RERANK_TOP_K,
@@ -65,9 +66,10 @@ class TaskMetrics:
         return predicted
 
     def compute(self) -> dict[str, float]:
-        """The metric of the batches taken so far; then start over."""
+        """The metric of the batches taken so far (each row's score kept in `row_scores`); then start over."""
         predictions, references = torch.cat(self._predictions), torch.cat(self._references)
         self._predictions, self._references = [], []
+        self.row_scores = self.per_row(predictions, references).tolist()
         return self.result(predictions, references)
 
     def reference(self, predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -75,6 +77,10 @@ class TaskMetrics:
 
     def result(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
+
+    def per_row(self, predictions: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        """Each row's score: 1 for a right prediction, 0 for a wrong one."""
+        return (predictions == references).float()
 
 
 class SoftScoreAccuracy(TaskMetrics):
@@ -92,6 +98,9 @@ class SoftScoreAccuracy(TaskMetrics):
 
     def result(self, predictions: torch.Tensor, references: torch.Tensor) -> dict[str, float]:
         return {self.name: references.mean().item()}
+
+    def per_row(self, predictions: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        return references
 
 
 class LabelAccuracy(TaskMetrics):
@@ -142,10 +151,64 @@ class Evaluation:
     metrics: dict[str, float]  # empty for a split without labels
     predictions: list[dict[str, Any]] | None = None  # VQA / GQA: {question_id, answer} per question
     retrieval: RetrievalResult | None = None  # retrieval: every ranking, with chance levels
+    by_type: dict[str, dict[str, dict[str, Any]]] | None = None  # VQA: `accuracy_by_type`
 
     def report(self) -> dict[str, Any]:
-        """The JSON fields beside the metrics (retrieval: `retrieval_report`)."""
-        return {} if self.retrieval is None else retrieval_report(self.retrieval)
+        """The JSON fields beside the metrics (retrieval: `retrieval_report`; VQA: accuracy by type)."""
+        if self.retrieval is not None:
+            return retrieval_report(self.retrieval)
+        return {"by_type": self.by_type} if self.by_type else {}
+
+
+def accuracy_by_type(
+    rows: datasets.Dataset, row_scores: Sequence[float], train: datasets.Dataset
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Accuracy on `rows` by each breakdown its questions carry (`QUESTION_TYPE_FIELDS`: VQA's question and
+    answer types, the synthetic world's exist / count / color / relation), beside the type's answer prior: the
+    answer with the most training score among the type's training questions, scored on the split's questions
+    of that type (what a model that reads only the question's type gets). Per type: `questions`, `accuracy`,
+    `prior_answer`, `prior`; accuracies are fractions. Empty when the questions carry no types."""
+    breakdowns = {}
+    for name in QUESTION_TYPE_FIELDS:
+        if name not in rows.column_names or not any(rows[name]):
+            continue
+        answers, scores = rows["answers"], rows["scores"]
+        totals: dict[str, Counter[str]] = defaultdict(Counter)
+        if name in train.column_names:
+            for kind, given, weights in zip(train[name], train["answers"], train["scores"], strict=True):
+                totals[kind].update(dict(zip(given, weights, strict=True)))
+        by_kind: dict[str, list[int]] = defaultdict(list)
+        for index, kind in enumerate(rows[name]):
+            by_kind[kind].append(index)
+        breakdown = {}
+        for kind, indices in sorted(by_kind.items(), key=lambda item: str(item[0])):
+            prior = totals[kind].most_common(1)[0][0] if totals[kind] else None
+            prior_scores = [dict(zip(answers[i], scores[i], strict=True)).get(prior, 0.0) for i in indices]
+            breakdown[str(kind)] = {
+                "questions": len(indices),
+                "accuracy": sum(row_scores[i] for i in indices) / len(indices),
+                "prior_answer": prior,
+                "prior": sum(prior_scores) / len(indices),
+            }
+        breakdowns[name] = breakdown
+    return breakdowns
+
+
+def by_type_lines(by_type: dict[str, dict[str, dict[str, Any]]], limit: int = 12) -> list[str]:
+    """The console lines of `accuracy_by_type`, in percent; a breakdown of more than `limit` types (VQA v2's
+    65 question prefixes) is left to the JSON."""
+    lines = []
+    for name, breakdown in by_type.items():
+        if len(breakdown) > limit:
+            lines.append(f"  by {name}: {len(breakdown)} types, in the JSON file")
+            continue
+        lines.append(f"  by {name}, in % (questions; answer prior: the type's most-scored training answer):")
+        for kind, row in breakdown.items():
+            lines.append(
+                f"    {kind:<12} {100 * row['accuracy']:5.1f}  ({row['questions']}; prior, always "
+                f"{row['prior_answer']!r}: {100 * row['prior']:.1f})"
+            )
+    return lines
 
 
 def answer_prior(data: DownstreamData, task: DownstreamTask, split: str) -> tuple[str, float] | None:
@@ -240,8 +303,13 @@ class ClassificationScorer:
         for batch in tqdm(loader, desc=f"Scoring {task.name} {split.name}", unit="batch"):
             inputs = {name: value.to(split.device) for name, value in batch.items() if name != "labels"}
             predicted += metrics.add(model(**inputs).logits.cpu(), batch["labels"]).tolist()
-        scores = metrics.compute() if task.data.labelled(split.rows) else {}
-        return Evaluation(scores, task.data.predictions(split.rows, predicted, split.labels))
+        if not task.data.labelled(split.rows):
+            return Evaluation({}, task.data.predictions(split.rows, predicted, split.labels))
+        scores = metrics.compute()
+        typed = set(QUESTION_TYPE_FIELDS) & set(split.rows.column_names)
+        train = task.data.split(split.data, "train") if typed else None
+        by_type = accuracy_by_type(split.rows, metrics.row_scores, train) if typed else None
+        return Evaluation(scores, task.data.predictions(split.rows, predicted, split.labels), by_type=by_type)
 
     def zero_shot(self, task: DownstreamTask, *args: Any) -> Evaluation:
         raise ValueError(f"zero-shot evaluation is retrieval by the ITM score, not {task.name}")
@@ -249,7 +317,8 @@ class ClassificationScorer:
     def summary(self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str) -> str:
         if not evaluation.metrics:
             return f"{task.name} on {split}: no labels in this split; predictions written"
-        return metrics_line(task.name, split, evaluation.metrics, self.floor(data, task, split))
+        line = metrics_line(task.name, split, evaluation.metrics, self.floor(data, task, split))
+        return "\n".join([line, *by_type_lines(evaluation.by_type or {})])
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ stages:
     learning_rate: 1.0e-5
     max_length: 72            # text tokens, [CLS] and [SEP] included (default: LXMERT's 20)
     mlm_class_word_probability: 0.3   # optional: MLM rate of class-name words (the phrase stage, §3.2)
+    binding_negatives: false  # optional, with itm_vsc: captions with the words bound to their objects changed
 remove_tasks: [ifrs]          # optional: drop tasks from every stage (Table 4's "-IFRS" rows) ...
 replace_tasks: {itm_hs: itm}  # ... or swap them ("ITM instead of ITM_HS")
 ```
@@ -154,6 +155,7 @@ class StageConfig:
     max_steps: int | None = None  # optimizer steps, instead of `epochs` (TrainingArguments' max_steps)
     max_length: int = 20  # text tokens with [CLS] and [SEP]; longer texts are cut, and counted
     mlm_class_word_probability: float | None = None  # MLM rate of class-name words; others: mlm_probability
+    binding_negatives: bool = False  # ITM_VSC also scores each caption's binding negative
 
     @property
     def length(self) -> str:
@@ -446,6 +448,10 @@ def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
     if stage.mlm_class_word_probability is not None and "mlm" not in stage.tasks:
         raise CurriculumError(
             f"{where}: {at}.mlm_class_word_probability: set, but the stage has no 'mlm' task"
+        )
+    if stage.binding_negatives and "itm_vsc" not in stage.tasks:
+        raise CurriculumError(
+            f"{where}: {at}.binding_negatives: set, but the stage has no 'itm_vsc' task, which scores them"
         )
 
 

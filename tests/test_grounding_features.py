@@ -1,0 +1,151 @@
+"""What lets the model ground more than which objects are present: object-tag grounding (TAG), the region
+self-attention's relative-geometry bias and the alignment pooler's region counts."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from model_inputs import random_inputs, tiny_config
+from torch.nn import functional as F
+
+from modeling_lxmert_s import LxmertSModel
+from modeling_lxmert_s.input_checks import LabelChecks
+from modeling_lxmert_s.modeling_lxmert_s import (
+    EncoderFeatures,
+    LxmertSAlignmentPooler,
+    LxmertSRegionGeometry,
+    TagGroundingHead,
+)
+from modeling_lxmert_s.pretraining_pieces import tag_targets
+
+SPECIAL = torch.tensor([0, 1, 2])  # [PAD], [CLS], [SEP]
+
+
+def test_each_word_names_every_region_the_detector_gave_its_name():
+    # class 0 "hot dog" (pieces 10, 11), class 1 "car" (12); regions: car, hot dog, car, padding
+    class_pieces = torch.tensor([[10, 11], [12, -1]])
+    object_ids = torch.tensor([[1, 0, 1, 0]])
+    visual_mask = torch.tensor([[1, 1, 1, 0]])
+    input_ids = torch.tensor([[1, 12, 10, 11, 13, 2, 0]])  # [CLS] car hot dog other [SEP] [PAD]
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0]])
+    targets = tag_targets(input_ids, attention_mask, object_ids, visual_mask, class_pieces, SPECIAL)
+    assert targets.shape == (1, 7, 4)
+    assert targets[0].int().tolist() == [
+        [0, 0, 0, 0],  # [CLS]
+        [1, 0, 1, 0],  # "car": both car regions
+        [0, 1, 0, 0],  # "hot": the hot dog, not the padding region labelled 0
+        [0, 1, 0, 0],  # "dog"
+        [0, 0, 0, 0],  # a word no region is called
+        [0, 0, 0, 0],  # [SEP]
+        [0, 0, 0, 0],  # padding
+    ]
+
+
+def _features(language: torch.Tensor, regions: torch.Tensor) -> EncoderFeatures:
+    batch, length, hidden = language.shape
+    return EncoderFeatures(
+        language_output=language,
+        region_output=regions,
+        pooled_output=torch.zeros(batch, hidden),
+        attention_mask=torch.ones(batch, length, dtype=torch.long),
+        visual_attention_mask=torch.ones(batch, regions.shape[1], dtype=torch.long),
+    )
+
+
+def test_tag_is_the_softmax_mass_of_a_words_cosines_on_the_regions_it_names():
+    head = TagGroundingHead(tiny_config())
+    regions = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])
+    words = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])  # word 0 names region 0; word 1 names regions 1 and 2
+    targets = torch.tensor([[[True, False, False], [False, True, True], [False, False, False]]])[:, :2]
+    loss = head(_features(words, regions), {"tag_targets": targets})
+    temperature = head.temperature
+    first = -F.log_softmax(torch.tensor([1.0, 0.0, -1.0]) / temperature, 0)[0]
+    c = 1 / math.sqrt(2)
+    second = -torch.logsumexp(F.log_softmax(torch.tensor([c, c, -c]) / temperature, 0)[1:], 0)
+    assert torch.allclose(loss, (first + second) / 2)
+    # a word aligned with the regions it names scores better than one aligned with another region
+    misaligned = head(_features(torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]), regions), {"tag_targets": targets})
+    assert misaligned > loss
+
+
+def test_tag_without_any_named_region_is_a_zero_in_the_graph_and_bad_targets_are_refused():
+    head = TagGroundingHead(tiny_config())
+    language = torch.randn(2, 3, 4, requires_grad=True)
+    loss = head(
+        _features(language, torch.randn(2, 5, 4)), {"tag_targets": torch.zeros(2, 3, 5, dtype=torch.bool)}
+    )
+    assert loss.item() == 0.0 and loss.requires_grad
+    checks = LabelChecks(batch=2, length=3, regions=5)
+    try:
+        head.check_labels({"tag_targets": torch.zeros(2, 3, 4, dtype=torch.bool)}, checks)
+    except ValueError as error:
+        assert str(error).startswith("tag_targets: expected shape (2, 3, 5)")
+    else:
+        raise AssertionError("a (B, L, R-1) target was accepted")
+
+
+def test_the_geometry_bias_starts_at_zero_so_the_model_starts_as_without_it():
+    torch.manual_seed(0)
+    with_bias = LxmertSModel(tiny_config(visual_geometry_bias=True)).eval()
+    without = LxmertSModel(tiny_config()).eval()
+    missing, unexpected = without.load_state_dict(with_bias.state_dict(), strict=False)
+    assert not missing and all(key.startswith("encoder.region_geometry.") for key in unexpected)
+    inputs = random_inputs(with_bias.config)
+    with torch.no_grad():
+        assert torch.allclose(with_bias(**inputs).pooled_output, without(**inputs).pooled_output, atol=1e-6)
+
+
+def test_the_geometry_bias_depends_on_relative_placement_only_and_steers_attention():
+    config = tiny_config(visual_geometry_bias=True, num_attention_heads=2, hidden_size=8)
+    geometry = LxmertSRegionGeometry(config)
+    with torch.no_grad():  # head 0 favours regions whose centre lies left of the query's (offset x < 0)
+        geometry.encode.weight.zero_()
+        geometry.encode.bias.zero_()
+        geometry.encode.weight[0, 0] = -1.0  # relu(-dx)
+        geometry.bias.weight.zero_()
+        geometry.bias.bias.zero_()
+        geometry.bias.weight[0, 0] = 10.0
+    boxes = torch.tensor([[[0.1, 0.4, 0.2, 0.5], [0.4, 0.4, 0.5, 0.5], [0.7, 0.4, 0.8, 0.5]]])
+    bias = geometry(boxes)
+    assert bias.shape == (1, 2, 3, 3)
+    assert torch.allclose(geometry(boxes + torch.tensor([0.1, 0.2, 0.1, 0.2])), bias, atol=1e-5)
+    # from the middle region, head 0 prefers the left one; head 1 has no preference
+    assert bias[0, 0, 1, 0] > bias[0, 0, 1, 1] == bias[0, 0, 1, 2]
+    assert torch.all(bias[0, 1] == 0)
+
+    model = LxmertSModel(config).eval()
+    model.encoder.region_geometry.load_state_dict(geometry.state_dict())
+    inputs = random_inputs(config)
+    regions = inputs["visual_feats"].shape[1]
+    centres = torch.linspace(0.1, 0.8, regions)
+    inputs["visual_pos"] = torch.stack(
+        [centres, torch.full_like(centres, 0.4), centres + 0.1, torch.full_like(centres, 0.5)], -1
+    ).expand_as(inputs["visual_pos"])
+    inputs["visual_attention_mask"] = torch.ones_like(inputs["visual_attention_mask"])
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        weights = model(**inputs, output_attentions=True).vision_attentions[0][:, 0]  # head 0, (B, R', R')
+    first = 1  # after the visual [CLS]
+    # each region's head 0 attends more to the regions left of it than to those right of it
+    for query in range(first + 1, first + regions - 1):
+        left = weights[:, query, first:query].sum(-1)
+        right = weights[:, query, query + 1 :].sum(-1)
+        assert torch.all(left > right)
+
+
+def test_the_pooler_tells_how_many_regions_match_a_word_where_the_mean_and_the_maximum_cannot():
+    def pooled(counts: bool, matching: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        pooler = LxmertSAlignmentPooler(tiny_config(hidden_size=4, alignment_counts=counts))
+        word = torch.tensor([[[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]])  # [CLS], then the word
+        regions = torch.zeros(1, 6, 4)
+        regions[0, :, 1] = 1.0  # orthogonal to the word...
+        regions[0, :matching] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # ...but `matching` of them
+        masks = torch.ones(1, 2), torch.ones(1, 6)
+        return pooler(word, regions, *masks)
+
+    without = (pooled(False, 3) - pooled(False, 1)).abs().max()
+    with_counts = (pooled(True, 3) - pooled(True, 1)).abs().max()
+    assert without < 1e-3  # the softmax average and the maximum barely move
+    assert with_counts > 100 * without
