@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 FORMAT_VERSION = 1
-# Built from a store's rows by lxmert_s_msp.data.hard_negatives; a rewritten store deletes it (its rows moved).
+# Built from a store's rows by lxmert_s_msp.data.hard_negatives; a rewritten store deletes it (rows moved).
 HARD_NEGATIVES_FILE = "hard_negatives.npy"
 
 # name -> dtype of every per-image array; the leading dimension is the image.
