@@ -34,6 +34,8 @@ C4_STRIDE = 16
 # Detectron's clamp: no box grows more than from 16 to 1,000 pixels in one step.
 DELTA_SCALE_CLAMP = math.log(1000.0 / 16)
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
+# Regions through res5 at once: one image's 300 proposals, so that a larger batch does not need more memory.
+RES5_CHUNK = 300
 PUBLISHED_WEIGHTS = "pytorch_model.bin"
 PUBLISHED_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"
 
@@ -117,10 +119,30 @@ def regions_to_keep(confidence: torch.Tensor, limits: RegionLimits) -> torch.Ten
     return confidence.argsort(descending=True, stable=True)[:count]
 
 
+def conv_frozen_norm(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """`norm(conv(x))` as one convolution whose weights and bias carry the frozen norm: the same numbers to
+    float rounding, without the norm's pass over the activations (measured a sixth faster on the CPU in
+    float32, a third in bfloat16 autocast, where a separate float32 norm also converts every activation)."""
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    weight, bias = conv.weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale
+    return nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class FasterRcnnVgBottleneck(Bottleneck):
+    """torchvision's bottleneck block (same parameters, same names), each convolution with its norm folded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(conv_frozen_norm(self.conv1, self.bn1, x))
+        out = self.relu(conv_frozen_norm(self.conv2, self.bn2, out))
+        out = conv_frozen_norm(self.conv3, self.bn3, out)
+        shortcut = x if self.downsample is None else conv_frozen_norm(*self.downsample, x)
+        return self.relu(out + shortcut)
+
+
 def build_resnet(config: FasterRcnnVgConfig) -> ResNet:
     """torchvision's ResNet made the Caffe network the weights were trained as (see the config's fields)."""
     resnet = ResNet(
-        Bottleneck,
+        FasterRcnnVgBottleneck,
         config.resnet_layers,
         width_per_group=config.width_per_group,
         replace_stride_with_dilation=[False, False, True],
@@ -190,9 +212,19 @@ class FasterRcnnVgRegionHead(nn.Module):
         self.fc_attr = nn.Linear(feature_dim + feature_dim // 8, feature_dim // 4)
         self.attr_score = nn.Linear(feature_dim // 4, config.num_attribute_classes + 1)
 
-    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features, object logits, box deltas and attribute logits of (R, C, S, S) pooled regions."""
-        features = self.res5(pooled).mean(dim=(2, 3))
+    def forward(
+        self, pooled: torch.Tensor, bf16: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, object logits, box deltas and attribute logits of (R, C, S, S) pooled regions; `bf16`
+        runs res5 in bfloat16 autocast (the features then differ from float32's in the third digit).
+
+        res5 runs on `RES5_CHUNK` regions at a time, each chunk mean-pooled at once, so that memory does not
+        grow with the batch (its 14x14 activations take 1.6 MB a region and channel block of 2,048).
+        """
+        with torch.autocast(pooled.device.type, dtype=torch.bfloat16, enabled=bf16):
+            features = torch.cat(
+                [self.res5(chunk).float().mean(dim=(2, 3)) for chunk in pooled.split(RES5_CHUNK)]
+            )
         object_logits = self.cls_score(features)
         class_embedding = self.cls_embedding(object_logits.argmax(dim=-1))
         hidden = nn.functional.relu(self.fc_attr(torch.cat([features, class_embedding], dim=-1)))
@@ -258,11 +290,13 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
         pixel_values: torch.Tensor | Sequence[torch.Tensor],
         num_regions: int | str | None = None,
         image_scales: Sequence[float] | None = None,
+        bf16: bool = False,
     ) -> FasterRcnnVgOutput:
         """`pixel_values`: (3, h, w) images of any sizes, or a (B, 3, H, W) batch of one size. `num_regions`
         overrides the config's regions per image: a number, or `"adaptive"` (bottom-up attention's 10-100 at
         confidence 0.2). `image_scales`: each image's resize factor (input pixels per original pixel), which
-        sets the RPN's minimum box size in input pixels; 1 when not given.
+        sets the RPN's minimum box size in input pixels; 1 when not given. `bf16` runs res5 in bfloat16
+        autocast: faster on CPUs with bfloat16 instructions and on GPUs, not the float32 features exactly.
 
         Each image runs through the backbone and the RPN alone (so a region's feature does not depend on the
         other images of the batch, as it would through padding); res5, the expensive part, runs on the regions
@@ -285,7 +319,7 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
             pooled.append(roi_pool(c4, [boxes], (resolution, resolution), spatial_scale=1 / C4_STRIDE))
             proposals.append(boxes)
             sizes.append(tuple(image.shape[-2:]))
-        features, object_logits, box_deltas, attribute_logits = self.head(torch.cat(pooled))
+        features, object_logits, box_deltas, attribute_logits = self.head(torch.cat(pooled), bf16)
         counts = [len(boxes) for boxes in proposals]
         regions = [
             self._choose_regions(limits, *per_image)

@@ -418,3 +418,46 @@ def test_the_adaptive_mode_pads_to_100_and_counts_each_images_regions():
         ValueError, match=r"num_regions 'adaptive': expected 1 <= 10 <= 100 .* at most the 12"
     ):
         tiny_detector()(images, num_regions="adaptive")
+
+
+def test_folding_the_frozen_norms_into_the_convolutions_keeps_torchvisions_numbers():
+    from torchvision.models.resnet import Bottleneck
+    from torchvision.ops import FrozenBatchNorm2d
+
+    model = tiny_detector()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for norm in model.modules():
+            if isinstance(norm, FrozenBatchNorm2d):
+                for buffer, low, high in [
+                    ("weight", 0.5, 1.5),
+                    ("bias", -0.2, 0.2),
+                    ("running_mean", -0.2, 0.2),
+                ]:
+                    getattr(norm, buffer).uniform_(low, high, generator=generator)
+                norm.running_var.uniform_(0.5, 2.0, generator=generator)
+    regions = torch.randn(5, 1024, 4, 4, generator=generator).relu()
+
+    expected = regions
+    for block in model.head.res5:
+        expected = Bottleneck.forward(block, expected)  # conv, then norm, as torchvision computes it
+
+    assert torch.allclose(model.head.res5(regions), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_res5_in_chunks_and_in_bfloat16_keeps_the_features(monkeypatch):
+    from faster_rcnn_vg import modeling_faster_rcnn_vg
+
+    model = tiny_detector()
+    images = [torch.randn(3, 64, 96) * 50, torch.randn(3, 96, 64) * 50]
+    whole = model(images)
+    monkeypatch.setattr(modeling_faster_rcnn_vg, "RES5_CHUNK", 5)
+
+    chunked = model(images)
+    bf16 = model(images, bf16=True)
+
+    assert torch.allclose(chunked.features, whole.features, rtol=1e-5, atol=1e-4)
+    assert bf16.features.dtype == torch.float32
+    scale = whole.features.abs().max()
+    same = bf16.boxes.eq(whole.boxes).all(dim=-1)  # regions chosen in both, in the same place
+    assert same.any() and ((bf16.features - whole.features).abs()[same] <= 0.03 * scale).all()
