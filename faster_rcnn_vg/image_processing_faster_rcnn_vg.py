@@ -126,8 +126,8 @@ class FasterRcnnVgImageProcessor(ImageProcessingMixin):
     min_side (`int`, defaults to 10):
         Smaller images (e.g. 1x1 tracking pixels) are refused with an error rather than enlarged 60-fold.
     bf16 (`bool`, defaults to `False`):
-        Run res5, four fifths of the work, in bfloat16: about twice as fast on CPUs with bfloat16 instructions
-        (AVX-512 BF16, AMX) and on GPUs, with features that differ from float32's in the third digit
+        Run res5, four fifths of the work, in bfloat16: about twice as fast on a CPU with bfloat16
+        instructions (AVX-512 BF16), with features that differ from float32's in the third significant digit
         (docs/benchmarks.md, "Region extraction").
     """
 

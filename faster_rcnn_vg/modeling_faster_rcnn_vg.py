@@ -121,8 +121,8 @@ def regions_to_keep(confidence: torch.Tensor, limits: RegionLimits) -> torch.Ten
 
 def conv_frozen_norm(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """`norm(conv(x))` as one convolution whose weights and bias carry the frozen norm: the same numbers to
-    float rounding, without the norm's pass over the activations (measured a sixth faster on the CPU in
-    float32, a third in bfloat16 autocast, where a separate float32 norm also converts every activation)."""
+    float rounding, without the norm's pass over the activations: res5 13-18% faster in float32 on the CPU
+    (docs/benchmarks.md), more in bfloat16 autocast, where a float32 norm converts every activation."""
     scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
     weight, bias = conv.weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale
     return nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -296,7 +296,7 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
         overrides the config's regions per image: a number, or `"adaptive"` (bottom-up attention's 10-100 at
         confidence 0.2). `image_scales`: each image's resize factor (input pixels per original pixel), which
         sets the RPN's minimum box size in input pixels; 1 when not given. `bf16` runs res5 in bfloat16
-        autocast: faster on CPUs with bfloat16 instructions and on GPUs, not the float32 features exactly.
+        autocast: faster on CPUs with bfloat16 instructions, not the float32 features exactly.
 
         Each image runs through the backbone and the RPN alone (so a region's feature does not depend on the
         other images of the batch, as it would through padding); res5, the expensive part, runs on the regions
@@ -441,7 +441,7 @@ class DetectorNotFoundError(OSError):
 
 
 OFFLINE_HELP = (
-    "Without internet, download it on a machine that has it: `hf download {default} --local-dir "
+    f"Without internet, download it on a machine that has it: `hf download {DEFAULT_DETECTOR} --local-dir "
     "frcnn-vg-finetuned` (`huggingface-cli download` with huggingface_hub before 1.0), copy that folder here "
     "and pass it as the detector: `--detector frcnn-vg-finetuned` to `python -m lxmert_s_msp.data.extract`, "
     "`FasterRcnnVgImageProcessor(detector='frcnn-vg-finetuned')` in Python"
@@ -452,17 +452,19 @@ def _detector_files(source: str, hub_kwargs: Mapping) -> tuple[str | None, str |
     """(config.json, pytorch_model.bin) of a detector folder or Hub repo, either None when absent; one Hub
     request for both, so an offline machine waits for its retries once."""
     path = Path(source)
-    wanted = f"{CONFIG_NAME} (a saved FasterRcnnVgDetector) or {PUBLISHED_WEIGHTS} (the published checkpoint)"
+    saved = f"{CONFIG_NAME} (a saved FasterRcnnVgDetector)"
+    published = f"{PUBLISHED_WEIGHTS} (the published one)"
     if path.is_file():
-        raise DetectorNotFoundError(f"{source}: a file, not a detector: give the folder that holds {wanted}")
+        raise DetectorNotFoundError(
+            f"{source}: a file, not a detector: give the folder that holds {saved} or {published}"
+        )
     if path.is_dir():
         files = [
             path / name if (path / name).is_file() else None for name in (CONFIG_NAME, PUBLISHED_WEIGHTS)
         ]
         if files == [None, None]:
-            raise DetectorNotFoundError(f"{source}: this folder holds neither {wanted}")
+            raise DetectorNotFoundError(f"{source}: this folder holds neither {saved} nor {published}")
         return tuple(None if file is None else str(file) for file in files)
-    help_text = OFFLINE_HELP.format(default=DEFAULT_DETECTOR)
     try:
         files = cached_files(
             source,
@@ -473,12 +475,12 @@ def _detector_files(source: str, hub_kwargs: Mapping) -> tuple[str | None, str |
     except OSError as error:
         reason = str(error).splitlines()[0]
         raise DetectorNotFoundError(
-            f"{source}: no such folder, and not a detector on the Hub ({reason}). {help_text}"
+            f"{source}: no such folder, and not a detector on the Hub ({reason}). {OFFLINE_HELP}"
         ) from None
     if not files or files == [None, None]:
         raise DetectorNotFoundError(
             f"{source}: no such folder, not in the Hugging Face cache, and the Hub could not be reached or "
-            f"has neither {wanted}. {help_text}"
+            f"has neither {saved} nor {published}. {OFFLINE_HELP}"
         )
     return files[0], files[1]
 

@@ -392,8 +392,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--bf16",
         action="store_true",
-        help="run res5 (4/5 of the work) in bfloat16: about twice as fast on CPUs with bfloat16 instructions "
-        "and on GPUs, features within about 1%% of float32's (docs/benchmarks.md)",
+        help="run res5 (4/5 of the work) in bfloat16: about twice as fast on a CPU with bfloat16 "
+        "instructions, features differing from float32's in the third significant digit (docs/benchmarks.md)",
     )
     parser.add_argument(
         "--skip-bad-images",
