@@ -23,9 +23,8 @@ import torch
 from transformers import BatchFeature, ImageProcessingMixin
 
 from .configuration_faster_rcnn_vg import FasterRcnnVgConfig
-from .modeling_faster_rcnn_vg import FasterRcnnVgDetector
+from .modeling_faster_rcnn_vg import DEFAULT_DETECTOR, FasterRcnnVgDetector
 
-DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
 # A stride-16 backbone needs a few cells on the shorter side; thinner inputs are lines, not scenes.
 MIN_INPUT_SIDE = 32
 REGION_NAMES = (
@@ -40,28 +39,42 @@ REGION_NAMES = (
 
 
 class BadImageError(ValueError):
-    """An image the detector cannot read or use; the message names the file (or `images[i]`)."""
+    """An image the detector cannot read or use; `name`, its file (or `images[i]`), leads the message."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name}: {problem}")
+        self.name = name
 
 
 def open_image(path: str | os.PathLike) -> PIL.Image.Image:
     """The decoded, upright RGB image of a file; `BadImageError` naming the file if it cannot be read."""
     try:
-        with PIL.Image.open(path) as image:
-            image.load()  # decodes now: a truncated file fails here, not later without its name
-            return as_upright_rgb(image)
+        image = PIL.Image.open(path)
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise BadImageError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+        raise BadImageError(str(path), f"not a readable image ({type(error).__name__}: {error})") from None
+    with image:
+        return upright_rgb(image, str(path))
 
 
-def as_upright_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """Rotated/flipped as its EXIF orientation says (cameras store portraits sideways), in RGB."""
-    upright = PIL.ImageOps.exif_transpose(image)
-    return upright if upright.mode == "RGB" else upright.convert("RGB")
+def upright_rgb(image: PIL.Image.Image, name: str) -> PIL.Image.Image:
+    """`image` decoded (a truncated file fails here, under its `name`, not later without it), rotated or
+    flipped as its EXIF orientation says (cameras store portraits sideways), in RGB."""
+    try:
+        image.load()
+        upright = PIL.ImageOps.exif_transpose(image)
+        return upright if upright.mode == "RGB" else upright.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(name, f"not a readable image ({type(error).__name__}: {error})") from None
+
+
+def resize_scale(height: int, width: int, config: FasterRcnnVgConfig) -> float:
+    """The factor that resizes the shorter side to `shortest_edge`, the longer to at most `longest_edge`."""
+    return min(config.shortest_edge / min(height, width), config.longest_edge / max(height, width))
 
 
 def resized_size(height: int, width: int, config: FasterRcnnVgConfig) -> tuple[int, int]:
     """(height, width) with the shorter side at `shortest_edge`, the longer at most `longest_edge`."""
-    scale = min(config.shortest_edge / min(height, width), config.longest_edge / max(height, width))
+    scale = resize_scale(height, width, config)
     return round(height * scale), round(width * scale)
 
 
@@ -72,14 +85,16 @@ def detector_input(
     width, height = image.size
     if min(width, height) < min_side:
         raise BadImageError(
-            f"{name}: {width}x{height} pixels, smaller than {min_side} on a side: an icon or a placeholder, "
-            "with nothing for the detector to find once enlarged"
+            name,
+            f"{width}x{height} pixels, smaller than {min_side} on a side: an icon or a placeholder, with "
+            "nothing for the detector to find once enlarged",
         )
     new_height, new_width = resized_size(height, width, config)
     if min(new_height, new_width) < MIN_INPUT_SIDE:
         raise BadImageError(
-            f"{name}: {width}x{height} pixels is too elongated: resized to {new_width}x{new_height}, its "
-            f"shorter side is below the {MIN_INPUT_SIDE} pixels the detector's stride-16 backbone needs"
+            name,
+            f"{width}x{height} pixels is too elongated: resized to {new_width}x{new_height}, its shorter "
+            f"side is below the {MIN_INPUT_SIDE} pixels the detector's stride-16 backbone needs",
         )
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
     if config.input_format == "BGR":
@@ -101,13 +116,19 @@ class FasterRcnnVgImageProcessor(ImageProcessingMixin):
     Images -> regions as LXMERT's features were made: runs `FasterRcnnVgDetector` on them.
 
     detector (`str`, defaults to `"unc-nlp/frcnn-vg-finetuned"`):
-        Hub id or folder of the detector, loaded on first use (once per process and device).
+        Hub id or folder of the detector, loaded on first use (once per process and device). Offline, a
+        folder: `hf download unc-nlp/frcnn-vg-finetuned --local-dir FOLDER` on a machine with internet.
     device (`str`, defaults to `"cpu"`):
-        Where the detector runs (`"cuda"` on a GPU).
-    num_regions (`int`, optional):
-        Regions per image, 10 to 100; the detector config's (36) when not given.
+        Where the detector runs (`"cuda"` on a GPU); a choice of this machine, so not saved.
+    num_regions (`int` or `"adaptive"`, optional):
+        Regions per image: exactly this many, or `"adaptive"` (bottom-up attention's 10-100, those with a
+        confidence of at least 0.2); the detector config's (36) when not given.
     min_side (`int`, defaults to 10):
         Smaller images (e.g. 1x1 tracking pixels) are refused with an error rather than enlarged 60-fold.
+    bf16 (`bool`, defaults to `False`):
+        Run res5, four fifths of the work, in bfloat16: about twice as fast on a CPU with bfloat16
+        instructions (AVX-512 BF16), with features that differ from float32's in the third significant digit
+        (docs/benchmarks.md, "Region extraction").
     """
 
     model_input_names = ["visual_feats", "boxes", "image_sizes"]
@@ -116,20 +137,21 @@ class FasterRcnnVgImageProcessor(ImageProcessingMixin):
         self,
         detector: str = DEFAULT_DETECTOR,
         device: str = "cpu",
-        num_regions: int | None = None,
+        num_regions: int | str | None = None,
         min_side: int = 10,
+        bf16: bool = False,
         **kwargs,
     ):
-        if num_regions is not None and not 10 <= num_regions <= 100:
-            raise ValueError(f"num_regions: expected 10 to 100 regions per image, got {num_regions}")
         super().__init__(**kwargs)
         self.detector = str(detector)
         self.device = device
         self.num_regions = num_regions
         self.min_side = min_side
+        self.bf16 = bf16
 
     def to_dict(self) -> dict[str, Any]:
-        return {**copy.deepcopy(self.__dict__), "image_processor_type": type(self).__name__}
+        settings = {name: value for name, value in self.__dict__.items() if name != "device"}
+        return {**copy.deepcopy(settings), "image_processor_type": type(self).__name__}
 
     @property
     def model(self) -> FasterRcnnVgDetector:
@@ -143,21 +165,30 @@ class FasterRcnnVgImageProcessor(ImageProcessingMixin):
     ) -> BatchFeature:
         """Regions of a batch of PIL images: `visual_feats` (B, N, 2048), `boxes` (B, N, 4) x1, y1, x2, y2 in
         pixels of the upright image, `image_sizes` (B, 2) its height and width, `num_boxes` (B,), and each
-        region's Visual Genome `object_ids`, `attribute_ids` and their confidences.
+        region's Visual Genome `object_ids`, `attribute_ids` and their confidences; rows past an image's
+        `num_boxes` are zero.
 
-        `names` label the images in errors (the extraction command passes file names; else `images[i]`).
+        `names` label the images in errors (the extraction command passes file names; else `images[i]`); an
+        image the detector cannot use raises `BadImageError` naming it, before the detector runs.
         """
         images = [images] if isinstance(images, PIL.Image.Image) else list(images)
         names = list(names) if names is not None else [f"images[{index}]" for index in range(len(images))]
         config = self.model.config
-        upright = [as_upright_rgb(image) for image in images]
+        upright = [upright_rgb(image, name) for image, name in zip(images, names, strict=True)]
         inputs = [
             detector_input(image, config, name, self.min_side).to(self.device)
             for image, name in zip(upright, names, strict=True)
         ]
-        detections = self.model(inputs, num_regions=self.num_regions)
-        regions = {name: value.cpu().numpy() for name, value in detections.items()}
+        scales = [resize_scale(image.height, image.width, config) for image in upright]
         sizes = np.array([[image.height, image.width] for image in upright], dtype=np.int64)
+        detections = self.model(inputs, num_regions=self.num_regions, image_scales=scales, bf16=self.bf16)
+        regions = {name: value.cpu().numpy() for name, value in detections.items()}
+        for name, features, count in zip(names, regions["features"], regions["num_boxes"], strict=True):
+            if not np.isfinite(features[:count]).all():
+                raise ValueError(
+                    f"{name}: the detector {self.detector} gave region features that are not finite (NaN or "
+                    "inf); its weights are broken"
+                )
         # Back to the image's pixels: each axis by its own resize factor, clipped to the image.
         scale = np.array(
             [
@@ -190,4 +221,6 @@ __all__ = [
     "image_files",
     "load_detector",
     "open_image",
+    "resize_scale",
+    "upright_rgb",
 ]

@@ -6,7 +6,8 @@ each is max-pooled to 14x14 on C4 and run through res5 (stride 1, dilation 2, th
 whose mean-pooled 2,048-d output is the region feature; linear layers give object logits, box deltas and,
 from the feature and the predicted class's embedding, attribute logits. Regions are then chosen as
 bottom-up attention's `generate_tsv.py` chose them for LXMERT: per-class NMS over the proposals, each
-proposal scored by its best surviving class, the `num_regions` best kept, with their proposal boxes.
+proposal scored by its best surviving class, the best kept (36, or 10-100 by confidence), with their proposal
+boxes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,13 +25,17 @@ from torchvision.models.resnet import Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d, box_iou, clip_boxes_to_image, nms, remove_small_boxes, roi_pool
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import CONFIG_NAME, ModelOutput, cached_file
+from transformers.utils import CONFIG_NAME, ModelOutput
+from transformers.utils.hub import cached_files
 
-from .configuration_faster_rcnn_vg import FasterRcnnVgConfig
+from .configuration_faster_rcnn_vg import FasterRcnnVgConfig, RegionLimits
 
 C4_STRIDE = 16
 # Detectron's clamp: no box grows more than from 16 to 1,000 pixels in one step.
 DELTA_SCALE_CLAMP = math.log(1000.0 / 16)
+DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
+# Regions through res5 at once: one image's 300 proposals, so that a larger batch does not need more memory.
+RES5_CHUNK = 300
 PUBLISHED_WEIGHTS = "pytorch_model.bin"
 PUBLISHED_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"
 
@@ -37,7 +43,8 @@ PUBLISHED_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"
 @dataclass
 class FasterRcnnVgOutput(ModelOutput):
     r"""
-    The `num_regions` chosen regions of each image, best first; rows past `num_boxes` are zero.
+    The chosen regions of each image, best first, padded to the most an image may keep; rows past `num_boxes`
+    are zero.
 
     features: (B, N, 2048) mean-pooled res5 outputs. boxes: (B, N, 4) proposal boxes x1, y1, x2, y2 in pixels
     of the detector's input, the boxes the features were pooled from (bottom-up attention's TSV boxes).
@@ -101,10 +108,41 @@ def class_nms_confidence(
     return (class_probs.T * kept).amax(dim=0)
 
 
+def regions_to_keep(confidence: torch.Tensor, limits: RegionLimits) -> torch.Tensor:
+    """Indices of the regions to keep, best first, of (R,) confidences.
+
+    `generate_tsv.py` keeps the proposals whose confidence reaches the threshold, or the best `minimum` when
+    fewer do, or the best `maximum` when more do: the same set as the best `clamp(count, minimum, maximum)`.
+    """
+    confident = int((confidence >= limits.confidence).sum())
+    count = min(max(confident, limits.minimum), limits.maximum)
+    return confidence.argsort(descending=True, stable=True)[:count]
+
+
+def conv_frozen_norm(conv: nn.Conv2d, norm: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """`norm(conv(x))` as one convolution whose weights and bias carry the frozen norm: the same numbers to
+    float rounding, without the norm's pass over the activations: res5 13-18% faster in float32 on the CPU
+    (docs/benchmarks.md), more in bfloat16 autocast, where a float32 norm converts every activation."""
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    weight, bias = conv.weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale
+    return nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class FasterRcnnVgBottleneck(Bottleneck):
+    """torchvision's bottleneck block (same parameters, same names), each convolution with its norm folded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(conv_frozen_norm(self.conv1, self.bn1, x))
+        out = self.relu(conv_frozen_norm(self.conv2, self.bn2, out))
+        out = conv_frozen_norm(self.conv3, self.bn3, out)
+        shortcut = x if self.downsample is None else conv_frozen_norm(*self.downsample, x)
+        return self.relu(out + shortcut)
+
+
 def build_resnet(config: FasterRcnnVgConfig) -> ResNet:
     """torchvision's ResNet made the Caffe network the weights were trained as (see the config's fields)."""
     resnet = ResNet(
-        Bottleneck,
+        FasterRcnnVgBottleneck,
         config.resnet_layers,
         width_per_group=config.width_per_group,
         replace_stride_with_dilation=[False, False, True],
@@ -126,10 +164,9 @@ class FasterRcnnVgRegionProposalNetwork(nn.Module):
     def __init__(self, config: FasterRcnnVgConfig, in_channels: int):
         super().__init__()
         self.config = config
-        num_anchors = len(config.anchor_sizes) * len(config.anchor_aspect_ratios)
         self.conv = nn.Conv2d(in_channels, config.rpn_hidden_channels, kernel_size=3, padding=1)
-        self.objectness_logits = nn.Conv2d(config.rpn_hidden_channels, num_anchors, kernel_size=1)
-        self.anchor_deltas = nn.Conv2d(config.rpn_hidden_channels, num_anchors * 4, kernel_size=1)
+        self.objectness_logits = nn.Conv2d(config.rpn_hidden_channels, config.num_anchors, kernel_size=1)
+        self.anchor_deltas = nn.Conv2d(config.rpn_hidden_channels, config.num_anchors * 4, kernel_size=1)
         self.register_buffer("cell_anchors", cell_anchors(config), persistent=False)
 
     def anchors(self, height: int, width: int) -> torch.Tensor:
@@ -140,18 +177,24 @@ class FasterRcnnVgRegionProposalNetwork(nn.Module):
         shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)
         return (shifts + self.cell_anchors[None]).reshape(-1, 4)
 
-    def forward(self, c4: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-        """(P, 4) proposals of one image's (1, C, H, W) C4 map, clipped to its (height, width), best first."""
+    def forward(self, c4: torch.Tensor, image_size: tuple[int, int], min_size: float) -> torch.Tensor:
+        """(P, 4) proposals of one image's (1, C, H, W) C4 map, clipped to its (height, width), best first.
+
+        As Caffe's `proposal_layer.py`: every anchor is moved by its deltas and clipped, boxes with a side
+        under `min_size` pixels are dropped, then the `rpn_pre_nms_topk` best go through NMS.
+        """
         hidden = nn.functional.relu(self.conv(c4))
         num_anchors, (height, width) = len(self.cell_anchors), c4.shape[-2:]
         logits = self.objectness_logits(hidden)[0].permute(1, 2, 0).reshape(-1)
         deltas = self.anchor_deltas(hidden)[0].reshape(num_anchors, 4, height, width).permute(2, 3, 0, 1)
+        boxes = apply_box_deltas(deltas.reshape(-1, 4), self.anchors(height, width), (1, 1, 1, 1))
+        boxes = clip_boxes_to_image(boxes, image_size)
+        # a box must have some area even without a minimum size: zero-width slivers pool nothing
+        kept = remove_small_boxes(boxes, max(min_size, 1e-6))
+        boxes, logits = boxes[kept], logits[kept]
         top = logits.topk(min(self.config.rpn_pre_nms_topk, len(logits))).indices
-        boxes = apply_box_deltas(deltas.reshape(-1, 4)[top], self.anchors(height, width)[top], (1, 1, 1, 1))
-        boxes, scores = clip_boxes_to_image(boxes, image_size), logits[top]
-        nonempty = remove_small_boxes(boxes, 1e-6)
-        boxes, scores = boxes[nonempty], scores[nonempty]
-        return boxes[nms(boxes, scores, self.config.rpn_nms_threshold)[: self.config.rpn_post_nms_topk]]
+        boxes, logits = boxes[top], logits[top]
+        return boxes[nms(boxes, logits, self.config.rpn_nms_threshold)[: self.config.rpn_post_nms_topk]]
 
 
 class FasterRcnnVgRegionHead(nn.Module):
@@ -169,9 +212,19 @@ class FasterRcnnVgRegionHead(nn.Module):
         self.fc_attr = nn.Linear(feature_dim + feature_dim // 8, feature_dim // 4)
         self.attr_score = nn.Linear(feature_dim // 4, config.num_attribute_classes + 1)
 
-    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features, object logits, box deltas and attribute logits of (R, C, S, S) pooled regions."""
-        features = self.res5(pooled).mean(dim=(2, 3))
+    def forward(
+        self, pooled: torch.Tensor, bf16: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, object logits, box deltas and attribute logits of (R, C, S, S) pooled regions; `bf16`
+        runs res5 in bfloat16 autocast (the features then differ from float32's in the third digit).
+
+        res5 runs on `RES5_CHUNK` regions at a time, each chunk mean-pooled at once, so that memory does not
+        grow with the batch (its 14x14 activations take 1.6 MB a region and channel block of 2,048).
+        """
+        with torch.autocast(pooled.device.type, dtype=torch.bfloat16, enabled=bf16):
+            features = torch.cat(
+                [self.res5(chunk).float().mean(dim=(2, 3)) for chunk in pooled.split(RES5_CHUNK)]
+            )
         object_logits = self.cls_score(features)
         class_embedding = self.cls_embedding(object_logits.argmax(dim=-1))
         hidden = nn.functional.relu(self.fc_attr(torch.cat([features, class_embedding], dim=-1)))
@@ -216,7 +269,7 @@ class FasterRcnnVgPreTrainedModel(PreTrainedModel):
 
 
 class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
-    """Images (resized and normalised by `FasterRcnnVgImageProcessor`) -> `num_regions` regions each."""
+    """Images (resized and normalised by `FasterRcnnVgImageProcessor`) -> their regions, best first."""
 
     def __init__(self, config: FasterRcnnVgConfig):
         super().__init__(config)
@@ -231,21 +284,32 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
         self.head = FasterRcnnVgRegionHead(config, resnet.layer4)
         self.post_init()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(
-        self, pixel_values: torch.Tensor | Sequence[torch.Tensor], num_regions: int | None = None
+        self,
+        pixel_values: torch.Tensor | Sequence[torch.Tensor],
+        num_regions: int | str | None = None,
+        image_scales: Sequence[float] | None = None,
+        bf16: bool = False,
     ) -> FasterRcnnVgOutput:
-        """`pixel_values`: (3, h, w) images of any sizes, or a (B, 3, H, W) batch of one size; `num_regions`
-        overrides the config's regions per image.
+        """`pixel_values`: (3, h, w) images of any sizes, or a (B, 3, H, W) batch of one size. `num_regions`
+        overrides the config's regions per image: a number, or `"adaptive"` (bottom-up attention's 10-100 at
+        confidence 0.2). `image_scales`: each image's resize factor (input pixels per original pixel), which
+        sets the RPN's minimum box size in input pixels; 1 when not given. `bf16` runs res5 in bfloat16
+        autocast: faster on CPUs with bfloat16 instructions, not the float32 features exactly.
 
         Each image runs through the backbone and the RPN alone (so a region's feature does not depend on the
         other images of the batch, as it would through padding); res5, the expensive part, runs on the regions
         of the whole batch at once.
         """
+        limits = self.config.region_limits(num_regions)
+        scales = [1.0] * len(pixel_values) if image_scales is None else list(image_scales)
+        if len(scales) != len(pixel_values):
+            raise ValueError(f"image_scales: expected one per image ({len(pixel_values)}), got {len(scales)}")
         pooled, proposals, sizes = [], [], []
-        for index, image in enumerate(pixel_values):
+        for index, (image, scale) in enumerate(zip(pixel_values, scales, strict=True)):
             c4 = self.backbone(image[None])
-            boxes = self.rpn(c4, tuple(image.shape[-2:]))
+            boxes = self.rpn(c4, tuple(image.shape[-2:]), self.config.rpn_min_size * scale)
             if not len(boxes):
                 finite = "finite" if c4.isfinite().all() else "not finite"
                 raise ValueError(
@@ -255,11 +319,10 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
             pooled.append(roi_pool(c4, [boxes], (resolution, resolution), spatial_scale=1 / C4_STRIDE))
             proposals.append(boxes)
             sizes.append(tuple(image.shape[-2:]))
-        features, object_logits, box_deltas, attribute_logits = self.head(torch.cat(pooled))
+        features, object_logits, box_deltas, attribute_logits = self.head(torch.cat(pooled), bf16)
         counts = [len(boxes) for boxes in proposals]
-        num_regions = num_regions or self.config.num_regions
         regions = [
-            self._choose_regions(num_regions, *per_image)
+            self._choose_regions(limits, *per_image)
             for per_image in zip(
                 proposals,
                 sizes,
@@ -276,7 +339,7 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
 
     def _choose_regions(
         self,
-        num_regions: int,
+        limits: RegionLimits,
         proposals: torch.Tensor,
         image_size: tuple[int, int],
         features: torch.Tensor,
@@ -284,11 +347,11 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
         box_deltas: torch.Tensor,
         attribute_logits: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """One image's regions, padded to `num_regions`; the background (last) class is never a label."""
+        """One image's regions, padded to `limits.maximum`; the background (last) class is never a label."""
         object_probs = object_logits.softmax(dim=-1)[:, :-1]
         attribute_probs = attribute_logits.softmax(dim=-1)[:, :-1]
         confidence = class_nms_confidence(proposals, object_probs, self.config.class_nms_threshold)
-        keep = confidence.argsort(descending=True, stable=True)[:num_regions]
+        keep = regions_to_keep(confidence, limits)
         object_confidences, object_ids = object_probs[keep].max(dim=-1)
         attribute_confidences, attribute_ids = attribute_probs[keep].max(dim=-1)
         class_deltas = box_deltas[keep].reshape(len(keep), -1, 4)[torch.arange(len(keep)), object_ids]
@@ -302,7 +365,7 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
             "attribute_ids": attribute_ids,
             "attribute_confidences": attribute_confidences,
         }
-        padding = num_regions - len(keep)
+        padding = limits.maximum - len(keep)
         padded = {
             name: nn.functional.pad(value, (0, 0, 0, padding) if value.ndim == 2 else (0, padding))
             for name, value in chosen.items()
@@ -311,21 +374,21 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> FasterRcnnVgDetector:
-        """A folder this class saved, or the published Detectron-layout `unc-nlp/frcnn-vg-finetuned`.
+        """A folder or Hub id this class saved, or the published Detectron-layout `unc-nlp/frcnn-vg-finetuned`
+        (or a local copy of it); `DetectorNotFoundError` says how to get one when neither can be found.
 
         The published one has a Detectron `config.yaml` and `pytorch_model.bin` but no `config.json`: its
         architecture is this config's defaults (keyword arguments naming config fields override them, e.g.
-        `num_regions=50`), and its key names are mapped by `map_published_state_dict`.
+        `max_regions=50`), and its key names are mapped by `map_published_state_dict`.
         """
         hub_kwargs = {
             name: kwargs[name]
             for name in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
             if name in kwargs
         }
-        source = str(pretrained_model_name_or_path)
-        if cached_file(source, CONFIG_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs):
+        config_file, weights = _detector_files(str(pretrained_model_name_or_path), hub_kwargs)
+        if config_file is not None:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        weights = cached_file(source, PUBLISHED_WEIGHTS, **hub_kwargs)
         config = kwargs.pop("config", None) or FasterRcnnVgConfig(
             **{
                 name: value
@@ -338,16 +401,88 @@ class FasterRcnnVgDetector(FasterRcnnVgPreTrainedModel):
         return model.eval()
 
     def load_published_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load a Detectron-layout state dict; every key must map and fill a parameter of its shape."""
+        """Load a Detectron-layout state dict; every key must map and fill a parameter of its shape, and the
+        checkpoint's anchors must be the config's. A mismatch names the checkpoint's key and both shapes."""
         anchors = state_dict.get(PUBLISHED_ANCHORS)
-        if anchors is not None and not torch.allclose(
-            anchors.float().cpu(), cell_anchors(self.config), atol=1e-3
-        ):
-            raise ValueError(
-                f"{PUBLISHED_ANCHORS}: the checkpoint's anchors differ from the config's anchor_sizes "
-                f"{self.config.anchor_sizes} x anchor_aspect_ratios {self.config.anchor_aspect_ratios}"
-            )
-        self.load_state_dict(map_published_state_dict(state_dict), strict=True)
+        if anchors is not None:
+            expected = cell_anchors(self.config)
+            _check_shape(PUBLISHED_ANCHORS, tuple(anchors.shape), tuple(expected.shape), self.config)
+            if not torch.allclose(anchors.float().cpu(), expected, atol=1e-3):
+                raise ValueError(
+                    f"{PUBLISHED_ANCHORS}: the checkpoint's anchors differ from the config's anchor_sizes "
+                    f"{self.config.anchor_sizes} x anchor_aspect_ratios {self.config.anchor_aspect_ratios}"
+                )
+        own = self.state_dict()
+        mapped = {}
+        for key, value in state_dict.items():
+            name = map_published_key(key)
+            if name is None:
+                continue
+            if name not in own:
+                raise KeyError(f"{key}: maps to {name}, which this detector does not have")
+            _check_shape(key, tuple(value.shape), tuple(own[name].shape), self.config)
+            mapped[name] = torch.as_tensor(value)
+        self.load_state_dict(mapped, strict=True)
+
+
+def _check_shape(
+    key: str, found: tuple[int, ...], expected: tuple[int, ...], config: FasterRcnnVgConfig
+) -> None:
+    if found != expected:
+        raise ValueError(
+            f"{key}: shape {found} in the checkpoint, {expected} in a detector of this config (e.g. "
+            f"{config.num_anchors} anchors from anchor_sizes {config.anchor_sizes} x anchor_aspect_ratios "
+            f"{config.anchor_aspect_ratios}, {config.num_object_classes} object classes)"
+        )
+
+
+class DetectorNotFoundError(OSError):
+    """No detector where the name points: the message says what was looked for and how to get one."""
+
+
+OFFLINE_HELP = (
+    f"Without internet, download it on a machine that has it: `hf download {DEFAULT_DETECTOR} --local-dir "
+    "frcnn-vg-finetuned` (`huggingface-cli download` with huggingface_hub before 1.0), copy that folder here "
+    "and pass it as the detector: `--detector frcnn-vg-finetuned` to `python -m lxmert_s_msp.data.extract`, "
+    "`FasterRcnnVgImageProcessor(detector='frcnn-vg-finetuned')` in Python"
+)
+
+
+def _detector_files(source: str, hub_kwargs: Mapping) -> tuple[str | None, str | None]:
+    """(config.json, pytorch_model.bin) of a detector folder or Hub repo, either None when absent; one Hub
+    request for both, so an offline machine waits for its retries once."""
+    path = Path(source)
+    saved = f"{CONFIG_NAME} (a saved FasterRcnnVgDetector)"
+    published = f"{PUBLISHED_WEIGHTS} (the published one)"
+    if path.is_file():
+        raise DetectorNotFoundError(
+            f"{source}: a file, not a detector: give the folder that holds {saved} or {published}"
+        )
+    if path.is_dir():
+        files = [
+            path / name if (path / name).is_file() else None for name in (CONFIG_NAME, PUBLISHED_WEIGHTS)
+        ]
+        if files == [None, None]:
+            raise DetectorNotFoundError(f"{source}: this folder holds neither {saved} nor {published}")
+        return tuple(None if file is None else str(file) for file in files)
+    try:
+        files = cached_files(
+            source,
+            [CONFIG_NAME, PUBLISHED_WEIGHTS],
+            _raise_exceptions_for_missing_entries=False,
+            **hub_kwargs,
+        )
+    except OSError as error:
+        reason = str(error).splitlines()[0]
+        raise DetectorNotFoundError(
+            f"{source}: no such folder, and not a detector on the Hub ({reason}). {OFFLINE_HELP}"
+        ) from None
+    if not files or files == [None, None]:
+        raise DetectorNotFoundError(
+            f"{source}: no such folder, not in the Hugging Face cache, and the Hub could not be reached or "
+            f"has neither {saved} nor {published}. {OFFLINE_HELP}"
+        )
+    return files[0], files[1]
 
 
 # Detectron block parts -> torchvision Bottleneck parts.
@@ -384,20 +519,13 @@ def map_published_key(key: str) -> str | None:
     raise KeyError(f"{key}: not a key of the published bottom-up-attention checkpoint layout")
 
 
-def map_published_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    mapped = {}
-    for key, value in state_dict.items():
-        name = map_published_key(key)
-        if name is not None:
-            mapped[name] = torch.as_tensor(value)
-    return mapped
-
-
 __all__ = [
+    "DEFAULT_DETECTOR",
+    "DetectorNotFoundError",
     "FasterRcnnVgDetector",
     "FasterRcnnVgOutput",
     "FasterRcnnVgPreTrainedModel",
     "class_nms_confidence",
     "map_published_key",
-    "map_published_state_dict",
+    "regions_to_keep",
 ]

@@ -128,8 +128,10 @@ class LxmertSProcessor(ProcessorMixin):
         Must equal the model config's `position_ids_type`: `"word"` gives `word_position_ids`, `"absolute"`
         BERT's 0..L-1.
     image_processor (`FasterRcnnVgImageProcessor`, optional):
-        Runs the region detector on `images`; saved inside `processor_config.json`. Without one the processor
-        takes region features only.
+        Runs the region detector on `images`; without one the processor takes region features only. It is
+        not saved: the detector is a separate, optional part (its code is `faster_rcnn_vg`, not transformers',
+        and its folder a path of one machine), so a saved processor loads with transformers alone; give it
+        again as `LxmertSProcessor.from_pretrained(folder, image_processor=FasterRcnnVgImageProcessor(...))`.
     """
 
     def __init__(
@@ -152,18 +154,25 @@ class LxmertSProcessor(ProcessorMixin):
         self.num_regions = num_regions
         self.max_length = max_length
         self.position_ids_type = position_ids_type
-        self.image_processor = (
-            _image_processor_from_dict(image_processor)
-            if isinstance(image_processor, dict)
-            else image_processor
-        )
+        if isinstance(image_processor, dict):
+            raise ValueError(
+                "image_processor: processor_config.json holds an image processor, which this version neither "
+                "saves nor loads (the detector is a separate part): delete the key and pass "
+                "image_processor=FasterRcnnVgImageProcessor(...) to from_pretrained"
+            )
+        self.image_processor = image_processor
         super().__init__(tokenizer, **kwargs)
 
     @classmethod
     def get_attributes(cls) -> list[str]:
         # ProcessorMixin requires every attribute it knows of and loads each from its own file; the image
-        # processor is optional, so it stays out of that list and travels as a dict in processor_config.json.
+        # processor is optional and not saved, so it stays out of that list.
         return ["tokenizer"]
+
+    def to_dict(self) -> dict:
+        settings = super().to_dict()
+        settings.pop("image_processor", None)
+        return settings
 
     @property
     def model_input_names(self) -> list[str]:
@@ -338,18 +347,6 @@ class LxmertSProcessor(ProcessorMixin):
             raise ValueError(f"image_sizes: expected positive heights and widths, received {sizes.tolist()}")
         height, width = sizes[:, 0], sizes[:, 1]
         return np.stack([width, height, width, height], axis=1)[:, None, :]
-
-
-def _image_processor_from_dict(config: dict):
-    """The saved image processor. Imported here, inside `try`, so that this file still loads beside a Hub
-    checkpoint where the package is not installed (transformers' remote-code check skips try blocks)."""
-    try:
-        from faster_rcnn_vg import FasterRcnnVgImageProcessor
-    except ImportError as error:
-        raise ImportError(
-            "image_processor: this processor detects regions with faster_rcnn_vg; install lxmert-s-msp"
-        ) from error
-    return FasterRcnnVgImageProcessor(**{k: v for k, v in config.items() if k != "image_processor_type"})
 
 
 # save_pretrained then copies this file beside the tokenizer and writes an AutoProcessor auto_map entry:

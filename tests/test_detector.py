@@ -4,29 +4,75 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from tiny_detector import TINY_DETECTOR, draw_images, tiny_detector
+from tiny_detector import TINY_DETECTOR, draw_images, one_class_ahead_detector, tiny_detector
 from torchvision.ops import nms
 
-from faster_rcnn_vg import BadImageError, FasterRcnnVgConfig, FasterRcnnVgDetector
+from faster_rcnn_vg import BadImageError, DetectorNotFoundError, FasterRcnnVgConfig, FasterRcnnVgDetector
+from faster_rcnn_vg.configuration_faster_rcnn_vg import RegionLimits
 from faster_rcnn_vg.image_processing_faster_rcnn_vg import detector_input, open_image
-from faster_rcnn_vg.modeling_faster_rcnn_vg import class_nms_confidence, map_published_state_dict
+from faster_rcnn_vg.modeling_faster_rcnn_vg import class_nms_confidence, map_published_key, regions_to_keep
+
+# The published checkpoint (`unc-nlp/frcnn-vg-finetuned`, converted from py-bottom-up-attention's
+# `faster_rcnn_from_caffe_attr.pkl`), from the references, not from this package's config:
+# - key names: transformers' `examples/research_projects/lxmert/modeling_frcnn.py` (the demo that loads this
+#   checkpoint with a strict `load_state_dict`): `backbone.stem.conv1` and `backbone.res{2,3,4}.{i}` /
+#   `roi_heads.res5.{i}` blocks with `conv{1,2,3}` and, in each stage's first block, `shortcut`, each with a
+#   `.norm` (`BatchNorm2d`: weight, bias, running_mean, running_var, num_batches_tracked);
+#   `proposal_generator.anchor_generator.cell_anchors.0` (a ParameterList); `proposal_generator.rpn_head.
+#   {conv, objectness_logits, anchor_deltas}`; `roi_heads.box_predictor.{cls_score, bbox_pred, cls_embedding,
+#   fc_attr, attr_score}`.
+# - ResNet-101: the demo's `num_blocks_per_stage = {101: [3, 4, 23, 3]}`, stem 64 channels, res2 256 out and
+#   64 bottleneck channels, both doubling per stage (`build_backbone`, `_build_res5_block`); Caffe's
+#   test.prototxt (models/vg/ResNet-101/faster_rcnn_end2end_final) has the same 64/256/1024/2048 outputs.
+# - RPN: `rpn_conv/3x3` num_output 512 (test.prototxt; `HID_CHANNELS: 512` in
+#   configs/VG-Detection/faster_rcnn_R_101_C4_attr_caffemaxpool.yaml); 12 anchors: `rpn_cls_score` num_output
+#   24 = 2 x 12 and `rpn_bbox_pred` 48 = 4 x 12 (test.prototxt, scales 4, 8, 16, 32 at feat_stride 16), i.e.
+#   `SIZES: [[64, 128, 256, 512]]` x `ASPECT_RATIOS` 0.5, 1, 2 (the yaml); one objectness logit per anchor in
+#   Detectron's head (`num_cell_anchors` outputs), anchors by the demo's `generate_cell_anchors`.
+# - predictor: `NUM_CLASSES: 1600`, `NUM_ATTRS: 400` (the yaml) plus background; `FastRCNNOutputLayers`:
+#   cls_embedding (classes + 1, 2048 // 8), fc_attr (2048 // 4, 2048 + 2048 // 8), attr_score (attrs + 1,
+#   512).
+PUBLISHED = {
+    "blocks": (3, 4, 23, 3),
+    "stem_channels": 64,
+    "bottleneck_channels": 64,
+    "res2_channels": 256,
+    "rpn_channels": 512,
+    "anchor_sizes": (64, 128, 256, 512),
+    "aspect_ratios": (0.5, 1.0, 2.0),
+    "classes": 1600,
+    "attributes": 400,
+}
 
 
-def published_layout(config: FasterRcnnVgConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the published `unc-nlp/frcnn-vg-finetuned` state dict (Detectron names)."""
-    layout = {"backbone.stem.conv1.weight": (64, 3, 7, 7)}
+def demo_cell_anchors(sizes, aspect_ratios) -> torch.Tensor:
+    """The demo's `AnchorGenerator.generate_cell_anchors`, which wrote the checkpoint's `cell_anchors.0`."""
+    anchors = []
+    for size in sizes:
+        for aspect_ratio in aspect_ratios:
+            w = math.sqrt(size**2.0 / aspect_ratio)
+            h = aspect_ratio * w
+            anchors.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
+    return torch.tensor(anchors)
+
+
+def detectron_layout(
+    blocks, stem_channels, bottleneck_channels, res2_channels, rpn_channels, anchor_sizes, aspect_ratios,
+    classes, attributes,
+) -> dict[str, tuple[int, ...]]:  # fmt: skip
+    """Key -> shape of a checkpoint in the demo's layout (`PUBLISHED` gives the published one's arguments)."""
+    layout = {"backbone.stem.conv1.weight": (stem_channels, 3, 7, 7)}
 
     def norm(prefix: str, channels: int) -> None:
         for name in ("weight", "bias", "running_mean", "running_var"):
             layout[f"{prefix}.norm.{name}"] = (channels,)
+        layout[f"{prefix}.norm.num_batches_tracked"] = ()
 
-    norm("backbone.stem.conv1", 64)
-    in_channels = 64
-    for stage, blocks in zip((2, 3, 4, 5), config.resnet_layers, strict=True):
-        width = 64 * 2 ** (stage - 2) * config.width_per_group // 64
-        out_channels = 256 * 2 ** (stage - 2)
+    norm("backbone.stem.conv1", stem_channels)
+    in_channels, width, out_channels = stem_channels, bottleneck_channels, res2_channels
+    for stage, count in zip((2, 3, 4, 5), blocks, strict=True):
         prefix = "roi_heads.res5" if stage == 5 else f"backbone.res{stage}"
-        for block in range(blocks):
+        for block in range(count):
             block_in = in_channels if block == 0 else out_channels
             shapes = {
                 "conv1": (width, block_in, 1, 1),
@@ -38,56 +84,101 @@ def published_layout(config: FasterRcnnVgConfig) -> dict[str, tuple[int, ...]]:
             for conv, shape in shapes.items():
                 layout[f"{prefix}.{block}.{conv}.weight"] = shape
                 norm(f"{prefix}.{block}.{conv}", shape[0])
-        in_channels = out_channels
-    anchors = len(config.anchor_sizes) * len(config.anchor_aspect_ratios)
-    hidden, classes, attributes = (
-        config.rpn_hidden_channels,
-        config.num_object_classes,
-        config.num_attribute_classes,
-    )
+        in_channels, width, out_channels = out_channels, width * 2, out_channels * 2
+    anchors, features = len(anchor_sizes) * len(aspect_ratios), in_channels
+    rpn_in = features // 2  # C4, the stage before res5
     layout.update(
         {
             "proposal_generator.anchor_generator.cell_anchors.0": (anchors, 4),
-            "proposal_generator.rpn_head.conv.weight": (hidden, 1024, 3, 3),
-            "proposal_generator.rpn_head.conv.bias": (hidden,),
-            "proposal_generator.rpn_head.objectness_logits.weight": (anchors, hidden, 1, 1),
+            "proposal_generator.rpn_head.conv.weight": (rpn_channels, rpn_in, 3, 3),
+            "proposal_generator.rpn_head.conv.bias": (rpn_channels,),
+            "proposal_generator.rpn_head.objectness_logits.weight": (anchors, rpn_channels, 1, 1),
             "proposal_generator.rpn_head.objectness_logits.bias": (anchors,),
-            "proposal_generator.rpn_head.anchor_deltas.weight": (anchors * 4, hidden, 1, 1),
+            "proposal_generator.rpn_head.anchor_deltas.weight": (anchors * 4, rpn_channels, 1, 1),
             "proposal_generator.rpn_head.anchor_deltas.bias": (anchors * 4,),
-            "roi_heads.box_predictor.cls_score.weight": (classes + 1, 2048),
+            "roi_heads.box_predictor.cls_score.weight": (classes + 1, features),
             "roi_heads.box_predictor.cls_score.bias": (classes + 1,),
-            "roi_heads.box_predictor.bbox_pred.weight": (classes * 4, 2048),
+            "roi_heads.box_predictor.bbox_pred.weight": (classes * 4, features),
             "roi_heads.box_predictor.bbox_pred.bias": (classes * 4,),
-            "roi_heads.box_predictor.cls_embedding.weight": (classes + 1, 256),
-            "roi_heads.box_predictor.fc_attr.weight": (512, 2048 + 256),
-            "roi_heads.box_predictor.fc_attr.bias": (512,),
-            "roi_heads.box_predictor.attr_score.weight": (attributes + 1, 512),
+            "roi_heads.box_predictor.cls_embedding.weight": (classes + 1, features // 8),
+            "roi_heads.box_predictor.fc_attr.weight": (features // 4, features + features // 8),
+            "roi_heads.box_predictor.fc_attr.bias": (features // 4,),
+            "roi_heads.box_predictor.attr_score.weight": (attributes + 1, features // 4),
             "roi_heads.box_predictor.attr_score.bias": (attributes + 1,),
         }
     )
     return layout
 
 
-def test_published_key_layout_fills_every_parameter_of_the_default_resnet101_detector():
-    config = FasterRcnnVgConfig()
-    layout = published_layout(config)
-    # 5 keys a convolution (weight, norm x 4): stem, 3 per block of 33, 4 shortcuts; anchors, RPN, predictors
-    assert len(layout) == 5 * (1 + 3 * 33 + 4) + 1 + 6 + 9
+def published_state_dict() -> dict[str, torch.Tensor]:
+    """The published layout as tensors: its anchors' values, the rest only shapes (on the meta device)."""
     with torch.device("meta"):
-        model = FasterRcnnVgDetector(config)
-        state = {key: torch.empty(shape) for key, shape in layout.items()}
+        state = {key: torch.empty(shape) for key, shape in detectron_layout(**PUBLISHED).items()}
+    state["proposal_generator.anchor_generator.cell_anchors.0"] = demo_cell_anchors(
+        PUBLISHED["anchor_sizes"], PUBLISHED["aspect_ratios"]
+    )
+    return state
 
-    # strict: no key of either side left over; load_state_dict also refuses any shape that differs
-    model.load_state_dict(map_published_state_dict(state), strict=True, assign=True)
+
+def test_the_published_checkpoint_layout_loads_strictly_into_the_default_config():
+    layout = detectron_layout(**PUBLISHED)
+    # 6 keys a convolution (weight, norm x 5): stem, 3 per block of 33, 4 shortcuts; anchors, RPN, predictors
+    assert len(layout) == 6 * (1 + 3 * 33 + 4) + 1 + 6 + 9
+    assert layout["backbone.res4.22.conv3.weight"] == (1024, 256, 1, 1)
+    assert layout["roi_heads.res5.0.shortcut.weight"] == (2048, 1024, 1, 1)
+    assert layout["proposal_generator.rpn_head.objectness_logits.weight"] == (12, 512, 1, 1)
+    assert layout["proposal_generator.rpn_head.anchor_deltas.weight"] == (48, 512, 1, 1)
+    with torch.device("meta"):
+        model = FasterRcnnVgDetector(FasterRcnnVgConfig())
+
+    # every key maps and fills a parameter of its shape, the anchors are the config's; the load is strict
+    model.load_published_state_dict(published_state_dict())
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"anchor_sizes": [32, 64, 128, 256, 512]},  # the default before it was corrected
+            r"proposal_generator\.anchor_generator\.cell_anchors\.0: shape \(12, 4\) in the checkpoint, "
+            r"\(15, 4\) in a detector of this config \(e\.g\. 15 anchors",
+        ),
+        (
+            {"num_object_classes": 1599},
+            r"roi_heads\.box_predictor\.cls_score\.weight: shape \(1601, 2048\) in the checkpoint, "
+            r"\(1600, 2048\) in a detector of this config",
+        ),
+    ],
+)
+def test_a_shape_mismatch_names_the_checkpoint_key_and_both_shapes(config, message):
+    with torch.device("meta"):
+        model = FasterRcnnVgDetector(FasterRcnnVgConfig(**config))
+    with pytest.raises(ValueError, match=message):
+        model.load_published_state_dict(published_state_dict())
+
+
+def tiny_published_facts(config: FasterRcnnVgConfig) -> dict:
+    return {
+        **PUBLISHED,
+        "blocks": tuple(config.resnet_layers),
+        "bottleneck_channels": config.width_per_group,
+        "rpn_channels": config.rpn_hidden_channels,
+        "anchor_sizes": tuple(config.anchor_sizes),
+        "classes": config.num_object_classes,
+        "attributes": config.num_attribute_classes,
+    }
 
 
 def test_published_checkpoint_loads_every_value_into_its_place(tmp_path):
     config = FasterRcnnVgConfig(**TINY_DETECTOR)
     generator = torch.Generator().manual_seed(0)
-    state = {key: torch.randn(shape, generator=generator) for key, shape in published_layout(config).items()}
-    from faster_rcnn_vg.modeling_faster_rcnn_vg import cell_anchors
-
-    state["proposal_generator.anchor_generator.cell_anchors.0"] = cell_anchors(config)
+    state = {
+        key: torch.randn(shape, generator=generator) if shape else torch.tensor(0)
+        for key, shape in detectron_layout(**tiny_published_facts(config)).items()
+    }
+    state["proposal_generator.anchor_generator.cell_anchors.0"] = demo_cell_anchors(
+        config.anchor_sizes, config.anchor_aspect_ratios
+    )
     torch.save(state, tmp_path / "pytorch_model.bin")
     (tmp_path / "config.yaml").write_text("MODEL:\n  DEVICE: cpu\n")  # Detectron's, not read
 
@@ -112,12 +203,22 @@ def test_published_checkpoint_loads_every_value_into_its_place(tmp_path):
 
 def test_published_checkpoint_with_other_anchors_or_an_unknown_key_is_refused():
     config = FasterRcnnVgConfig(**TINY_DETECTOR)
-    state = {key: torch.zeros(shape) for key, shape in published_layout(config).items()}
+    facts = tiny_published_facts(config)
+    state = {key: torch.zeros(shape) for key, shape in detectron_layout(**facts).items()}
     model = FasterRcnnVgDetector(config)
     with pytest.raises(ValueError, match="cell_anchors.0: the checkpoint's anchors differ"):
         model.load_published_state_dict(state)
     with pytest.raises(KeyError, match="roi_heads.box_predictor_extra.weight: not a key"):
-        map_published_state_dict({"roi_heads.box_predictor_extra.weight": torch.zeros(1)})
+        map_published_key("roi_heads.box_predictor_extra.weight")
+
+
+def test_the_detector_names_what_it_cannot_load_and_how_to_get_it(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"not a folder")
+    with pytest.raises(DetectorNotFoundError, match=r"weights\.bin: a file, not a detector: give the folder"):
+        FasterRcnnVgDetector.from_pretrained(tmp_path / "weights.bin")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DetectorNotFoundError, match=r"empty: this folder holds neither config\.json"):
+        FasterRcnnVgDetector.from_pretrained(tmp_path / "empty")
 
 
 def test_anchors_follow_detectron_size_major_order():
@@ -228,3 +329,135 @@ def test_unusable_images_are_refused_with_their_name(tmp_path):
         detector_input(PIL.Image.new("RGB", (1, 1)), config, "pixel.png", min_side=10)
     with pytest.raises(BadImageError, match=r"strip\.png: 400x12 pixels is too elongated"):
         detector_input(PIL.Image.new("RGB", (400, 12)), config, "strip.png", min_side=10)
+
+
+def thin_anchor_detector(**overrides) -> FasterRcnnVgDetector:
+    """A tiny detector whose RPN prefers, everywhere, the anchor of size 16 at ratio 0.5 (22.6 x 11.3 pixels)
+    and then the one of size 16 at ratio 1 (16 x 16); its deltas are zero, so proposals are anchors."""
+    model = tiny_detector(**overrides)
+    with torch.no_grad():
+        model.rpn.objectness_logits.weight.zero_()
+        model.rpn.objectness_logits.bias.copy_(torch.linspace(0, -1, len(model.rpn.cell_anchors)))
+        model.rpn.objectness_logits.bias[:2] = torch.tensor([10.0, 9.0])
+    return model
+
+
+def test_the_rpn_drops_proposals_under_the_minimum_size_before_its_top_k():
+    model = thin_anchor_detector(rpn_pre_nms_topk=40, rpn_post_nms_topk=12)
+    image = torch.randn(1, 3, 96, 128) * 50
+    c4 = model.backbone(image)
+
+    proposals = model.rpn(c4, (96, 128), min_size=16.0)
+    slivers = model.rpn(c4, (96, 128), min_size=8.0)
+
+    sides = torch.stack([proposals[:, 2] - proposals[:, 0], proposals[:, 3] - proposals[:, 1]], dim=1)
+    assert (sides >= 16 - 1e-4).all()
+    # filtered before the top 40 (all 11-pixel slivers otherwise), so NMS still fills every slot
+    assert len(proposals) == 12
+    assert (slivers[:, 3] - slivers[:, 1]).min() < 12  # at half the scale, 8 pixels: the slivers stay
+
+
+def test_the_minimum_size_is_in_pixels_of_the_original_image(tmp_path):
+    from faster_rcnn_vg import FasterRcnnVgImageProcessor
+    from faster_rcnn_vg.image_processing_faster_rcnn_vg import load_detector
+
+    model = thin_anchor_detector(rpn_pre_nms_topk=200, rpn_post_nms_topk=12)
+    model.save_pretrained(tmp_path / "detector")
+    load_detector.cache_clear()
+    processor = FasterRcnnVgImageProcessor(str(tmp_path / "detector"))
+    # 50 pixels high becomes 64 at the input: 16 original pixels are 20.5 there, so the 16 x 16 anchors go too
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+
+    regions = processor(image)
+
+    count = int(regions["num_boxes"][0])
+    boxes = regions["boxes"][0, :count]
+    assert (boxes[:, 2:] - boxes[:, :2] >= 16 - 0.1).all()
+
+
+def test_regions_to_keep_follow_generate_tsv_within_the_limits():
+    generator = torch.Generator().manual_seed(0)
+    adaptive = RegionLimits(10, 100, 0.2)
+
+    def confidences(above: int) -> torch.Tensor:
+        values = torch.cat(
+            [0.2 + 0.7 * torch.rand(above, generator=generator), 0.19 * torch.rand(150 - above)]
+        )
+        return values[torch.randperm(150, generator=generator)]
+
+    some = confidences(40)
+    kept = regions_to_keep(some, adaptive)
+    assert sorted(kept.tolist()) == sorted(torch.nonzero(some >= 0.2).flatten().tolist())
+    assert (some[kept].diff() <= 0).all()  # best first
+    few = confidences(3)
+    assert regions_to_keep(few, adaptive).tolist() == few.argsort(descending=True)[:10].tolist()
+    many = confidences(130)
+    assert regions_to_keep(many, adaptive).tolist() == many.argsort(descending=True)[:100].tolist()
+    assert (
+        regions_to_keep(some, RegionLimits(36, 36, 0.2)).tolist()
+        == some.argsort(descending=True)[:36].tolist()
+    )
+
+
+def test_the_adaptive_mode_pads_to_100_and_counts_each_images_regions():
+    model = one_class_ahead_detector()
+    images = [torch.randn(3, 64, 96) * 50, torch.randn(3, 96, 96) * 50]
+
+    output = model(images, num_regions="adaptive")
+    fixed = model(images)
+
+    assert output.features.shape == (2, 100, 2048) and fixed.features.shape == (2, 10, 2048)
+    for image in range(2):
+        count = int(output.num_boxes[image])
+        confident = int((output.object_confidences[image] >= 0.2).sum())
+        assert 10 <= count <= 100 and count == max(confident, 10)
+        assert output.features[image, count:].eq(0).all() and output.boxes[image, count:].eq(0).all()
+        assert torch.equal(output.boxes[image, :10], fixed.boxes[image])  # the same ranking, cut elsewhere
+    assert output.num_boxes[0] != output.num_boxes[1]
+    with pytest.raises(
+        ValueError, match=r"num_regions 'adaptive': expected 1 <= 10 <= 100 .* at most the 12"
+    ):
+        tiny_detector()(images, num_regions="adaptive")
+
+
+def test_folding_the_frozen_norms_into_the_convolutions_keeps_torchvisions_numbers():
+    from torchvision.models.resnet import Bottleneck
+    from torchvision.ops import FrozenBatchNorm2d
+
+    model = tiny_detector()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for norm in model.modules():
+            if isinstance(norm, FrozenBatchNorm2d):
+                for buffer, low, high in [
+                    ("weight", 0.5, 1.5),
+                    ("bias", -0.2, 0.2),
+                    ("running_mean", -0.2, 0.2),
+                ]:
+                    getattr(norm, buffer).uniform_(low, high, generator=generator)
+                norm.running_var.uniform_(0.5, 2.0, generator=generator)
+    regions = torch.randn(5, 1024, 4, 4, generator=generator).relu()
+
+    expected = regions
+    for block in model.head.res5:
+        expected = Bottleneck.forward(block, expected)  # conv, then norm, as torchvision computes it
+
+    assert torch.allclose(model.head.res5(regions), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_res5_in_chunks_and_in_bfloat16_keeps_the_features(monkeypatch):
+    from faster_rcnn_vg import modeling_faster_rcnn_vg
+
+    model = tiny_detector()
+    images = [torch.randn(3, 64, 96) * 50, torch.randn(3, 96, 64) * 50]
+    whole = model(images)
+    monkeypatch.setattr(modeling_faster_rcnn_vg, "RES5_CHUNK", 5)
+
+    chunked = model(images)
+    bf16 = model(images, bf16=True)
+
+    assert torch.allclose(chunked.features, whole.features, rtol=1e-5, atol=1e-4)
+    assert bf16.features.dtype == torch.float32
+    scale = whole.features.abs().max()
+    same = bf16.boxes.eq(whole.boxes).all(dim=-1)  # regions chosen in both, in the same place
+    assert same.any() and ((bf16.features - whole.features).abs()[same] <= 0.03 * scale).all()

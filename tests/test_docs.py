@@ -12,8 +12,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MANUAL = sorted((REPO / "docs").glob("*.md"))
-# Linked already, written on another branch: allowed missing until it lands, and only until then.
-AWAITED = {REPO / "docs" / "detector.md"}
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCED = re.compile(r"```.*?```", re.DOTALL)
 CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
@@ -37,8 +35,6 @@ def test_every_relative_link_resolves(page):
     for target in _links(page):
         path, _, anchor = target.partition("#")
         resolved = (page.parent / path).resolve() if path else page
-        if resolved in AWAITED:
-            continue
         if not resolved.exists() or (anchor and anchor not in _anchors(resolved)):
             broken.append(target)
     assert not broken, f"{page.name} links to what does not exist: {broken}"
@@ -47,11 +43,6 @@ def test_every_relative_link_resolves(page):
 def test_every_manual_page_is_linked_from_the_readme():
     linked = {(REPO / target.partition("#")[0]).resolve() for target in _links(README)}
     assert not [str(page.relative_to(REPO)) for page in MANUAL if page.resolve() not in linked]
-
-
-def test_the_awaited_pages_are_still_missing():
-    """Once an awaited page lands, its links are checked like every other: take it out of AWAITED."""
-    assert not [str(page.relative_to(REPO)) for page in AWAITED if page.exists()]
 
 
 def test_the_readme_is_a_front_door_under_200_lines():

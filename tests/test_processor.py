@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -254,13 +257,100 @@ def test_processor_detects_regions_in_an_image_for_the_vqa_model(tmp_path):
         logits = model(**encoded).logits
     assert logits.shape == (1, 5) and torch.isfinite(logits).all()
 
-    processor.save_pretrained(tmp_path / "processor")
-    reloaded = LxmertSProcessor.from_pretrained(tmp_path / "processor")
-    assert isinstance(reloaded.image_processor, FasterRcnnVgImageProcessor)
-    assert reloaded.image_processor.detector == detector
-    assert torch.equal(
-        reloaded(images=image, text="what is the man holding?")["visual_pos"], encoded["visual_pos"]
+
+# A processor folder read where neither this package nor the detector is installed: transformers alone.
+ISOLATED_PROCESSOR_LOAD = """
+import sys
+sys.modules["modeling_lxmert_s"] = sys.modules["lxmert_s_msp"] = sys.modules["faster_rcnn_vg"] = None
+from transformers import AutoProcessor
+
+processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(processor).__name__ == "LxmertSProcessor" and processor.image_processor is None
+print(processor("what is the man holding?")["input_ids"].tolist())
+"""
+
+
+def test_a_saved_processor_holds_no_detector_path_or_device_and_loads_with_transformers_alone(tmp_path):
+    from tiny_detector import noise, save_tiny_detector
+
+    from faster_rcnn_vg import FasterRcnnVgImageProcessor
+
+    detector = save_tiny_detector(tmp_path / "detector")
+    tokenizer = wordpiece_tokenizer_from_vocabulary(["what", "is", "the", "man", "holding", "?"])
+    processor = LxmertSProcessor(
+        tokenizer, image_processor=FasterRcnnVgImageProcessor(detector, device="cpu")
     )
+    image = PIL.Image.fromarray(noise(90, 70, seed=0))
+    encoded = processor(images=image, text="what is the man holding?")
+
+    processor.save_pretrained(tmp_path / "processor")
+
+    saved = (tmp_path / "processor" / "processor_config.json").read_text()
+    assert str(tmp_path) not in saved and "device" not in saved and "image_processor" not in saved
+    assert LxmertSProcessor.from_pretrained(tmp_path / "processor").image_processor is None
+    with_detector = LxmertSProcessor.from_pretrained(
+        tmp_path / "processor", image_processor=FasterRcnnVgImageProcessor(detector)
+    )
+    assert torch.equal(
+        with_detector(images=image, text="what is the man holding?")["visual_pos"], encoded["visual_pos"]
+    )
+    script = tmp_path / "load.py"
+    script.write_text(ISOLATED_PROCESSOR_LOAD)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "processor")],
+        cwd=outside,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(encoded["input_ids"].tolist())
+
+
+def test_a_truncated_image_is_named_by_its_place_in_the_batch(tmp_path):
+    from tiny_detector import jpeg_bytes, save_tiny_detector
+
+    from faster_rcnn_vg import BadImageError, FasterRcnnVgImageProcessor
+
+    processor = LxmertSProcessor(
+        wordpiece_tokenizer_from_vocabulary(VOCABULARY),
+        image_processor=FasterRcnnVgImageProcessor(save_tiny_detector(tmp_path / "detector")),
+    )
+    whole = jpeg_bytes(64, 64, seed=0)
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) * 2 // 3])
+    image = PIL.Image.open(tmp_path / "cut.jpg")  # opens lazily: the missing bytes show when it is decoded
+
+    with pytest.raises(
+        BadImageError, match=r"^images\[0\]: not a readable image \(OSError: image file is trunc"
+    ):
+        processor(images=image, text="a man")
+
+
+def test_the_processor_masks_the_regions_an_adaptive_detector_did_not_find(tmp_path):
+    from tiny_detector import noise, one_class_ahead_detector, save_tiny_detector
+
+    from faster_rcnn_vg import FasterRcnnVgImageProcessor
+
+    image_processor = FasterRcnnVgImageProcessor(
+        save_tiny_detector(tmp_path / "detector", one_class_ahead_detector()), num_regions="adaptive"
+    )
+    processor = LxmertSProcessor(
+        wordpiece_tokenizer_from_vocabulary(VOCABULARY), num_regions=100, image_processor=image_processor
+    )
+    images = [PIL.Image.fromarray(noise(64, 64, seed=0)), PIL.Image.fromarray(noise(200, 80, seed=1))]
+
+    encoded = processor(images=images, text=["a man", "blue sky"])
+
+    counts = image_processor(images)["num_boxes"]
+    assert counts[0] != counts[1] and (counts >= 10).all()
+    assert encoded["visual_attention_mask"].sum(dim=1).tolist() == counts.tolist()
+    for image, count in enumerate(counts):
+        assert (
+            encoded["visual_feats"][image, count:].eq(0).all()
+            and encoded["visual_pos"][image, count:].eq(0).all()
+        )
 
 
 def test_images_need_an_image_processor(processor):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import torch
 
 from faster_rcnn_vg import FasterRcnnVgConfig, FasterRcnnVgDetector
 
@@ -20,7 +21,8 @@ TINY_DETECTOR = {
     "rpn_hidden_channels": 16,
     "rpn_pre_nms_topk": 200,
     "rpn_post_nms_topk": 12,
-    "num_regions": 10,
+    "min_regions": 10,
+    "max_regions": 10,
     "pooler_resolution": 4,
     "num_object_classes": 6,
     "num_attribute_classes": 4,
@@ -36,9 +38,20 @@ def tiny_detector(**overrides) -> FasterRcnnVgDetector:
     return FasterRcnnVgDetector(FasterRcnnVgConfig(**{**TINY_DETECTOR, **overrides})).eval()
 
 
-def save_tiny_detector(folder: Path) -> str:
-    tiny_detector().save_pretrained(folder)
+def save_tiny_detector(folder: Path, model: FasterRcnnVgDetector | None = None) -> str:
+    (model or tiny_detector()).save_pretrained(folder)
     return str(folder)
+
+
+def one_class_ahead_detector() -> FasterRcnnVgDetector:
+    """A tiny detector for the adaptive mode: 150 proposals, one object class far ahead of the others (0.75
+    to 0.05), so that its per-class NMS keeps the boxes that overlap little, above the adaptive mode's 0.2,
+    and leaves the others below it: how many pass depends on the image."""
+    model = tiny_detector(rpn_pre_nms_topk=400, rpn_post_nms_topk=150)
+    with torch.no_grad():
+        model.head.cls_score.weight.zero_()
+        model.head.cls_score.bias.copy_(torch.tensor([4.0, 0, 0, 0, 0, 0, 0]))
+    return model
 
 
 def noise(width: int, height: int, seed: int, channels: int = 3) -> np.ndarray:

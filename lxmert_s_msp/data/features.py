@@ -12,12 +12,6 @@ from pathlib import Path
 
 from lxmert_s_msp.data.feature_import import ImportSettings, import_features
 
-# Re-exported: data/extract.py imports them from here (point it at feature_import / readers, then drop these).
-from lxmert_s_msp.data.feature_import import assemble_store as assemble_store
-from lxmert_s_msp.data.feature_import import shard_meta as shard_meta
-from lxmert_s_msp.data.feature_import import write_shard as write_shard
-from lxmert_s_msp.data.readers import RegionRecord as RegionRecord
-
 DESCRIPTION = "Readers for pre-extracted region features, and the importer that turns them into one store."
 
 
