@@ -1,83 +1,96 @@
-"""What the recipes' `HfArgumentParser` command lines share: which flags a command line actually gave, the
-retrieval ranking options of fine-tuning and evaluation, and the data folder a task needs."""
+"""What every command line shares (the recipes and the `python -m lxmert_s_msp.*` commands): how a refusal
+is printed, the flag spellings they accept, the output folders they may write into. The recipes'
+`HfArgumentParser` is `lxmert_s_msp.recipe_arguments`. Standard library only, so that any module's command
+line can use it.
+
+A refusal of bad input prints `error: <message>` alone and exits 1 (`run`); a command line argparse cannot
+parse prints its usage line and `<command>: error: <message>` and exits 2. Which exceptions are bad input
+(`EXPECTED_ERRORS`), by the package's conventions:
+- `ValueError`: a value the command cannot use: a flag, a config field, a record of an input file, a
+  folder holding another run's results (the package's own refusals, `CurriculumError`, `BadRecordError`,
+  `StageMismatchError`, `OutputFolderError`, ..., derive from it);
+- `KeyError`: a record, field or image an input lacks (the readers, the feature store and the collators
+  raise it with a message naming it);
+- `OSError`: a file or folder missing, unreadable or unwritable, a full disk, the Hub unreachable.
+Any other exception (`TypeError`, `AttributeError`, `IndexError`, torch's `RuntimeError`, ...) is a bug and
+keeps its traceback; so does a refusal when LXMERT_S_MSP_TRACEBACK=1 is set, to see where it was raised.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import HfArgumentParser, TrainingArguments
+EXPECTED_ERRORS = (ValueError, KeyError, OSError)
+TRACEBACK_VARIABLE = "LXMERT_S_MSP_TRACEBACK"
+# What makes a folder a model folder, as `from_pretrained` reads it: its config and its weights.
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
-from lxmert_s_msp.evaluation.downstream import DownstreamTask
-from lxmert_s_msp.evaluation.retrieval import DEFAULT_RERANK_TOP_K
 
-
-def given_values(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
-    """The destinations the command line sets, as opposed to those left at their defaults, with their parsed
-    values (before a dataclass's `__post_init__` turns them into objects): a recipe's own defaults (the
-    paper's epochs, seed 0, ...) replace `TrainingArguments`' only where no flag was given."""
-    saved = {action: action.default for action in parser._actions}
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
+def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """Run a command's `main` as its command line does: bad input (`EXPECTED_ERRORS`) prints its message
+    alone and exits 1; a bug raises on, with its traceback."""
     try:
-        return vars(parser.parse_known_args(argv)[0])
-    finally:
-        for action, default in saved.items():
-            action.default = default
+        main(argv)
+    except EXPECTED_ERRORS as error:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
-def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    return set(given_values(parser, argv))
-
-
-def recipe_parser(recipe: type, training_help: Mapping[str, str], description: str) -> HfArgumentParser:
-    """An `HfArgumentParser` over a recipe's dataclass and `TrainingArguments`, the `TrainingArguments` fields
-    the recipe reads helped with the recipe's own meaning and default (`training_help`)."""
-    parser = HfArgumentParser(
-        (recipe, TrainingArguments),
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def accept_underscores(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Let every hyphenated flag of `parser` and its sub-commands be spelled with underscores too
+    (`--num-regions`, `--num_regions`), as the recipes take transformers' underscore names and hyphens."""
+    subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     for action in parser._actions:
-        if action.dest in training_help:
-            action.help = training_help[action.dest]
+        for flag in list(action.option_strings):
+            spelling = "--" + flag[2:].replace("-", "_")
+            if flag.startswith("--") and spelling not in parser._option_string_actions:
+                action.option_strings.append(spelling)
+                parser._option_string_actions[spelling] = action
+    for sub in subparsers:
+        for command in sub.choices.values():
+            accept_underscores(command)
     return parser
 
 
-def add_retrieval_ranking_arguments(parser: argparse.ArgumentParser) -> None:
-    """The recipes' options of retrieval's rankings (`evaluation.downstream.RetrievalOptions`)."""
-    parser.add_argument(
-        "--rerank_top_k",
-        "--rerank-top-k",
-        type=int,
-        default=DEFAULT_RERANK_TOP_K,
-        metavar="K",
-        help="retrieval with a VSC checkpoint: candidates per query re-scored by ITM after the contrastive "
-        "ranking (default: %(default)s; 0: ITM on every pair)",
-    )
-    parser.add_argument(
-        "--all_pairs",
-        "--all-pairs",
-        action="store_true",
-        help="retrieval: also rank by ITM on every pair (the paper's protocol, which the plain recall names "
-        "then report)",
-    )
+def model_folder_around(path: Path) -> Path | None:
+    """The model folder (config.json and weights) that is or holds `path`, if any."""
+    for folder in [path, *path.parents]:
+        if (folder / "config.json").is_file() and any((folder / name).is_file() for name in MODEL_WEIGHTS):
+            return folder
+    return None
 
 
-def check_retrieval_ranking_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if (args.rerank_top_k != DEFAULT_RERANK_TOP_K or args.all_pairs) and args.task != "retrieval":
-        parser.error(
-            "--rerank_top_k and --all_pairs choose retrieval rankings: use them with --task retrieval"
+def output_dir_problem(output_dir: Path) -> str | None:
+    """Why a command cannot write its results into `output_dir`, or None: a file there or above it, a model
+    folder around it (what one uploads: results inside it would go with it, or be replaced by its next
+    save), a folder it may not write in. Tried by creating and removing a folder in the nearest existing
+    one, so that nothing is left behind."""
+    path = output_dir.absolute()
+    existing = next(folder for folder in [path, *path.parents] if folder.exists())
+    if not existing.is_dir():
+        return f"--output_dir {output_dir}: {existing} is a file, not a folder"
+    if (model := model_folder_around(existing)) is not None:
+        return (
+            f"--output_dir {output_dir}: {model} is a model folder (config.json and weights), and results in "
+            "it would be uploaded with the model; choose a folder outside it"
         )
-    if args.rerank_top_k < 0:
-        parser.error(
-            f"--rerank_top_k: expected 0 (ITM on every pair) or more candidates, got {args.rerank_top_k}"
-        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
+    except OSError as error:
+        return f"--output_dir {output_dir}: cannot write in {existing} ({error.strerror})"
+    return None
 
 
-def check_data_dir(parser: argparse.ArgumentParser, task: DownstreamTask, data_dir: Path | None) -> None:
-    """A task the synthetic world (the default data) lacks needs --data_dir."""
-    if data_dir is None and task.data.not_in_world is not None:
-        parser.error(task.data.not_in_world)
+def check_output_dir(parser: argparse.ArgumentParser, output_dir: Path) -> None:
+    """Refuse an --output_dir the command cannot write into (`output_dir_problem`) before anything runs."""
+    if (problem := output_dir_problem(output_dir)) is not None:
+        parser.error(problem)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transformers import LxmertForPreTraining
 
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.store import atomic_write_text, replace_folder
 from lxmert_s_msp.data.tokenizer import load_tokenizer
 from lxmert_s_msp.hub.model_card import converted_card
@@ -54,7 +55,7 @@ def convert_checkpoint(source: str, output_dir: Path, tokenizer: str | None = No
     return model
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -63,10 +64,10 @@ def main() -> None:
     parser.add_argument(
         "--tokenizer", help="tokenizer folder or Hub name, for a checkpoint saved without its tokenizer"
     )
-    args = parser.parse_args()
+    args = accept_underscores(parser).parse_args(argv)
     convert_checkpoint(args.source, args.output_dir, args.tokenizer)
     print(f"wrote {args.output_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,31 +22,34 @@ Flags are parsed by transformers' `HfArgumentParser` (underscore spellings, hyph
 others, which would change nothing here.
 
 Prints the metrics in percent and writes them, as fractions, to <output_dir>/eval-<task>-<split>.json
-(default output dir: the folder that holds the model folder, e.g. outputs/finetune-vqa for
-outputs/finetune-vqa/hub, so nothing is added to the folder one uploads); VQA and GQA also write every
-question's predicted answer to predictions-<task>-<split>.json, which is all an unlabelled test split yields.
+(zero-shot: eval-retrieval-<split>-zero-shot.json, beside a fine-tuned model's own); VQA and GQA also write
+every question's predicted answer to predictions-<task>-<split>.json, which is all an unlabelled test split
+yields. The default output dir is the folder that holds the model folder, e.g. outputs/finetune-vqa for
+outputs/finetune-vqa/hub: nothing is added to the folder one uploads, and an --output_dir inside a model
+folder is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import TrainingArguments
-
-from lxmert_s_msp.cli import (
-    add_retrieval_ranking_arguments,
-    check_data_dir,
-    check_retrieval_ranking_arguments,
-    given_flags,
-    recipe_parser,
-)
+from lxmert_s_msp.cli import check_output_dir, run
 from lxmert_s_msp.data.downstream_data import DownstreamData, default_data_folder
 from lxmert_s_msp.data.store import atomic_write_text
 from lxmert_s_msp.evaluation.downstream import Evaluation, evaluate_checkpoint
 from lxmert_s_msp.evaluation.retrieval import TEXT_RETRIEVAL_PROTOCOLS
+from lxmert_s_msp.recipe_arguments import (
+    TRAINING_FIELDS,
+    add_retrieval_ranking_arguments,
+    check_data_dir,
+    check_retrieval_ranking_arguments,
+    given_flags,
+    parse_dataclasses,
+    recipe_parser,
+)
 from lxmert_s_msp.training.downstream_tasks import TASKS
 
 EVAL_BATCH_SIZE = 256
@@ -84,19 +87,25 @@ READ_TRAINING_FIELDS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = recipe_parser(EvaluateRecipeArguments, READ_TRAINING_FIELDS, __doc__)
+    parser = recipe_parser(
+        EvaluateRecipeArguments,
+        READ_TRAINING_FIELDS,
+        __doc__,
+        usage="%(prog)s --task TASK --model MODEL --split {val,test} [options]",
+        others=None,  # refused: they would change nothing here
+    )
     add_retrieval_ranking_arguments(parser)
-    recipe, training, ranking = parser.parse_args_into_dataclasses(argv)
+    recipe, training, ranking = parse_dataclasses(parser, argv)
     given = given_flags(parser, argv)
-    training_fields = {item.name for item in fields(TrainingArguments) if item.init}
-    unused = sorted((given & training_fields) - set(READ_TRAINING_FIELDS))
+    unused = sorted((given & TRAINING_FIELDS) - set(READ_TRAINING_FIELDS))
     if unused:
         parser.error(
             f"--{unused[0]}: evaluation reads only --output_dir and --per_device_eval_batch_size of the "
             "TrainingArguments flags"
         )
     args = argparse.Namespace(**vars(recipe), **vars(ranking))
-    args.output_dir = Path(training.output_dir) if "output_dir" in given else None
+    # beside the model folder by default: nothing is added to it
+    args.output_dir = Path(training.output_dir) if "output_dir" in given else args.model.parent
     args.batch_size = training.per_device_eval_batch_size if "per_device_eval_batch_size" in given else None
     args.batch_size = EVAL_BATCH_SIZE if args.batch_size is None else args.batch_size
     if args.text_retrieval != "all_captions" and args.task != "retrieval":
@@ -105,6 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.zero_shot and args.task != "retrieval":
         parser.error("--zero_shot is retrieval by the ITM score: use it with --task retrieval")
     check_data_dir(parser, TASKS[args.task], args.data_dir)
+    check_output_dir(parser, args.output_dir)
     return args
 
 
@@ -123,9 +133,8 @@ def main(argv: list[str] | None = None) -> Evaluation:
         rerank_top_k=args.rerank_top_k,
         all_pairs=args.all_pairs,
     )
-    output_dir = args.output_dir or args.model.parent  # beside the model: nothing is added to its folder
-    output_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{task.name}-{args.split}"
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{task.name}-{args.split}" + ("-zero-shot" if args.zero_shot else "")
     report = {
         "task": task.name,
         "model": str(args.model),
@@ -136,15 +145,15 @@ def main(argv: list[str] | None = None) -> Evaluation:
         "metrics": evaluation.metrics,
         **evaluation.report(),
     }
-    atomic_write_text(output_dir / f"eval-{name}.json", json.dumps(report, indent=2))
+    atomic_write_text(args.output_dir / f"eval-{name}.json", json.dumps(report, indent=2))
     if evaluation.predictions is not None:
-        atomic_write_text(output_dir / f"predictions-{name}.json", json.dumps(evaluation.predictions))
+        atomic_write_text(args.output_dir / f"predictions-{name}.json", json.dumps(evaluation.predictions))
     print(task.scorer.summary(evaluation, task, data, args.split))
     if evaluation.retrieval is not None and "contrastive" not in evaluation.retrieval.rankings:
         print(f"({args.model} has no VSC head: ITM ranked every pair)")
-    print(f"Written to {output_dir / f'eval-{name}.json'}")
+    print(f"Written to {args.output_dir / f'eval-{name}.json'}")
     return evaluation
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -15,7 +15,9 @@ spelled with hyphens): the recipe's defaults above stand where no flag is given.
 Without --data_dir the data is the synthetic world of `recipes/pretrain.py`'s default run (generated when
 absent), which has every task but GQA. Writes <output_dir>/hub (the best model on val + processor + model
 card, `from_pretrained` loads it; --push_to_hub uploads it, and only it), <output_dir>/metrics.json (its val
-metrics) and <output_dir>/checkpoints.
+metrics), <output_dir>/checkpoints and <output_dir>/finetune_settings.json (what trained the folder: the same
+command again trains there again, another one is refused, naming what differs, unless
+--overwrite_output_dir replaces the folder's results and the evaluations of its old model).
 Retrieval ranks val once, at the end, as `recipes/evaluate_checkpoint.py` does: in two stages from a
 checkpoint with the VSC head (--rerank_top_k, --all_pairs), by ITM on every pair otherwise.
 """
@@ -28,16 +30,18 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from lxmert_s_msp.cli import (
+from lxmert_s_msp.cli import check_output_dir, run
+from lxmert_s_msp.data.downstream_data import DownstreamData, default_data_folder
+from lxmert_s_msp.evaluation.downstream import RetrievalOptions
+from lxmert_s_msp.hub.upload import hub_upload, push_folder
+from lxmert_s_msp.recipe_arguments import (
     add_retrieval_ranking_arguments,
     check_data_dir,
     check_retrieval_ranking_arguments,
     given_flags,
+    parse_dataclasses,
     recipe_parser,
 )
-from lxmert_s_msp.data.downstream_data import DownstreamData, default_data_folder
-from lxmert_s_msp.evaluation.downstream import RetrievalOptions
-from lxmert_s_msp.hub.upload import hub_upload, push_folder
 from lxmert_s_msp.training.downstream_tasks import TASKS
 from lxmert_s_msp.training.finetuning import (
     HEAD_LEARNING_RATE,
@@ -92,6 +96,14 @@ class FinetuneRecipeArguments:
             "at 5e-5"
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "replace the results of another run in --output_dir (its model, checkpoints, metrics and "
+            "evaluation files); by default such a run is refused, naming what differs, and the same settings "
+            "train there again"
+        },
+    )
 
 
 # TrainingArguments fields the recipe reads itself (the rest, when given, go to the Trainer as given).
@@ -117,9 +129,15 @@ PROBLEM_FLAGS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = recipe_parser(FinetuneRecipeArguments, RECIPE_TRAINING_FIELDS, __doc__)
+    parser = recipe_parser(
+        FinetuneRecipeArguments,
+        RECIPE_TRAINING_FIELDS,
+        __doc__,
+        usage="%(prog)s --task TASK --model MODEL [options]",
+        others="other TrainingArguments fields, passed to the Trainer as given (transformers' meaning)",
+    )
     add_retrieval_ranking_arguments(parser)
-    recipe, training, ranking = parser.parse_args_into_dataclasses(argv)
+    recipe, training, ranking = parse_dataclasses(parser, argv)
     given = given_flags(parser, argv)
     args = argparse.Namespace(**vars(recipe), **vars(ranking))
     check_retrieval_ranking_arguments(parser, args)
@@ -159,6 +177,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         name, why = problem
         parser.error(f"{PROBLEM_FLAGS.get(name, '--' + name)}: {why}")
     args.hub_upload = hub_upload(parser, training, args.output_dir)
+    check_output_dir(parser, args.output_dir)
     return args
 
 
@@ -175,6 +194,7 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
         args.settings,
         config_from=args.model_config_from,
         ranking=ranking,
+        overwrite_output_dir=args.overwrite_output_dir,
     )
     if PartialState().is_main_process:
         print(task.scorer.summary(result.evaluation, task, data, "val"))
@@ -187,4 +207,4 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -28,10 +28,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lxmert_s_msp.cli import given_values, recipe_parser
+from lxmert_s_msp.cli import check_output_dir, run
 from lxmert_s_msp.evaluation.retrieval import DEFAULT_RERANK_TOP_K
 from lxmert_s_msp.evaluation.zero_shot import ZeroShotSettings
 from lxmert_s_msp.hub.upload import hub_upload, push_folder
+from lxmert_s_msp.recipe_arguments import given_values, parse_dataclasses, recipe_parser
 from lxmert_s_msp.training.curriculum import STAGE_ARGUMENTS, load_curriculum
 from lxmert_s_msp.training.launch import distributed_state
 from lxmert_s_msp.training.pretraining import run_curriculum
@@ -106,8 +107,14 @@ READ_BY_THE_RECIPE = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = recipe_parser(PretrainRecipeArguments, RECIPE_TRAINING_FIELDS, __doc__)
-    recipe, training = parser.parse_args_into_dataclasses(argv)
+    parser = recipe_parser(
+        PretrainRecipeArguments,
+        RECIPE_TRAINING_FIELDS,
+        __doc__,
+        usage="%(prog)s [--config CONFIG] [--data_dir DATA_DIR] [options]",
+        others="other TrainingArguments fields, replacing the curriculum's training: values",
+    )
+    recipe, training = parse_dataclasses(parser, argv)
     given = given_values(parser, argv)
     args = argparse.Namespace(**vars(recipe))
     if args.rerank_top_k < 0:
@@ -122,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         name: given[name] for name in sorted(given.keys() - set(vars(recipe)) - READ_BY_THE_RECIPE)
     }
     args.hub_upload = hub_upload(parser, training, args.output_dir)
+    check_output_dir(parser, args.output_dir)
     return args
 
 
@@ -154,4 +162,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,6 +7,7 @@ import pytest
 from datasets import load_from_disk
 from tiny_store import OBJECT_VOCAB, write_tiny_store
 
+from lxmert_s_msp.cli import run
 from lxmert_s_msp.data.corpora import main
 from lxmert_s_msp.data.corpus_builders import Corpus, caption_corpus, load_answer_vocab, save_corpus
 from lxmert_s_msp.data.readers import Caption
@@ -70,7 +71,7 @@ def test_cli_builds_vqa_val_with_the_training_vocabulary(store, tmp_path, capsys
     val_files = _official_vqa(tmp_path, "val", {5: "blue", 6: "blue", 7: "red", 8: "green"})
     with pytest.raises(SystemExit):  # no vocabulary named: refused, not built from val's own counts
         main([*common, "--out", str(val), *val_files])
-    assert "--answers --new-answer-vocab is required" in capsys.readouterr().err
+    assert "one of the arguments --answers --new-answer-vocab" in capsys.readouterr().err
     main([*common, "--out", str(val), *val_files, "--answers", str(train)])
     dataset = load_from_disk(str(val))
     assert dataset["answers"] == [["blue"], ["blue"], ["red"], []]  # "green" is not an answer the model has
@@ -80,17 +81,47 @@ def test_cli_builds_vqa_val_with_the_training_vocabulary(store, tmp_path, capsys
     other = tmp_path / "other.json"
     other.write_text(json.dumps(["yes", "no"]))
     with pytest.raises(SystemExit):
-        main([*common, "--out", str(tmp_path / "v2"), *val_files, "--answers", str(other)])
+        run(main, [*common, "--out", str(tmp_path / "v2"), *val_files, "--answers", str(other)])
     assert (
         "none of its 4 answered questions has an answer in the 2-answer vocabulary" in capsys.readouterr().err
     )
     with pytest.raises(SystemExit):
-        main([*common, "--out", str(tmp_path / "v3"), *val_files, "--new-answer-vocab", "--min-count", "9"])
+        run(
+            main,
+            [*common, "--out", str(tmp_path / "v3"), *val_files, "--new-answer-vocab", "--min-count", "9"],
+        )
     assert "no answer is the answer of >= 9 questions" in capsys.readouterr().err
     other.write_text("[]")
     with pytest.raises(ValueError, match="other.json: the answer vocabulary is empty"):
         load_answer_vocab(other)
     assert not (tmp_path / "v2").exists() and not (tmp_path / "v3").exists()
+
+
+def test_a_new_answer_vocabulary_from_questions_without_annotations_names_the_missing_flag(
+    store, tmp_path, capsys
+):
+    """Questions alone (a test split's) have no answers to make a vocabulary of: the error was "no answer is
+    the answer of >= 9 questions ... (lower --min-count, or give --answers)", not the missing flag."""
+    files = _official_vqa(tmp_path, "test", {1: "red"})
+    questions = [*files[:2], *files[4:]]  # --questions and --coco-split, no --annotations
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "vqa",
+                "--store",
+                str(store.path),
+                "--out",
+                str(tmp_path / "t"),
+                *questions,
+                "--new-answer-vocab",
+            ]
+        )
+    error = capsys.readouterr().err
+    assert "vqa: --new-answer-vocab makes the vocabulary from the answers, and --questions without " in error
+    assert (
+        "--annotations have none: give --annotations (the official annotations json) per --questions" in error
+    )
+    assert not (tmp_path / "t").exists()
 
 
 def test_cli_reports_missing_image_with_file_and_record(store, tmp_path, capsys):
@@ -108,7 +139,7 @@ def test_cli_reports_missing_image_with_file_and_record(store, tmp_path, capsys)
         str(regions),
     ]
     with pytest.raises(SystemExit):
-        main(argv)
+        run(main, argv)
     assert (
         "region_descriptions.json: image '77' (region_id 7) is not in the feature store"
         in capsys.readouterr().err
@@ -116,7 +147,7 @@ def test_cli_reports_missing_image_with_file_and_record(store, tmp_path, capsys)
     assert not (tmp_path / "p").exists()
     # dropping the missing image leaves nothing: an error naming the input, not an empty corpus saved
     with pytest.raises(SystemExit):
-        main([*argv, "--drop-missing"])
+        run(main, [*argv, "--drop-missing"])
     assert (
         "region_descriptions.json: no phrases rows (1 records dropped because their image is not in the "
         "store)" in capsys.readouterr().err

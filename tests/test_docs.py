@@ -8,6 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from model_inputs import tiny_config
+
+from lxmert_s_msp.data.tokenizer import SPECIAL_TOKENS, wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s import LxmertSForQuestionAnswering
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -47,3 +52,25 @@ def test_every_manual_page_is_linked_from_the_readme():
 
 def test_the_readme_is_a_front_door_under_200_lines():
     assert len(README.read_text().splitlines()) < 200
+
+
+def test_the_image_snippet_builds_its_processor_from_the_checkpoint_offline(tmp_path):
+    """docs/data.md's snippet for one's own images built its processor on `bert-base-uncased`, which fails
+    offline (as the tests run); the checkpoint folder's own processor is there, and tokenizes as the model
+    was trained. Runs the snippet up to the call that runs the detector, whose weights are the Hub's."""
+    snippet = re.search(
+        r"```python\n(from PIL import Image\n.*?)```", (REPO / "docs" / "data.md").read_text(), re.S
+    )
+    setup = snippet.group(1).split("inputs = processor(")[0]
+    words = [f"w{index}" for index in range(20)]
+    checkpoint = tmp_path / "vqa-checkpoint"
+    LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(words)).save_pretrained(checkpoint)
+    config = tiny_config(vocab_size=len(words) + len(SPECIAL_TOKENS), num_qa_labels=3)
+    LxmertSForQuestionAnswering(config).save_pretrained(checkpoint)
+    namespace: dict = {}
+    exec(compile(setup.replace("path/to/vqa-checkpoint", str(checkpoint)), "docs/data.md", "exec"), namespace)
+    processor = namespace["processor"]
+    assert (
+        processor.tokenizer.get_vocab() == LxmertSProcessor.from_pretrained(checkpoint).tokenizer.get_vocab()
+    )
+    assert processor.image_processor is not None

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
 from huggingface_hub import ModelCard, ModelCardData
@@ -17,11 +18,14 @@ from safetensors.torch import load_file
 from tiny_curriculum import TINY_MODEL
 from transformers import BertConfig, LxmertConfig
 
+from lxmert_s_msp.cli import run
 from lxmert_s_msp.data.corpus_builders import load_answer_vocab
 from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.hub.upload import HubUpload, HubUploadError, push_folder
 from lxmert_s_msp.training.downstream_tasks import GQA_NEEDS_REAL_DATA, TASKS
+from lxmert_s_msp.training.finetune_record import RECORD, OutputFolderError
 from lxmert_s_msp.training.finetuning import (
     HEAD_LEARNING_RATE,
     PAPER_LEARNING_RATE,
@@ -84,7 +88,14 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
     assert (report["task"], report["split"], report["global_step"]) == ("vqa", "val", 3)
     accuracy = 100 * report["metrics"]["vqa_accuracy"]  # percent, beside the prior
-    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in printed
+    # a start-up line as pre-training prints: examples, steps, the schedule, both learning rates
+    questions = len(TASKS["vqa"].data.split(DownstreamData.open(world), "train"))
+    assert (
+        f"Fine-tuning vqa from {checkpoint}: {questions} examples, 3 steps (max_steps) of batch 8: "
+        "3 optimizer steps; learning rate 5e-05 (pre-trained parameters), 0.001 (new parameters)"
+    ) in printed
     assert set(report["metrics"]) == {"loss", "vqa_accuracy"} and 0 <= report["metrics"]["vqa_accuracy"] <= 1
     assert report["metrics"] == result.metrics
     model = LxmertSForQuestionAnswering.from_pretrained(result.hub_folder)
@@ -145,14 +156,19 @@ def test_retrieval_fine_tunes_on_pairs_and_ranks_the_val_split(world, checkpoint
     itm = load_file(checkpoint / "model.safetensors")["heads.itm.classifier.weight"]
     assert model.heads["itm"].classifier.weight.shape == itm.shape  # the pre-trained ITM head, fine-tuned
 
+    # the fine-tuned model's test scores and the checkpoint's zero-shot ones, side by side in its folder
+    out = tmp_path / "retrieval"
+    test = ["--task", "retrieval", "--split", "test", "--data_dir", str(world)]
+    tuned = evaluate_checkpoint.main([*test, "--model", str(result.hub_folder)])
     zero_shot = evaluate_checkpoint.main(
-        ["--task", "retrieval", "--model", str(checkpoint), "--split", "test", "--zero_shot"]
-        + ["--data_dir", str(world), "--output_dir", str(tmp_path / "zero-shot")]
+        [*test, "--model", str(checkpoint), "--zero_shot", "--output_dir", str(out)]
     )
-    written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
+    written = json.loads((out / "eval-retrieval-test-zero-shot.json").read_text())
     assert (
         written["zero_shot"] and written["metrics"] == zero_shot.metrics and set(zero_shot.metrics) == RECALLS
     )
+    kept = json.loads((out / "eval-retrieval-test.json").read_text())
+    assert not kept["zero_shot"] and kept["metrics"] == tuned.metrics
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +203,7 @@ def test_retrieval_from_a_vsc_checkpoint_ranks_in_two_stages(world, vsc_checkpoi
         ["--task", "retrieval", "--model", str(vsc_checkpoint), "--split", "test", "--zero_shot"]
         + ["--rerank_top_k", "3", "--data_dir", str(world), "--output_dir", str(tmp_path / "zero-shot")]
     )
-    written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test.json").read_text())
+    written = json.loads((tmp_path / "zero-shot" / "eval-retrieval-test-zero-shot.json").read_text())
     assert (written["retrieval_ranking"], written["rerank_top_k"]) == ("reranked", 3)
     assert written["metrics"] == zero_shot.metrics
     assert set(zero_shot.metrics) == RECALLS | {f"contrastive_{name}" for name in RECALLS}
@@ -458,8 +474,104 @@ def test_evaluation_reads_its_training_arguments_flags_and_refuses_the_others(ca
     args = evaluate_checkpoint.parse_args([*base, "--per_device_eval_batch_size", "64", "--output_dir", "o"])
     assert (args.batch_size, args.output_dir) == (64, Path("o"))
     args = evaluate_checkpoint.parse_args(base)
-    assert (args.batch_size, args.output_dir) == (256, None)  # None: beside the model folder
+    assert (args.batch_size, args.output_dir) == (256, Path("."))  # beside the model folder "m"
     with pytest.raises(SystemExit):
         evaluate_checkpoint.parse_args([*base, "--weight_decay", "0.1"])  # it would change nothing
     refused = capsys.readouterr().err
     assert "--weight_decay: evaluation reads only --output_dir and --per_device_eval_batch_size" in refused
+
+
+# ---- one run per output folder (issue 29 item 1), outputs outside model folders (issue 27 item 8) ---------
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_run_of_other_settings_is_refused_naming_what_differs_and_replaces_the_old_one_when_asked(
+    world, checkpoint, tmp_path
+):
+    """The README's fresh-weights pattern into the folder of a run from the checkpoint: it replaced that
+    run's model and metrics and left the old model's evaluation beside the new one."""
+    out = tmp_path / "finetune-vqa"
+    run_finetune("vqa", str(checkpoint), world, out)
+    test_split = ["--task", "vqa", "--split", "test", "--data_dir", str(world)]
+    evaluate_checkpoint.main([*test_split, "--model", str(out / "hub")])
+    before = _files(out)
+    fresh = ("vqa", "none", world, out, "--model_config_from", str(checkpoint))
+    with pytest.raises(OutputFolderError) as refused:
+        run_finetune(*fresh)
+    message = str(refused.value)
+    assert message.startswith(f"{out} holds the results of another run (")
+    assert f"model: '{checkpoint.resolve()}' -> 'none'" in message
+    assert f"config_from: None -> '{checkpoint.resolve()}'" in message and "--overwrite_output_dir" in message
+    assert _files(out) == before  # nothing touched
+
+    # the same settings train there again, as before, and the same model's evaluation stays
+    run_finetune("vqa", str(checkpoint), world, out)
+    assert (out / "eval-vqa-test.json").read_bytes() == before[out / "eval-vqa-test.json"]
+
+    # asked to, the other run replaces the folder's results and the old model's evaluations go
+    run_finetune(*fresh, "--overwrite_output_dir")
+    assert not list(out.glob("eval-*.json")) and not list(out.glob("predictions-*.json"))
+    assert json.loads((out / "metrics.json").read_text())["model"] == "none"
+    assert json.loads((out / RECORD).read_text())["config_from"] == str(checkpoint.resolve())
+    assert LxmertSForQuestionAnswering.from_pretrained(out / "hub").config.num_qa_labels > 0
+
+
+def test_a_folder_with_results_but_no_record_is_refused(world, checkpoint, tmp_path):
+    """A folder results were written into before runs recorded their settings (or by another command)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval-vqa-test.json").write_text("{}")
+    with pytest.raises(
+        OutputFolderError, match=rf"\(eval-vqa-test.json\): no {RECORD} says what trained them"
+    ):
+        run_finetune("vqa", str(checkpoint), world, out)
+    assert sorted(path.name for path in out.iterdir()) == ["eval-vqa-test.json"]
+
+
+def test_an_output_dir_inside_a_model_folder_is_refused(world, checkpoint, tmp_path, capsys):
+    """`--output_dir Y/hub/sub` trained inside a Hub folder, `evaluate_checkpoint.py --output_dir X/hub` wrote
+    its json files into one: both would be uploaded with the model."""
+    before = _files(checkpoint)
+    for inside in (checkpoint / "sub", checkpoint):
+        with pytest.raises(SystemExit):
+            run_finetune("vqa", str(checkpoint), world, inside)
+        assert f"{checkpoint} is a model folder (config.json and weights)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_checkpoint.main(
+            ["--task", "vqa", "--model", str(checkpoint), "--split", "val", "--output_dir", str(checkpoint)]
+        )
+    assert f"{checkpoint} is a model folder (config.json and weights)" in capsys.readouterr().err
+    assert _files(checkpoint) == before
+
+
+def test_push_to_hub_without_the_hub_says_the_outputs_are_safe_and_how_to_push(
+    world, checkpoint, tmp_path, capsys
+):
+    """Offline (the tests set HF_HUB_OFFLINE): the run finishes, then the upload fails, saying how to push."""
+    out = tmp_path / "nlvr2"
+    arguments = ["--task", "nlvr2", "--model", str(checkpoint), "--data_dir", str(world)]
+    arguments += ["--output_dir", str(out), "--max_steps", "2", "--batch_size", "8", "--report_to", "none"]
+    with pytest.raises(SystemExit) as exited:
+        run(finetune.main, [*arguments, "--push_to_hub", "--hub_model_id", "me/lxmert-s-nlvr2"])
+    printed = capsys.readouterr().err
+    error = printed.splitlines()[-1]  # after the progress bars
+    assert exited.value.code == 1 and "Traceback" not in printed
+    assert error.startswith(
+        "error: --push_to_hub: could not upload to me/lxmert-s-nlvr2 (OfflineModeIsEnabled"
+    )
+    assert f"outputs are safe: {out / 'hub'} is complete" in error
+    assert error.endswith(f"hf upload me/lxmert-s-nlvr2 {out / 'hub'}")
+    assert LxmertSForVisualReasoning.from_pretrained(out / "hub") and (out / "metrics.json").is_file()
+
+
+def test_an_unreachable_hub_fails_the_upload_with_how_to_push_later(tmp_path, monkeypatch):
+    """No network (a closed port stands for it): the client's connection error, which is not an OSError."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    upload = HubUpload("me/model", token="hf_test", private=True)
+    with pytest.raises(HubUploadError, match=r"\(ConnectError: .*\)\. The run finished") as failed:
+        push_folder(tmp_path, upload, "message")
+    assert str(failed.value).endswith(f"hf upload me/model {tmp_path} --private")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from datasets import concatenate_datasets, load_from_disk
 
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.corpus_builders import (
     Corpus,
     caption_corpus,
@@ -219,6 +220,13 @@ def _check_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             parser.error("vqa: give one --coco-split, and one --annotations or none at all, per --questions")
         if args.answers and args.min_count is not None:
             parser.error(f"{args.kind}: --min-count applies to --new-answer-vocab, not to --answers")
+        if args.new_answer_vocab and args.questions and not args.annotations:
+            parser.error(
+                f"{args.kind}: --new-answer-vocab makes the vocabulary from the answers, and --questions "
+                "without --annotations have none: give --annotations (the official annotations json) per "
+                "--questions, or --answers with the training split's vocabulary (a test split's questions "
+                "have no annotations)"
+            )
     if Path(args.out).exists() and not args.overwrite:
         parser.error(f"{args.out} exists; pass --overwrite to replace it")
 
@@ -234,19 +242,16 @@ def _input_files(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> Corpus:
-    parser = _parser()
+    parser = accept_underscores(_parser())
     args = parser.parse_args(argv)
     _check_inputs(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        corpus = args.build(args, FeatureStore(args.store))
-        if len(corpus.dataset) == 0:
-            raise ValueError(
-                f"{', '.join(_input_files(args))}: no {args.kind} rows ({corpus.dropped} records dropped "
-                "because their image is not in the store); nothing is saved"
-            )
-    except (KeyError, ValueError, FileNotFoundError) as error:
-        parser.exit(1, f"error: {error.args[0]}\n")
+    corpus = args.build(args, FeatureStore(args.store))
+    if len(corpus.dataset) == 0:
+        raise ValueError(
+            f"{', '.join(_input_files(args))}: no {args.kind} rows ({corpus.dropped} records dropped "
+            "because their image is not in the store); nothing is saved"
+        )
     save_corpus(corpus, args.out, overwrite=args.overwrite)
     logger.info(
         "%s: %d rows saved to %s; %d records dropped (image not in the store)",
@@ -259,4 +264,4 @@ def main(argv: Sequence[str] | None = None) -> Corpus:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -114,6 +114,10 @@ class TaskSplits:
         """A split's rows; `labels`: those of the model that will score them (None: the training split's)."""
         raise NotImplementedError
 
+    def corpus_folders(self, data: DownstreamData) -> list[Path]:
+        """The corpora fine-tuning reads: those of the training split and of val."""
+        raise NotImplementedError
+
     def labels(self, data: DownstreamData) -> list[str] | None:
         """The names of the task head's outputs, in order, for a model trained on `data`."""
         return None
@@ -157,6 +161,9 @@ class QuestionCorpora(TaskSplits):
             self._check_answer_vocab(data, path, labels)
         vocabulary = " --answers <the training split's vocabulary>"
         return data.corpus(self.corpus, split, self.not_in_world, vocabulary)
+
+    def corpus_folders(self, data: DownstreamData) -> list[Path]:
+        return [data.corpus_path(self.corpus, split) for split in ("train", "val")]
 
     def labels(self, data: DownstreamData) -> list[str]:
         return load_answer_vocab(data.corpus_path(self.corpus, "train"))
@@ -212,6 +219,9 @@ class LabelledCorpora(TaskSplits):
     ) -> datasets.Dataset:
         return data.corpus(self.corpus, split, self.not_in_world)
 
+    def corpus_folders(self, data: DownstreamData) -> list[Path]:
+        return [data.corpus_path(self.corpus, split) for split in ("train", "val")]
+
     def labels(self, data: DownstreamData) -> list[str]:
         return list(self.names)
 
@@ -228,6 +238,9 @@ class Flickr30kImages(TaskSplits):
         self, data: DownstreamData, split: str, labels: Sequence[str] | None = None
     ) -> datasets.Dataset:
         return retrieval_split(data.folder, split)
+
+    def corpus_folders(self, data: DownstreamData) -> list[Path]:
+        return [data.folder / "corpora" / "flickr30k"]
 
     def training_rows(self, rows: datasets.Dataset) -> datasets.Dataset:
         return retrieval_pairs(rows)

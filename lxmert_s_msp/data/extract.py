@@ -39,6 +39,7 @@ from faster_rcnn_vg import (
     FasterRcnnVgImageProcessor,
 )
 from faster_rcnn_vg.image_processing_faster_rcnn_vg import image_files, open_image
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.feature_import import assemble_store, shard_meta, write_shard
 from lxmert_s_msp.data.readers import FLOAT16_MAX, RegionRecord
 from lxmert_s_msp.data.store import FeatureStore
@@ -408,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"Hub id or local folder (default {DEFAULT_DETECTOR}); offline, run `hf download "
         f"{DEFAULT_DETECTOR} --local-dir FOLDER` on a machine with internet and pass --detector FOLDER",
     )
-    args = parser.parse_args(argv)
+    args = accept_underscores(parser).parse_args(argv)
     settings = ExtractSettings(detector=args.detector, num_regions=args.num_regions, bf16=args.bf16)
     try:
         report = extract_features(
@@ -435,4 +436,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

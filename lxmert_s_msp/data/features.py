@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.feature_import import ImportSettings, import_features
 
 DESCRIPTION = "Readers for pre-extracted region features, and the importer that turns them into one store."
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     importer.add_argument("--truncate", action="store_true", help="keep the first regions of larger images")
     importer.add_argument("--skip-bad-rows", action="store_true", help="skip and count corrupt rows")
     importer.add_argument("--allow-pickle", action="store_true", help="read labels from pickled .npz 'info'")
-    args = parser.parse_args(argv)
+    args = accept_underscores(parser).parse_args(argv)
     settings = ImportSettings(
         num_regions=args.num_regions,
         feature_dim=args.feature_dim,
@@ -46,4 +47,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

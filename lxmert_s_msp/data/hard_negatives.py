@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, FeatureStore, atomic_save_npy, float32_tensor
 
 
@@ -95,11 +96,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--top-m", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    args = parser.parse_args(argv)
+    args = accept_underscores(parser).parse_args(argv)
     negatives = build_hard_negatives(args.store, args.top_m, args.batch_size, args.device)
     images, top_m = negatives.shape
     print(f"wrote {args.store / HARD_NEGATIVES_FILE}: {images} images x {top_m} negatives")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

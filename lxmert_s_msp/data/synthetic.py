@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.corpus_builders import (
     caption_corpus,
     flickr30k_dataset,
@@ -579,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace a world made with other settings")
-    args = parser.parse_args(argv)
+    args = accept_underscores(parser).parse_args(argv)
     overrides = {"images": args.images, "feature_dim": args.feature_dim, "seed": args.seed}
     settings = replace(
         PRESETS[args.preset], **{key: value for key, value in overrides.items() if value is not None}
@@ -589,4 +590,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.readers import read_class_vocab
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--split", default="test")
     parser.add_argument("--images", type=int, default=100)
-    args = parser.parse_args(argv)
+    args = accept_underscores(parser).parse_args(argv)
     looks = named_region_attention(args.model, args.data_dir, args.split, args.images)
     ratios = ", ".join(f"{ratio:.2f}" for ratio in looks.ratios)
     print(f"attention on the named object's regions, x uniform, per layer: {ratios} ({looks.words} words)")
@@ -143,4 +144,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.readers import (
     Nlvr2Pair,
     Question,
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("world", type=Path)
-    args = parser.parse_args(argv)
+    args = accept_underscores(parser).parse_args(argv)
     results = measure(args.world)
     columns = ["all", *QUESTION_TYPES]
     print(f"{'VQA accuracy (test)':>20} " + " ".join(f"{c:>9}" for c in columns))
@@ -202,4 +203,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

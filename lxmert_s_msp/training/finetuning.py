@@ -8,6 +8,9 @@ A fine-tuning run writes:
     <out>/hub/           the model that scored best on val (retrieval: the last) + processor; from_pretrained
                          loads it, and its trainer_state.json holds the log history
     <out>/metrics.json   that model's val metrics, with the run's settings and steps
+    <out>/finetune_settings.json
+                         what trained the folder (`finetune_record`), written before training: a run of other
+                         settings into the folder is refused, naming what differs, unless it asks to overwrite
 
 The parameters the checkpoint did not provide (the new task head; with `model="none"` all of them) train at
 `head_learning_rate`, the loaded ones at `learning_rate`.
@@ -36,6 +39,8 @@ from lxmert_s_msp.evaluation.downstream import (
     check_fits,
 )
 from lxmert_s_msp.hub.model_card import finetuned_card
+from lxmert_s_msp.training.finetune_record import claim_output_folder, finetune_record
+from lxmert_s_msp.training.pretraining import Announce
 from lxmert_s_msp.training.trainer import (
     FinetuningArguments,
     FinetuningTrainer,
@@ -91,6 +96,17 @@ class FinetuneSettings:
             "seed": self.seed,
             **self.training_overrides,
         }
+
+    def summary(self, epochs: float, pretrained: bool) -> str:
+        """The start-up line's schedule, `epochs` resolved; the optimizer steps are the Trainer's count."""
+        length = f"{epochs:g} epochs" if self.max_steps is None else f"{self.max_steps:,} steps (max_steps)"
+        rates = (
+            f"learning rate {self.learning_rate:g} (pre-trained parameters), {self.head_learning_rate:g} "
+            "(new parameters)"
+            if pretrained
+            else f"learning rate {self.head_learning_rate:g} (every parameter: none is pre-trained)"
+        )
+        return f"{length} of batch {self.batch_size}: {{steps:,}} optimizer steps; {rates}"
 
     def report(self, epochs: float) -> dict[str, Any]:
         """metrics.json's record of the settings, `epochs` resolved."""
@@ -217,6 +233,25 @@ def finetuning_arguments(
     return FinetuningArguments(**arguments | dict(settings.training_overrides))
 
 
+def start_line(
+    task: DownstreamTask, model: str, trainer: FinetuningTrainer, epochs: float, settings: FinetuneSettings
+) -> str:
+    """What a run prints as training begins, as a pre-training stage does (`Announce` fills in the steps)."""
+    source = f"from {model}" if model != "none" else "with no pre-training"
+    schedule = settings.summary(epochs, pretrained=model != "none")
+    resuming = trainer.args.resume_from_checkpoint
+    return f"Fine-tuning {task.name} {source}: {len(trainer.train_dataset):,} examples, {schedule}" + (
+        f"; resuming from {resuming}" if resuming else ""
+    )
+
+
+def write_json_from_main_process(path: Path, content: dict[str, Any]) -> None:
+    """Write `content` to `path` as JSON on the main process, atomically; every process waits for it."""
+    if PartialState().is_main_process:
+        atomic_write_text(path, json.dumps(content, indent=2))
+    PartialState().wait_for_everyone()
+
+
 @dataclass
 class FinetuneResult:
     hub_folder: Path
@@ -237,16 +272,20 @@ def finetune(
     *,
     config_from: str | Path | None = None,
     ranking: RetrievalOptions | None = None,
+    overwrite_output_dir: bool = False,
 ) -> FinetuneResult:
     """Train `task` from `model` (a checkpoint folder, or "none"; with "none", the architecture of
     `config_from` when given), keep the best model on val, save it with its processor and card, and write
-    its val metrics. `ranking` chooses retrieval's rankings of val."""
+    its val metrics. `ranking` chooses retrieval's rankings of val. An `output_dir` holding another run's
+    results is refused unless `overwrite_output_dir` (`finetune_record`)."""
     settings, ranking = settings or FinetuneSettings(), ranking or RetrievalOptions()
     if (problem := finetune_problem(model, config_from, settings)) is not None:
         raise ValueError(": ".join(problem))
     output_dir, epochs = Path(output_dir), task.epochs if settings.epochs is None else settings.epochs
     processor = load_processor(model, config_from, data)
     train, val = task.data.split(data, "train"), task.data.split(data, "val")
+    record = finetune_record(task, model, config_from, data, settings.report(epochs))
+    claim_output_folder(output_dir, record, overwrite_output_dir)  # before anything trains
     labels = task.data.labels(data)
     set_seed(settings.seed)
     network, new_parameters = build_model(task, model, data, processor, config_from, labels)
@@ -261,6 +300,7 @@ def finetune(
         processing_class=processor,  # saved beside every checkpoint and the final model
         compute_metrics=task.scorer.training_metrics(),
     )
+    trainer.add_callback(Announce(start_line(task, model, trainer, epochs, settings)))
     trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)  # --resume_from_checkpoint
     val_split = ScoredSplit(data, "val", val, labels, trainer.args.device, ranking=ranking)
     evaluation = task.scorer.score_trained(trainer, task, processor, val_split)
@@ -268,19 +308,17 @@ def finetune(
     card = finetuned_card(task, model, data.folder, evaluation.metrics, rows, trainer.model, processor)
     hub, metrics_file = output_dir / "hub", output_dir / "metrics.json"
     save_trained_model(trainer, hub, card=card)
-    if PartialState().is_main_process:
-        report = {
-            "task": task.name,
-            "model": model,
-            "config_from": None if config_from is None else str(config_from),
-            "data": str(data.folder),
-            "split": "val",
-            "metrics": evaluation.metrics,
-            **settings.report(epochs),
-            "global_step": trainer.state.global_step,
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            **evaluation.report(),
-        }
-        atomic_write_text(metrics_file, json.dumps(report, indent=2))
-    PartialState().wait_for_everyone()
+    report = {
+        "task": task.name,
+        "model": model,
+        "config_from": None if config_from is None else str(config_from),
+        "data": str(data.folder),
+        "split": "val",
+        "metrics": evaluation.metrics,
+        **settings.report(epochs),
+        "global_step": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        **evaluation.report(),
+    }
+    write_json_from_main_process(metrics_file, report)
     return FinetuneResult(hub, metrics_file, evaluation)
