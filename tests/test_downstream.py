@@ -17,7 +17,7 @@ from lxmert_s_msp.data.readers import vqa_soft_scores
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
-from lxmert_s_msp.evaluation.downstream import Evaluation, answer_prior
+from lxmert_s_msp.evaluation.downstream import Evaluation, accuracy_by_type, answer_prior, by_type_lines
 from lxmert_s_msp.evaluation.metrics import load_metric
 from lxmert_s_msp.training.downstream_tasks import TASKS
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
@@ -116,3 +116,46 @@ def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split
     assert vqa.scorer.summary(Evaluation({}), vqa, None, "test") == (
         "vqa on test: no labels in this split; predictions written"
     )
+
+
+def test_accuracy_by_type_is_each_types_mean_score_beside_that_types_answer_prior():
+    def rows(records):
+        return datasets.Dataset.from_list(
+            [
+                {
+                    "answers": [a for a, _ in labels],
+                    "scores": [s for _, s in labels],
+                    "question_type": kind,
+                    "answer_type": "yes/no" if kind == "exist" else "other",
+                }
+                for kind, labels in records
+            ]
+        )
+
+    train = rows([("exist", [("yes", 1.0)]), ("exist", [("yes", 1.0)]), ("color", [("red", 1.0)])])
+    test = rows(
+        [
+            ("exist", [("yes", 1.0)]),
+            ("exist", [("no", 1.0)]),
+            ("color", [("red", 0.6)]),
+            ("color", [("blue", 1.0)]),
+        ]
+    )
+    by_type = accuracy_by_type(test, [1.0, 0.0, 0.6, 1.0], train)
+    assert by_type["question_type"] == {
+        "color": {
+            "questions": 2,
+            "accuracy": pytest.approx(0.8),
+            "prior_answer": "red",
+            "prior": pytest.approx(0.3),
+        },
+        "exist": {"questions": 2, "accuracy": 0.5, "prior_answer": "yes", "prior": 0.5},
+    }
+    assert by_type["answer_type"]["other"]["accuracy"] == pytest.approx(0.8)
+    lines = by_type_lines(by_type)
+    assert "    color         80.0  (2; prior, always 'red': 30.0)" in lines
+    # corpora built before the types were read (or GQA's, which has none) give no breakdown
+    assert accuracy_by_type(test.remove_columns(["question_type", "answer_type"]), [1.0] * 4, train) == {}
+    assert by_type_lines(
+        {"question_type": {str(i): by_type["question_type"]["color"] for i in range(13)}}
+    ) == ["  by question_type: 13 types, in the JSON file"]

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
-from model_inputs import random_inputs, tiny_config
+from model_inputs import ALIGNMENT_TASKS, alignment_labels, random_inputs, tiny_config
+from test_collators import ATTRIBUTE_VOCAB, OBJECT_VOCAB, store  # noqa: F401 (a fixture)
 from torch.nn import functional as F
 
-from modeling_lxmert_s import LxmertSModel
+from lxmert_s_msp.data.collators import MSPCollator, binding_words
+from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s import (
+    PRETRAINING_TASKS,
+    LxmertSForPreTraining,
+    LxmertSModel,
+    PieceSettings,
+    PretrainingBatch,
+)
 from modeling_lxmert_s.input_checks import LabelChecks
 from modeling_lxmert_s.modeling_lxmert_s import (
     EncoderFeatures,
@@ -17,7 +27,8 @@ from modeling_lxmert_s.modeling_lxmert_s import (
     LxmertSRegionGeometry,
     TagGroundingHead,
 )
-from modeling_lxmert_s.pretraining_pieces import tag_targets
+from modeling_lxmert_s.pretraining_pieces import binding_negatives, tag_targets
+from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 SPECIAL = torch.tensor([0, 1, 2])  # [PAD], [CLS], [SEP]
 
@@ -149,3 +160,125 @@ def test_the_pooler_tells_how_many_regions_match_a_word_where_the_mean_and_the_m
     with_counts = (pooled(True, 3) - pooled(True, 1)).abs().max()
     assert without < 1e-3  # the softmax average and the maximum barely move
     assert with_counts > 100 * without
+
+
+WORDS = ["a", "red", "blue", "car", "dog", "left", "right", "of", "two", "three", "."]
+
+
+def _binding_setup():
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    words = binding_words(["car", "dog"], ["red", "blue"], tokenizer)
+    return tokenizer, words
+
+
+def _encode(tokenizer, texts):
+    encoded = tokenizer(texts, padding="max_length", max_length=12, return_tensors="pt")
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
+def _decode(tokenizer, ids):
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_binding_negatives_keep_the_words_and_change_what_binds_to_what():
+    tokenizer, words = _binding_setup()
+    assert _decode(tokenizer, [int(words.opposites[tokenizer.convert_tokens_to_ids("left")])]) == "right"
+    texts = ["a red car left of a blue dog .", "a red car .", "a car .", "two dogs"]
+    input_ids, attention_mask = _encode(tokenizer, texts)
+    seen: dict[int, set[str]] = {row: set() for row in range(len(texts))}
+    for seed in range(40):
+        negatives, has = binding_negatives(
+            input_ids, attention_mask, words, torch.Generator().manual_seed(seed)
+        )
+        assert has.tolist() == [True, False, False, True]
+        for row in range(len(texts)):
+            seen[row].add(_decode(tokenizer, negatives[row]))
+            if has[row]:
+                assert not torch.equal(negatives[row], input_ids[row])
+    assert seen[0] == {  # each of the three changes is drawn
+        "a blue car left of a red dog.",
+        "a red dog left of a blue car.",
+        "a red car right of a blue dog.",
+    }
+    assert seen[1] == {"a red car."} and seen[2] == {"a car."}  # nothing to exchange: the caption itself
+    assert seen[3] == {"three"}  # a number becomes another number ("dogs" is no word of this vocabulary)
+
+
+def test_mlm_hides_the_same_positions_of_a_caption_and_its_binding_negative():
+    tokenizer, words = _binding_setup()
+    input_ids, attention_mask = _encode(tokenizer, ["a red car left of a blue dog ."] * 64)
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        mlm_probability=0.3,
+        binding_words=words,
+    )
+    batch = PretrainingBatch(
+        inputs={"input_ids": input_ids, "attention_mask": attention_mask},
+        image_index=torch.arange(64),
+        generator=torch.Generator().manual_seed(0),
+        settings=settings,
+        read_regions=lambda fed: {},
+        describe_region=lambda row, region: "",
+    )
+    PRETRAINING_TASKS["itm_vsc"].piece(batch)
+    PRETRAINING_TASKS["mlm"].piece(batch)
+    chosen = batch.labels["mlm_labels"] != -100
+    caption, negative = batch.inputs["input_ids"], batch.labels["binding_input_ids"]
+    assert torch.equal(negative[chosen], caption[chosen])  # hidden alike
+    kept = batch.labels["binding_mask"]
+    assert torch.all((negative != caption).any(1) == kept)  # a negative whose change MLM hid is dropped
+    assert 0 < int(kept.sum()) < 64
+
+
+def test_itm_vsc_scores_each_binding_negative_with_its_own_image_as_a_mismatch():
+    config = tiny_config(pretraining_tasks=ALIGNMENT_TASKS)
+    torch.manual_seed(0)
+    model = LxmertSForPreTraining(config).eval()
+    inputs = random_inputs(config)
+    labels = alignment_labels(inputs)
+    negatives = inputs["input_ids"].flip(1)
+    has = torch.tensor([True, False, True][: len(negatives)])
+    with torch.no_grad():
+        plain = model(**inputs, **labels).losses["itm_vsc"]
+        torch.manual_seed(1)
+        with_binding = model(**inputs, **labels, binding_input_ids=negatives, binding_mask=has).losses[
+            "itm_vsc"
+        ]
+        # what the binding pass encoded: each negative with its own row's image
+        torch.manual_seed(1)
+        features = {}
+        model._binding_pass = _recording(model._binding_pass, features)
+        model(**inputs, **labels, binding_input_ids=negatives, binding_mask=has)
+    binding = features["binding"]
+    assert len(binding.pooled_output) == int(has.sum())
+    direct = model.lxmert(
+        **{
+            name: value[has]
+            for name, value in {**inputs, "input_ids": negatives}.items()
+            if name in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+        },
+        visual_feats=inputs["visual_feats"][has],
+        visual_pos=inputs["visual_pos"][has],
+        visual_attention_mask=inputs["visual_attention_mask"][has],
+    )
+    assert torch.allclose(binding.pooled_output, direct.pooled_output, atol=1e-6)
+    assert not torch.isclose(plain, with_binding)
+
+
+def _recording(method, recorded):
+    def wrapped(features, inputs):
+        method(features, inputs)
+        recorded["binding"] = features.binding
+
+    return wrapped
+
+
+def test_binding_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F811 (a fixture)
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    processor = LxmertSProcessor(tokenizer, num_regions=6, max_length=12)
+    with pytest.raises(ValueError, match="binding_negatives: .*need 'itm_vsc' in tasks"):
+        MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, binding_negatives=True)
+    with pytest.raises(ValueError, match="binding_negatives: .*attribute_vocab"):
+        MSPCollator(store, processor, ["mlm", "vsc", "itm_vsc"], OBJECT_VOCAB, binding_negatives=True)

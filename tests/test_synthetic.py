@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -31,10 +32,15 @@ from lxmert_s_msp.data.synthetic import (
     OBJECT_CLASSES,
     STATEMENT_KINDS,
     VERBS,
+    WORLD_FORMAT,
+    Scene,
+    SceneObject,
     WorldSettings,
+    captions,
     generate_world,
     make_scenes,
     nlvr2_pair,
+    region_phrases,
     statement_holds,
     statement_text,
 )
@@ -109,6 +115,15 @@ def test_an_existing_world_is_reused_and_a_different_one_refused(world):
     assert (world / "world.json").stat().st_mtime_ns == stamp
     with pytest.raises(FileExistsError, match="other settings"):
         generate_world(world, replace(SMALL, seed=99))
+    # a world of an older generator (its world.json without this format) is not taken for this one's
+    marker = world / "world.json"
+    stamp = json.loads(marker.read_text())
+    try:
+        marker.write_text(json.dumps({**stamp, "format": WORLD_FORMAT - 1}))
+        with pytest.raises(FileExistsError, match="older version of the generator"):
+            generate_world(world, SMALL)
+    finally:
+        marker.write_text(json.dumps(stamp))
     with pytest.raises(ValueError, match="at least 20 images"):
         generate_world(world.parent / "tiny", replace(SMALL, images=10))
 
@@ -231,3 +246,22 @@ def test_the_nlvr2_text_only_answerer_takes_each_statement_kinds_majority_label(
         pair("the left image has more cups than the right image.", 0),  # unseen kind, guessed 1: wrong
     ]
     assert nlvr2_text_only_accuracy(train, test) == 0.5
+
+
+def test_captions_and_phrases_count_the_groups_of_one_category():
+    rng = np.random.default_rng(0)
+    box = (0.1, 0.1, 0.3, 0.3)
+    scene = Scene(
+        "1",
+        100,
+        100,
+        [SceneObject(category, "red", "small", "wooden", box) for category in ("dog", "dog", "car")],
+    )
+    assert "two dogs" in region_phrases(scene, rng)
+    texts = captions(scene, 40, rng)
+    assert any(text.startswith("two dogs and a ") and text.endswith(" car.") for text in texts)
+    assert any(text.startswith("a ") for text in texts)  # the other half still places two objects
+    alone = Scene(
+        "2", 100, 100, [SceneObject(category, "red", "small", "wooden", box) for category in ("dog", "car")]
+    )
+    assert all(text.startswith("a ") for text in captions(alone, 20, rng))  # nothing to count

@@ -89,11 +89,13 @@ MATERIALS = ("wooden", "metal", "plastic")
 ATTRIBUTES = (*COLOURS, *SIZES, *MATERIALS)
 VERBS = ("riding", "holding", "looking at", "standing near", "walking past", "carrying")
 ANNOTATORS = 10
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Visual Genome ids are integers; the store keeps them as strings, as LXMERT's VG features do.
 SYNTHETIC_IMAGE_IDS = 1_000_000
 # The version of what a world holds, in its world.json beside the settings: a world built by an older
-# generator (2: the VQA corpora carry each question's type) is not reused as if it were this one's.
-WORLD_FORMAT = 2
+# generator is not reused as if it were this one's. 2: the VQA corpora carry each question's type; 3: captions
+# and phrases count the groups of objects of one category ("two dogs").
+WORLD_FORMAT = 3
 
 
 def plural(noun: str) -> str:
@@ -255,20 +257,44 @@ def _describe(item: SceneObject, rng: np.random.Generator) -> str:
     )
 
 
+def groups(scene: Scene) -> list[str]:
+    """The categories of which the scene holds more than one object, in the order they first appear."""
+    return [
+        category
+        for category in dict.fromkeys(item.category for item in scene.objects)
+        if scene.count(category) > 1
+    ]
+
+
+def count_phrase(scene: Scene, category: str) -> str:
+    """ "two dogs": how many of a category the scene holds, with its plural."""
+    return f"{NUMBER_WORDS[scene.count(category)]} {plural(category)}"
+
+
 def region_phrases(scene: Scene, rng: np.random.Generator) -> list[str]:
-    """Visual-Genome-like phrases: attribute phrases, spatial phrases, and some with a verb."""
+    """Visual-Genome-like phrases: attribute phrases, spatial phrases, some with a verb, and the size of each
+    group of objects of one category ("two dogs")."""
     phrases = [_describe(item, rng) for item in scene.objects]
     for subject, other in zip(scene.objects, scene.objects[1:], strict=False):
         phrases.append(f"{subject.category} {_relation(subject, other)} {other.category}")
         if rng.random() < 0.5:
             phrases.append(f"{subject.category} {rng.choice(VERBS)} a {other.category}")
-    return phrases
+    return phrases + [count_phrase(scene, category) for category in groups(scene)]
 
 
 def captions(scene: Scene, count: int, rng: np.random.Generator) -> list[str]:
-    """COCO-like captions naming two objects, their attributes and how they are placed."""
+    """COCO-like captions naming two objects, their attributes and how they are placed; where the scene holds
+    several objects of a category, half of them count that group instead ("two dogs and a red car."), as
+    COCO's captions do, so that plurals and numbers are pre-training words too."""
     texts = []
+    several = groups(scene)
     for _ in range(count):
+        if several and rng.random() < 0.5:
+            group = several[int(rng.integers(len(several)))]
+            others = [item for item in scene.objects if item.category != group]
+            other = f" and a {_describe(others[int(rng.integers(len(others)))], rng)}" if others else ""
+            texts.append(f"{count_phrase(scene, group)}{other}.")
+            continue
         first, second = (scene.objects[i] for i in rng.choice(len(scene.objects), 2, replace=False))
         texts.append(f"a {_describe(first, rng)} {_relation(first, second)} a {_describe(second, rng)}.")
     return texts
