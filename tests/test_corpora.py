@@ -35,10 +35,10 @@ def test_cli_token_corpus_needs_a_name_for_every_class_of_the_detector(store, tm
     argv = ["tokens", "--store", str(store.path), "--out", str(tmp_path / "t"), "--object-vocab", str(vocab)]
     with pytest.raises(SystemExit):
         main(argv)  # bottom-up-attention's detector, of LXMERT's features and of faster_rcnn_vg: 1,600
-    assert "objects_vocab.txt: 4 class names, but the detector has 1600 object classes" in capsys.readouterr().err
+    assert "objects_vocab.txt: 4 class names, but the detector has 1600 object" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--detector-classes", "5"])
-    assert "objects_vocab.txt: 4 class names, but the detector has 5 object classes" in capsys.readouterr().err
+    assert "objects_vocab.txt: 4 class names, but the detector has 5 object" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
     main([*argv, "--detector-classes", "4"])
     assert load_from_disk(str(tmp_path / "t"))["text"][0] == "man tennis racket tree"
@@ -124,7 +124,8 @@ def test_cli_refuses_a_question_of_two_files_and_an_answer_listed_twice(store, t
     answers.write_text(json.dumps(["red", "blue", "red"]))
     with pytest.raises(SystemExit):
         main([*common, *first, "--answers", str(answers)])
-    assert "answers.json: answer vocabulary: 'red' is listed twice (entries 0 and 2)" in capsys.readouterr().err
+    repeated = "answers.json: answer vocabulary: 'red' is listed twice (entries 0 and 2)"
+    assert repeated in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
 
 

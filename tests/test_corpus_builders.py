@@ -145,8 +145,10 @@ def test_texts_with_no_word_are_dropped_counted_and_the_first_named(store, caplo
     with caplog.at_level(logging.WARNING):
         corpus = caption_corpus(captions, store, origin="captions.json")
     assert corpus.dataset["text"] == ["a man"] and corpus.empty == 2
-    assert "captions.json: dropped 2 of 3 captions with no word (the first: record 1, image '2')" in caplog.text
-    questions = [Question("7", "2", " ", ["yes"], [1.0], "yes"), Question("8", "2", "Is it?", ["yes"], [1.0], "yes")]
+    assert (
+        "captions.json: dropped 2 of 3 captions with no word (the first: record 1, image '2')" in caplog.text
+    )
+    questions = [Question(str(i), "2", text, ["yes"], [1.0], "yes") for i, text in ((7, " "), (8, "Is it?"))]
     corpus = qa_dataset(questions, store, ["yes"], origin="train.json")
     assert corpus.dataset["question_id"] == ["8"] and corpus.empty == 1
     assert "train.json: dropped 1 of 2 questions with no word (the first: question_id 7" in caplog.text

@@ -41,7 +41,7 @@ from lxmert_s_msp.data.readers import (
     RegionPhrase,
     load_json,
 )
-from lxmert_s_msp.data.store import FeatureStore, atomic_write_text, replace_folder
+from lxmert_s_msp.data.store import FeatureStore, atomic_write_text, files_digest, replace_folder
 from lxmert_s_msp.data.verbs import contains_verb
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
@@ -549,6 +549,12 @@ def save_corpus(corpus: Corpus, out: str | os.PathLike, *, overwrite: bool = Fal
         atomic_write_text(temporary / ANSWERS_FILE, json.dumps(corpus.answer_vocab))
     replace_folder(temporary, out)
     return out
+
+
+def corpus_digest(folder: Path) -> str:
+    """The content of a saved corpus: its Arrow files (`state.json` holds a fingerprint that differs between
+    two builds of the same rows, so it is left out)."""
+    return files_digest(sorted(folder.glob("*.arrow")))
 
 
 def load_answer_vocab(path: str | os.PathLike) -> list[str]:

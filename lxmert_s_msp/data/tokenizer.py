@@ -8,12 +8,17 @@ result is a `transformers.BertTokenizerFast` (lower-casing BERT normaliser, `Ber
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from tokenizers import normalizers, pre_tokenizers
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
+
+from lxmert_s_msp.data.store import files_digest
 
 # BERT's special tokens; listed first so that [PAD] is id 0, which the model's `pad_token_id` assumes.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -82,9 +87,28 @@ def load_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased") -> Pre
         ) from error
 
 
+# Keys `save_pretrained` writes into tokenizer_config.json about where a tokenizer was loaded from, not what
+# it does: the same tokenizer read from two folders has the same fingerprint.
+LOADING_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash")
+
+
+def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 of every file `save_pretrained` writes (vocabulary, normaliser and its lower-casing,
+    pre-tokeniser, special tokens, template: all that decides a text's ids), without `LOADING_KEYS`."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        config = Path(folder) / "tokenizer_config.json"
+        if config.is_file():
+            settings = json.loads(config.read_text(encoding="utf-8"))
+            kept = {key: value for key, value in settings.items() if key not in LOADING_KEYS}
+            config.write_text(json.dumps(kept, sort_keys=True), encoding="utf-8")
+        return files_digest(sorted(Path(folder).rglob("*")))
+
+
 __all__ = [
     "SPECIAL_TOKENS",
     "build_wordpiece_tokenizer",
     "load_tokenizer",
+    "tokenizer_digest",
     "wordpiece_tokenizer_from_vocabulary",
 ]
