@@ -120,7 +120,7 @@ def check_answer_vocab(answers: Sequence[str], origin: str) -> None:
 
 
 def _with_words(
-    records: Sequence[TextT],
+    records: Iterable[TextT],
     text: Callable[[TextT], str],
     describe: Callable[[int, TextT], str],
     origin: str,
@@ -128,6 +128,7 @@ def _with_words(
 ) -> tuple[list[TextT], int]:
     """The records whose text has a word, and how many were dropped; the drop is logged, naming the first
     record dropped (`describe(i, record)` names record i)."""
+    records = list(records)
     kept = [record for record in records if text(record).strip()]
     dropped = len(records) - len(kept)
     if dropped:
@@ -360,7 +361,6 @@ def caption_corpus(
     records: Iterable[Caption], store: FeatureStore, *, drop_missing: bool = False, origin: str = "captions"
 ) -> Corpus:
     """Stage 3 (§3.3): one row per caption, with the caption's `source` ("mscoco", "vg", ...)."""
-    records = list(records)
     records, empty = _with_words(
         records,
         lambda record: record.text,
@@ -456,7 +456,6 @@ def nlvr2_dataset(
     records: Iterable[Nlvr2Pair], store: FeatureStore, *, drop_missing: bool = False, origin: str = "nlvr2"
 ) -> Corpus:
     """NLVR2: one row per (sentence, image pair); a record is missing if either image is."""
-    records = list(records)
     records, empty = _with_words(
         records,
         lambda record: record.sentence,

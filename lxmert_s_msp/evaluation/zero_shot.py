@@ -24,6 +24,7 @@ import torch
 from lxmert_s_msp.data.corpus_builders import corpus_digest
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore, atomic_write_text, files_digest
+from lxmert_s_msp.data.tokenizer import pretrained_folder_digest
 from lxmert_s_msp.evaluation.metrics import load_metric
 from lxmert_s_msp.evaluation.retrieval import (
     DEFAULT_RERANK_TOP_K,
@@ -178,11 +179,8 @@ def scores_key(
     """What the scores of the model saved in `model_folder` on `images` (rows of `retrieval_split`) depend on,
     by content: the model folder's files (its card, written after the scores, left out), the retrieval
     corpus's files and the split's store rows, the scoring code and `settings`."""
-    model_files = sorted(
-        path for path in model_folder.iterdir() if path.is_file() and path.name != "README.md"
-    )
     return {
-        "model_files": files_digest(model_files),
+        "model_files": pretrained_folder_digest(model_folder, leave_out={"README.md"}),
         "retrieval_corpus": corpus_digest(data_folder / "corpora" / "flickr30k"),
         "store_rows": FeatureStore(data_folder / "store").digest(images["image_index"]),
         "scoring_code": SCORING_CODE,

@@ -13,7 +13,8 @@ Output folder:
     <out>/log_history.json     the stages' log histories, with the curriculum-wide step
     <out>/zero_shot_scores.json
                                when asked, the Hub model's held-out scores (`zero_shot.py`), which its
-                               card records; a re-run reuses them while the weights stay the same
+                               card records; a re-run reuses them while the model, the data they score
+                               and the scoring code stay the same (`zero_shot.scores_key`)
 
 A stage is done when its `final/` exists (written to a temporary folder and renamed). Re-running the same
 command skips done stages and resumes the current one from its last complete checkpoint, so a killed run
