@@ -77,12 +77,16 @@ def write_hub_folder(
     the saved folder before the card is written, so that the card, written once, records its scores."""
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    model = LxmertSForPreTraining.from_pretrained(results[-1].folder)
-    model.save_pretrained(work)
-    processor = data.processor(curriculum.stages[-1].max_length)
-    processor.save_pretrained(work)
-    scores = None if score is None else score(work)
-    atomic_write_text(work / "README.md", model_card(curriculum, data, results, model, processor, scores))
+    try:
+        model = LxmertSForPreTraining.from_pretrained(results[-1].folder)
+        model.save_pretrained(work)
+        processor = data.processor(curriculum.stages[-1].max_length)
+        processor.save_pretrained(work)
+        scores = None if score is None else score(work)
+        atomic_write_text(work / "README.md", model_card(curriculum, data, results, model, processor, scores))
+    except Exception:  # no half folder left beside the output (a kill's is removed by the next run, above)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     replace_folder(work, out)
     return scores
 
