@@ -20,6 +20,7 @@ from typing import Literal
 import datasets
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.logging import tqdm
 
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
@@ -185,9 +186,13 @@ def contrastive_similarity(
     """(images, captions) cosine similarity of the VSC embeddings of every image and caption of `split`: one
     matrix product, no cross-modal pass."""
 
-    def embed(inputs: dict[str, torch.Tensor], features: Callable[..., torch.Tensor]) -> torch.Tensor:
+    def embed(
+        inputs: dict[str, torch.Tensor], features: Callable[..., BaseModelOutputWithPooling]
+    ) -> torch.Tensor:
         batches = zip(*(value.split(batch_size) for value in inputs.values()), strict=True)
-        return torch.cat([features(**dict(zip(inputs, batch, strict=True))).float() for batch in batches])
+        return torch.cat(
+            [features(**dict(zip(inputs, batch, strict=True))).pooler_output.float() for batch in batches]
+        )
 
     images = embed(split.visual, model.get_image_features)
     captions = embed(split.text, model.get_text_features)
