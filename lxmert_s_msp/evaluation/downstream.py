@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import EvalPrediction, Trainer
 from transformers.utils.logging import tqdm
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.downstream_data import DownstreamData, TaskSplits
 from lxmert_s_msp.evaluation.metrics import load_metric
 from lxmert_s_msp.evaluation.retrieval import (
@@ -375,7 +376,7 @@ def evaluate_checkpoint(
     ranking = RetrievalOptions(text_retrieval, rerank_top_k, all_pairs)
     if zero_shot:
         return task.scorer.zero_shot(task, model_folder, data, split, device, ranking)
-    model = task.model_class.from_pretrained(model_folder).to(device).eval()
+    model = load_model(task.model_class, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     check_fits(model.config, processor, data, str(model_folder))
     labels = task.data.labels_of(model.config, model_folder)

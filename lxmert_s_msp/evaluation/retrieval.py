@@ -23,6 +23,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.logging import tqdm
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore
@@ -469,7 +470,7 @@ def zero_shot_retrieval(
     after the VSC embeddings' ranking when the model has them (`evaluate_retrieval`)."""
     images = retrieval_split(data_folder, split)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
+    model = load_model(LxmertSForPreTraining, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     store = FeatureStore(Path(data_folder) / "store")
     return evaluate_retrieval(

@@ -19,6 +19,7 @@ from typing import Any
 import datasets
 import torch
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore, atomic_write_text
 from lxmert_s_msp.evaluation.metrics import load_metric
@@ -183,7 +184,7 @@ def zero_shot_scores(
         if cached["key"] == key:
             return ZeroShotScores.from_json(cached)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
+    model = load_model(LxmertSForPreTraining, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     images = retrieval_split(data_folder, settings.split)
     itm = itm_accuracy(model, FeatureStore(data_folder / "store"), processor, images, settings.split, device)

@@ -15,6 +15,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from faster_rcnn_vg import DEFAULT_DETECTOR
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.store import atomic_write_text, replace_folder
 from lxmert_s_msp.evaluation.downstream import DownstreamTask
 from lxmert_s_msp.evaluation.retrieval import as_percent
@@ -77,7 +78,7 @@ def write_hub_folder(
     the saved folder before the card is written, so that the card, written once, records its scores."""
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    model = LxmertSForPreTraining.from_pretrained(results[-1].folder)
+    model = load_model(LxmertSForPreTraining, results[-1].folder)
     model.save_pretrained(work)
     processor = data.processor(curriculum.stages[-1].max_length)
     processor.save_pretrained(work)

@@ -25,6 +25,7 @@ import torch
 from accelerate import PartialState
 from transformers import set_seed
 
+from lxmert_s_msp.checkpoints import check_weights, load_model
 from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text
 from lxmert_s_msp.data.tokenizer import load_tokenizer
@@ -167,7 +168,7 @@ def build_model(
     from the data (vocabulary, feature dimension)."""
     settings = task.data.head_settings(labels)
     if model != "none":
-        network, loading = task.model_class.from_pretrained(model, output_loading_info=True, **settings)
+        network, loading = load_model(task.model_class, model, output_loading_info=True, **settings)
         check_fits(network.config, processor, data, model)
         return network, set(loading["missing_keys"]) | network.fresh_parameters
     if config_from is not None:
@@ -261,7 +262,9 @@ def finetune(
         processing_class=processor,  # saved beside every checkpoint and the final model
         compute_metrics=task.scorer.training_metrics(),
     )
-    trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)  # --resume_from_checkpoint
+    if arguments.resume_from_checkpoint is not None:  # --resume_from_checkpoint
+        check_weights(arguments.resume_from_checkpoint, "resume from another checkpoint, or start again")
+    trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)
     val_split = ScoredSplit(data, "val", val, labels, trainer.args.device, ranking=ranking)
     evaluation = task.scorer.score_trained(trainer, task, processor, val_split)
     rows = settings.card_rows(epochs, trainer.state.global_step)
