@@ -48,6 +48,7 @@ from lxmert_s_msp.training.finetuning import (
     finetune,
     finetune_problem,
 )
+from lxmert_s_msp.training.launch import use_every_core
 
 
 @dataclass
@@ -164,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> FinetuneResult:
     args = parse_args(argv)
+    use_every_core(PartialState())
     task = TASKS[args.task]
     data = DownstreamData.open(args.data_dir or default_data_folder())
     ranking = RetrievalOptions(rerank_top_k=args.rerank_top_k, all_pairs=args.all_pairs)
