@@ -84,7 +84,9 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
     assert (report["task"], report["split"], report["global_step"]) == ("vqa", "val", 3)
     accuracy = 100 * report["metrics"]["vqa_accuracy"]  # percent, beside the prior
-    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer priors: always '" in printed
+    assert "; each question type's most frequent training answer: " in printed
     assert set(report["metrics"]) == {"loss", "vqa_accuracy"} and 0 <= report["metrics"]["vqa_accuracy"] <= 1
     assert report["metrics"] == result.metrics
     model = LxmertSForQuestionAnswering.from_pretrained(result.hub_folder)
@@ -115,7 +117,7 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     assert evaluation.metrics["vqa_accuracy"] == pytest.approx(report["metrics"]["vqa_accuracy"])
     printed = capsys.readouterr().out
     accuracy = 100 * evaluation.metrics["vqa_accuracy"]
-    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in printed
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer priors: always '" in printed
     assert sorted(path.name for path in result.hub_folder.iterdir()) == saved
     written = json.loads((tmp_path / "vqa" / "eval-vqa-val.json").read_text())
     assert written["metrics"] == evaluation.metrics
