@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
     )
     if PartialState().is_main_process:
         print(task.scorer.summary(result.evaluation, task, data, "val"))
+        if result.test_evaluation is not None:  # the kept model on a labelled test split, for its card
+            print(task.scorer.summary(result.test_evaluation, task, data, "test"))
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
         if args.hub_upload is not None:

@@ -114,6 +114,10 @@ class TaskSplits:
         """A split's rows; `labels`: those of the model that will score them (None: the training split's)."""
         raise NotImplementedError
 
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        """Whether `data` holds the split (a test split is optional)."""
+        raise NotImplementedError
+
     def labels(self, data: DownstreamData) -> list[str] | None:
         """The names of the task head's outputs, in order, for a model trained on `data`."""
         return None
@@ -157,6 +161,9 @@ class QuestionCorpora(TaskSplits):
             self._check_answer_vocab(data, path, labels)
         vocabulary = " --answers <the training split's vocabulary>"
         return data.corpus(self.corpus, split, self.not_in_world, vocabulary)
+
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        return data.corpus_path(self.corpus, split).is_dir()
 
     def labels(self, data: DownstreamData) -> list[str]:
         return load_answer_vocab(data.corpus_path(self.corpus, "train"))
@@ -212,6 +219,9 @@ class LabelledCorpora(TaskSplits):
     ) -> datasets.Dataset:
         return data.corpus(self.corpus, split, self.not_in_world)
 
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        return data.corpus_path(self.corpus, split).is_dir()
+
     def labels(self, data: DownstreamData) -> list[str]:
         return list(self.names)
 
@@ -228,6 +238,10 @@ class Flickr30kImages(TaskSplits):
         self, data: DownstreamData, split: str, labels: Sequence[str] | None = None
     ) -> datasets.Dataset:
         return retrieval_split(data.folder, split)
+
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        path = data.folder / "corpora" / "flickr30k"
+        return path.is_dir() and split in set(datasets.load_from_disk(str(path))["split"])
 
     def training_rows(self, rows: datasets.Dataset) -> datasets.Dataset:
         return retrieval_pairs(rows)

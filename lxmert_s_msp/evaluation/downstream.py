@@ -192,7 +192,7 @@ def question_type_prior(data: DownstreamData, task: DownstreamTask, split: str) 
 
 
 def answer_prior_floor(data: DownstreamData, task: DownstreamTask, split: str) -> str:
-    """The two answer priors a VQA / GQA model must beat, each named for what it is."""
+    """The two answer priors a VQA / GQA model must beat, each named for what it is ("" without answers)."""
     always = most_scored_answer(data, task, split)
     if always is None:
         return ""
@@ -200,19 +200,20 @@ def answer_prior_floor(data: DownstreamData, task: DownstreamTask, split: str) -
     by_type = question_type_prior(data, task, split)
     if by_type is not None:
         priors.append(f"each question type's most frequent training answer: {100 * by_type:.1f}")
-    return f" (answer priors: {'; '.join(priors)})"
+    return f"answer priors: {'; '.join(priors)}"
 
 
 def chance_floor(data: DownstreamData, task: DownstreamTask, split: str) -> str:
     """A random guess among the task's labels (NLVR2: 50%)."""
-    return f" (chance {100 / len(task.data.labels(data)):.1f})"
+    return f"chance {100 / len(task.data.labels(data)):.1f}"
 
 
 def metrics_line(task_name: str, split: str, metrics: dict[str, float], floor: str = "") -> str:
     """A classification task's metrics for the console, in percent like every score the recipes print, each
-    followed by `floor` (what a model must beat)."""
+    followed by `floor` (what a model must beat) in parentheses."""
+    beside = f" ({floor})" if floor else ""
     scores = "  ".join(
-        f"{name} {100 * value:.1f}{floor}" for name, value in metrics.items() if name != "loss"
+        f"{name} {100 * value:.1f}{beside}" for name, value in metrics.items() if name != "loss"
     )
     return f"{task_name} on {split}, in %: {scores}"
 
@@ -282,6 +283,13 @@ class ClassificationScorer:
             return f"{task.name} on {split}: no labels in this split; predictions written"
         return metrics_line(task.name, split, evaluation.metrics, self.floor(data, task, split))
 
+    def floors(
+        self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str
+    ) -> dict[str, str]:
+        """What a model must beat, per metric of `evaluation` (the model card's column)."""
+        floor = self.floor(data, task, split)
+        return {name: floor for name in evaluation.metrics if name != "loss"}
+
 
 @dataclass(frozen=True)
 class RetrievalScorer:
@@ -342,6 +350,18 @@ class RetrievalScorer:
 
     def summary(self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str) -> str:
         return evaluation.retrieval.summary()
+
+    def floors(
+        self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str
+    ) -> dict[str, str]:
+        """A random ranking's recall beside each recall (any ranking's: the chance is the ranking's own)."""
+        chance = evaluation.retrieval.chance
+        return {
+            name: f"chance {100 * chance[recall]:.1f}"
+            for name in evaluation.metrics
+            for recall in chance
+            if (name == recall or name.endswith(f"_{recall}")) and not name.startswith("kept_")
+        }
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ collator and scorer; this module brings the settings, the model to start from an
 
 A fine-tuning run writes:
 
-    <out>/checkpoints/   the Trainer's epoch checkpoints and logs (runs/)
-    <out>/hub/           the model that scored best on val (retrieval: the last) + processor; from_pretrained
-                         loads it, and its trainer_state.json holds the log history
-    <out>/metrics.json   that model's val metrics, with the run's settings and steps
+    <out>/checkpoints/        the Trainer's epoch checkpoints (each with training_args.bin) and logs (runs/)
+    <out>/hub/                the model that scored best on val (retrieval: the last), its processor and card:
+                              what one uploads, so nothing of the training run (no pickle, no trainer state)
+    <out>/metrics.json        that model's val metrics (and test's, when the data has a labelled test split),
+                              with the run's settings and steps
+    <out>/trainer_state.json  the Trainer's state at the end: the log history
 
 The parameters the checkpoint did not provide (the new task head; with `model="none"` all of them) train at
 `head_learning_rate`, the loaded ones at `learning_rate`.
@@ -38,6 +40,7 @@ from lxmert_s_msp.evaluation.downstream import (
 )
 from lxmert_s_msp.hub.model_card import finetuned_card
 from lxmert_s_msp.training.trainer import (
+    TRAINER_STATE,
     FinetuningArguments,
     FinetuningTrainer,
     per_device_batch_size,
@@ -223,10 +226,31 @@ class FinetuneResult:
     hub_folder: Path
     metrics_file: Path
     evaluation: Evaluation  # on val; retrieval: every ranking, with chance levels
+    test_evaluation: Evaluation | None = None  # when the data has a labelled test split
 
     @property
     def metrics(self) -> dict[str, float]:
         return self.evaluation.metrics
+
+
+def score_test_split(
+    task: DownstreamTask,
+    trainer: FinetuningTrainer,
+    processor: LxmertSProcessor,
+    data: DownstreamData,
+    labels: Sequence[str] | None,
+    ranking: RetrievalOptions,
+) -> Evaluation | None:
+    """The kept model's scores on the test split, for its card, when the data holds a test split with labels
+    (the synthetic world's; not VQA v2's, whose test answers are not public); it plays no part in choosing
+    the model."""
+    if not task.data.has_split(data, "test"):
+        return None
+    rows = task.data.split(data, "test", labels)
+    if not task.data.labelled(rows):
+        return None
+    split = ScoredSplit(data, "test", rows, labels, trainer.args.device, ranking=ranking)
+    return task.scorer.score(task, trainer.model.eval(), processor, split)
 
 
 def finetune(
@@ -267,11 +291,14 @@ def finetune(
     trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)
     val_split = ScoredSplit(data, "val", val, labels, trainer.args.device, ranking=ranking)
     evaluation = task.scorer.score_trained(trainer, task, processor, val_split)
+    test_evaluation = score_test_split(task, trainer, processor, data, labels, ranking)
+    scores = {"val": evaluation} | ({} if test_evaluation is None else {"test": test_evaluation})
     rows = settings.card_rows(epochs, trainer.state.global_step)
-    card = finetuned_card(task, model, data.folder, evaluation.metrics, rows, trainer.model, processor)
+    card = finetuned_card(task, model, data, scores, rows, trainer.model, processor)
     hub, metrics_file = output_dir / "hub", output_dir / "metrics.json"
-    save_trained_model(trainer, hub, card=card)
+    save_trained_model(trainer, hub, card=card, training_state=False)
     if PartialState().is_main_process:
+        trainer.state.save_to_json(str(output_dir / TRAINER_STATE))
         report = {
             "task": task.name,
             "model": model,
@@ -279,6 +306,7 @@ def finetune(
             "data": str(data.folder),
             "split": "val",
             "metrics": evaluation.metrics,
+            "test_metrics": None if test_evaluation is None else test_evaluation.metrics,
             **settings.report(epochs),
             "global_step": trainer.state.global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -286,4 +314,4 @@ def finetune(
         }
         atomic_write_text(metrics_file, json.dumps(report, indent=2))
     PartialState().wait_for_everyone()
-    return FinetuneResult(hub, metrics_file, evaluation)
+    return FinetuneResult(hub, metrics_file, evaluation, test_evaluation)
