@@ -5,8 +5,10 @@ package does not ship) on each of its models; these are this project's versions 
 model like LXMERT-S, run on the encoder, the pre-training model and the downstream models, in the default
 (released LXMERT-S) setting and the LXMERT-compatible one (`LxmertSConfig.from_lxmert_config`).
 
-Run against these models, the mixin of transformers 5.25 passes but for the checks below, which cannot apply
-to LXMERT-S as written; each is checked here in the form that does:
+`LxmertSForVisualReasoning` reads a pair of images per row, which the shared inputs do not fit; its own
+tests are in tests/test_downstream_models.py. Run against the others (tests/transformers_mixin.py runs it, on
+request), the mixin of transformers 5.25 passes but for the checks below, which cannot apply to LXMERT-S as
+written; each is checked here in the form that does:
 - `test_hidden_states_output`, `test_attention_outputs`, `test_retain_grad_hidden_states_attentions` read
   `outputs.hidden_states` / `outputs.attentions`; LXMERT-S names them per modality, as LXMERT does
   (`language_hidden_states`, `vision_hidden_states`, `language_attentions`, ...), and these are transformers'
