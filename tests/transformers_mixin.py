@@ -137,41 +137,37 @@ class LxmertSTests(ModelTesterMixin):
         return 0
 
     # LxmertModelTest's versions: hidden states and attentions per modality
+    def _asked_for(self, model_class, flag: str) -> list[tuple]:
+        """The model's tuple outputs with `flag` (output_attentions, ...) asked for by argument, then by the
+        config."""
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        by_config = copy.deepcopy(config)
+        setattr(by_config, flag, True)
+        with torch.no_grad():
+            return [
+                model_class(config).eval()(**self._prepare_for_class({**inputs, flag: True}, model_class)),
+                model_class(by_config).eval()(**self._prepare_for_class(inputs, model_class)),
+            ]
+
     def test_attention_outputs(self):
-        config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
         tester = self.model_tester
-        regions = tester.num_regions + config.visual_cls_token
+        regions = tester.num_regions + tester.get_config().visual_cls_token
         expected = [
             [tester.num_attention_heads, tester.seq_length, tester.seq_length],
             [tester.num_attention_heads, regions, regions],
             [tester.num_attention_heads, tester.seq_length, regions],
         ]
         for model_class in self.all_model_classes:
-            for by_config in (False, True):
-                settings, inputs = copy.deepcopy(config), dict(inputs_dict, output_hidden_states=False)
-                if by_config:
-                    settings.output_attentions = True
-                else:
-                    inputs["output_attentions"] = True
-                with torch.no_grad():
-                    outputs = model_class(settings).eval()(**self._prepare_for_class(inputs, model_class))
+            for outputs in self._asked_for(model_class, "output_attentions"):
                 for attentions, shape in zip(outputs[-3:], expected, strict=True):
                     self.assertEqual(len(attentions), tester.num_hidden_layers)
                     self.assertListEqual(list(attentions[0].shape[-3:]), shape)
 
     def test_hidden_states_output(self):
-        config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
         tester = self.model_tester
-        regions = tester.num_regions + config.visual_cls_token
+        regions = tester.num_regions + tester.get_config().visual_cls_token
         for model_class in self.all_model_classes:
-            for by_config in (False, True):
-                settings, inputs = copy.deepcopy(config), dict(inputs_dict)
-                if by_config:
-                    settings.output_hidden_states = True
-                else:
-                    inputs["output_hidden_states"] = True
-                with torch.no_grad():
-                    outputs = model_class(settings).eval()(**self._prepare_for_class(inputs, model_class))
+            for outputs in self._asked_for(model_class, "output_hidden_states"):
                 language, vision = outputs[-2], outputs[-1]
                 self.assertEqual(len(language), tester.num_hidden_layers + 1)
                 self.assertEqual(len(vision), tester.num_hidden_layers + 1)
