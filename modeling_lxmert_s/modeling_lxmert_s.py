@@ -1734,8 +1734,8 @@ class LxmertSContrastiveFeatures:
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
         """The VSC text embedding, as CLIP's `get_text_features` (needs the `vsc` head): `pooler_output`
-        (B, D), L2-normalised, whose dot product with `get_image_features`' ranks images and texts with no
-        cross-modal pass; `last_hidden_state` (B, L, H), the token embeddings it pools (see
+        (B, D), L2-normalised, whose dot product with that of `get_image_features` ranks images and texts
+        with no cross-modal pass; `last_hidden_state` (B, L, H), the token embeddings it pools (see
         `_features_output`)."""
         head = self._contrastive_head()
         self.lxmert._check_text(input_ids, attention_mask, token_type_ids, position_ids)
