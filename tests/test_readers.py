@@ -232,11 +232,11 @@ def write_vqa(tmp_path, annotations):
     return questions, annotations_path
 
 
-def vqa_annotation(question_id, image_id, given, majority):
+def vqa_annotation(question_id, image_id, given, majority, question_type="what color"):
     return {
         "question_id": question_id,
         "image_id": image_id,
-        "question_type": "what color",
+        "question_type": question_type,
         "answer_type": "other",
         "answers": vqa_answers(*given),
         "multiple_choice_answer": majority,
@@ -248,7 +248,7 @@ def test_vqa_official_normalises_answers_scores_them_and_maps_image_ids(tmp_path
         tmp_path,
         [
             vqa_annotation(42000, 42, ["Red", "red ", "blue"] + ["green"] * 7, "green"),
-            vqa_annotation(73001, 73, ["no"] * 10, "no"),
+            vqa_annotation(73001, 73, ["no"] * 10, "no", "is it"),
         ],
     )
     records = read_vqa_official(questions, annotations, "val2014")
@@ -259,7 +259,10 @@ def test_vqa_official_normalises_answers_scores_them_and_maps_image_ids(tmp_path
     assert dict(zip(records[0].answers, records[0].scores, strict=True)) == pytest.approx(
         {"red": 0.6, "blue": 0.3, "green": 1.0}
     )
-    assert records[1] == Question("73001", "COCO_val2014_000000000073", "Is it raining?", ["no"], [1.0], "no")
+    assert records[1] == Question(
+        "73001", "COCO_val2014_000000000073", "Is it raining?", ["no"], [1.0], "no", "is it"
+    )
+    assert records[0].question_type == "what color"  # what the answer prior by question type groups by
 
 
 def test_vqa_official_without_annotations_has_no_answers(tmp_path):
@@ -319,8 +322,9 @@ def test_lxmert_vqa_json(tmp_path):
             ["discus", "frisbee"],
             [0.3, 1.0],
             "frisbee",
+            "what is the",
         ),
-        Question("1000", "COCO_test2015_000000000001", "Is it sunny?", [], [], None),
+        Question("1000", "COCO_test2015_000000000001", "Is it sunny?", [], [], None),  # no type given
     ]
 
 

@@ -67,6 +67,7 @@ QA_FEATURES = Features(
         "question": Value("string"),
         "answers": ListFeature(Value("string")),
         "scores": ListFeature(Value("float32")),
+        "question_type": Value("string"),
     }
 )
 NLVR2_FEATURES = Features(
@@ -443,6 +444,7 @@ def qa_dataset(
         "question": [record.question for record in kept],
         "answers": [[answer for answer, _ in label] for label in labels],
         "scores": [[score for _, score in label] for label in labels],
+        "question_type": [record.question_type for record in kept],
     }
     return Corpus(
         Dataset.from_dict(columns, features=QA_FEATURES),

@@ -47,6 +47,8 @@ class Question:
 
     `answer` is the single ground-truth answer used to count answers for the vocabulary: VQA's
     `multiple_choice_answer`, or the best-scored label of LXMERT's json; None when unlabelled.
+    `question_type`: VQA's (its annotations' and LXMERT's json's `question_type`, as "what color is the"),
+    what the answer prior by question type groups by; empty where the data has none (GQA).
     """
 
     question_id: str
@@ -55,6 +57,7 @@ class Question:
     answers: list[str]
     scores: list[float]
     answer: str | None
+    question_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,18 +309,19 @@ def read_vqa_official(
             if not given:
                 raise ValueError(f"{where}: field 'answers' is empty")
             majority = normalize_answer(_field(annotation, "multiple_choice_answer", str, where))
-            annotation_of[question_id] = (image_id, [normalize_answer(answer) for answer in given], majority)
+            kind = _field(annotation, "question_type", str, where, required=False) or ""
+            annotation_of[question_id] = (image_id, [normalize_answer(a) for a in given], majority, kind)
     records = []
     for question_id, image_id, text in questions:
         answers: list[str] = []
         scores: list[float] = []
-        majority = None
+        majority, kind = None, ""
         if annotations_path is not None:
             if question_id not in annotation_of:
                 raise KeyError(
                     f"{annotations_path}: no annotation for question_id {question_id} of {questions_path}"
                 )
-            annotated_image, given, majority = annotation_of[question_id]
+            annotated_image, given, majority, kind = annotation_of[question_id]
             if annotated_image != image_id:
                 raise ValueError(
                     f"{annotations_path}: question_id {question_id}: field 'image_id' is {annotated_image}, "
@@ -326,15 +330,17 @@ def read_vqa_official(
             soft = vqa_soft_scores(given)
             answers, scores = list(soft), list(soft.values())
         records.append(
-            Question(str(question_id), coco_image_id(image_id, coco_split), text, answers, scores, majority)
+            Question(
+                str(question_id), coco_image_id(image_id, coco_split), text, answers, scores, majority, kind
+            )
         )
     return records
 
 
 def read_lxmert_qa_json(path: str | os.PathLike) -> list[Question]:
     """LXMERT's VQA and GQA json (`data/vqa/*.json`, `data/gqa/*.json`): a list of `{"img_id",
-    "label": {answer: score}, "question_id", "sent"}` (VQA adds `answer_type` and `question_type`,
-    which are not needed; GQA's question ids are strings). Test sets have no `label`.
+    "label": {answer: score}, "question_id", "sent"}` (VQA adds `answer_type`, not needed, and
+    `question_type`, kept; GQA's question ids are strings). Test sets have no `label`.
     """
     records = []
     asked: dict[str, str] = {}
@@ -356,7 +362,10 @@ def read_lxmert_qa_json(path: str | os.PathLike) -> list[Question]:
         best = max(soft, key=soft.__getitem__) if soft else None
         image_id = _field(record, "img_id", str, where)
         text = _field(record, "sent", str, where)
-        records.append(Question(str(question_id), image_id, text, list(soft), list(soft.values()), best))
+        kind = _field(record, "question_type", str, where, required=False) or ""
+        records.append(
+            Question(str(question_id), image_id, text, list(soft), list(soft.values()), best, kind)
+        )
     return records
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import EvalPrediction, Trainer
 from transformers.utils.logging import tqdm
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.downstream_data import DownstreamData, TaskSplits
 from lxmert_s_msp.evaluation.metrics import load_metric
 from lxmert_s_msp.evaluation.retrieval import (
@@ -148,10 +149,13 @@ class Evaluation:
         return {} if self.retrieval is None else retrieval_report(self.retrieval)
 
 
-def answer_prior(data: DownstreamData, task: DownstreamTask, split: str) -> tuple[str, float] | None:
-    """VQA / GQA: the answer with the most training score (what a model that ignores image and question
-    does best to answer always) and its score on `split`, the floor a model must beat; None for a split
-    without answers."""
+def _soft_score(answers: Sequence[str], scores: Sequence[float], answer: str) -> float:
+    return dict(zip(answers, scores, strict=True)).get(answer, 0.0)
+
+
+def most_scored_answer(data: DownstreamData, task: DownstreamTask, split: str) -> tuple[str, float] | None:
+    """VQA / GQA: the training answer with the most score (what a model that ignores image and question does
+    best to answer always) and its score on `split`; None for a split without answers."""
     rows = task.data.split(data, split)
     if not any(rows["answers"]):
         return None
@@ -160,28 +164,56 @@ def answer_prior(data: DownstreamData, task: DownstreamTask, split: str) -> tupl
     for answers, scores in zip(train["answers"], train["scores"], strict=True):
         totals.update(dict(zip(answers, scores, strict=True)))
     answer = totals.most_common(1)[0][0]
-    per_row = [
-        dict(zip(a, s, strict=True)).get(answer, 0.0)
-        for a, s in zip(rows["answers"], rows["scores"], strict=True)
-    ]
+    per_row = [_soft_score(a, s, answer) for a, s in zip(rows["answers"], rows["scores"], strict=True)]
     return answer, sum(per_row) / len(per_row)
 
 
+def question_type_prior(data: DownstreamData, task: DownstreamTask, split: str) -> float | None:
+    """VQA: the score on `split` of answering each question with the most frequent answer of its question
+    type among the training questions (each counting its best-scored answer), what a model that reads only
+    the question's type reaches (the answer prior the README's tables cite); None for a split without answers
+    or question types (GQA; corpora built before they kept the type)."""
+    rows = task.data.split(data, split)
+    train = task.data.split(data, "train")
+    if not any(rows["answers"]) or "question_type" not in rows.column_names:
+        return None
+    if not all(train["question_type"]) or not all(rows["question_type"]):
+        return None
+    by_type: dict[str, Counter[str]] = {}
+    for kind, answers, scores in zip(train["question_type"], train["answers"], train["scores"], strict=True):
+        if answers:
+            best = answers[scores.index(max(scores))]  # the first best, as the readers' `Question.answer`
+            by_type.setdefault(kind, Counter())[best] += 1
+    per_row = [
+        _soft_score(a, s, by_type[kind].most_common(1)[0][0]) if kind in by_type else 0.0
+        for kind, a, s in zip(rows["question_type"], rows["answers"], rows["scores"], strict=True)
+    ]
+    return sum(per_row) / len(per_row)
+
+
 def answer_prior_floor(data: DownstreamData, task: DownstreamTask, split: str) -> str:
-    prior = answer_prior(data, task, split)
-    return "" if prior is None else f" (answer prior, always {prior[0]!r}: {100 * prior[1]:.1f})"
+    """The two answer priors a VQA / GQA model must beat, each named for what it is ("" without answers)."""
+    always = most_scored_answer(data, task, split)
+    if always is None:
+        return ""
+    priors = [f"always {always[0]!r}, the most-scored training answer: {100 * always[1]:.1f}"]
+    by_type = question_type_prior(data, task, split)
+    if by_type is not None:
+        priors.append(f"each question type's most frequent training answer: {100 * by_type:.1f}")
+    return f"answer priors: {'; '.join(priors)}"
 
 
 def chance_floor(data: DownstreamData, task: DownstreamTask, split: str) -> str:
     """A random guess among the task's labels (NLVR2: 50%)."""
-    return f" (chance {100 / len(task.data.labels(data)):.1f})"
+    return f"chance {100 / len(task.data.labels(data)):.1f}"
 
 
 def metrics_line(task_name: str, split: str, metrics: dict[str, float], floor: str = "") -> str:
     """A classification task's metrics for the console, in percent like every score the recipes print, each
-    followed by `floor` (what a model must beat)."""
+    followed by `floor` (what a model must beat) in parentheses."""
+    beside = f" ({floor})" if floor else ""
     scores = "  ".join(
-        f"{name} {100 * value:.1f}{floor}" for name, value in metrics.items() if name != "loss"
+        f"{name} {100 * value:.1f}{beside}" for name, value in metrics.items() if name != "loss"
     )
     return f"{task_name} on {split}, in %: {scores}"
 
@@ -251,6 +283,13 @@ class ClassificationScorer:
             return f"{task.name} on {split}: no labels in this split; predictions written"
         return metrics_line(task.name, split, evaluation.metrics, self.floor(data, task, split))
 
+    def floors(
+        self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str
+    ) -> dict[str, str]:
+        """What a model must beat, per metric of `evaluation` (the model card's column)."""
+        floor = self.floor(data, task, split)
+        return {name: floor for name in evaluation.metrics if name != "loss"}
+
 
 @dataclass(frozen=True)
 class RetrievalScorer:
@@ -311,6 +350,18 @@ class RetrievalScorer:
 
     def summary(self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str) -> str:
         return evaluation.retrieval.summary()
+
+    def floors(
+        self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str
+    ) -> dict[str, str]:
+        """A random ranking's recall beside each recall (any ranking's: the chance is the ranking's own)."""
+        chance = evaluation.retrieval.chance
+        return {
+            name: f"chance {100 * chance[recall]:.1f}"
+            for name in evaluation.metrics
+            for recall in chance
+            if (name == recall or name.endswith(f"_{recall}")) and not name.startswith("kept_")
+        }
 
 
 @dataclass(frozen=True)
@@ -375,7 +426,7 @@ def evaluate_checkpoint(
     ranking = RetrievalOptions(text_retrieval, rerank_top_k, all_pairs)
     if zero_shot:
         return task.scorer.zero_shot(task, model_folder, data, split, device, ranking)
-    model = task.model_class.from_pretrained(model_folder).to(device).eval()
+    model = load_model(task.model_class, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     check_fits(model.config, processor, data, str(model_folder))
     labels = task.data.labels_of(model.config, model_folder)

@@ -21,6 +21,7 @@ from typing import Any
 import datasets
 import torch
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.corpus_builders import corpus_digest
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore, atomic_write_text, files_digest
@@ -215,7 +216,7 @@ def zero_shot_scores(
         if cached["key"] == key:
             return ZeroShotScores.from_json(cached)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
+    model = load_model(LxmertSForPreTraining, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     itm = itm_accuracy(model, FeatureStore(data_folder / "store"), processor, images, settings.split, device)
     retrieval = zero_shot_retrieval(

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from lxmert_s_msp.checkpoints import RESUME_REMEDY, check_weights, load_model
 from lxmert_s_msp.data.folder_lock import check_not_locked, folder_lock
 from lxmert_s_msp.data.hard_negatives import load_hard_negatives
 from lxmert_s_msp.data.store import atomic_write_text
@@ -115,7 +116,7 @@ def stage_model(
 ) -> LxmertSForPreTraining:
     """The stage's model: the previous stage's weights (shared heads included) plus fresh heads it adds."""
     if previous is not None:
-        return LxmertSForPreTraining.from_pretrained(previous, pretraining_tasks=stage.tasks)
+        return load_model(LxmertSForPreTraining, previous, pretraining_tasks=stage.tasks)
     settings = {**curriculum.model, **data.model_sizes(), "pretraining_tasks": stage.tasks}
     return LxmertSForPreTraining(LxmertSConfig(**settings))
 
@@ -240,6 +241,8 @@ def run_stage(
         if checkpoint is None:
             with state.main_process_first():
                 checkpoint = last_complete_checkpoint(folder)
+        if checkpoint is not None:
+            check_weights(checkpoint, RESUME_REMEDY)
         announcement = (
             f"{heading}: tasks {', '.join(stage.tasks)}; {len(trained.dataset):,} examples, {stage.length} "
             f"of batch {stage.batch_size}: {{steps:,}} optimizer steps"
