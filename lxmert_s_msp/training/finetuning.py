@@ -257,6 +257,10 @@ class FinetuneResult:
     evaluation: Evaluation  # on val; retrieval: every ranking, with chance levels
     test_evaluation: Evaluation | None = None  # when the data has a labelled test split
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.evaluation.metrics
+
 
 def write_run_files(trainer: FinetuningTrainer, result: FinetuneResult, run: dict[str, Any]) -> None:
     """On the main process, atomically: `metrics.json` (the `run`'s settings, the model's val metrics, and
@@ -275,10 +279,6 @@ def write_run_files(trainer: FinetuningTrainer, result: FinetuneResult, run: dic
         }
         atomic_write_text(result.metrics_file, json.dumps(report, indent=2))
     PartialState().wait_for_everyone()
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return self.evaluation.metrics
 
 
 def score_test_split(
