@@ -6,6 +6,7 @@ from transformers import (
     AutoModelForPreTraining,
     AutoModelForQuestionAnswering,
     AutoModelForVisualQuestionAnswering,
+    AutoProcessor,
 )
 
 from .configuration_lxmert_s import LxmertSConfig
@@ -39,6 +40,8 @@ AutoModelForPreTraining.register(LxmertSConfig, LxmertSForPreTraining)
 # pixels, which LXMERT-S does not take: it reads detector region features.)
 AutoModelForQuestionAnswering.register(LxmertSConfig, LxmertSForQuestionAnswering)
 AutoModelForVisualQuestionAnswering.register(LxmertSConfig, LxmertSForQuestionAnswering)
+# With this package imported, AutoProcessor finds the processor here, not asking to run the folder's copy.
+AutoProcessor.register(LxmertSConfig, LxmertSProcessor)
 # save_pretrained then writes an auto_map entry for each class and copies the code beside the weights.
 LxmertSConfig.register_for_auto_class()
 LxmertSModel.register_for_auto_class("AutoModel")

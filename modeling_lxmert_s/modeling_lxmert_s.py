@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
@@ -172,6 +173,8 @@ class LxmertSVisualFeatureEncoder(nn.Module):
 
     With `config.visual_cls_token` a learned feature with box [0, 0, 1, 1] is prepended first. The
     released code keeps it as one used row of a vocabulary-sized table; one vector is the same function.
+    Features and boxes of another floating dtype (float64 from numpy, float16 from a feature store) are cast
+    to the weights' dtype, as transformers' vision models cast `pixel_values`.
     """
 
     def __init__(self, config: LxmertSConfig):
@@ -188,6 +191,8 @@ class LxmertSVisualFeatureEncoder(nn.Module):
             self.visual_cls_feature = None
 
     def forward(self, visual_feats: torch.Tensor, visual_pos: torch.Tensor) -> torch.Tensor:
+        dtype = self.visn_fc.weight.dtype
+        visual_feats, visual_pos = visual_feats.to(dtype), visual_pos.to(dtype)
         if self.visual_cls_feature is not None:
             batch_size = visual_feats.shape[0]
             cls_feature = self.visual_cls_feature.to(visual_feats.dtype).expand(batch_size, 1, -1)
@@ -939,7 +944,9 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
     With binding negatives in the batch (`binding_input_ids`, `binding_mask`: each caption with the words that
     bind to its objects changed, `pretraining_pieces.binding_negatives`), those captions with their own image
     are negatives too: a pair that matches word for word and not in what binds to what (NegCLIP's hard
-    negatives)."""
+    negatives). They are scored against the captions they were made from, and the two cross-entropies
+    averaged: pooled into one, the negatives outnumbered the matches two to one, and the held-out ITM accuracy
+    at a 0.5 match probability fell from 98.5% to 63.9% (docs/results.md)."""
 
     label_names = ("itm_labels", "image_ids")
     optional_label_names = ("binding_input_ids", "binding_mask")
@@ -959,14 +966,19 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
             checks.mask("binding_mask", labels["binding_mask"], checks.per_row)
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
-        matched = labels["itm_labels"]
-        negatives = [features.negative.pooled_output]
-        if features.binding is not None:
-            negatives.append(features.binding.pooled_output)
-        negative = torch.cat(negatives)
-        logits = self.logits(torch.cat([features.pooled_output, negative]))
-        targets = torch.cat([matched, matched.new_zeros(len(negative))])
-        return F.cross_entropy(logits.float(), targets)
+        mined = self._pairs_loss(features.pooled_output, features.negative.pooled_output)
+        if features.binding is None:
+            return mined
+        # the matched pairs against their binding negatives apart, as many of each, so that the negatives of
+        # both kinds together do not outnumber the matches and shift what a 0.5 match probability means
+        matched = features.pooled_output[labels["binding_mask"].bool()]
+        return (mined + self._pairs_loss(matched, features.binding.pooled_output)) / 2
+
+    def _pairs_loss(self, matched: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of matched pairs as 1 and negative pairs as 0 (pooled outputs)."""
+        logits = self.logits(torch.cat([matched, negative])).float()
+        targets = torch.cat([logits.new_ones(len(matched)), logits.new_zeros(len(negative))]).long()
+        return F.cross_entropy(logits, targets)
 
 
 class VisualSemanticContrastiveHead(PretrainingHead):
@@ -1467,9 +1479,10 @@ class LxmertSPreTrainedModel(PreTrainedModel):
     """Also: what `from_pretrained` reports. A checkpoint of any LXMERT-S model loads into any other: the
     encoder whole, each head the two share, and a head of the model that the checkpoint lacks entirely starts
     fresh (a new stage's task, a new downstream head), while a head of the checkpoint that the model lacks is
-    not used. Both are expected, so one line names them (`fresh_parameters` lists the fresh heads'
-    parameters) instead of transformers' table of every key; a head only partly in the checkpoint and any
-    encoder key are reported by transformers as usual."""
+    not used. Both are expected, so the log names them in one line instead of transformers' table of every
+    key (`fresh_parameters` lists the fresh heads' parameters); the loading info
+    (`output_loading_info=True`) still lists every missing and unexpected key, as transformers' does. A head
+    only partly in the checkpoint and any encoder key are logged by transformers as usual."""
 
     config_class = LxmertSConfig
     config: LxmertSConfig
@@ -1484,9 +1497,11 @@ class LxmertSPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     # names of the parameters of the heads from_pretrained initialised because the checkpoint lacked them
     fresh_parameters: frozenset[str] = frozenset()
+    # the keys of whole heads, fresh or unused, kept out of transformers' log table (see the class docstring)
+    _whole_heads_keys: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
-        """transformers' hook between loading a checkpoint and reporting its missing and unexpected keys."""
+        """transformers' hook between loading a checkpoint and logging its missing and unexpected keys."""
         super()._adjust_missing_and_unexpected_keys(loading_info)
         tied = set(self._tied_weights_keys or {})
         loaded = set(self.state_dict()) - loading_info.missing_keys - tied
@@ -1495,10 +1510,12 @@ class LxmertSPreTrainedModel(PreTrainedModel):
         )
         own = {head_of(key) for key in self.state_dict()}
         unused = {head_of(key) for key in loading_info.unexpected_keys} - own - {None}
-        loading_info.missing_keys = {key for key in loading_info.missing_keys if head_of(key) not in fresh}
-        loading_info.unexpected_keys = {
-            key for key in loading_info.unexpected_keys if head_of(key) not in unused
-        }
+        self._whole_heads_keys = (
+            frozenset(key for key in loading_info.missing_keys if head_of(key) in fresh),
+            frozenset(key for key in loading_info.unexpected_keys if head_of(key) in unused),
+        )
+        loading_info.missing_keys -= self._whole_heads_keys[0]
+        loading_info.unexpected_keys -= self._whole_heads_keys[1]
         self.fresh_parameters = frozenset(
             name for name, _ in self.named_parameters() if head_of(name) in fresh
         )
@@ -1506,6 +1523,16 @@ class LxmertSPreTrainedModel(PreTrainedModel):
         news += [f"the checkpoint's heads {', '.join(sorted(unused))} are not used"] if unused else []
         if news:
             logger.warning(f"{type(self).__name__}: " + "; ".join(news))
+
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        """transformers' last loading step, which logs the report: the whole heads' keys go back into the
+        loading info once it is logged."""
+        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
+        missing, unexpected = model._whole_heads_keys
+        loading_info.missing_keys |= missing
+        loading_info.unexpected_keys |= unexpected
+        return loading_info
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -1556,17 +1583,14 @@ class LxmertSModel(LxmertSPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
-    def _check_inputs(
+    def _check_text(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
         token_type_ids: torch.Tensor | None,
         position_ids: torch.Tensor | None,
-        visual_feats: torch.Tensor,
-        visual_pos: torch.Tensor,
-        visual_attention_mask: torch.Tensor | None,
     ) -> None:
-        """Shapes and dtypes here; values on the device (`input_checks.ValueChecks`)."""
+        """The text inputs: shapes and dtypes here; values on the device (`input_checks.ValueChecks`)."""
         config = self.config
         if input_ids.dim() != 2:
             raise shape_error("input_ids", "(batch, length)", input_ids.shape)
@@ -1594,9 +1618,31 @@ class LxmertSModel(LxmertSPreTrainedModel):
                 "position_ids: this model uses word-level positions (config.position_ids_type='word'), "
                 "which only the tokenizer side can compute; pass position_ids from LxmertSProcessor"
             )
-        if visual_feats.dim() != 3 or visual_feats.shape[0] != batch:
+
+        values = ValueChecks(config.check_input_values)
+        values.ids("input_ids", input_ids, self.embeddings.word_embeddings.num_embeddings, "vocab_size")
+        if token_type_ids is not None:
+            values.ids("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
+        if position_ids is not None:
+            values.ids(
+                "position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings"
+            )
+        if attention_mask is not None:
+            values.padding_mask("attention_mask", attention_mask, "token")
+
+    def _check_regions(
+        self,
+        visual_feats: torch.Tensor,
+        visual_pos: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None,
+        batch: int | None = None,
+    ) -> None:
+        """The image inputs, of `batch` rows (the text's; None: any), as `_check_text` checks the text."""
+        config = self.config
+        rows = "batch" if batch is None else batch
+        if visual_feats.dim() != 3 or (batch is not None and visual_feats.shape[0] != batch):
             raise shape_error(
-                "visual_feats", f"({batch}, regions, {config.visual_feat_dim})", visual_feats.shape
+                "visual_feats", f"({rows}, regions, {config.visual_feat_dim})", visual_feats.shape
             )
         if visual_feats.shape[-1] != config.visual_feat_dim:
             raise shape_error(
@@ -1604,7 +1650,7 @@ class LxmertSModel(LxmertSPreTrainedModel):
                 f"(batch, regions, {config.visual_feat_dim}) [visual_feat_dim]",
                 visual_feats.shape,
             )
-        regions = visual_feats.shape[1]
+        batch, regions = visual_feats.shape[:2]
         if regions == 0:
             raise ValueError(
                 f"visual_feats: expected at least one region, received {tuple(visual_feats.shape)}"
@@ -1622,15 +1668,6 @@ class LxmertSModel(LxmertSPreTrainedModel):
             )
 
         values = ValueChecks(config.check_input_values)
-        values.ids("input_ids", input_ids, self.embeddings.word_embeddings.num_embeddings, "vocab_size")
-        if token_type_ids is not None:
-            values.ids("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
-        if position_ids is not None:
-            values.ids(
-                "position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings"
-            )
-        if attention_mask is not None:
-            values.padding_mask("attention_mask", attention_mask, "token")
         values.finite("visual_feats", visual_feats)
         values.unit_interval("visual_pos", visual_pos, "boxes (x1, y1, x2, y2 over the image's size)")
         if visual_attention_mask is not None:
@@ -1648,16 +1685,9 @@ class LxmertSModel(LxmertSPreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Check the inputs and fill in the optional ones; the visual mask gains the visual [CLS] when there
         is one. Returns attention_mask, token_type_ids, position_ids, visual_attention_mask."""
-        self._check_inputs(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            visual_feats,
-            visual_pos,
-            visual_attention_mask,
-        )
+        self._check_text(input_ids, attention_mask, token_type_ids, position_ids)
         batch = len(input_ids)
+        self._check_regions(visual_feats, visual_pos, visual_attention_mask, batch)
         token_type_ids, position_ids = text_defaults(input_ids, token_type_ids, position_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -1834,25 +1864,66 @@ class LxmertSContrastiveFeatures:
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(B, D) L2-normalised VSC text embeddings (as CLIP's `get_text_features`): their dot product with
-        `get_image_features` ranks images and texts with no cross-modal pass (needs the `vsc` head)."""
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The VSC text embedding, as CLIP's `get_text_features` (needs the `vsc` head): `pooler_output`
+        (B, D), L2-normalised, whose dot product with that of `get_image_features` ranks images and texts
+        with no cross-modal pass; `last_hidden_state` (B, L, H), the token embeddings it pools (see
+        `_features_output`)."""
         head = self._contrastive_head()
+        self.lxmert._check_text(input_ids, attention_mask, token_type_ids, position_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeddings = self._text_embeddings(input_ids, token_type_ids, position_ids)
-        return head.text_embeds(embeddings, attention_mask)
+        pooled = head.text_embeds(embeddings, attention_mask)
+        return self._features_output(embeddings, pooled, output_hidden_states, output_attentions, return_dict)
 
     def get_image_features(
         self,
         visual_feats: torch.Tensor,
         visual_pos: torch.Tensor,
         visual_attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(B, D) L2-normalised VSC image embeddings (see `get_text_features`)."""
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """The VSC image embedding (see `get_text_features`): `pooler_output` (B, D) pools the regions;
+        `last_hidden_state` (B, R', H), the projected region features, the visual [CLS] first when the model
+        has one (as `vision_output`)."""
         head = self._contrastive_head()
-        regions = self.lxmert.encoder.visn_fc(visual_feats, visual_pos)[:, self._first_region :]
-        return head.image_embeds(regions, visual_mask_or_ones(visual_feats, visual_attention_mask))
+        self.lxmert._check_regions(visual_feats, visual_pos, visual_attention_mask)
+        embeddings = self.lxmert.encoder.visn_fc(visual_feats, visual_pos)
+        mask = visual_mask_or_ones(visual_feats, visual_attention_mask)
+        pooled = head.image_embeds(embeddings[:, self._first_region :], mask)
+        return self._features_output(embeddings, pooled, output_hidden_states, output_attentions, return_dict)
+
+    def _features_output(
+        self,
+        embeddings: torch.Tensor,
+        pooled: torch.Tensor,
+        output_hidden_states: bool | None,
+        output_attentions: bool | None,
+        return_dict: bool | None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """What both feature methods return, CLIP's `BaseModelOutputWithPooling` (a tuple with
+        `return_dict=False`). VSC reads the inputs of the first cross-modality layer, LXMERT-S having no layer
+        of one modality: asked for, the hidden states are those embeddings alone and the attentions are
+        empty, one entry per layer passed."""
+        config = self.config
+        output_hidden_states = (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=embeddings,
+            pooler_output=pooled,
+            hidden_states=(embeddings,) if output_hidden_states else None,
+            attentions=() if output_attentions else None,
+        )
+        return_dict = config.return_dict if return_dict is None else return_dict
+        return output if return_dict else output.to_tuple()
 
     @property
     def contrastive_logit_scale(self) -> float:
@@ -2107,7 +2178,11 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
         """`output_predictions`: return the heads' predictions at every position (None: when no labels are
         given; training leaves them out, as their vocabulary-sized scores cost memory)."""
         active = self._active_tasks(labels)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        config = self.config
+        return_dict = config.return_dict if return_dict is None else return_dict
+        output_hidden_states = (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         passes = {name for task in active for name in PRETRAINING_TASKS[task].passes}
         text = {
             "input_ids": input_ids,

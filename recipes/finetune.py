@@ -52,6 +52,7 @@ from lxmert_s_msp.training.finetuning import (
     finetune,
     finetune_problem,
 )
+from lxmert_s_msp.training.launch import use_every_core
 
 
 @dataclass
@@ -183,6 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> FinetuneResult:
     args = parse_args(argv)
+    use_every_core(PartialState())
     task = TASKS[args.task]
     data = DownstreamData.open(args.data_dir or default_data_folder())
     ranking = RetrievalOptions(rerank_top_k=args.rerank_top_k, all_pairs=args.all_pairs)
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> FinetuneResult:
     )
     if PartialState().is_main_process:
         print(task.scorer.summary(result.evaluation, task, data, "val"))
+        if result.test_evaluation is not None:  # the kept model on a labelled test split, for its card
+            print(task.scorer.summary(result.test_evaluation, task, data, "test"))
         print(f"Hub-ready folder: {result.hub_folder}")
         print(f"Metrics:          {result.metrics_file}")
         if args.hub_upload is not None:

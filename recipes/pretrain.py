@@ -52,8 +52,9 @@ class PretrainRecipeArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "train again the stages whose folder holds results of other settings (by default such a "
-            "run is refused, naming what changed; the same settings resume)"
+            "help": "train again the stages whose folder holds results of other settings, and replace a "
+            "synthetic world of other settings (by default such a run is refused, naming what changed; the "
+            "same settings resume)"
         },
     )
     retrieval_split: str = field(

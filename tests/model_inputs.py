@@ -102,6 +102,7 @@ def random_labels(
         "flm_labels": torch.where(words, inputs["input_ids"], -100),
         "vsc_labels": torch.arange(batch),
         "image_ids": torch.arange(batch),
+        "tag_targets": (torch.rand(batch, length, regions, generator=generator) < 0.3) & words[..., None],
     }
 
 

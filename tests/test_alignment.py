@@ -195,11 +195,15 @@ def test_text_and_image_features_are_the_vsc_embeddings():
     inputs = random_inputs(config)
     with torch.no_grad():
         text = model.get_text_features(
-            inputs["input_ids"], inputs["attention_mask"], position_ids=inputs["position_ids"]
-        )
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            position_ids=inputs["position_ids"],
+        ).pooler_output
         image = model.get_image_features(
-            inputs["visual_feats"], inputs["visual_pos"], inputs["visual_attention_mask"]
-        )
+            visual_feats=inputs["visual_feats"],
+            visual_pos=inputs["visual_pos"],
+            visual_attention_mask=inputs["visual_attention_mask"],
+        ).pooler_output
         embeddings = model.lxmert.embeddings(
             inputs["input_ids"], torch.zeros_like(inputs["input_ids"]), inputs["position_ids"]
         )

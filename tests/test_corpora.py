@@ -24,8 +24,25 @@ def test_cli_token_corpus_keeps_only_the_images_of_a_saved_corpus(store, tmp_pat
     vocab = tmp_path / "objects_vocab.txt"
     vocab.write_text("\n".join(OBJECT_VOCAB) + "\n")
     argv = ["tokens", "--store", str(store.path), "--out", str(tmp_path / "t"), "--object-vocab", str(vocab)]
-    main([*argv, "--images-of", str(tmp_path / "captions")])
+    main([*argv, "--images-of", str(tmp_path / "captions"), "--detector-classes", "4"])
     assert load_from_disk(str(tmp_path / "t"))["image_index"] == [2]
+
+
+def test_cli_token_corpus_needs_a_name_for_every_class_of_the_detector(store, tmp_path, capsys):
+    """objects_vocab.txt's line i names class i: one line missing shifts every later name, which no check of
+    the ids can see while the store has no region of the last class."""
+    vocab = tmp_path / "objects_vocab.txt"
+    vocab.write_text("\n".join(OBJECT_VOCAB) + "\n")
+    argv = ["tokens", "--store", str(store.path), "--out", str(tmp_path / "t"), "--object-vocab", str(vocab)]
+    with pytest.raises(SystemExit):
+        run(main, argv)  # bottom-up-attention's detector, of LXMERT's features and of faster_rcnn_vg: 1,600
+    assert "objects_vocab.txt: 4 class names, but the detector has 1600 object" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(main, [*argv, "--detector-classes", "5"])
+    assert "objects_vocab.txt: 4 class names, but the detector has 5 object" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+    main([*argv, "--detector-classes", "4"])
+    assert load_from_disk(str(tmp_path / "t"))["text"][0] == "man tennis racket tree"
 
 
 def _official_vqa(tmp_path, name: str, answers: dict[int, str]) -> list[str]:
@@ -122,6 +139,25 @@ def test_a_new_answer_vocabulary_from_questions_without_annotations_names_the_mi
         "--annotations have none: give --annotations (the official annotations json) per --questions" in error
     )
     assert not (tmp_path / "t").exists()
+
+
+def test_cli_refuses_a_question_of_two_files_and_an_answer_listed_twice(store, tmp_path, capsys):
+    first = _official_vqa(tmp_path, "a", {1: "red", 2: "blue"})
+    second = _official_vqa(tmp_path, "b", {2: "red"})
+    common = ["vqa", "--store", str(store.path), "--out", str(tmp_path / "v")]
+    with pytest.raises(SystemExit):
+        run(main, [*common, *first, *second, "--new-answer-vocab", "--min-count", "1"])
+    assert (
+        f"question_id 2 is the id of a record of {first[1]} and of {second[1]}: each question must be listed "
+        "once" in capsys.readouterr().err
+    )
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(["red", "blue", "red"]))
+    with pytest.raises(SystemExit):
+        run(main, [*common, *first, "--answers", str(answers)])
+    repeated = "answers.json: answer vocabulary: 'red' is listed twice (entries 0 and 2)"
+    assert repeated in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
 
 
 def test_cli_reports_missing_image_with_file_and_record(store, tmp_path, capsys):

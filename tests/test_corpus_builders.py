@@ -138,6 +138,42 @@ def test_caption_corpus_keeps_source_and_reports_missing(store):
     }
 
 
+def test_texts_with_no_word_are_dropped_counted_and_the_first_named(store, caplog):
+    """An empty caption, question or statement trains only [CLS] [SEP] and scores as a query that matches
+    nothing: each is left out, counted in `empty` and logged with the first of them."""
+    captions = [Caption("1", "a man", "mscoco"), Caption("2", "  ", "mscoco"), Caption("1", "", "vg")]
+    with caplog.at_level(logging.WARNING):
+        corpus = caption_corpus(captions, store, origin="captions.json")
+    assert corpus.dataset["text"] == ["a man"] and corpus.empty == 2
+    assert (
+        "captions.json: dropped 2 of 3 captions with no word (the first: record 1, image '2')" in caplog.text
+    )
+    questions = [Question(str(i), "2", text, ["yes"], [1.0], "yes") for i, text in ((7, " "), (8, "Is it?"))]
+    corpus = qa_dataset(questions, store, ["yes"], origin="train.json")
+    assert corpus.dataset["question_id"] == ["8"] and corpus.empty == 1
+    assert "train.json: dropped 1 of 2 questions with no word (the first: question_id 7" in caplog.text
+    pairs = [Nlvr2Pair("dev-1-0-0", ("1", "2"), "", 1), Nlvr2Pair("dev-2-0-0", ("1", "2"), "two cars", 0)]
+    corpus = nlvr2_dataset(pairs, store, origin="dev.json")
+    assert corpus.dataset["identifier"] == ["dev-2-0-0"] and corpus.empty == 1
+    images = [Flickr30kImage("1", ["a man", " "], "test"), Flickr30kImage("2", ["two cars"], "test")]
+    corpus = flickr30k_dataset(images, store, origin="karpathy.json")
+    assert corpus.dataset["captions"] == [["a man"], ["two cars"]] and corpus.empty == 1
+
+
+def test_a_retrieval_image_without_a_caption_is_refused(store):
+    images = [Flickr30kImage("1", ["a man"], "test"), Flickr30kImage("2", ["", " "], "test")]
+    with pytest.raises(ValueError, match=r"karpathy.json: image '2' \(split 'test'\) has no caption"):
+        flickr30k_dataset(images, store, origin="karpathy.json")
+
+
+def test_question_ids_and_answers_given_twice_are_refused(store):
+    records = [Question(str(i), "2", "Is it?", ["yes"], [1.0], "yes") for i in (7, 8, 7)]
+    with pytest.raises(ValueError, match=r"train.json: question_id 7 is the id of records 0 and 2"):
+        qa_dataset(records, store, ["yes", "no"], origin="train.json")
+    with pytest.raises(ValueError, match=r"answer vocabulary: 'yes' is listed twice \(entries 0 and 2\)"):
+        qa_dataset(records[:2], store, ["yes", "no", "yes"], origin="train.json")
+
+
 def test_qa_dataset_keeps_answers_of_the_vocabulary(store):
     records = [
         Question(
@@ -147,6 +183,7 @@ def test_qa_dataset_keeps_answers_of_the_vocabulary(store):
             ["red", "blue", "teal"],
             [0.6, 0.3, 1.0],
             "teal",
+            "what color",
         ),
         Question("7", "2", "Is it?", [], [], None),
     ]
@@ -161,6 +198,7 @@ def test_qa_dataset_keeps_answers_of_the_vocabulary(store):
     assert row["answers"] == ["red", "blue"]
     assert row["scores"] == pytest.approx([0.6, 0.3])
     assert corpus.dataset[1]["answers"] == [] and corpus.dataset[1]["scores"] == []
+    assert corpus.dataset["question_type"] == ["what color", ""]  # GQA's questions have none
 
 
 def test_qa_question_of_missing_image_is_named(store):

@@ -162,7 +162,13 @@ BAD_SECTIONS = [
     ("training: {learning_rate: 0}", r"training\.learning_rate: must be positive, got 0"),
     ("training: {warmup_steps: 100}", r"training\.warmup_steps: a stage's warm-up is a fraction"),
     ("training: {save_total_limit: 0}", r"training\.save_total_limit: must be positive, or null"),
+    ("training: {weight_decay: .nan}", r"training\.weight_decay: must be a finite number, got nan"),
+    ("training: {learning_rate: .inf}", r"training\.learning_rate: must be a finite number, got inf"),
+    ("model: {hidden_dropout_prob: .nan}", r"model\.hidden_dropout_prob: must be a finite number, got nan"),
 ]
+_STAGE_KEYS = "corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, learning_rate: 1"
+# A stage name names its folder, <output_dir>/<i>-<name>: one safe path component, nothing else.
+BAD_STAGE_NAMES = ["../../x", "a/b", "''", ".hidden", "'a b'", "'-a'", "'x\\y'", "'" + "a" * 101 + "'"]
 
 
 @pytest.mark.parametrize(
@@ -224,6 +230,32 @@ BAD_SECTIONS = [
             "train the same head",
         ),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\norder: [t]", r"order: no stage named \['t'\]"),
+        *[
+            (
+                f"data: {{dir: d}}\nstages: [{{name: {name}, {_STAGE_KEYS}}}]",
+                r"stages\[0\]\.name: .* is not a single folder name: use at most 100 letters, digits",
+            )
+            for name in BAD_STAGE_NAMES
+        ],
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: .inf, batch_size: 8, "
+            "learning_rate: 1}]",
+            r"stages\[0\]\.epochs: must be a finite number, got inf",
+        ),
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, "
+            "learning_rate: .nan}]",
+            r"stages\[0\]\.learning_rate: must be a finite number, got nan",
+        ),
+        (
+            f"data: {{dir: d}}\nstages: [{STAGE}]\ntraining: {{seed: 1}}\ntraining: {{seed: 2}}",
+            r"key 'training' is given twice, on lines 3 and 4: remove one",
+        ),
+        (
+            "data: {dir: d}\nstages:\n  - name: s\n    corpus: c\n    tasks: [mlm]\n    epochs: 1\n"
+            "    batch_size: 8\n    learning_rate: 1\n    epochs: 3\n",
+            r"key 'epochs' is given twice, on lines 6 and 9: remove one",
+        ),
         *[(f"data: {{dir: d}}\nstages: [{STAGE}]\n{section}", message) for section, message in BAD_SECTIONS],
         ("data: {dir: d}\nstages: []", "at least one stage"),
         ("data: [dir", "not valid YAML"),
@@ -234,6 +266,31 @@ def test_bad_curricula_name_the_file_and_the_field(tmp_path, text, message):
     with pytest.raises(CurriculumError, match=message) as error:
         load_curriculum(path)
     assert str(path) in str(error.value)
+
+
+def test_a_stage_name_may_use_letters_digits_dots_underscores_and_hyphens(tmp_path):
+    path = _write(tmp_path, f"data: {{dir: d}}\nstages: [{{name: Sentence_2.b-1, {_STAGE_KEYS}}}]")
+    assert [stage.name for stage in load_curriculum(path).stages] == ["Sentence_2.b-1"]
+
+
+def test_numbers_with_an_exponent_and_no_dot_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML's) reads `1e-3` as a string: it wants a dot (`1.0e-3`). A curriculum reads it as YAML
+    1.2 and every other language do, as the number."""
+    text = (
+        "data: {dir: d}\ntraining: {weight_decay: 1e-2, adam_epsilon: 1E-8}\n"
+        "stages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, learning_rate: 1e-3}]"
+    )
+    curriculum = load_curriculum(_write(tmp_path, text))
+    assert curriculum.stages[0].learning_rate == 1e-3
+    assert curriculum.training.arguments["weight_decay"] == 1e-2
+    assert curriculum.training.arguments["adam_epsilon"] == 1e-8
+    # a merge key (`<<`) is not a duplicate: the mapping's own keys replace the merged ones, as YAML says
+    merged = (
+        "data: {dir: d}\nstages:\n  - &s {name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, "
+        "learning_rate: 1e-3}\n  - {<<: *s, name: t, epochs: 2}\n"
+    )
+    t = load_curriculum(_write(tmp_path, merged)).stages[1]
+    assert (t.name, t.epochs, t.batch_size, t.learning_rate) == ("t", 2, 8, 1e-3)
 
 
 def test_a_base_is_merged_key_by_key(tmp_path):
@@ -302,6 +359,7 @@ def test_the_command_line_wins_and_sets_every_stage(tmp_path):
         ({"learning_rate": 0.0}, r"--learning_rate: must be positive, got 0\.0"),
         ({"per_device_train_batch_size": -2}, r"--per_device_train_batch_size: must be positive"),
         ({"max_steps": 0}, r"--max_steps: must be positive, or -1 for none, got 0"),
+        ({"learning_rate": float("nan")}, r"--learning_rate: must be a finite number, got nan"),
     ],
 )
 def test_command_line_values_the_run_cannot_use_name_the_flag(tmp_path, overrides, message):

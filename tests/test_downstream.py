@@ -12,13 +12,20 @@ import torch
 from transformers import EvalPrediction
 
 from lxmert_s_msp.data.downstream_collators import QACollator
-from lxmert_s_msp.data.downstream_data import TaskSplits
+from lxmert_s_msp.data.downstream_data import DownstreamData, TaskSplits
 from lxmert_s_msp.data.readers import vqa_soft_scores
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
-from lxmert_s_msp.evaluation.downstream import Evaluation, accuracy_by_type, answer_prior, by_type_lines
+from lxmert_s_msp.evaluation.downstream import (
+    Evaluation,
+    accuracy_by_type,
+    by_type_lines,
+    most_scored_answer,
+    question_type_prior,
+)
 from lxmert_s_msp.evaluation.metrics import load_metric
+from lxmert_s_msp.evidence.world_baselines import measure
 from lxmert_s_msp.training.downstream_tasks import TASKS
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
@@ -71,19 +78,21 @@ def test_gqa_and_nlvr2_accuracy_count_an_answer_outside_the_vocabulary_as_wrong(
 
 
 class _Splits(TaskSplits):
-    """A task's splits, rows written here."""
+    """A task's splits, rows of (question type, [(answer, score), ...]) written here."""
 
-    def __init__(self, **splits: list[list[tuple[str, float]]]):
+    def __init__(self, **splits: list[tuple[str, list[tuple[str, float]]]]):
         self.splits = {
             name: datasets.Dataset.from_dict(
                 {
-                    "answers": [[answer for answer, _ in row] for row in rows],
-                    "scores": [[score for _, score in row] for row in rows],
+                    "answers": [[answer for answer, _ in row] for _, row in rows],
+                    "scores": [[score for _, score in row] for _, row in rows],
+                    "question_type": [kind for kind, _ in rows],
                 },
                 features=datasets.Features(
                     {
                         "answers": datasets.List(datasets.Value("string")),
                         "scores": datasets.List(datasets.Value("float32")),
+                        "question_type": datasets.Value("string"),
                     }
                 ),
             )
@@ -94,20 +103,43 @@ class _Splits(TaskSplits):
         return self.splits[split]
 
 
-def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split():
+def test_the_two_answer_priors_are_printed_each_named_for_what_it_is():
     # "no" is the top answer of more training questions, "yes" has the most score: answering "yes" always
-    # scores best on the training split
+    # scores best on the training split; by question type, "is" questions' most frequent top answer is "no"
+    # and "how many" ones' is "2"
     splits = _Splits(
-        train=[[("yes", 1.0)], [("no", 0.6), ("yes", 0.3)], [("no", 0.6)]],
-        val=[[("yes", 1.0)], [("no", 1.0)], [("yes", 0.3), ("no", 0.6)], []],
-        test=[[], []],
+        train=[
+            ("is", [("yes", 1.0)]),
+            ("is", [("no", 0.6), ("yes", 0.3)]),
+            ("is", [("no", 0.6)]),
+            ("how many", [("2", 0.9), ("3", 0.3)]),
+        ],
+        val=[
+            ("is", [("yes", 1.0)]),
+            ("is", [("no", 1.0)]),
+            ("is", [("yes", 0.3), ("no", 0.6)]),
+            ("how many", []),
+            ("how many", [("2", 0.6)]),
+        ],
+        test=[("is", []), ("is", [])],
     )
     vqa = dataclasses.replace(TASKS["vqa"], data=splits)
-    answer, score = answer_prior(None, vqa, "val")
-    assert answer == "yes" and score == pytest.approx((1.0 + 0.3) / 4)
-    assert answer_prior(None, vqa, "test") is None  # no answers: nothing to score
+    answer, score = most_scored_answer(None, vqa, "val")
+    assert answer == "yes" and score == pytest.approx((1.0 + 0.3) / 5)
+    assert question_type_prior(None, vqa, "val") == pytest.approx((1.0 + 0.6 + 0.6) / 5)
+    assert most_scored_answer(None, vqa, "test") is None  # no answers: nothing to score
+    assert question_type_prior(None, vqa, "test") is None
     line = vqa.scorer.summary(Evaluation({"loss": 3.2, "vqa_accuracy": 0.41}), vqa, None, "val")
-    assert line == "vqa on val, in %: vqa_accuracy 41.0 (answer prior, always 'yes': 32.5)"
+    assert line == (
+        "vqa on val, in %: vqa_accuracy 41.0 (answer priors: always 'yes', the most-scored training answer: "
+        "26.0; each question type's most frequent training answer: 44.0)"
+    )
+    # without question types (GQA, corpora built before they were kept) only the first is known
+    for name in ("train", "val"):
+        splits.splits[name] = splits.splits[name].remove_columns("question_type")
+    assert question_type_prior(None, vqa, "val") is None
+    line = vqa.scorer.summary(Evaluation({"vqa_accuracy": 0.41}), vqa, None, "val")
+    assert line.endswith("(answer priors: always 'yes', the most-scored training answer: 26.0)")
     # NLVR2 has no answers: its floor is the chance of its two labels
     nlvr2 = TASKS["nlvr2"]
     line = nlvr2.scorer.summary(Evaluation({"loss": 0.7, "accuracy": 0.55}), nlvr2, None, "val")
@@ -116,6 +148,13 @@ def test_the_answer_prior_is_the_most_scored_training_answer_scored_on_the_split
     assert vqa.scorer.summary(Evaluation({}), vqa, None, "test") == (
         "vqa on test: no labels in this split; predictions written"
     )
+
+
+def test_the_question_type_prior_of_the_world_is_the_one_its_baselines_report(world):
+    """The README's answer prior (`lxmert_s_msp.evidence.world_baselines`, from the world's VQA json) and the
+    one the recipes print (from the corpora) are one number."""
+    data = DownstreamData.open(world)
+    assert question_type_prior(data, TASKS["vqa"], "test") == pytest.approx(measure(world)["prior"]["all"])
 
 
 def test_accuracy_by_type_is_each_types_mean_score_beside_that_types_answer_prior():

@@ -89,7 +89,8 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     assert (report["task"], report["split"], report["global_step"]) == ("vqa", "val", 3)
     accuracy = 100 * report["metrics"]["vqa_accuracy"]  # percent, beside the prior
     printed = capsys.readouterr().out
-    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in printed
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer priors: always '" in printed
+    assert "; each question type's most frequent training answer: " in printed
     # a start-up line as pre-training prints: examples, steps, the schedule, both learning rates
     questions = len(TASKS["vqa"].data.split(DownstreamData.open(world), "train"))
     assert (
@@ -110,11 +111,29 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     card = ModelCard.load(result.hub_folder / "README.md")
     assert card.data.pipeline_tag == "visual-question-answering" and card.data.base_model is None
     results = [(r.task_type, r.dataset_type, r.dataset_split, r.metric_type) for r in card.data.eval_results]
-    assert results == [("visual-question-answering", "synthetic-world", "val", "vqa_accuracy")]
-    assert card.data.eval_results[0].metric_value == round(100 * report["metrics"]["vqa_accuracy"], 2)
+    assert results == [
+        ("visual-question-answering", "synthetic-world", split, "vqa_accuracy") for split in ("val", "test")
+    ]
+    # the world's test split has answers: the kept model is scored on it too, beside the answer priors
+    test_accuracy = report["test_metrics"]["vqa_accuracy"]
+    assert [r.metric_value for r in card.data.eval_results] == [
+        round(100 * report["metrics"]["vqa_accuracy"], 2),
+        round(100 * test_accuracy, 2),
+    ]
     assert ModelCardData(**card.data.to_dict()).eval_results == card.data.eval_results
+    for split, value in (("val", report["metrics"]["vqa_accuracy"]), ("test", test_accuracy)):
+        row = next(line for line in card.text.splitlines() if line.startswith(f"| {split} | vqa_accuracy |"))
+        assert f"| {100 * value:.1f} | answer priors: always '" in row
+        assert "; each question type's most frequent training answer: " in row
+    assert f"vqa on test, in %: vqa_accuracy {100 * test_accuracy:.1f} (answer priors: " in printed
     assert f"checkpoint `{checkpoint.name}`" in card.text and "| optimizer steps | 3 |" in card.text
+    assert "useless on real images and text" in card.text and "@inproceedings{liu2021msp" in card.text
     assert str(tmp_path) not in card.content and str(checkpoint) not in card.content
+    # the folder one uploads holds no pickle and no trainer state; the log history is beside it
+    assert not {"training_args.bin", "trainer_state.json"} & {
+        path.name for path in result.hub_folder.iterdir()
+    }
+    assert json.loads((tmp_path / "vqa" / "trainer_state.json").read_text())["global_step"] == 3
 
     # evaluated again by the evaluation recipe: the same val accuracy, every question answered; the files go
     # beside the model folder, which stays as it was saved (it is what one uploads)
@@ -126,7 +145,7 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
     assert evaluation.metrics["vqa_accuracy"] == pytest.approx(report["metrics"]["vqa_accuracy"])
     printed = capsys.readouterr().out
     accuracy = 100 * evaluation.metrics["vqa_accuracy"]
-    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer prior, always '" in printed
+    assert f"vqa on val, in %: vqa_accuracy {accuracy:.1f} (answer priors: always '" in printed
     assert sorted(path.name for path in result.hub_folder.iterdir()) == saved
     written = json.loads((tmp_path / "vqa" / "eval-vqa-val.json").read_text())
     assert written["metrics"] == evaluation.metrics
@@ -405,7 +424,8 @@ def test_the_recipe_s_learning_rates_reach_the_optimizer_and_are_recorded(
     assert {rate for name, rate in optimizer.items() if not name.startswith("answer_head.")} == {BASE_RATE}
     report = json.loads((tmp_path / "vqa" / "metrics.json").read_text())
     assert (report["learning_rate"], report["head_learning_rate"]) == (BASE_RATE, HEAD_RATE)
-    saved = torch.load(result.hub_folder / "training_args.bin", weights_only=False)
+    (arguments,) = (tmp_path / "vqa" / "checkpoints").glob("checkpoint-*/training_args.bin")
+    saved = torch.load(arguments, weights_only=False)
     assert (saved.learning_rate, saved.head_learning_rate) == (BASE_RATE, HEAD_RATE)
     assert saved.weight_decay == 0.25 and report["training_overrides"] == {"weight_decay": 0.25}
     assert "| weight_decay | 0.25 |" in (result.hub_folder / "README.md").read_text()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import email.message
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from huggingface_hub import ModelCard
 from model_inputs import random_inputs, random_labels, tiny_config
@@ -22,6 +24,7 @@ from transformers import (
 )
 
 from lxmert_s_msp.data.tokenizer import SPECIAL_TOKENS, wordpiece_tokenizer_from_vocabulary
+from lxmert_s_msp.hub import model_card
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, LxmertSModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,6 +159,11 @@ def test_convert_recipe_writes_a_loadable_lxmert_s_folder(tmp_path):
     assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "feature-extraction"
     assert card.data.base_model is None  # a local folder is no Hub base model, and its path stays out
     assert str(tmp_path) not in card.content and "`lxmert`" in card.text
+    # real weights: what they are for and their limits, how to cite, where the code is
+    assert "## Intended use and limitations" in card.text and "out of its distribution" in card.text
+    assert (
+        "@inproceedings{tan2019lxmert" in card.text and "`recipes/convert_lxmert_checkpoint.py`" in card.text
+    )
     converted = AutoModelForPreTraining.from_pretrained(tmp_path / "converted", trust_remote_code=True)
     assert set(converted.heads) == {"mlm", "mrfr", "moc", "itm"}
     assert converted.config.pooler_type == "language" and not converted.config.visual_cls_token
@@ -170,3 +178,28 @@ def test_convert_recipe_writes_a_loadable_lxmert_s_folder(tmp_path):
         ours["heads.mrfr.transform.dense.weight"], original["obj_predict_head.transform.dense.weight"]
     )
     assert torch.equal(ours["heads.itm.classifier.bias"], original["cls.seq_relationship.bias"])
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        (
+            {"Home-page": "https://example.org/lxmert-s-msp"},
+            "[`lxmert-s-msp`](https://example.org/lxmert-s-msp)",
+        ),
+        ({"Project-URL": "Source, https://example.org/code"}, "[`lxmert-s-msp`](https://example.org/code)"),
+        (None, "The `lxmert-s-msp` package wrote"),  # run uninstalled, from the repository
+    ],
+    ids=["home-page", "project-url", "not-installed"],
+)
+def test_the_card_links_the_code_the_package_declares(monkeypatch, declared, expected):
+    def package_metadata(name):
+        if declared is None:
+            raise model_card.metadata.PackageNotFoundError(name)
+        message = email.message.Message()
+        for field, value in declared.items():
+            message[field] = value
+        return message
+
+    monkeypatch.setattr(model_card.metadata, "metadata", package_metadata)
+    assert expected in " ".join(model_card.code_section("recipes/finetune.py --task vqa"))

@@ -1,9 +1,35 @@
 """What transformers' common model and config tests check, checked here on the LXMERT-S models.
 
-transformers runs `ModelTesterMixin` and `ConfigTester` on each of its models; these are this project's
-versions of the checks that concern a model like LXMERT-S, run on the encoder, the pre-training model and
-the two downstream models the Auto classes build, in the default (released LXMERT-S) setting and the
-LXMERT-compatible one (`LxmertSConfig.from_lxmert_config`).
+transformers runs `ModelTesterMixin` and `ConfigTester` (`tests/test_modeling_common.py`, which its pip
+package does not ship) on each of its models; these are this project's versions of the checks that concern a
+model like LXMERT-S, run on the encoder, the pre-training model and the downstream models, in the default
+(released LXMERT-S) setting and the LXMERT-compatible one (`LxmertSConfig.from_lxmert_config`).
+
+`LxmertSForVisualReasoning` reads a pair of images per row, which the shared inputs do not fit; its own
+tests are in tests/test_downstream_models.py. Run against the others (tests/transformers_mixin.py runs it, on
+request), the mixin of transformers 5.25 passes but for the checks below, which cannot apply to LXMERT-S as
+written; each is checked here in the form that does:
+- `test_hidden_states_output`, `test_attention_outputs`, `test_retain_grad_hidden_states_attentions` read
+  `outputs.hidden_states` / `outputs.attentions`; LXMERT-S names them per modality, as LXMERT does
+  (`language_hidden_states`, `vision_hidden_states`, `language_attentions`, ...), and these are transformers'
+  own `LxmertModelTest`'s versions of the three, which read those.
+- `test_get_text_features_output_{0,2}` read the hidden size from `config.text_config`, which only a
+  composite config (CLIP's) has; LXMERT-S has one config, as LXMERT: the same shape is checked against
+  `hidden_size`.
+- `test_get_{text,image}_features_{hidden_states,attentions}` expect one attention per `num_hidden_layers`
+  unless a model's test sets its own count (the mixin's `_text_features_get_expected_num_attentions` hooks):
+  the VSC features read the inputs of the first cross-modality layer, LXMERT-S having no layer of one
+  modality, so they pass no layer: one hidden state, no attention. `test_get_image_features_output` reads the
+  batch size from `pixel_values`; LXMERT-S reads region features (`visual_feats`).
+- `test_training` and `test_training_gradient_checkpointing*` skip base models by transformers' own table of
+  its models (`MODEL_MAPPING_NAMES`), which a model outside transformers is not in: they then ask
+  `LxmertSModel`, which has no loss, for one. They check that every parameter gets a gradient, which two
+  parameter groups cannot (the mixin's `test_all_params_have_gradient = False`): in the LXMERT-compatible
+  setting the heads read the language [CLS] alone, so the last layer's vision-side sublayers feed nothing
+  they read (as in LXMERT), and the retrieval model's VSC head is not trained by fine-tuning.
+- `test_eager_matches_sdpa_inference` passes the model's inputs other than `input_ids` through the mixin's
+  `additional_model_inputs`, and pads a batch with random integers, which a 0/1 `visual_attention_mask`
+  refuses.
 """
 
 from __future__ import annotations
@@ -20,6 +46,7 @@ from model_inputs import (
     tiny_config,
     tiny_lxmert_compatible_config,
 )
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from transformers import (
     AutoModel,
@@ -27,6 +54,7 @@ from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForVisualQuestionAnswering,
 )
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from modeling_lxmert_s import (
     PRETRAINING_TASKS,
@@ -199,19 +227,36 @@ def test_tuple_and_dict_outputs_agree(model_class, setting, with_labels):
         assert ("loss" in as_dict) == (with_labels and model_class is not LxmertSModel)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+# transformers' config refuses output_attentions=True under SDPA
+@pytest.mark.parametrize(
+    ("attention", "asked_by"), [("sdpa", "argument"), ("eager", "argument"), ("eager", "config")]
+)
 @pytest.mark.parametrize(("model_class", "setting"), CASES, ids=CASE_IDS)
-def test_attentions_and_hidden_states_come_last_one_per_layer(model_class, setting, attention):
+def test_attentions_and_hidden_states_come_last_one_per_layer(model_class, setting, attention, asked_by):
+    """transformers' `test_attention_outputs` and `test_hidden_states_output` (LXMERT's versions): asked
+    for by argument or by the config, one per layer (and the embeddings), last in the tuple."""
     model, inputs = build(model_class, setting)
     model.set_attn_implementation(attention)
     batch, length = inputs["input_ids"].shape
     regions = inputs["visual_feats"].shape[1] + model.config.visual_cls_token
     heads, layers = model.config.num_attention_heads, model.config.num_hidden_layers
+
+    def run(**flags: bool) -> tuple:
+        if asked_by == "argument":
+            return model(**inputs, **flags, return_dict=False)
+        model.config.output_attentions = flags.get("output_attentions", False)
+        model.config.output_hidden_states = flags.get("output_hidden_states", False)
+        model.config.return_dict = False
+        return model(**inputs)
+
     with torch.no_grad():
-        plain = model(**inputs, return_dict=False)
-        with_attentions = model(**inputs, output_attentions=True, return_dict=False)
-        with_both = model(**inputs, output_attentions=True, output_hidden_states=True, return_dict=False)
-    assert len(with_attentions) == len(plain) + 3 and len(with_both) == len(plain) + 5
+        plain = run()
+        with_attentions = run(output_attentions=True)
+        with_states = run(output_hidden_states=True)
+        with_both = run(output_attentions=True, output_hidden_states=True)
+    assert len(with_attentions) == len(with_states) + 1 == len(plain) + 3 and len(with_both) == len(plain) + 5
+    assert len(with_states[-2]) == len(with_states[-1]) == layers + 1
+    assert len(with_attentions[-3]) == len(with_attentions[-1]) == layers
     language, vision, cross = with_both[-3:]
     assert len(language) == len(vision) == len(cross) == layers
     assert language[0].shape == (batch, heads, length, length)
@@ -221,6 +266,45 @@ def test_attentions_and_hidden_states_come_last_one_per_layer(model_class, setti
     assert len(language_states) == len(vision_states) == layers + 1
     assert language_states[0].shape[1:] == (length, model.config.hidden_size)
     assert vision_states[-1].shape[1:] == (regions, model.config.hidden_size)
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_gradients_reach_the_first_hidden_states_and_attentions(setting):
+    """transformers' `test_retain_grad_hidden_states_attentions` (LXMERT's version)."""
+    model, inputs = build(LxmertSModel, setting)
+    model.set_attn_implementation("eager")
+    model.config.output_hidden_states = model.config.output_attentions = True
+    output = model(**inputs)
+    kept = [
+        output.language_hidden_states[0],
+        output.vision_hidden_states[0],
+        output.language_attentions[0],
+        output.vision_attentions[0],
+        output.cross_encoder_attentions[0],
+    ]
+    for tensor in kept:
+        tensor.retain_grad()
+    (output.language_output.sum() + output.vision_output.sum()).backward()
+    assert all(tensor.grad is not None and tensor.grad.abs().sum() > 0 for tensor in kept)
+
+
+@pytest.mark.parametrize(("model_class", "setting"), CASES, ids=CASE_IDS)
+def test_every_model_with_a_loss_trains(model_class, setting):
+    """transformers' `test_training`: a finite loss whose gradient reaches the encoder and the heads (the
+    module docstring says which parameters the mixin's stricter check cannot expect a gradient for)."""
+    model, inputs = build(model_class, setting)
+    labels = case_labels(model, inputs)
+    if not labels:  # the encoder has no loss
+        assert "loss" not in model(**inputs)
+        return
+    output = model.train()(**inputs, **labels)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    trained = {name for name, parameter in model.named_parameters() if parameter.grad is not None}
+    assert "lxmert.embeddings.word_embeddings.weight" in trained
+    assert "lxmert.encoder.visn_fc.visn_fc.weight" in trained
+    heads = {name.split(".")[0] for name in trained} - {"lxmert"}
+    assert heads == ({"answer_head"} if model_class is LxmertSForQuestionAnswering else {"heads"})
 
 
 @pytest.mark.parametrize("output_attentions", [False, True])
@@ -284,8 +368,16 @@ def test_loading_another_models_checkpoint_says_which_heads_start_fresh_in_one_l
         "LxmertSForPreTraining: heads heads.titp, heads.tits start fresh; "
         "the checkpoint's heads heads.itm, heads.mrfr are not used",
     ]
-    for loading in (encoder_loading, stage_loading):
-        assert not loading["missing_keys"] and not loading["unexpected_keys"]
+    # the loading info still lists every key, as transformers' does
+    saved = set(load_file(tmp_path / "model.safetensors"))
+    assert not encoder_loading["missing_keys"]
+    assert encoder_loading["unexpected_keys"] == {key for key in saved if key.startswith("heads.")}
+    assert stage_loading["missing_keys"] == {
+        key for key in stage.state_dict() if key.startswith(("heads.titp.", "heads.tits."))
+    }
+    assert stage_loading["unexpected_keys"] == {
+        key for key in saved if key.startswith(("heads.itm.", "heads.mrfr."))
+    }
     assert not encoder.fresh_parameters
     assert stage.fresh_parameters == {
         name for name, _ in stage.named_parameters() if name.startswith(("heads.titp.", "heads.tits."))
@@ -301,6 +393,126 @@ def test_a_head_only_partly_in_the_checkpoint_is_still_reported(tmp_path):
         key.startswith("heads.flm.reconstructor.layers.1.") for key in loading["missing_keys"]
     )
     assert not model.fresh_parameters
+
+
+@pytest.mark.parametrize(("model_class", "setting"), CASES, ids=CASE_IDS)
+def test_a_checkpoint_without_weights_reports_every_parameter_missing(model_class, setting, tmp_path):
+    """transformers' `test_model_weights_reload_no_missing_tied_weights`: loaded from a file holding none of
+    its weights, a model reports each of its parameters and persistent buffers missing (a weight tied to
+    another may go unreported, its source being reported)."""
+    model, _ = build(model_class, setting)
+    model.save_pretrained(tmp_path)
+    save_file({"tensor": torch.tensor([1, 2])}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    reloaded, loading = model_class.from_pretrained(tmp_path, output_loading_info=True)
+    state = set(reloaded.state_dict())
+    tied = set(reloaded._tied_weights_keys or {})
+    assert state - tied <= loading["missing_keys"] <= state
+    assert loading["unexpected_keys"] == {"tensor"}
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("model_class", MODEL_CLASSES[1:], ids=lambda cls: cls.__name__)
+def test_a_task_model_loaded_from_the_encoder_reports_its_head_missing(model_class, setting, tmp_path):
+    """transformers' `test_correct_missing_keys`: the encoder's checkpoint has no head, and the loading info
+    of a task model built from it says so, head by head, while the log says it in one line."""
+    model, inputs = build(model_class, setting)
+    model.base_model.save_pretrained(tmp_path)
+    loaded, loading = model_class.from_pretrained(tmp_path, output_loading_info=True)
+    heads = {key for key in loaded.state_dict() if not key.startswith("lxmert.")}
+    tied = set(loaded._tied_weights_keys or {})
+    assert heads and loading["missing_keys"] == heads - tied
+    assert loaded.fresh_parameters == {name for name, _ in loaded.named_parameters() if name in heads}
+    with torch.no_grad():  # the encoder came from the checkpoint
+        assert torch.equal(loaded.eval().lxmert(**inputs).pooled_output, model.lxmert(**inputs).pooled_output)
+
+
+# ---- the contrastive features (transformers' get_text_features / get_image_features tests) ---------------
+
+FEATURE_CASES = [
+    (model_class, setting)
+    for model_class in (LxmertSForPreTraining, LxmertSForImageTextRetrieval)
+    for setting in SETTINGS
+]
+FEATURE_IDS = [f"{model_class.__name__}-{setting}" for model_class, setting in FEATURE_CASES]
+TEXT = ("input_ids", "attention_mask", "position_ids")
+IMAGE = ("visual_feats", "visual_pos", "visual_attention_mask")
+
+
+def build_with_vsc(model_class, setting: str):
+    tasks = SETTINGS[setting]().pretraining_tasks
+    model, inputs = build(model_class, setting, pretraining_tasks=list(dict.fromkeys([*tasks, "vsc"])))
+    text = {name: inputs[name] for name in TEXT}
+    image = {name: inputs[name] for name in IMAGE}
+    return model, text, image
+
+
+@pytest.mark.parametrize("return_dict", [True, False, None])
+@pytest.mark.parametrize(("model_class", "setting"), FEATURE_CASES, ids=FEATURE_IDS)
+def test_features_are_an_output_with_pooling_or_its_tuple(model_class, setting, return_dict):
+    """transformers' `test_get_{text,image}_features_output`: inputs by keyword; a
+    `BaseModelOutputWithPooling` whose `pooler_output` is the embedding compared, unless the config says
+    `return_dict=False`."""
+    model, text, image = build_with_vsc(model_class, setting)
+    config = model.config
+    batch, length = text["input_ids"].shape
+    regions = image["visual_feats"].shape[1] + config.visual_cls_token
+    if return_dict is not None:
+        config.return_dict = return_dict
+    with torch.no_grad():
+        outputs = model.get_text_features(**text), model.get_image_features(**image)
+        asked = (
+            model.get_text_features(**text, return_dict=True),
+            model.get_image_features(**image, return_dict=True),
+        )
+    for output, reference, states in zip(outputs, asked, ((length,), (regions,)), strict=True):
+        assert isinstance(reference, BaseModelOutputWithPooling)
+        assert reference.last_hidden_state.shape == (batch, *states, config.hidden_size)
+        assert reference.pooler_output.shape == (batch, config.hidden_size)  # contrastive_dim unset
+        assert torch.allclose(reference.pooler_output.norm(dim=-1), torch.ones(batch))
+        if return_dict is False:
+            assert isinstance(output, tuple) and len(output) == 2
+            assert_same(output, reference.to_tuple())
+        else:
+            assert isinstance(output, BaseModelOutputWithPooling)
+            assert_same(output.to_tuple(), reference.to_tuple())
+    text_states, image_states = (output.last_hidden_state for output in asked)
+    with torch.no_grad():  # the states the encoder's first layer reads
+        encoded = model.lxmert(**text, **image, output_hidden_states=True, return_dict=True)
+    assert torch.equal(text_states, encoded.language_hidden_states[0])
+    assert torch.equal(image_states, encoded.vision_hidden_states[0])
+
+
+@pytest.mark.parametrize("asked_by", ["argument", "config"])
+@pytest.mark.parametrize(("model_class", "setting"), FEATURE_CASES, ids=FEATURE_IDS)
+def test_features_give_their_hidden_states_and_attentions_when_asked(model_class, setting, asked_by):
+    """transformers' `test_get_{text,image}_features_{hidden_states,attentions}`, with the count of layers the
+    features pass: none (the module docstring says why), so one hidden state and no attention."""
+    model, text, image = build_with_vsc(model_class, setting)
+    with torch.no_grad():
+        plain = model.get_text_features(**text), model.get_image_features(**image)
+        flags = {"output_hidden_states": True, "output_attentions": True}
+        if asked_by == "config":
+            model.set_attn_implementation("eager")
+            model.config.output_hidden_states = model.config.output_attentions = True
+            flags = {}
+        asked = model.get_text_features(**text, **flags), model.get_image_features(**image, **flags)
+    for without, output in zip(plain, asked, strict=True):
+        assert without.hidden_states is None and without.attentions is None
+        assert len(output.hidden_states) == 1 and torch.equal(
+            output.hidden_states[0], output.last_hidden_state
+        )
+        assert output.attentions == ()
+        assert torch.equal(output.pooler_output, without.pooler_output)
+
+
+def test_features_check_their_inputs_as_the_forward_pass_does():
+    model, text, image = build_with_vsc(LxmertSForPreTraining, "default")
+    with pytest.raises(ValueError, match="^position_ids: this model uses word-level positions"):
+        model.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"])
+    with pytest.raises(ValueError, match=r"^visual_pos: expected shape \(3, 5, 4\)"):
+        model.get_image_features(visual_feats=image["visual_feats"], visual_pos=image["visual_pos"][:, :4])
+    with pytest.raises(RuntimeError, match="^visual_feats: holds NaN or inf"):
+        model.get_image_features(visual_feats=image["visual_feats"] / 0, visual_pos=image["visual_pos"])
 
 
 # ---- embeddings ----------------------------------------------------------------------------------------

@@ -301,6 +301,13 @@ CASES = [
     Case(
         "mined ITM with a mismatched row", "alignment", put("itm_labels", at(0)), "itm_labels", "matched pair"
     ),
+    Case(
+        "tag targets' regions",
+        "pretraining",
+        put("tag_targets", lambda t: t[..., :2]),
+        "tag_targets",
+        r"\(3, 8, \d+\).*\(3, 8, 2\)",
+    ),  # fmt: skip
     # the downstream labels
     Case(
         "VQA score above 1",
@@ -365,3 +372,21 @@ def test_value_checks_can_be_switched_off():
     with torch.no_grad():
         pooled = model(**batch).pooled_output
     assert pooled[0].isnan().all() and not pooled[1:].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["float64", "float16"])
+def test_region_inputs_of_another_floating_dtype_are_cast_to_the_weights_dtype(dtype):
+    """As transformers' vision models cast `pixel_values`: float64 features and boxes (numpy's) and float16
+    ones (a feature store's) give what the same values in float32 give, in the forward pass and the
+    features."""
+    model, batch = pretraining(ALIGNMENT_TASKS)  # carries the VSC head
+    inputs = {name: batch[name] for name in random_inputs(model.config)}
+    given = {name: inputs[name].to(dtype) for name in ("visual_feats", "visual_pos")}
+    as_float32 = {name: value.float() for name, value in given.items()}
+    with torch.no_grad():
+        ours, reference = model(**{**inputs, **given}), model(**{**inputs, **as_float32})
+        features = model.get_image_features(**given).pooler_output
+        reference_features = model.get_image_features(**as_float32).pooler_output
+    assert ours.itm_logits.dtype == torch.float32
+    assert torch.equal(ours.itm_logits, reference.itm_logits)
+    assert torch.equal(features, reference_features)

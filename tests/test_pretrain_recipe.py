@@ -18,7 +18,7 @@ import torch
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file
-from tiny_curriculum import ALIGNMENT_STAGE, tiny_stages, write_tiny_curriculum
+from tiny_curriculum import ALIGNMENT_STAGE, ONE_EPOCH_TOKEN, tiny_stages, write_tiny_curriculum
 
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 
@@ -67,68 +67,117 @@ def _weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {str(path.relative_to(out)): load_file(path) for path in files}
 
 
-def _output_events(process: subprocess.Popen, out: Path, kill_at: int | None = None) -> list[str]:
-    """The files and folders (two levels deep) that appear in `out` while `process` runs, in order; with
-    `kill_at`, SIGKILL 0-0.3 s after the `kill_at`-th appears (a checkpoint, a final model or the Hub folder
-    begun, ...)."""
-    events: list[str] = []
-    while process.poll() is None:
-        try:
-            paths = {str(path.relative_to(out)) for path in (*out.glob("*"), *out.glob("*/*"))}
-        except FileNotFoundError:  # `out`, or a folder in it, renamed or removed while listed
-            paths = set()
-        events += sorted(paths - set(events))
-        if kill_at is not None and len(events) >= kill_at:
-            time.sleep(random.uniform(0, 0.3))
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
+# Moments every run of the tiny curriculum passes, in order, each observed by name: the paths (globs in the
+# output folder) that show it is under way or done. `_kill_at` kills at the first look that finds the moment,
+# or a later one, reached: never by counting files, which a loaded machine sees fewer of.
+KILL_MOMENTS = {
+    "world generation begun": ("world.partial", "world/world.json"),
+    **{
+        moment.format(stage=stage): (glob.format(stage=stage),)
+        for stage in STAGES
+        for moment, glob in (
+            ("{stage}: a checkpoint written", "{stage}/checkpoint-*/checkpoint_complete"),
+            ("{stage}: its final folder begun", "{stage}/final*"),
+        )
+    },
+    "the Hub folder begun": ("hub.partial", "hub/README.md"),
+    "the scores begun": ("hub.partial/processor_config.json", "zero_shot_scores.json"),
+}
+MOMENTS = list(KILL_MOMENTS)
+
+
+def _reached(out: Path, moment: str) -> bool:
+    """Whether the run writing `out` has reached `moment` (or one after it)."""
+    later = MOMENTS[MOMENTS.index(moment) :]
+    try:
+        return any(next(out.glob(glob), None) for name in later for glob in KILL_MOMENTS[name])
+    except FileNotFoundError:  # a folder renamed or removed while listed: look again
+        return False
+
+
+def _kill_at(process: subprocess.Popen, out: Path, moment: str, delay: float) -> None:
+    """SIGKILL `process` `delay` seconds after it is seen to reach `moment`."""
+    while process.poll() is None and not _reached(out, moment):
+        time.sleep(0.005)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
     process.wait()
-    return events
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> tuple[Path, str, int]:
+def uninterrupted(tmp_path_factory) -> tuple[Path, str]:
     """The tiny curriculum on its own fresh synthetic world, checkpointing every 2 steps, run to the end: its
-    output folder, what it printed, and how many files and folders appeared in its output folder."""
+    output folder and what it printed."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     config = write_tiny_curriculum(folder, save_steps=2)
-    log = folder / "log.txt"
-    with log.open("w") as output:
-        process = _pretrain(config, folder / "out", stdout=output, stderr=subprocess.STDOUT)
-        events = _output_events(process, folder / "out")
-    assert process.returncode == 0, log.read_text()
-    return folder / "out", log.read_text(), len(events)
+    output = _finish(
+        _pretrain(config, folder / "out", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    )
+    return folder / "out", output
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", range(3))
 def test_a_run_killed_anywhere_ends_identical_to_an_uninterrupted_one(tmp_path, uninterrupted, part):
-    """SIGKILL at a random point of the run's first, middle or last third (world generation, any stage, a
-    checkpoint or final model being written, the Hub folder, the scores), then the same command again: the
-    same weights bit for bit, the same log and the same printed scores as a run never killed, which also
-    built its own world afresh."""
-    reference, printed, events = uninterrupted
+    """SIGKILL at a named moment of the run's first, middle or last third (world generation, a checkpoint or
+    a final model of any stage, the Hub folder, the scores), drawn with a printed seed (`KILL_SEED`, default
+    0, to replay or vary it), then the same command again: the same weights bit for bit, the same log and
+    the same printed scores as a run never killed, which also built its own world afresh."""
+    reference, printed = uninterrupted
+    # each moment's last path is one a finished run keeps: a renamed file cannot make a moment count as
+    # passed before the run gets there, or never
+    assert [name for name, globs in KILL_MOMENTS.items() if not next(reference.glob(globs[-1]), None)] == []
+    seed = int(os.environ.get("KILL_SEED", "0"))
+    draw = random.Random(f"{seed}-{part}")
+    third = len(MOMENTS) // 3
+    moment, delay = draw.choice(MOMENTS[part * third : (part + 1) * third]), draw.uniform(0, 0.2)
+    trial = f"killed {delay:.2f} s after {moment!r} (KILL_SEED={seed}, part {part})"
+    print(trial)
     config = write_tiny_curriculum(tmp_path, save_steps=2)
     out = tmp_path / "out"
-    kill_at = random.randint(1 + part * events // 3, (part + 1) * events // 3)
     process = _pretrain(config, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_after = _output_events(process, out, kill_at)[-1]
-    assert process.returncode == -signal.SIGKILL, f"the run ended before event {kill_at}"
+    _kill_at(process, out, moment, delay)
+    assert process.returncode == -signal.SIGKILL, f"the run ended before it was {trial}"
 
     output = _finish(_pretrain(config, out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    assert output.splitlines()[-3:] == printed.splitlines()[-3:]  # the held-out scores
+    assert output.splitlines()[-3:] == printed.splitlines()[-3:], trial  # the held-out scores
     expected, resumed = _weights(reference), _weights(out)
     for name, tensors in expected.items():
-        assert resumed[name].keys() == tensors.keys(), (killed_after, name)
-        assert all(torch.equal(tensors[key], resumed[name][key]) for key in tensors), (killed_after, name)
+        assert resumed[name].keys() == tensors.keys(), (trial, name)
+        assert all(torch.equal(tensors[key], resumed[name][key]) for key in tensors), (trial, name)
     for stage in STAGES:
         state, reference_state = _stage_state(out, stage), _stage_state(reference, stage)
         # one logged entry per optimizer step, before and after the kill: none lost, none repeated
         steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
-        assert steps == list(range(1, reference_state["global_step"] + 1)), stage
+        assert steps == list(range(1, reference_state["global_step"] + 1)), (trial, stage)
         losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
-        assert losses == [entry["loss"] for entry in reference_state["log_history"] if "loss" in entry], stage
+        reference_losses = [entry["loss"] for entry in reference_state["log_history"] if "loss" in entry]
+        assert losses == reference_losses, (trial, stage)
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_output_folder_is_refused_naming_the_first(tmp_path, world):
+    """Two terminals, or a job submitted twice: the second run is refused while the first holds the folder,
+    which the first then finishes undisturbed."""
+    config = write_tiny_curriculum(tmp_path, [ONE_EPOCH_TOKEN], data={"dir": str(world)})
+    out, log = tmp_path / "out", tmp_path / "first.txt"
+    with log.open("w") as first_output:
+        first = _pretrain(config, out, stdout=first_output, stderr=subprocess.STDOUT)
+        lock = out / ".lock"
+        while not (lock.is_file() and lock.read_text().startswith(f"{first.pid} ")):
+            assert first.poll() is None, f"the first run ended without taking the lock: {log.read_text()}"
+            time.sleep(0.01)
+        first.send_signal(signal.SIGSTOP)  # it holds the folder for as long as the second takes to start
+        try:
+            second = _pretrain(config, out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            output, _ = second.communicate(timeout=300)
+        finally:
+            first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=300) == 0, log.read_text()
+    assert second.returncode != 0
+    holder = f"pid {first.pid} on {socket.gethostname()}"
+    assert f"the output folder {out} is in use by another process ({holder}, since " in output
+    assert (out / "hub" / "model.safetensors").is_file()
 
 
 def _two_processes(*device_flags: str) -> list[str]:

@@ -80,6 +80,31 @@ def test_merged_log_plot_and_model_card(finished):
         row = next(line for line in card.splitlines() if line.startswith(f"| {stage.name} |"))
         assert f"| {stage.global_step} |" in row
         assert f"loss {stage.final_losses['loss']:.4g}" in row
+    # the corpus column tells a corpus's rows from the texts trained on; "trained for" says in what unit
+    data = PretrainingData.open(result.data_folder)
+    rows = {stage.name: _cells(card, stage.name) for stage in curriculum.stages}
+    header = _cells(card, "stage")
+    assert header[1] == "corpus" and header[4] == "trained for"
+    phrases = len(data.corpus("phrases"))
+    assert rows["phrase"][1] == f"phrases ({phrases:,} rows packed into 62 texts)"
+    assert rows["sentence"][1] == "captions (160 rows)" and rows["token"][4] == "2 epochs"
+    # what a Hub card carries: what the model is for (here: nothing real), how to cite, where the code is
+    tokenizer = len(data.tokenizer)
+    assert "## Intended use and limitations" in card and "useless on real images and text" in card
+    assert f"its tokenizer has {tokenizer:,} word pieces" in card
+    assert (
+        "## Citation" in card
+        and "@inproceedings{liu2021msp" in card
+        and "@inproceedings{tan2019lxmert" in card
+    )
+    assert "[`modeling_lxmert_s.py`](modeling_lxmert_s.py)" in card
+    assert f"`accelerate launch recipes/pretrain.py --config {curriculum.path.name}`" in card
+
+
+def _cells(card: str, first: str) -> list[str]:
+    """The cells of the card's table row whose first cell is `first`."""
+    line = next(line for line in card.splitlines() if line.startswith(f"| {first} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
 
 
 ISOLATED_LOAD = textwrap.dedent(

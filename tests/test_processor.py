@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 
@@ -5,8 +6,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from model_inputs import tiny_config
+from transformers import AutoConfig, AutoModelForPreTraining, AutoProcessor, AutoTokenizer
 
 from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
+from modeling_lxmert_s import LxmertSForPreTraining
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor, fit_regions
 
 # ids 5.. in this order; "striped" is three WordPieces so that pieces of one word are exercised.
@@ -121,6 +125,34 @@ def test_processor_round_trips_through_save_pretrained(tmp_path):
     assert (reloaded.num_regions, reloaded.max_length, reloaded.position_ids_type) == (10, 12, "absolute")
     assert reloaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
     assert torch.equal(reloaded("a red shirt")["input_ids"], processor("a red shirt")["input_ids"])
+
+
+def test_our_classes_load_our_folder_without_asking_to_run_its_code(tmp_path, monkeypatch, caplog):
+    """A saved model folder carries its code for Hub users (`trust_remote_code=True`); with this package
+    imported, its own classes and the Auto classes load the folder with no prompt to run that copy, and
+    with no 'a model of type lxmert_s to instantiate a model of type ...' fallback."""
+    LxmertSForPreTraining(tiny_config()).save_pretrained(tmp_path)
+    LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(VOCABULARY)).save_pretrained(tmp_path)
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda question="": prompts.append(question) or "n")
+    with caplog.at_level(logging.WARNING):
+        loaded = [
+            LxmertSProcessor.from_pretrained(tmp_path),
+            AutoProcessor.from_pretrained(tmp_path),
+            AutoTokenizer.from_pretrained(tmp_path),
+            AutoConfig.from_pretrained(tmp_path),
+            AutoModelForPreTraining.from_pretrained(tmp_path),
+        ]
+    assert not prompts
+    assert "model of type" not in caplog.text
+    assert [type(item).__name__ for item in loaded] == [
+        "LxmertSProcessor",
+        "LxmertSProcessor",
+        "BertTokenizer",
+        "LxmertSConfig",
+        "LxmertSForPreTraining",
+    ]
+    assert all(type(item).__module__.startswith("modeling_lxmert_s.") for item in loaded[:2] + loaded[3:])
 
 
 @pytest.mark.parametrize(

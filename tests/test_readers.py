@@ -47,6 +47,23 @@ def test_class_vocab_empty_line_names_file_and_line(tmp_path):
         read_class_vocab(path)
 
 
+BOM = "\ufeff"  # the byte-order mark Notepad and Excel put at the start of a UTF-8 file
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
+    vocab = tmp_path / "objects_vocab.txt"
+    vocab.write_text(f"{BOM}yolk\nman\n", encoding="utf-8")
+    assert read_class_vocab(vocab) == ["yolk", "man"]
+    captions = write_json(tmp_path / "captions.json", {"images": [], "annotations": []})
+    captions.write_text(BOM + captions.read_text(), encoding="utf-8")
+    assert read_coco_captions(captions) == []
+    tsv = write_tsv(
+        tmp_path / "a_obj36.tsv", [make_image("COCO_1", 3, seed=0), make_image("COCO_2", 3, seed=1)]
+    )
+    tsv.write_bytes(BOM.encode("utf-8") + tsv.read_bytes())
+    assert [record.image_id for record in read_obj36_tsv(tsv)] == ["COCO_1", "COCO_2"]
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.json"):
         read_coco_captions(tmp_path / "nothere.json")
@@ -215,11 +232,11 @@ def write_vqa(tmp_path, annotations):
     return questions, annotations_path
 
 
-def vqa_annotation(question_id, image_id, given, majority):
+def vqa_annotation(question_id, image_id, given, majority, question_type="what color"):
     return {
         "question_id": question_id,
         "image_id": image_id,
-        "question_type": "what color",
+        "question_type": question_type,
         "answer_type": "other",
         "answers": vqa_answers(*given),
         "multiple_choice_answer": majority,
@@ -231,7 +248,7 @@ def test_vqa_official_normalises_answers_scores_them_and_maps_image_ids(tmp_path
         tmp_path,
         [
             vqa_annotation(42000, 42, ["Red", "red ", "blue"] + ["green"] * 7, "green"),
-            vqa_annotation(73001, 73, ["no"] * 10, "no"),
+            vqa_annotation(73001, 73, ["no"] * 10, "no", "is it"),
         ],
     )
     records = read_vqa_official(questions, annotations, "val2014")
@@ -243,8 +260,9 @@ def test_vqa_official_normalises_answers_scores_them_and_maps_image_ids(tmp_path
         {"red": 0.6, "blue": 0.3, "green": 1.0}
     )
     assert records[1] == Question(
-        "73001", "COCO_val2014_000000000073", "Is it raining?", ["no"], [1.0], "no", "what color", "other"
+        "73001", "COCO_val2014_000000000073", "Is it raining?", ["no"], [1.0], "no", "is it", "other"
     )
+    assert records[0].question_type == "what color"  # what the answer prior by question type groups by
 
 
 def test_vqa_official_without_annotations_has_no_answers(tmp_path):
@@ -307,7 +325,7 @@ def test_lxmert_vqa_json(tmp_path):
             "what is the",
             "other",
         ),
-        Question("1000", "COCO_test2015_000000000001", "Is it sunny?", [], [], None),
+        Question("1000", "COCO_test2015_000000000001", "Is it sunny?", [], [], None),  # no type given
     ]
 
 
@@ -328,6 +346,36 @@ def test_lxmert_label_score_must_be_in_unit_interval(tmp_path, score):
     )
     with pytest.raises(ValueError, match=r"train.json: record 0 \(question_id 7\): field 'label'\['yes'\]"):
         read_lxmert_qa_json(path)
+
+
+def test_a_question_id_given_twice_is_named_with_both_records(tmp_path):
+    question = {"img_id": "n1", "label": {"yes": 1.0}, "question_id": "7", "sent": "Is it?"}
+    path = write_json(tmp_path / "train.json", [question, {**question, "question_id": "8"}, question])
+    with pytest.raises(
+        ValueError, match=r"train.json: record 2 \(question_id 7\): the question_id of record 0"
+    ):
+        read_lxmert_qa_json(path)
+    questions, annotations = write_vqa(
+        tmp_path,
+        [
+            vqa_annotation(42000, 42, ["red"] * 10, "red"),
+            vqa_annotation(73001, 73, ["no"] * 10, "no"),
+            vqa_annotation(42000, 42, ["blue"] * 10, "blue"),
+        ],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"annotations.json: annotations\[2\] \(question_id 42000\): the question_id of annotations\[0",
+    ):
+        read_vqa_official(questions, annotations, "val2014")
+    data = json.loads(questions.read_text())
+    data["questions"].append(data["questions"][0])
+    questions.write_text(json.dumps(data))
+    with pytest.raises(
+        ValueError,
+        match=r"questions.json: questions\[2\] \(question_id 42000\): the question_id of questions\[0\]",
+    ):
+        read_vqa_official(questions, None, "val2014")
 
 
 def test_lxmert_question_missing_sentence_names_field(tmp_path):
@@ -406,6 +454,36 @@ def test_flickr30k_sentence_without_raw_names_image(tmp_path):
     )
     with pytest.raises(
         KeyError, match=r"images\[0\] \(filename 1.jpg\) sentences\[0\]: field 'raw' is missing"
+    ):
+        read_flickr30k_karpathy(path)
+
+
+def karpathy_image(filename, split, *sentences):
+    return {
+        "filename": filename,
+        "imgid": 0,
+        "split": split,
+        "sentences": [{"raw": raw, "tokens": raw.split()} for raw in sentences],
+    }
+
+
+def test_flickr30k_filename_given_twice_is_named_with_both_entries(tmp_path):
+    images = [karpathy_image("1.jpg", "test", "a dog"), karpathy_image("2.jpg", "test", "a cat")]
+    path = write_json(tmp_path / "dataset_flickr30k.json", {"images": [*images, images[0]]})
+    with pytest.raises(
+        ValueError, match=r"images\[2\] \(filename 1.jpg\): the same image \('1'\) as images\[0\] again"
+    ):
+        read_flickr30k_karpathy(path)
+
+
+@pytest.mark.parametrize("split", ["TEST", "Train", " val"])
+def test_flickr30k_split_names_in_another_case_are_refused(tmp_path, split):
+    images = [karpathy_image("1.jpg", "test", "a dog"), karpathy_image("2.jpg", split, "a cat")]
+    path = write_json(tmp_path / "dataset_flickr30k.json", {"images": images})
+    written = split.strip().lower()
+    with pytest.raises(
+        ValueError,
+        match=rf"images\[1\] \(filename 2.jpg\): field 'split' is '{split}', write it '{written}'",
     ):
         read_flickr30k_karpathy(path)
 
@@ -514,6 +592,13 @@ def test_npz_missing_key_and_broken_archive_are_named(tmp_path):
     path.write_bytes(pickle.dumps({"x": 1}))
     with pytest.raises(BadRecordError, match=r"1.npz, field 'file'"):
         read_npz_features(path)
+
+
+@pytest.mark.parametrize(("field", "value"), [("img_h", 10**20), ("img_w", 2**31)])
+def test_an_image_size_beyond_the_stores_integers_is_named(tmp_path, field, value):
+    path = write_tsv(tmp_path / "a.tsv", [corrupt(make_image("a", 3, seed=0), field, value)])
+    with pytest.raises(BadRecordError, match=rf"line 1, field '{field}': image size .* beyond"):
+        list(read_obj36_tsv(path))
 
 
 def test_empty_feature_field_is_named_when_the_dim_is_inferred(tmp_path):

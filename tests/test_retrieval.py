@@ -9,6 +9,7 @@ import datasets
 import pytest
 import torch
 from tiny_curriculum import TINY_MODEL
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
@@ -56,11 +57,11 @@ class HandBuiltModel:
     def __init__(self, similarity: torch.Tensor, contrastive_logit_scale: float = 0.0):
         self.similarity, self.contrastive_logit_scale = similarity, contrastive_logit_scale
 
-    def get_image_features(self, visual_feats: torch.Tensor) -> torch.Tensor:
-        return torch.eye(len(self.similarity))[visual_feats[:, 0]]
+    def get_image_features(self, visual_feats: torch.Tensor) -> BaseModelOutputWithPooling:
+        return BaseModelOutputWithPooling(pooler_output=torch.eye(len(self.similarity))[visual_feats[:, 0]])
 
-    def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.similarity.T[input_ids[:, 0]]
+    def get_text_features(self, input_ids: torch.Tensor) -> BaseModelOutputWithPooling:
+        return BaseModelOutputWithPooling(pooler_output=self.similarity.T[input_ids[:, 0]])
 
 
 class LookUpScorer:
@@ -264,8 +265,8 @@ def test_two_stage_with_k_covering_every_candidate_is_all_pairs_scoring(world, t
     split = EncodedSplit.encode(data.store, processor, images["image_index"], captions)
 
     def itm_plus_logit(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        text = model.get_text_features(**{name: inputs[name] for name in split.text})
-        image = model.get_image_features(**{name: inputs[name] for name in split.visual})
+        text = model.get_text_features(**{name: inputs[name] for name in split.text}).pooler_output
+        image = model.get_image_features(**{name: inputs[name] for name in split.visual}).pooler_output
         return itm(inputs) + model.contrastive_logit_scale * (text * image).sum(-1)
 
     every_pair = evaluate_retrieval(
@@ -274,5 +275,6 @@ def test_two_stage_with_k_covering_every_candidate_is_all_pairs_scoring(world, t
     assert result.rankings["reranked"] == every_pair.rankings["all_pairs"]
 
     with torch.no_grad():
-        by_hand = model.get_image_features(**split.visual) @ model.get_text_features(**split.text).T
+        image = model.get_image_features(**split.visual).pooler_output
+        by_hand = image @ model.get_text_features(**split.text).pooler_output.T
     torch.testing.assert_close(contrastive_similarity(model, split, batch_size=3), by_hand)

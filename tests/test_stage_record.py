@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 from tiny_curriculum import ONE_EPOCH_PHRASE as PHRASE
 from tiny_curriculum import ONE_EPOCH_TOKEN as TOKEN
-from tiny_curriculum import write_tiny_curriculum
+from tiny_curriculum import TINY_WORLD, write_tiny_curriculum
+from transformers import AutoTokenizer
 
+from lxmert_s_msp.data.corpus_builders import flickr30k_dataset, save_corpus
+from lxmert_s_msp.data.readers import read_flickr30k_karpathy
 from lxmert_s_msp.data.store import ARRAYS, FeatureStore, replace_folder, write_store
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.evaluation.zero_shot import ZeroShotSettings
 from lxmert_s_msp.training.curriculum import Source, StageConfig, TrainingConfig, load_curriculum
 from lxmert_s_msp.training.pretraining import run_curriculum
 from lxmert_s_msp.training.stage_data import PretrainingData, stage_data
@@ -81,6 +86,55 @@ def test_training_fields_count_as_other_settings_only_when_they_change_the_weigh
     assert _stamps(out) == stamps
     with pytest.raises(StageMismatchError, match=r"training\.adam_beta2: None -> 0\.98"):
         run_curriculum(_curriculum(tmp_path / "c", world, [TOKEN], adam_beta2=0.98), out)
+
+
+def test_a_tokenizer_with_other_settings_and_the_same_vocabulary_is_another_setting(tmp_path, world):
+    """The record fingerprints every file of the tokenizer, not only its vocabulary: with lower-casing off,
+    the same vocabulary gives other token ids to every capitalised word."""
+    data, out = tmp_path / "world", tmp_path / "out"
+    shutil.copytree(world, data)
+    run_curriculum(_curriculum(tmp_path / "a", data, [TOKEN]), out)
+    stamps = _stamps(out)
+    AutoTokenizer.from_pretrained(data / "tokenizer", do_lower_case=False).save_pretrained(data / "tokenizer")
+    cased, uncased = load_tokenizer(data / "tokenizer"), load_tokenizer(world / "tokenizer")
+    assert cased.get_vocab() == uncased.get_vocab()
+    assert cased("Dog")["input_ids"] != uncased("Dog")["input_ids"]
+    with pytest.raises(StageMismatchError, match=r"stage 'token'.*data\.tokenizer"):
+        run_curriculum(_curriculum(tmp_path / "a", data, [TOKEN]), out)
+    assert _stamps(out) == stamps
+
+
+def test_a_retrieval_split_that_cannot_be_scored_is_refused_before_the_first_stage(tmp_path, world):
+    data, out = tmp_path / "world", tmp_path / "out"
+    shutil.copytree(world, data)
+    images = read_flickr30k_karpathy(data / "dataset_flickr30k.json")
+    first_test = next(image for image in images if image.split == "test")
+    kept = [image for image in images if image.split != "test" or image is first_test]
+    save_corpus(
+        flickr30k_dataset(kept, FeatureStore(data / "store")), data / "corpora" / "flickr30k", overwrite=True
+    )
+    sentence = {**TOKEN, "name": "sentence", "corpus": "captions", "tasks": ["mlm", "itm"], "max_length": 20}
+    with pytest.raises(ValueError, match=r"corpora/flickr30k: split 'test' has 1 image: .* at least 2"):
+        run_curriculum(_curriculum(tmp_path, data, [TOKEN, sentence]), out, ZeroShotSettings())
+    assert sorted(path.name for path in out.iterdir()) == [".lock"]
+
+
+def test_overwrite_output_dir_replaces_a_world_of_other_settings(tmp_path):
+    out = tmp_path / "out"
+    run_curriculum(
+        load_curriculum(write_tiny_curriculum(tmp_path, [TOKEN], data={"synthetic": TINY_WORLD})), out
+    )
+    other = {**TINY_WORLD, "feature_dim": 16}
+    changed = load_curriculum(write_tiny_curriculum(tmp_path, [TOKEN], data={"synthetic": other}))
+    with pytest.raises(
+        FileExistsError,
+        match=r"out/world holds a world made with other settings \(feature_dim: 32 -> 16\).*--overwrite_outp",
+    ):
+        run_curriculum(changed, out)
+    assert json.loads((out / "world" / "world.json").read_text())["feature_dim"] == 32
+    run_curriculum(changed, out, overwrite_output_dir=True)
+    assert json.loads((out / "world" / "world.json").read_text())["feature_dim"] == 16
+    assert FeatureStore(out / "world" / "store").feature_dim == 16
 
 
 def test_a_folder_of_an_earlier_version_without_a_record_is_refused(tmp_path, world):

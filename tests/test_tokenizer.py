@@ -1,9 +1,11 @@
 import pytest
+from transformers import AutoTokenizer
 
 from lxmert_s_msp.data.tokenizer import (
     SPECIAL_TOKENS,
     build_wordpiece_tokenizer,
     load_tokenizer,
+    tokenizer_digest,
     wordpiece_tokenizer_from_vocabulary,
 )
 
@@ -48,6 +50,20 @@ def test_saved_tokenizer_reloads_through_load_tokenizer(tmp_path):
         reloaded("a man's red-striped shirt")["input_ids"]
         == tokenizer("a man's red-striped shirt")["input_ids"]
     )
+
+
+def test_the_digest_sees_every_setting_and_not_where_the_tokenizer_was_read_from(tmp_path):
+    tokenizer = build_wordpiece_tokenizer(CAPTIONS, vocab_size=120)
+    for folder in ("a", "b/c"):
+        tokenizer.save_pretrained(tmp_path / folder)
+    first, second = load_tokenizer(tmp_path / "a"), load_tokenizer(tmp_path / "b" / "c")
+    before = tokenizer_digest(first)
+    first(CAPTIONS, truncation=True, max_length=8, padding="max_length")  # leaves its state in tokenizer.json
+    assert tokenizer_digest(first) == tokenizer_digest(second) == before
+    cased = AutoTokenizer.from_pretrained(tmp_path / "a", do_lower_case=False)
+    assert cased.get_vocab() == first.get_vocab()
+    assert cased("Red")["input_ids"] != first("Red")["input_ids"]
+    assert tokenizer_digest(cased) != tokenizer_digest(first)
 
 
 def test_tokenizer_from_vocabulary_keeps_the_given_order():

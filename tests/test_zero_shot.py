@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,9 @@ import torch
 from tiny_curriculum import TINY_MODEL
 
 from lxmert_s_msp.data.collators import visual_inputs
+from lxmert_s_msp.data.corpus_builders import flickr30k_dataset, save_corpus
+from lxmert_s_msp.data.readers import read_flickr30k_karpathy
+from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.evaluation import zero_shot
 from lxmert_s_msp.evaluation.zero_shot import ZeroShotSettings, held_out_pairs, itm_accuracy, zero_shot_scores
@@ -105,7 +109,7 @@ def test_zero_shot_scores_are_reused_only_for_the_same_weights_and_settings(
     scores = zero_shot_scores(checkpoints["itm"], world, ZeroShotSettings(), cache)
     assert scores.itm.captions == 20 and list(scores.retrieval.rankings) == ["all_pairs"]  # no VSC head
     written = json.loads(cache.read_text())
-    assert written["key"]["rerank_top_k"] == 16 and len(written["key"]["weights_sha256"]) == 64
+    assert written["key"]["rerank_top_k"] == 16 and len(written["key"]["model_files"]) == 64
 
     def scored_again(*args, **kwargs):
         raise AssertionError("scored again")
@@ -114,7 +118,7 @@ def test_zero_shot_scores_are_reused_only_for_the_same_weights_and_settings(
     assert zero_shot_scores(checkpoints["itm"], world, ZeroShotSettings(), cache) == scores
     with pytest.raises(AssertionError, match="scored again"):
         zero_shot_scores(checkpoints["itm"], world, ZeroShotSettings(rerank_top_k=4), cache)
-    written["key"]["weights_sha256"] = "0" * 64  # scores of other weights
+    written["key"]["model_files"] = "0" * 64  # scores of other weights
     cache.write_text(json.dumps(written))
     with pytest.raises(AssertionError, match="scored again"):
         zero_shot_scores(checkpoints["itm"], world, ZeroShotSettings(), cache)
@@ -130,3 +134,46 @@ def test_zero_shot_scores_say_why_they_are_skipped(world, checkpoints, tmp_path)
     no_corpus = zero_shot_scores(checkpoints["itm"], tmp_path, ZeroShotSettings(), cache)
     assert no_corpus.skipped == f"{tmp_path} has no corpora/flickr30k"
     assert not cache.exists()
+
+
+def test_zero_shot_scores_are_reused_for_the_same_data_not_the_same_folder(
+    world, checkpoints, tmp_path, monkeypatch
+):
+    """The cache is keyed on what is scored (the retrieval corpus's files, the split's store rows) and on the
+    scoring code, not on where the data folder is: a corpus rebuilt in place is scored again, the same data
+    copied elsewhere is not."""
+    data, cache = tmp_path / "data", tmp_path / "zero_shot_scores.json"
+    shutil.copytree(world, data)
+    scores = zero_shot_scores(checkpoints["itm"], data, ZeroShotSettings(), cache)
+
+    def scored_again(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(zero_shot, "zero_shot_retrieval", scored_again)
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    assert zero_shot_scores(checkpoints["itm"], moved, ZeroShotSettings(), cache) == scores
+
+    # the retrieval corpus rebuilt in place with a test image's captions cut to one
+    images = read_flickr30k_karpathy(data / "dataset_flickr30k.json")
+    test = next(index for index, image in enumerate(images) if image.split == "test")
+    images[test].captions[1:] = []
+    store = FeatureStore(data / "store")
+    save_corpus(flickr30k_dataset(images, store), data / "corpora" / "flickr30k", overwrite=True)
+    with pytest.raises(AssertionError, match="scored again"):
+        zero_shot_scores(checkpoints["itm"], data, ZeroShotSettings(), cache)
+
+    # a test image's features changed in the store
+    features = np.load(moved / "store" / "features.npy", mmap_mode="r+")
+    features[FeatureStore(moved / "store").index(images[test].image_id)] += 1
+    features.flush()
+    with pytest.raises(AssertionError, match="scored again"):
+        zero_shot_scores(checkpoints["itm"], moved, ZeroShotSettings(), cache)
+
+    # other scoring code
+    shutil.rmtree(moved)
+    shutil.copytree(world, moved)
+    assert zero_shot_scores(checkpoints["itm"], moved, ZeroShotSettings(), cache) == scores
+    monkeypatch.setattr(zero_shot, "SCORING_CODE", "another version")
+    with pytest.raises(AssertionError, match="scored again"):
+        zero_shot_scores(checkpoints["itm"], moved, ZeroShotSettings(), cache)

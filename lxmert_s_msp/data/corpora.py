@@ -14,10 +14,12 @@ from pathlib import Path
 
 from datasets import concatenate_datasets, load_from_disk
 
+from faster_rcnn_vg import FasterRcnnVgConfig
 from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.corpus_builders import (
     Corpus,
     caption_corpus,
+    first_repeat,
     flickr30k_dataset,
     load_answer_vocab,
     nlvr2_dataset,
@@ -40,6 +42,9 @@ from lxmert_s_msp.data.readers import (
 from lxmert_s_msp.data.store import FeatureStore
 
 logger = logging.getLogger(__name__)
+# The object classes of bottom-up-attention's Visual Genome detector: those of LXMERT's features and of
+# `faster_rcnn_vg`, whose `objects_vocab.txt` has a line for each.
+DETECTOR_CLASSES = FasterRcnnVgConfig().num_object_classes
 
 
 def _concatenate(parts: list[Corpus]) -> Corpus:
@@ -48,6 +53,7 @@ def _concatenate(parts: list[Corpus]) -> Corpus:
         concatenate_datasets([part.dataset for part in parts]),
         dropped=sum(part.dropped for part in parts),
         answer_vocab=parts[0].answer_vocab,
+        empty=sum(part.empty for part in parts),
     )
 
 
@@ -55,7 +61,14 @@ def _build_tokens(args: argparse.Namespace, store: FeatureStore) -> Corpus:
     images = None
     if args.images_of is not None:
         images = load_from_disk(str(args.images_of))["image_id"]
-    return token_corpus(store, read_class_vocab(args.object_vocab), images)
+    vocab = read_class_vocab(args.object_vocab)
+    if len(vocab) != args.detector_classes:
+        raise ValueError(
+            f"{args.object_vocab}: {len(vocab)} class names, but the detector has {args.detector_classes} "
+            "object classes: line i names class i, so a line missing or added shifts every name after it "
+            "(--detector-classes gives another detector's count)"
+        )
+    return token_corpus(store, vocab, images)
 
 
 def _build_phrases(args: argparse.Namespace, store: FeatureStore) -> Corpus:
@@ -83,6 +96,14 @@ def _build_questions(args: argparse.Namespace, store: FeatureStore) -> Corpus:
         )
     ]
     inputs += [(path, read_lxmert_qa_json(path)) for path in args.lxmert]
+    origins = [(path, record.question_id) for path, records in inputs for record in records]
+    repeat = first_repeat([question_id for _, question_id in origins])
+    if repeat is not None:
+        (first, question_id), (second, _) = origins[repeat[0]], origins[repeat[1]]
+        raise ValueError(
+            f"question_id {question_id} is the id of a record of {first} and of {second}: each question must "
+            "be listed once"
+        )
     if args.answers:
         answer_vocab = load_answer_vocab(args.answers)
     else:
@@ -158,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
 
     tokens = kinds.add_parser("tokens", parents=[common], help="stage 1: detected object names per image")
     tokens.add_argument("--object-vocab", required=True, help="Visual Genome objects_vocab.txt")
+    tokens.add_argument(
+        "--detector-classes",
+        type=int,
+        default=DETECTOR_CLASSES,
+        help="object classes of the detector that made the store; --object-vocab must name each (default: "
+        "%(default)s, bottom-up-attention's, of LXMERT's features and of faster_rcnn_vg)",
+    )
     tokens.add_argument(
         "--images-of",
         help="a saved corpus (e.g. the caption corpus) whose images alone get a row, as in the paper",
@@ -254,11 +282,12 @@ def main(argv: Sequence[str] | None = None) -> Corpus:
         )
     save_corpus(corpus, args.out, overwrite=args.overwrite)
     logger.info(
-        "%s: %d rows saved to %s; %d records dropped (image not in the store)",
+        "%s: %d rows saved to %s; %d records dropped (image not in the store), %d texts with no word dropped",
         args.kind,
         len(corpus.dataset),
         args.out,
         corpus.dropped,
+        corpus.empty,
     )
     return corpus
 

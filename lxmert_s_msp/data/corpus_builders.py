@@ -2,12 +2,15 @@
 
 Each builder takes the plain records of `lxmert_s_msp.data.readers` and a `FeatureStore`, and returns a
 `Corpus`: the dataset (columns as in the shared contract, each row holding its image's store row in
-`image_index`), how many records were dropped for a missing image, and for question answering the
-answer vocabulary. The phrase corpus keeps each image's phrases as a list: `phrase_rows` packs them
-into texts of a stage's length when the stage starts, as the length is the stage's setting. A record
-whose image is not in the store is an error naming the record, unless `drop_missing=True`; then the
-count is logged and returned, never silent. Columns are assembled as
-Python lists and turned into Arrow once (`Dataset.from_dict`), not appended row by row.
+`image_index`), how many records were dropped for a missing image or for a text with no word, and for
+question answering the answer vocabulary. The phrase corpus keeps each image's phrases as a list:
+`phrase_rows` packs them into texts of a stage's length when the stage starts, as the length is the stage's
+setting. A record whose image is not in the store is an error naming the record, unless `drop_missing=True`;
+then the count is logged and returned, never silent. A caption, question or statement with no word (empty,
+or only whitespace) trains nothing but [CLS] [SEP] and scores as a query nothing matches: it is dropped,
+counted and logged with the first such record. A question id or an answer listed twice, and a retrieval
+image left with no caption, are errors naming them. Columns are assembled as Python lists and turned into
+Arrow once (`Dataset.from_dict`), not appended row by row.
 
 `save_corpus` saves one atomically (a temporary folder renamed into place: `save_to_disk` alone writes into
 the target folder and can leave half a dataset behind). The command line that reads the public files and
@@ -38,12 +41,13 @@ from lxmert_s_msp.data.readers import (
     RegionPhrase,
     load_json,
 )
-from lxmert_s_msp.data.store import FeatureStore, atomic_write_text, replace_folder
+from lxmert_s_msp.data.store import FeatureStore, atomic_write_text, files_digest, replace_folder
 from lxmert_s_msp.data.verbs import contains_verb
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 logger = logging.getLogger(__name__)
 RecordT = TypeVar("RecordT", Caption, Question, Flickr30kImage)
+TextT = TypeVar("TextT")
 
 ANSWERS_FILE = "answers.json"
 
@@ -91,6 +95,55 @@ class Corpus:
     dataset: Dataset
     dropped: int  # input records left out because their image is not in the store (drop_missing=True)
     answer_vocab: list[str] | None = None
+    empty: int = 0  # texts left out because they have no word (a Flickr30k image's captions: each counts)
+
+
+def first_repeat(values: Sequence[object]) -> tuple[int, int] | None:
+    """The positions of the first value seen twice in `values` (the earlier, then the later), or None."""
+    first: dict[object, int] = {}
+    for position, value in enumerate(values):
+        if value in first:
+            return first[value], position
+        first[value] = position
+    return None
+
+
+def check_answer_vocab(answers: Sequence[str], origin: str) -> None:
+    """An answer vocabulary names each classifier output once: a repeat would leave one of its two ids
+    untrained and never predicted."""
+    if not answers:
+        raise ValueError(f"{origin}: the answer vocabulary is empty")
+    repeat = first_repeat(answers)
+    if repeat is not None:
+        raise ValueError(
+            f"{origin}: answer vocabulary: {answers[repeat[0]]!r} is listed twice (entries {repeat[0]} and "
+            f"{repeat[1]}): each answer is one output of the classifier"
+        )
+
+
+def _with_words(
+    records: Iterable[TextT],
+    text: Callable[[TextT], str],
+    describe: Callable[[int, TextT], str],
+    origin: str,
+    unit: str,
+) -> tuple[list[TextT], int]:
+    """The records whose text has a word, and how many were dropped; the drop is logged, naming the first
+    record dropped (`describe(i, record)` names record i)."""
+    records = list(records)
+    kept = [record for record in records if text(record).strip()]
+    dropped = len(records) - len(kept)
+    if dropped:
+        first = next(index for index, record in enumerate(records) if not text(record).strip())
+        logger.warning(
+            "%s: dropped %d of %d %s with no word (the first: %s)",
+            origin,
+            dropped,
+            len(records),
+            unit,
+            describe(first, records[first]),
+        )
+    return kept, dropped
 
 
 def _lookup(store: FeatureStore, image_ids: Iterable[str]) -> np.ndarray:
@@ -102,7 +155,7 @@ def _lookup(store: FeatureStore, image_ids: Iterable[str]) -> np.ndarray:
 
 def _check_missing(
     missing: np.ndarray,
-    describe: Callable[[int], str],
+    describe: Callable[[int, RecordT], str],
     store: FeatureStore,
     origin: str,
     drop_missing: bool,
@@ -310,8 +363,15 @@ def caption_corpus(
     records: Iterable[Caption], store: FeatureStore, *, drop_missing: bool = False, origin: str = "captions"
 ) -> Corpus:
     """Stage 3 (§3.3): one row per caption, with the caption's `source` ("mscoco", "vg", ...)."""
+    records, empty = _with_words(
+        records,
+        lambda record: record.text,
+        lambda i, record: f"record {i}, image {record.image_id!r}",
+        origin,
+        "captions",
+    )
     kept, rows, dropped = _locate(
-        list(records),
+        records,
         lambda record: f"caption of image {record.image_id!r}: {record.text[:40]!r}",
         store,
         origin,
@@ -323,7 +383,7 @@ def caption_corpus(
         "text": [record.text for record in kept],
         "source": [record.source for record in kept],
     }
-    return Corpus(Dataset.from_dict(columns, features=CAPTION_FEATURES), dropped=dropped)
+    return Corpus(Dataset.from_dict(columns, features=CAPTION_FEATURES), dropped=dropped, empty=empty)
 
 
 def qa_dataset(
@@ -337,15 +397,28 @@ def qa_dataset(
     """VQA v2 or GQA: one row per question; answers outside `answer_vocab` are left out of a row's
     `answers`/`scores` (as in LXMERT's labels: the classifier cannot predict them, so no score is lost).
     """
+    records = list(records)
+    repeat = first_repeat([record.question_id for record in records])
+    if repeat is not None:
+        raise ValueError(
+            f"{origin}: question_id {records[repeat[0]].question_id} is the id of records {repeat[0]} and "
+            f"{repeat[1]}: each question must be listed once"
+        )
+    records, empty = _with_words(
+        records,
+        lambda record: record.question,
+        lambda i, record: f"question_id {record.question_id}, image {record.image_id!r}",
+        origin,
+        "questions",
+    )
     kept, rows, dropped = _locate(
-        list(records),
+        records,
         lambda record: f"question_id {record.question_id} (image {record.image_id!r})",
         store,
         origin,
         drop_missing,
     )
-    if not answer_vocab:
-        raise ValueError(f"{origin}: the answer vocabulary is empty")
+    check_answer_vocab(answer_vocab, origin)
     known = set(answer_vocab)
     labels = [
         [(a, s) for a, s in zip(record.answers, record.scores, strict=True) if a in known] for record in kept
@@ -376,7 +449,10 @@ def qa_dataset(
         "answer_type": [record.answer_type for record in kept],
     }
     return Corpus(
-        Dataset.from_dict(columns, features=QA_FEATURES), dropped=dropped, answer_vocab=list(answer_vocab)
+        Dataset.from_dict(columns, features=QA_FEATURES),
+        dropped=dropped,
+        answer_vocab=list(answer_vocab),
+        empty=empty,
     )
 
 
@@ -384,7 +460,13 @@ def nlvr2_dataset(
     records: Iterable[Nlvr2Pair], store: FeatureStore, *, drop_missing: bool = False, origin: str = "nlvr2"
 ) -> Corpus:
     """NLVR2: one row per (sentence, image pair); a record is missing if either image is."""
-    records = list(records)
+    records, empty = _with_words(
+        records,
+        lambda record: record.sentence,
+        lambda i, record: f"identifier {record.identifier}",
+        origin,
+        "statements",
+    )
     rows = _lookup(store, (image_id for record in records for image_id in record.image_ids)).reshape(-1, 2)
 
     def describe(i: int) -> str:
@@ -401,7 +483,7 @@ def nlvr2_dataset(
         "sentence": [record.sentence for record in kept],
         "label": [record.label for record in kept],
     }
-    return Corpus(Dataset.from_dict(columns, features=NLVR2_FEATURES), dropped=dropped)
+    return Corpus(Dataset.from_dict(columns, features=NLVR2_FEATURES), dropped=dropped, empty=empty)
 
 
 def flickr30k_dataset(
@@ -412,8 +494,27 @@ def flickr30k_dataset(
     origin: str = "flickr30k",
 ) -> Corpus:
     """Flickr30k retrieval: one row per image with its captions and Karpathy split; a split whose every
-    image is missing from the store is an error (a retrieval run on it would have nothing to rank)."""
+    image is missing from the store is an error (a retrieval run on it would have nothing to rank), and so is
+    an image with no caption (text retrieval from it could only miss)."""
     images = list(images)
+    empty = 0
+    for index, image in enumerate(images):
+        captions, dropped = _with_words(
+            image.captions,
+            lambda caption: caption,
+            lambda i, caption, image=image: f"image {image.image_id!r}, caption {i}",
+            origin,
+            "captions",
+        )
+        if not captions:
+            raise ValueError(
+                f"{origin}: image {image.image_id!r} (split {image.split!r}) has no caption"
+                + (f" with a word ({dropped} empty)" if dropped else "")
+                + ": a retrieval image is scored against its captions; give it some or leave it out"
+            )
+        if dropped:
+            images[index] = Flickr30kImage(image.image_id, captions, image.split)
+            empty += dropped
     kept, rows, dropped = _locate(
         images, lambda image: f"image {image.image_id!r}", store, origin, drop_missing
     )
@@ -428,7 +529,7 @@ def flickr30k_dataset(
         "captions": [image.captions for image in kept],
         "split": [image.split for image in kept],
     }
-    return Corpus(Dataset.from_dict(columns, features=FLICKR30K_FEATURES), dropped=dropped)
+    return Corpus(Dataset.from_dict(columns, features=FLICKR30K_FEATURES), dropped=dropped, empty=empty)
 
 
 def save_corpus(corpus: Corpus, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -453,6 +554,12 @@ def save_corpus(corpus: Corpus, out: str | os.PathLike, *, overwrite: bool = Fal
     return out
 
 
+def corpus_digest(folder: Path) -> str:
+    """The content of a saved corpus: its Arrow files (`state.json` holds a fingerprint that differs between
+    two builds of the same rows, so it is left out)."""
+    return files_digest(sorted(folder.glob("*.arrow")))
+
+
 def load_answer_vocab(path: str | os.PathLike) -> list[str]:
     """An answer vocabulary: `answers.json` of a saved QA corpus, the folder holding it, or any JSON
     list of answers (LXMERT's `trainval_label2ans.json` has this format)."""
@@ -464,6 +571,5 @@ def load_answer_vocab(path: str | os.PathLike) -> list[str]:
     answers = load_json(path)
     if not isinstance(answers, list) or not all(isinstance(answer, str) for answer in answers):
         raise ValueError(f"{path}: expected a JSON list of answer strings")
-    if not answers:
-        raise ValueError(f"{path}: the answer vocabulary is empty")
+    check_answer_vocab(answers, str(path))
     return answers

@@ -118,6 +118,10 @@ class TaskSplits:
         """The corpora fine-tuning reads: those of the training split and of val."""
         raise NotImplementedError
 
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        """Whether `data` holds the split (a test split is optional)."""
+        raise NotImplementedError
+
     def labels(self, data: DownstreamData) -> list[str] | None:
         """The names of the task head's outputs, in order, for a model trained on `data`."""
         return None
@@ -164,6 +168,9 @@ class QuestionCorpora(TaskSplits):
 
     def corpus_folders(self, data: DownstreamData) -> list[Path]:
         return [data.corpus_path(self.corpus, split) for split in ("train", "val")]
+
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        return data.corpus_path(self.corpus, split).is_dir()
 
     def labels(self, data: DownstreamData) -> list[str]:
         return load_answer_vocab(data.corpus_path(self.corpus, "train"))
@@ -222,6 +229,9 @@ class LabelledCorpora(TaskSplits):
     def corpus_folders(self, data: DownstreamData) -> list[Path]:
         return [data.corpus_path(self.corpus, split) for split in ("train", "val")]
 
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        return data.corpus_path(self.corpus, split).is_dir()
+
     def labels(self, data: DownstreamData) -> list[str]:
         return list(self.names)
 
@@ -241,6 +251,10 @@ class Flickr30kImages(TaskSplits):
 
     def corpus_folders(self, data: DownstreamData) -> list[Path]:
         return [data.folder / "corpora" / "flickr30k"]
+
+    def has_split(self, data: DownstreamData, split: str) -> bool:
+        path = data.folder / "corpora" / "flickr30k"
+        return path.is_dir() and split in set(datasets.load_from_disk(str(path))["split"])
 
     def training_rows(self, rows: datasets.Dataset) -> datasets.Dataset:
         return retrieval_pairs(rows)

@@ -5,13 +5,16 @@ types (`RegionPhrase`, `Caption`, `Question`, `Nlvr2Pair`, `Flickr30kImage`) who
 feature store's convention (LXMERT's `*_obj36.tsv` `img_id`), and both region-feature readers into
 `RegionRecord`s (the formats: "Region features" below). Malformed input stops the read with an error naming
 the file, the record (index and, when it has one, its id) and the field, because a corpus silently missing
-records is far harder to notice than a crash.
+records is far harder to notice than a crash; so does a record listed twice (a question id, a Karpathy image),
+which one of the two would otherwise silently replace or double. Text files are UTF-8; a byte-order mark
+(Notepad's, Excel's) is read as one, not as the start of the first record.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import os
 import zipfile
@@ -79,13 +82,14 @@ class Flickr30kImage:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """A UTF-8 text file; a byte that is not UTF-8 is an error naming the file, line and byte offset."""
+    """A UTF-8 text file without its byte-order mark, if any; a byte that is not UTF-8 is an error naming the
+    file, line and byte offset."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise ValueError(
@@ -125,6 +129,14 @@ def _field(
             f"{where}: field '{name}' must be {expected}, got {type(value).__name__} {value!r:.60}"
         )
     return value
+
+
+def _refuse_repeat(first_of: dict[Any, str], key: Any, where: str, record: str, what: str) -> None:
+    """Note `record` (whose key is `key`) unless an earlier record has the same key: then an error naming both
+    (`where` names the later one), as one of the two would silently replace or double the other."""
+    first = first_of.setdefault(key, record)
+    if first != record:
+        raise ValueError(f"{where}: {what} {first} again: each must be listed once")
 
 
 def _top_level_list(data: Any, path: str | os.PathLike, key: str | None = None) -> list:
@@ -277,14 +289,17 @@ def read_vqa_official(
     Without `annotations_path` (the test sets) the questions carry no answers.
     """
     questions = []
+    asked: dict[int, str] = {}
     for index, question in enumerate(_top_level_list(load_json(questions_path), questions_path, "questions")):
         where = f"{questions_path}: questions[{index}]"
         question_id = _field(question, "question_id", int, where)
         where = f"{where} (question_id {question_id})"
+        _refuse_repeat(asked, question_id, where, f"questions[{index}]", "the question_id of")
         questions.append(
             (question_id, _field(question, "image_id", int, where), _field(question, "question", str, where))
         )
     annotation_of = {}
+    annotated: dict[int, str] = {}
     if annotations_path is not None:
         for index, annotation in enumerate(
             _top_level_list(load_json(annotations_path), annotations_path, "annotations")
@@ -292,6 +307,7 @@ def read_vqa_official(
             where = f"{annotations_path}: annotations[{index}]"
             question_id = _field(annotation, "question_id", int, where)
             where = f"{where} (question_id {question_id})"
+            _refuse_repeat(annotated, question_id, where, f"annotations[{index}]", "the question_id of")
             image_id = _field(annotation, "image_id", int, where)
             given = []
             for position, answer in enumerate(_field(annotation, "answers", list, where)):
@@ -340,10 +356,12 @@ def read_lxmert_qa_json(path: str | os.PathLike) -> list[Question]:
     evaluation reports accuracy by; GQA's question ids are strings). Test sets have no `label`.
     """
     records = []
+    asked: dict[str, str] = {}
     for index, record in enumerate(_top_level_list(load_json(path), path)):
         where = f"{path}: record {index}"
         question_id = _field(record, "question_id", (int, str), where)
         where = f"{where} (question_id {question_id})"
+        _refuse_repeat(asked, str(question_id), where, f"record {index}", "the question_id of")
         label = _field(record, "label", dict, where, required=False) or {}
         soft: dict[str, float] = {}
         for answer, score in label.items():
@@ -381,21 +399,33 @@ def read_lxmert_nlvr2_json(path: str | os.PathLike) -> list[Nlvr2Pair]:
     return records
 
 
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
+
+
 def read_flickr30k_karpathy(path: str | os.PathLike) -> list[Flickr30kImage]:
     """Karpathy's `dataset_flickr30k.json`: `{"images": [{"filename", "imgid", "split", "sentences":
     [{"raw", "tokens", ...}], "sentids"}]}`. The image id is the file name without its extension
     ("1000092795"), the `img_id` of LXMERT-style Flickr30k features; captions are the `raw` texts.
     """
     records = []
+    listed: dict[str, str] = {}
     for index, image in enumerate(_top_level_list(load_json(path), path, "images")):
         where = f"{path}: images[{index}]"
         filename = _field(image, "filename", str, where)
         where = f"{where} (filename {filename})"
+        image_id = Path(filename).stem
+        _refuse_repeat(listed, image_id, where, f"images[{index}]", f"the same image ({image_id!r}) as")
         captions = [
             _clean(_field(sentence, "raw", str, f"{where} sentences[{position}]"))
             for position, sentence in enumerate(_field(image, "sentences", list, where))
         ]
-        records.append(Flickr30kImage(Path(filename).stem, captions, _field(image, "split", str, where)))
+        split = _field(image, "split", str, where)
+        if split not in KARPATHY_SPLITS and split.strip().lower() in KARPATHY_SPLITS:
+            raise ValueError(
+                f"{where}: field 'split' is {split!r}, write it {split.strip().lower()!r} (a split is "
+                f"selected by its exact name; Karpathy's are {', '.join(KARPATHY_SPLITS)})"
+            )
+        records.append(Flickr30kImage(image_id, captions, split))
     return records
 
 
@@ -474,6 +504,7 @@ LABEL_DTYPES = {
 # Extractors clip boxes to the image but may round outwards; more than a pixel beyond is corruption.
 BOX_TOLERANCE_PX = 1.0
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+MAX_IMAGE_SIDE = int(np.iinfo(np.int32).max)  # the store keeps image sizes as int32
 
 
 class BadRecordError(ValueError):
@@ -516,6 +547,8 @@ def read_obj36_tsv(
     with open(path, "rb") as handle:
         for line_number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
+            if line_number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
             if not line:
                 continue
             try:
@@ -641,6 +674,12 @@ def _validate(record: RegionRecord, names: Mapping[str, str], feature_dim: int |
     if record.height <= 0 or record.width <= 0:
         attribute = "height" if record.height <= 0 else "width"
         raise fail(attribute, f"image size {record.height}x{record.width} is not positive")
+    if record.height > MAX_IMAGE_SIDE or record.width > MAX_IMAGE_SIDE:
+        attribute = "height" if record.height > MAX_IMAGE_SIDE else "width"
+        raise fail(
+            attribute,
+            f"image size {record.height}x{record.width} is beyond the store's {MAX_IMAGE_SIDE} pixels",
+        )
     if feature_dim is not None and record.features.shape[1] != feature_dim:
         raise fail("features", f"feature dim {record.features.shape[1]}, expected {feature_dim}")
     if record.features.shape[1] == 0:

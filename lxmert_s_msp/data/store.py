@@ -8,6 +8,7 @@ temporary name and renamed, so a killed writer never leaves a store that opens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -59,6 +60,17 @@ def float32_tensor(array: np.ndarray) -> torch.Tensor:
     """
     out = torch.from_numpy(np.empty(array.shape, dtype=np.float32))
     return out.copy_(torch.from_numpy(np.ascontiguousarray(array)))
+
+
+def files_digest(paths: Iterable[Path]) -> str:
+    """sha256 of the names and contents of `paths`, in the order given."""
+    hasher = hashlib.sha256()
+    for path in paths:
+        hasher.update(path.name.encode())
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -223,3 +235,13 @@ class FeatureStore:
         """One fancy index per array; rows may repeat and come in any order."""
         rows = np.asarray(rows, dtype=np.int64)
         return RegionBatch(**{name: np.asarray(array[rows]) for name, array in self.arrays.items()})
+
+    def digest(self, rows: np.ndarray | Sequence[int], block: int = 256) -> str:
+        """sha256 of the images at `rows`: their ids and every array's values, read `block` rows at a time
+        (a split of a few thousand images, not the store's gigabytes)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        hasher = hashlib.sha256(json.dumps([self.image_ids[row] for row in rows]).encode())
+        for start in range(0, len(rows), block):
+            for array in vars(self.read(rows[start : start + block])).values():
+                hasher.update(np.ascontiguousarray(array).tobytes())
+        return hasher.hexdigest()

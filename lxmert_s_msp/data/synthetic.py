@@ -42,6 +42,7 @@ from lxmert_s_msp.data.corpus_builders import (
     save_corpus,
     token_corpus,
 )
+from lxmert_s_msp.data.folder_lock import folder_lock
 from lxmert_s_msp.data.hard_negatives import build_hard_negatives
 from lxmert_s_msp.data.readers import (
     build_answer_vocab,
@@ -531,31 +532,55 @@ def build_corpora(folder: Path) -> None:
     )
 
 
+def world_lock_file(out: Path) -> Path:
+    """The lock a world's generator holds (`folder_lock`): beside the world, which is replaced by a rename."""
+    return out.parent / f".{out.name}.lock"
+
+
 def generate_world(
     out: str | Path, settings: WorldSettings = WorldSettings(), *, overwrite: bool = False
 ) -> Path:
-    """Write a complete world to `out`, or reuse the one there if it was made with the same settings.
+    """Write a complete world to `out`, or reuse the one there if it was made with the same settings; one made
+    with other settings is refused, naming them, unless `overwrite` replaces it.
 
     The world, its tokenizer included, is a pure function of `settings`: two builds are identical file for
     file, so the same curriculum on a fresh output folder trains the same model.
 
     The world is assembled in a temporary sibling folder and renamed into place, with `world.json` (the
-    settings) written last: a killed run leaves no half world behind, and a re-run starts over.
+    settings) written last: a killed run leaves no half world behind, and a re-run starts over. One process at
+    a time generates a world: another is refused naming it (`world_lock_file`).
     """
     out = Path(out)
     if settings.images < 20:
         raise ValueError(
             f"images: a world needs at least 20 images (2 per val/test split), got {settings.images}"
         )
-    marker = out / "world.json"
-    stamp = {"format": WORLD_FORMAT, **asdict(settings)}
-    if marker.is_file() and not overwrite:
-        if json.loads(marker.read_text()) == stamp:
-            return out
-        raise FileExistsError(
-            f"{out} holds a world made with other settings or by an older version of the generator "
-            f"({marker}); pass overwrite=True"
-        )
+    with folder_lock(world_lock_file(out), f"the synthetic world {out}", "wait for its generation to end"):
+        marker = out / "world.json"
+        stamp = {"format": WORLD_FORMAT, **asdict(settings)}
+        if marker.is_file():
+            made = json.loads(marker.read_text())
+            if made == stamp:
+                return out
+            if not overwrite:
+                changes = ", ".join(
+                    f"{key}: {made.get(key)!r} -> {value!r}"
+                    for key, value in stamp.items()
+                    if made.get(key) != value
+                )
+                raise FileExistsError(
+                    f"{out} holds a world made with other settings or by an older version of the generator "
+                    f"({changes}). Replace it with "
+                    "overwrite=True: `python -m lxmert_s_msp.data.synthetic --overwrite`, or "
+                    "`recipes/pretrain.py --overwrite_output_dir` for the world of an output folder (which "
+                    "also trains the stages again on the new world)"
+                )
+        _write_world(out, settings)
+    return out
+
+
+def _write_world(out: Path, settings: WorldSettings) -> None:
+    """Build the world in `<out>.partial`, then rename it to `out`."""
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -589,9 +614,8 @@ def generate_world(
     build_corpora(work)
     tokenizer = build_wordpiece_tokenizer([*_all_texts(work), *OBJECT_CLASSES, *ATTRIBUTES], vocab_size=2000)
     tokenizer.save_pretrained(work / "tokenizer")
-    atomic_write_text(work / "world.json", json.dumps(stamp, indent=2))
+    atomic_write_text(work / "world.json", json.dumps({"format": WORLD_FORMAT, **asdict(settings)}, indent=2))
     replace_folder(work, out)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -605,7 +629,9 @@ def main(argv: list[str] | None = None) -> None:
         "--feature-dim", type=int, help="override the feature size (2,048 like a real detector)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace a world made with other settings")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a world made with other settings (the same: reused)"
+    )
     args = accept_underscores(parser).parse_args(argv)
     overrides = {"images": args.images, "feature_dim": args.feature_dim, "seed": args.seed}
     settings = replace(

@@ -8,9 +8,13 @@ result is a `transformers.BertTokenizerFast` (lower-casing BERT normaliser, `Ber
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
 
 from tokenizers import normalizers, pre_tokenizers
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
@@ -82,9 +86,45 @@ def load_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased") -> Pre
         ) from error
 
 
+# What `save_pretrained` writes into a tokenizer's files that is not the tokenizer: where it was loaded from
+# (tokenizer_config.json), and the truncation and padding the last call set (tokenizer.json; every call sets
+# its own). Left out of fingerprints, so the same tokenizer, read from two folders or used or not, has one.
+NOT_THE_TOKENIZER = {
+    "tokenizer_config.json": ("is_local", "local_files_only", "name_or_path", "_commit_hash"),
+    "tokenizer.json": ("truncation", "padding"),
+}
+
+
+def pretrained_folder_digest(folder: Path, leave_out: Collection[str] = ()) -> str:
+    """sha256 of the files `save_pretrained` wrote into `folder` (a tokenizer's, a model's with its
+    processor), by relative path and content, without `NOT_THE_TOKENIZER` and the files in `leave_out`."""
+    hasher = hashlib.sha256()
+    for path in sorted(path for path in folder.rglob("*") if path.is_file() and path.name not in leave_out):
+        hasher.update(path.relative_to(folder).as_posix().encode())
+        if path.name in NOT_THE_TOKENIZER:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+            kept = {key: value for key, value in settings.items() if key not in NOT_THE_TOKENIZER[path.name]}
+            hasher.update(json.dumps(kept, sort_keys=True).encode())
+            continue
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 of every file `save_pretrained` writes (vocabulary, normaliser and its lower-casing,
+    pre-tokeniser, special tokens, template: all that decides a text's ids; `pretrained_folder_digest`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return pretrained_folder_digest(Path(folder))
+
+
 __all__ = [
     "SPECIAL_TOKENS",
     "build_wordpiece_tokenizer",
     "load_tokenizer",
+    "pretrained_folder_digest",
+    "tokenizer_digest",
     "wordpiece_tokenizer_from_vocabulary",
 ]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import EvalPrediction, Trainer
 from transformers.utils.logging import tqdm
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.downstream_data import DownstreamData, TaskSplits
 from lxmert_s_msp.data.readers import QUESTION_TYPE_FIELDS
 from lxmert_s_msp.evaluation.metrics import load_metric
@@ -165,25 +166,22 @@ def accuracy_by_type(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Accuracy on `rows` by each breakdown its questions carry (`QUESTION_TYPE_FIELDS`: VQA's question and
     answer types, the synthetic world's exist / count / color / relation), beside the type's answer prior: the
-    answer with the most training score among the type's training questions, scored on the split's questions
-    of that type (what a model that reads only the question's type gets). Per type: `questions`, `accuracy`,
+    type's most frequent training answer (`type_priors`), scored on the split's questions of that type (what a
+    model that reads only the question's type gets). Per type: `questions`, `accuracy`,
     `prior_answer`, `prior`; accuracies are fractions. Empty when the questions carry no types."""
     breakdowns = {}
     for name in QUESTION_TYPE_FIELDS:
         if name not in rows.column_names or not any(rows[name]):
             continue
         answers, scores = rows["answers"], rows["scores"]
-        totals: dict[str, Counter[str]] = defaultdict(Counter)
-        if name in train.column_names:
-            for kind, given, weights in zip(train[name], train["answers"], train["scores"], strict=True):
-                totals[kind].update(dict(zip(given, weights, strict=True)))
+        priors = type_priors(train, name) if name in train.column_names else {}
         by_kind: dict[str, list[int]] = defaultdict(list)
         for index, kind in enumerate(rows[name]):
             by_kind[kind].append(index)
         breakdown = {}
         for kind, indices in sorted(by_kind.items(), key=lambda item: str(item[0])):
-            prior = totals[kind].most_common(1)[0][0] if totals[kind] else None
-            prior_scores = [dict(zip(answers[i], scores[i], strict=True)).get(prior, 0.0) for i in indices]
+            prior = priors.get(kind)
+            prior_scores = [_soft_score(answers[i], scores[i], prior) for i in indices]
             breakdown[str(kind)] = {
                 "questions": len(indices),
                 "accuracy": sum(row_scores[i] for i in indices) / len(indices),
@@ -202,7 +200,9 @@ def by_type_lines(by_type: dict[str, dict[str, dict[str, Any]]], limit: int = 12
         if len(breakdown) > limit:
             lines.append(f"  by {name}: {len(breakdown)} types, in the JSON file")
             continue
-        lines.append(f"  by {name}, in % (questions; answer prior: the type's most-scored training answer):")
+        lines.append(
+            f"  by {name}, in % (questions; answer prior: the type's most frequent training answer):"
+        )
         for kind, row in breakdown.items():
             lines.append(
                 f"    {kind:<12} {100 * row['accuracy']:5.1f}  ({row['questions']}; prior, always "
@@ -211,10 +211,13 @@ def by_type_lines(by_type: dict[str, dict[str, dict[str, Any]]], limit: int = 12
     return lines
 
 
-def answer_prior(data: DownstreamData, task: DownstreamTask, split: str) -> tuple[str, float] | None:
-    """VQA / GQA: the answer with the most training score (what a model that ignores image and question
-    does best to answer always) and its score on `split`, the floor a model must beat; None for a split
-    without answers."""
+def _soft_score(answers: Sequence[str], scores: Sequence[float], answer: str) -> float:
+    return dict(zip(answers, scores, strict=True)).get(answer, 0.0)
+
+
+def most_scored_answer(data: DownstreamData, task: DownstreamTask, split: str) -> tuple[str, float] | None:
+    """VQA / GQA: the training answer with the most score (what a model that ignores image and question does
+    best to answer always) and its score on `split`; None for a split without answers."""
     rows = task.data.split(data, split)
     if not any(rows["answers"]):
         return None
@@ -223,28 +226,64 @@ def answer_prior(data: DownstreamData, task: DownstreamTask, split: str) -> tupl
     for answers, scores in zip(train["answers"], train["scores"], strict=True):
         totals.update(dict(zip(answers, scores, strict=True)))
     answer = totals.most_common(1)[0][0]
-    per_row = [
-        dict(zip(a, s, strict=True)).get(answer, 0.0)
-        for a, s in zip(rows["answers"], rows["scores"], strict=True)
-    ]
+    per_row = [_soft_score(a, s, answer) for a, s in zip(rows["answers"], rows["scores"], strict=True)]
     return answer, sum(per_row) / len(per_row)
 
 
+def question_type_prior(data: DownstreamData, task: DownstreamTask, split: str) -> float | None:
+    """VQA: the score on `split` of answering each question with the most frequent answer of its question
+    type among the training questions (each counting its best-scored answer), what a model that reads only
+    the question's type reaches (the answer prior the README's tables cite); None for a split without answers
+    or question types (GQA; corpora built before they kept the type)."""
+    rows = task.data.split(data, split)
+    train = task.data.split(data, "train")
+    if not any(rows["answers"]) or "question_type" not in rows.column_names:
+        return None
+    if not all(train["question_type"]) or not all(rows["question_type"]):
+        return None
+    priors = type_priors(train, "question_type")
+    per_row = [
+        _soft_score(a, s, priors[kind]) if kind in priors else 0.0
+        for kind, a, s in zip(rows["question_type"], rows["answers"], rows["scores"], strict=True)
+    ]
+    return sum(per_row) / len(per_row)
+
+
+def type_priors(train: datasets.Dataset, name: str) -> dict[str, str]:
+    """Each type (of the `name` breakdown) and its most frequent answer among the training questions of that
+    type, each question counting its best-scored answer (the answer prior of `world_baselines` and the
+    README)."""
+    counts: dict[str, Counter[str]] = {}
+    for kind, answers, scores in zip(train[name], train["answers"], train["scores"], strict=True):
+        if answers:
+            best = answers[scores.index(max(scores))]  # the first best, as the readers' `Question.answer`
+            counts.setdefault(kind, Counter())[best] += 1
+    return {kind: answers.most_common(1)[0][0] for kind, answers in counts.items()}
+
+
 def answer_prior_floor(data: DownstreamData, task: DownstreamTask, split: str) -> str:
-    prior = answer_prior(data, task, split)
-    return "" if prior is None else f" (answer prior, always {prior[0]!r}: {100 * prior[1]:.1f})"
+    """The two answer priors a VQA / GQA model must beat, each named for what it is ("" without answers)."""
+    always = most_scored_answer(data, task, split)
+    if always is None:
+        return ""
+    priors = [f"always {always[0]!r}, the most-scored training answer: {100 * always[1]:.1f}"]
+    by_type = question_type_prior(data, task, split)
+    if by_type is not None:
+        priors.append(f"each question type's most frequent training answer: {100 * by_type:.1f}")
+    return f"answer priors: {'; '.join(priors)}"
 
 
 def chance_floor(data: DownstreamData, task: DownstreamTask, split: str) -> str:
     """A random guess among the task's labels (NLVR2: 50%)."""
-    return f" (chance {100 / len(task.data.labels(data)):.1f})"
+    return f"chance {100 / len(task.data.labels(data)):.1f}"
 
 
 def metrics_line(task_name: str, split: str, metrics: dict[str, float], floor: str = "") -> str:
     """A classification task's metrics for the console, in percent like every score the recipes print, each
-    followed by `floor` (what a model must beat)."""
+    followed by `floor` (what a model must beat) in parentheses."""
+    beside = f" ({floor})" if floor else ""
     scores = "  ".join(
-        f"{name} {100 * value:.1f}{floor}" for name, value in metrics.items() if name != "loss"
+        f"{name} {100 * value:.1f}{beside}" for name, value in metrics.items() if name != "loss"
     )
     return f"{task_name} on {split}, in %: {scores}"
 
@@ -320,6 +359,13 @@ class ClassificationScorer:
         line = metrics_line(task.name, split, evaluation.metrics, self.floor(data, task, split))
         return "\n".join([line, *by_type_lines(evaluation.by_type or {})])
 
+    def floors(
+        self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str
+    ) -> dict[str, str]:
+        """What a model must beat, per metric of `evaluation` (the model card's column)."""
+        floor = self.floor(data, task, split)
+        return {name: floor for name in evaluation.metrics if name != "loss"}
+
 
 @dataclass(frozen=True)
 class RetrievalScorer:
@@ -380,6 +426,18 @@ class RetrievalScorer:
 
     def summary(self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str) -> str:
         return evaluation.retrieval.summary()
+
+    def floors(
+        self, evaluation: Evaluation, task: DownstreamTask, data: DownstreamData, split: str
+    ) -> dict[str, str]:
+        """A random ranking's recall beside each recall (any ranking's: the chance is the ranking's own)."""
+        chance = evaluation.retrieval.chance
+        return {
+            name: f"chance {100 * chance[recall]:.1f}"
+            for name in evaluation.metrics
+            for recall in chance
+            if (name == recall or name.endswith(f"_{recall}")) and not name.startswith("kept_")
+        }
 
 
 @dataclass(frozen=True)
@@ -444,7 +502,7 @@ def evaluate_checkpoint(
     ranking = RetrievalOptions(text_retrieval, rerank_top_k, all_pairs)
     if zero_shot:
         return task.scorer.zero_shot(task, model_folder, data, split, device, ranking)
-    model = task.model_class.from_pretrained(model_folder).to(device).eval()
+    model = load_model(task.model_class, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     check_fits(model.config, processor, data, str(model_folder))
     labels = task.data.labels_of(model.config, model_folder)

@@ -20,8 +20,10 @@ from typing import Literal
 import datasets
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.logging import tqdm
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.store import FeatureStore
@@ -185,9 +187,13 @@ def contrastive_similarity(
     """(images, captions) cosine similarity of the VSC embeddings of every image and caption of `split`: one
     matrix product, no cross-modal pass."""
 
-    def embed(inputs: dict[str, torch.Tensor], features: Callable[..., torch.Tensor]) -> torch.Tensor:
+    def embed(
+        inputs: dict[str, torch.Tensor], features: Callable[..., BaseModelOutputWithPooling]
+    ) -> torch.Tensor:
         batches = zip(*(value.split(batch_size) for value in inputs.values()), strict=True)
-        return torch.cat([features(**dict(zip(inputs, batch, strict=True))).float() for batch in batches])
+        return torch.cat(
+            [features(**dict(zip(inputs, batch, strict=True))).pooler_output.float() for batch in batches]
+        )
 
     images = embed(split.visual, model.get_image_features)
     captions = embed(split.text, model.get_text_features)
@@ -464,7 +470,7 @@ def zero_shot_retrieval(
     after the VSC embeddings' ranking when the model has them (`evaluate_retrieval`)."""
     images = retrieval_split(data_folder, split)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
+    model = load_model(LxmertSForPreTraining, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     store = FeatureStore(Path(data_folder) / "store")
     return evaluate_retrieval(

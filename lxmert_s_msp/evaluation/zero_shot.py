@@ -3,13 +3,15 @@ zero-shot retrieval, which the main job (`recipes/pretrain.py`) prints and its m
 
 Scoring a retrieval split with ITM on every pair takes a while on real data, and a re-run of a finished
 curriculum rewrites the Hub folder; the scores are cached beside it (`ZERO_SHOT_SCORES`) and reused only for
-the same weights (sha256 of `model.safetensors`), data folder, split and re-ranking k.
+the same inputs, by content (`scores_key`): every file of the model folder (weights, config, code,
+processor), the retrieval corpus's files and the split's store rows, the scoring code (`SCORING_CODE`), the
+split and the rankings asked for. A rebuilt corpus or store is scored again; the same data in another
+folder is not.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +21,11 @@ from typing import Any
 import datasets
 import torch
 
+from lxmert_s_msp.checkpoints import load_model
+from lxmert_s_msp.data.corpus_builders import corpus_digest
 from lxmert_s_msp.data.downstream_data import retrieval_split
-from lxmert_s_msp.data.store import FeatureStore, atomic_write_text
+from lxmert_s_msp.data.store import FeatureStore, atomic_write_text, files_digest
+from lxmert_s_msp.data.tokenizer import pretrained_folder_digest
 from lxmert_s_msp.evaluation.metrics import load_metric
 from lxmert_s_msp.evaluation.retrieval import (
     DEFAULT_RERANK_TOP_K,
@@ -33,6 +38,11 @@ from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, LxmertSForPreTra
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 ZERO_SHOT_SCORES = "zero_shot_scores.json"
+# The code the scores come from, as a version of its own: the `lxmert_s_msp.evaluation` package's source (this
+# module, the rankings, the metrics). A change to any of it may change a score, so its cache is not reused.
+SCORING_CODE = files_digest(sorted(Path(__file__).resolve().parent.rglob("*.py")))
+# Held-out ITM accuracy pairs each caption with another image, and retrieval ranks images: a split needs two.
+MIN_SPLIT_IMAGES = 2
 
 
 @dataclass
@@ -55,7 +65,7 @@ def held_out_pairs(captions_per_image: Sequence[int], seed: int = 0) -> tuple[to
     """(image, caption, label) of the 2N pairs ITM accuracy scores: caption n with its image (label 1), then
     with another image of the split drawn uniformly with `seed` (label 0); indices into the split."""
     images = len(captions_per_image)
-    if images < 2:
+    if images < MIN_SPLIT_IMAGES:
         raise ValueError(f"held-out ITM accuracy pairs captions with another image; the split has {images}")
     owners = torch.repeat_interleave(torch.arange(images), torch.tensor(captions_per_image))
     generator = torch.Generator().manual_seed(seed)
@@ -138,19 +148,45 @@ class ZeroShotScores:
         return cls(ITMAccuracy(**fields["itm"]), RetrievalResult(**fields["retrieval"]))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_zero_shot_data(data_folder: Path, settings: ZeroShotSettings, tasks: Sequence[str]) -> None:
     """Before training: when the last stage's `tasks` will be scored, a data folder with a retrieval corpus
-    must have images in the split, or the run would fail after its last stage."""
-    if _skip_reason(tasks, data_folder) is None:
-        retrieval_split(data_folder, settings.split)
+    must have a split that can be scored (at least `MIN_SPLIT_IMAGES` images, each with a caption), or the
+    run would fail after its last stage."""
+    if _skip_reason(tasks, data_folder) is not None:
+        return
+    images = retrieval_split(data_folder, settings.split)
+    where = f"{data_folder / 'corpora' / 'flickr30k'}: split {settings.split!r}"
+    if len(images) < MIN_SPLIT_IMAGES:
+        raise ValueError(
+            f"{where} has {len(images)} image: held-out ITM accuracy pairs each caption with another image "
+            f"and retrieval ranks the split's images, so it needs at least {MIN_SPLIT_IMAGES} "
+            "(--retrieval_split names another split)"
+        )
+    uncaptioned = [
+        image_id
+        for image_id, captions in zip(images["image_id"], images["captions"], strict=True)
+        if not captions
+    ]
+    if uncaptioned:
+        raise ValueError(
+            f"{where}: image {uncaptioned[0]!r} has no caption ({len(uncaptioned)} such images): rebuild the "
+            "corpus with `python -m lxmert_s_msp.data.corpora flickr30k`, which refuses them"
+        )
+
+
+def scores_key(
+    model_folder: Path, data_folder: Path, images: datasets.Dataset, settings: ZeroShotSettings
+) -> dict[str, Any]:
+    """What the scores of the model saved in `model_folder` on `images` (rows of `retrieval_split`) depend on,
+    by content: the model folder's files (its card, written after the scores, left out), the retrieval
+    corpus's files and the split's store rows, the scoring code and `settings`."""
+    return {
+        "model_files": pretrained_folder_digest(model_folder, leave_out={"README.md"}),
+        "retrieval_corpus": corpus_digest(data_folder / "corpora" / "flickr30k"),
+        "store_rows": FeatureStore(data_folder / "store").digest(images["image_index"]),
+        "scoring_code": SCORING_CODE,
+        **dataclasses.asdict(settings),
+    }
 
 
 def _skip_reason(tasks: Sequence[str], data_folder: Path) -> str | None:
@@ -173,19 +209,15 @@ def zero_shot_scores(
     skipped = _skip_reason(LxmertSConfig.from_pretrained(model_folder).pretraining_tasks, data_folder)
     if skipped is not None:
         return ZeroShotScores(skipped=skipped)
-    key = {
-        "weights_sha256": _sha256(model_folder / "model.safetensors"),
-        "data": str(data_folder.resolve()),
-        **dataclasses.asdict(settings),
-    }
+    images = retrieval_split(data_folder, settings.split)
+    key = scores_key(model_folder, data_folder, images, settings)
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached["key"] == key:
             return ZeroShotScores.from_json(cached)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = LxmertSForPreTraining.from_pretrained(model_folder).to(device).eval()
+    model = load_model(LxmertSForPreTraining, model_folder).to(device).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
-    images = retrieval_split(data_folder, settings.split)
     itm = itm_accuracy(model, FeatureStore(data_folder / "store"), processor, images, settings.split, device)
     retrieval = zero_shot_retrieval(
         model_folder,

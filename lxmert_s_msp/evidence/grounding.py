@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.cli import accept_underscores, run
 from lxmert_s_msp.data.collators import text_inputs, visual_inputs
 from lxmert_s_msp.data.downstream_data import retrieval_split
@@ -64,7 +65,7 @@ def named_region_attention(
     """Measured on `caption_inputs`, over every word that is a one-piece class name of `objects_vocab.txt`
     and that the detector found in the image."""
     data_folder = Path(data_folder)
-    model = LxmertSForPreTraining.from_pretrained(model_folder, attn_implementation="eager").eval()
+    model = load_model(LxmertSForPreTraining, model_folder, attn_implementation="eager").eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     store = FeatureStore(data_folder / "store")
     class_of_token = {}
@@ -117,7 +118,7 @@ def pooled_output_spread(
 ) -> PooledSpread:
     """Measured on `caption_inputs`."""
     data_folder = Path(data_folder)
-    model = LxmertSForPreTraining.from_pretrained(model_folder).eval()
+    model = load_model(LxmertSForPreTraining, model_folder).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     inputs, _ = caption_inputs(processor, FeatureStore(data_folder / "store"), data_folder, split, images)
     pooled = model.lxmert(**inputs).pooled_output.float()

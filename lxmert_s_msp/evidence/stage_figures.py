@@ -21,6 +21,7 @@ import datasets
 import numpy as np
 import torch
 
+from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.data.downstream_collators import QACollator
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.evaluation.retrieval import match_logit_scorer, score_all_pairs
@@ -58,7 +59,7 @@ def top_answers(
 ) -> list[list[Ranked]]:
     """The `k` best answers of a fine-tuned VQA model for each row, best first. The head is trained with
     binary cross-entropy on soft scores, so each answer's sigmoid is its own probability of being right."""
-    model = LxmertSForQuestionAnswering.from_pretrained(model_folder).eval()
+    model = load_model(LxmertSForQuestionAnswering, model_folder).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     answers = [model.config.id2label[index] for index in range(model.config.num_qa_labels)]
     batch = QACollator(store, processor, answers)(rows)
@@ -79,7 +80,7 @@ def top_captions(
 ) -> list[Ranked]:
     """For each picked image (a position in `images`, rows of `retrieval_split`), the caption of the split a
     fine-tuned retrieval model ranks first, with its p(match) (the sigmoid of the match logit)."""
-    model = LxmertSForImageTextRetrieval.from_pretrained(model_folder).eval()
+    model = load_model(LxmertSForImageTextRetrieval, model_folder).eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     per_image = images["captions"]
     captions = [caption for texts in per_image for caption in texts]

@@ -6,7 +6,8 @@ Cards name data and checkpoints by Hub id or folder name, never by a local absol
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from faster_rcnn_vg import DEFAULT_DETECTOR
+from lxmert_s_msp.checkpoints import load_model
+from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text, replace_folder
-from lxmert_s_msp.evaluation.downstream import DownstreamTask
+from lxmert_s_msp.evaluation.downstream import DownstreamTask, Evaluation
 from lxmert_s_msp.evaluation.retrieval import as_percent
 from lxmert_s_msp.evaluation.zero_shot import ZeroShotScores
-from lxmert_s_msp.training.curriculum import Curriculum
+from lxmert_s_msp.training.curriculum import Curriculum, Source, StageConfig
 from lxmert_s_msp.training.downstream_tasks import TASKS
 from lxmert_s_msp.training.stage_data import PretrainingData
 from lxmert_s_msp.training.stage_results import StageResult
@@ -31,6 +34,25 @@ TAGS = ["lxmert", "lxmert-s", "msp", "vision-language", "multi-stage-pre-trainin
 # The real pre-training data: Visual Genome's phrases and objects, COCO's captions (the paper's §4.1).
 PRETRAINING_DATASETS = ["ranjaykrishna/visual_genome", "HuggingFaceM4/COCO"]
 SYNTHETIC_DATASET = "synthetic-world"  # `lxmert_s_msp/data/synthetic.py`; no Hub dataset
+PACKAGE = "lxmert-s-msp"
+MSP_CITATION = """@inproceedings{liu2021msp,
+  title = {Multi-stage Pre-training over Simplified Multimodal Pre-training Models},
+  author = {Liu, Tongtong and Feng, Fangxiang and Wang, Xiaojie},
+  booktitle = {Proceedings of the 59th Annual Meeting of the Association for Computational Linguistics and the
+               11th International Joint Conference on Natural Language Processing (ACL-IJCNLP 2021)},
+  year = {2021},
+  eprint = {2107.14596},
+  archivePrefix = {arXiv}
+}"""
+LXMERT_CITATION = """@inproceedings{tan2019lxmert,
+  title = {{LXMERT}: Learning Cross-Modality Encoder Representations from Transformers},
+  author = {Tan, Hao and Bansal, Mohit},
+  booktitle = {Proceedings of the 2019 Conference on Empirical Methods in Natural Language Processing and the
+               9th International Joint Conference on Natural Language Processing (EMNLP-IJCNLP)},
+  year = {2019},
+  eprint = {1908.07490},
+  archivePrefix = {arXiv}
+}"""
 
 
 def render_card(data: ModelCardData, body: Sequence[str]) -> str:
@@ -64,6 +86,80 @@ def features_section(config: LxmertSConfig, processor: LxmertSProcessor) -> list
     ]
 
 
+def project_url() -> str | None:
+    """The address of this package's code, as its installed metadata declares it (setup.cfg's `url`); None
+    when it declares none or runs uninstalled."""
+    try:
+        fields = metadata.metadata(PACKAGE)
+    except metadata.PackageNotFoundError:
+        return None
+    urls = [
+        fields.get("Home-page"),
+        *(entry.split(", ")[-1] for entry in fields.get_all("Project-URL") or []),
+    ]
+    return next((url for url in urls if url and url != "UNKNOWN"), None)
+
+
+def code_section(recipe: str) -> list[str]:
+    """Where the code is: the model's, in this folder, and the package whose `recipe` wrote the folder."""
+    url = project_url()
+    package = f"[`{PACKAGE}`]({url})" if url else f"The `{PACKAGE}` package"
+    return [
+        "## Code",
+        "",
+        "The model's code is in this folder: [`configuration_lxmert_s.py`](configuration_lxmert_s.py), "
+        "[`modeling_lxmert_s.py`](modeling_lxmert_s.py) (the models and their pre-training heads) and "
+        "[`processing_lxmert_s.py`](processing_lxmert_s.py), with the files they import; "
+        f"`trust_remote_code=True` runs it. {package} wrote the folder, with `{recipe}`.",
+        "",
+    ]
+
+
+def citation_section() -> list[str]:
+    return [
+        "## Citation",
+        "",
+        "MSP and LXMERT-S, and LXMERT, whose cross-modality encoder LXMERT-S keeps:",
+        "",
+        "```bibtex",
+        MSP_CITATION,
+        "",
+        LXMERT_CITATION,
+        "```",
+        "",
+    ]
+
+
+def intended_use_section(synthetic: bool, processor: LxmertSProcessor, config: LxmertSConfig) -> list[str]:
+    """What the model is for and where it fails; a model of the synthetic world is useless on real data."""
+    lines = ["## Intended use and limitations", ""]
+    if synthetic:
+        return [
+            *lines,
+            "**A model of the synthetic world, useless on real images and text.** It was trained on the "
+            "built-in synthetic world (`lxmert_s_msp/data/synthetic.py`), a test of the pipeline: its region "
+            f"features are simulated detector output ({config.visual_feat_dim}-d) and its tokenizer has "
+            f"{len(processor.tokenizer):,} word pieces, built from the world's own texts. Real detector "
+            "features are not distributed like the simulated ones, and most English words are outside that "
+            "vocabulary. Use it to check that the code runs end to end and to compare curricula on the "
+            "synthetic world; for real use, pre-train on real data or convert an LXMERT checkpoint "
+            "(`recipes/convert_lxmert_checkpoint.py`).",
+            "",
+        ]
+    return [
+        *lines,
+        "For research on vision-language models: the pooled image-text representation, and the starting "
+        "point of fine-tuning on VQA, GQA, NLVR2 or image-text retrieval (`recipes/finetune.py`). It reads "
+        f"the regions of one detector, bottom-up attention's Faster R-CNN (`{DEFAULT_DETECTOR}`, up to "
+        f"{processor.num_regions} per image), and English text through its "
+        f"{len(processor.tokenizer):,}-piece WordPiece tokenizer: features of another detector are out of "
+        "its distribution. It carries what its training data carries, Visual Genome's and COCO's images and "
+        "English annotations, with their biases about who and what appears where and how it is described; "
+        "it was not evaluated for uses that decide about people.",
+        "",
+    ]
+
+
 def write_hub_folder(
     curriculum: Curriculum,
     data: PretrainingData,
@@ -77,12 +173,16 @@ def write_hub_folder(
     the saved folder before the card is written, so that the card, written once, records its scores."""
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    model = LxmertSForPreTraining.from_pretrained(results[-1].folder)
-    model.save_pretrained(work)
-    processor = data.processor(curriculum.stages[-1].max_length)
-    processor.save_pretrained(work)
-    scores = None if score is None else score(work)
-    atomic_write_text(work / "README.md", model_card(curriculum, data, results, model, processor, scores))
+    try:
+        model = load_model(LxmertSForPreTraining, results[-1].folder)
+        model.save_pretrained(work)
+        processor = data.processor(curriculum.stages[-1].max_length)
+        processor.save_pretrained(work)
+        scores = None if score is None else score(work)
+        atomic_write_text(work / "README.md", model_card(curriculum, data, results, model, processor, scores))
+    except Exception:  # no half folder left beside the output (a kill's is removed by the next run, above)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     replace_folder(work, out)
     return scores
 
@@ -104,14 +204,23 @@ def _data_description(curriculum: Curriculum, data: PretrainingData) -> str:
     )
 
 
+def _trained_texts(data: PretrainingData, stage: StageConfig, source: Source) -> str:
+    """A source's corpus rows and, when they differ, the texts the stage trained on (a phrase corpus's phrase
+    lists are packed into texts of the stage's length)."""
+    rows = len(data.corpus(source.corpus))
+    texts = len(data.source_texts(source, data.processor(stage.max_length), stage.name))
+    trained = f"{rows:,} rows" if texts == rows else f"{rows:,} rows packed into {texts:,} texts"
+    return f"{source.corpus} ({trained})"
+
+
 def _stage_rows(curriculum: Curriculum, data: PretrainingData, results: Sequence[StageResult]) -> list[str]:
     rows = [
-        "| stage | corpus (rows) | tasks | text tokens | length | batch | lr | optimizer steps "
+        "| stage | corpus | tasks | text tokens | trained for | batch | lr | optimizer steps "
         "| final losses |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for stage, result in zip(curriculum.stages, results, strict=True):
-        corpora = ", ".join(f"{s.corpus} ({len(data.corpus(s.corpus)):,})" for s in stage.sources)
+        corpora = ", ".join(_trained_texts(data, stage, source) for source in stage.sources)
         losses = ", ".join(
             f"{key.removeprefix('loss/')} {value:.4g}" for key, value in result.final_losses.items()
         )
@@ -297,6 +406,7 @@ def model_card(
         "LXMERT-S (LXMERT with only its cross-modality encoder) pre-trained with multi-stage pre-training "
         f"(MSP; Liu, Feng, Wang, ACL-IJCNLP 2021): {order}.",
         "",
+        *intended_use_section(synthetic, processor, config),
         *_pretrained_load_lines(config),
         "## Model",
         "",
@@ -313,9 +423,11 @@ def model_card(
         "",
         *_stage_rows(curriculum, data, results),
         "",
-        f"Each stage started from the previous stage's weights; optimizer state: "
-        f"{curriculum.training.optimizer_state}. Final losses are the last logged training values "
-        "(mean over the last logging window).",
+        "Corpus: its rows and, where they differ, the texts the stage trained on (phrase lists are packed "
+        "into texts of the stage's length); text tokens: that length, [CLS] and [SEP] included; trained for: "
+        "epochs over those texts, or optimizer steps. Each stage started from the previous stage's weights; "
+        f"optimizer state: {curriculum.training.optimizer_state}. Final losses are the last logged training "
+        "values (mean over the last logging window).",
         "",
         f"The curriculum (`{curriculum.path.name}`, resolved):",
         "",
@@ -324,6 +436,8 @@ def model_card(
         "```",
         "",
         *([] if scores is None else _zero_shot_section(scores)),
+        *code_section(f"accelerate launch recipes/pretrain.py --config {curriculum.path.name}"),
+        *citation_section(),
     ]
     return render_card(metadata, lines)
 
@@ -348,18 +462,48 @@ def _load_lines(model_class: str, auto_class: str | None) -> list[str]:
     ]
 
 
+NOT_SCORED_ON_TEST = (
+    "Test: not scored, as the data folder holds no test split with labels (VQA v2's test answers are not "
+    "public: `recipes/evaluate_checkpoint.py --split test` writes the predictions its evaluation server "
+    "takes)."
+)
+
+
+def _results_section(
+    task: DownstreamTask, data: DownstreamData, scores: Mapping[str, Evaluation]
+) -> list[str]:
+    """Each split's scores in percent, beside what a model must beat there (the answer priors, chance)."""
+    chosen = "the one training ended with" if task.metric is None else "the epoch best on val"
+    lines = [
+        "## Results",
+        "",
+        f"In percent. The model is {chosen}; the test split played no part in training or choosing it.",
+        "",
+        "| split | metric | value (%) | what a model must beat |",
+        "| --- | --- | --- | --- |",
+    ]
+    for split, evaluation in scores.items():
+        floors = task.scorer.floors(evaluation, task, data, split)
+        lines += [
+            f"| {split} | {name} | {100 * value:.1f} | {floors.get(name, '–')} |"
+            for name, value in evaluation.metrics.items()
+            if name != "loss" and not name.startswith("kept_")
+        ]
+    return [*lines, "", *([] if "test" in scores else [NOT_SCORED_ON_TEST, ""])]
+
+
 def finetuned_card(
     task: DownstreamTask,
     source: str,
-    data_folder: Path,
-    metrics: dict[str, float],
+    data: DownstreamData,
+    scores: Mapping[str, Evaluation],
     settings: dict[str, Any],
     model: torch.nn.Module,
     processor: LxmertSProcessor,
 ) -> str:
     """The card of a model fine-tuned on `task` from `source` (a checkpoint folder or Hub id, or "none"),
-    with its val `metrics` (fractions) and training `settings`."""
-    synthetic = is_synthetic_world(data_folder)
+    with its `scores` by split (val, and test when known) and training `settings`."""
+    synthetic = is_synthetic_world(data.folder)
     dataset = (SYNTHETIC_DATASET, "synthetic world") if synthetic else task.hub_dataset
     task_type, task_name = task.hub_task
     base = hub_id(source)
@@ -369,22 +513,23 @@ def finetuned_card(
         origin = f"[`{base}`](https://huggingface.co/{base})"
     else:
         origin = f"the local pre-training checkpoint `{Path(source).name}`"
-    data = (
+    described = (
         "the built-in synthetic world (`lxmert_s_msp/data/synthetic.py`)"
         if synthetic
-        else f"{dataset[1]} (prepared data folder `{data_folder.name}`)"
+        else f"{dataset[1]} (prepared data folder `{data.folder.name}`)"
     )
     auto = "AutoModelForVisualQuestionAnswering" if task_type == "visual-question-answering" else None
     lines = [
         f"# LXMERT-S fine-tuned for {task_name.lower()} ({dataset[1]})",
         "",
-        f"LXMERT-S (LXMERT with only its cross-modality encoder) fine-tuned on {data}, from {origin}. "
+        f"LXMERT-S (LXMERT with only its cross-modality encoder) fine-tuned on {described}, from {origin}. "
         + (
             "The model is the one at the end of training, ranked once on val."
             if task.metric is None
             else "The model is the checkpoint of the best val score."
         ),
         "",
+        *intended_use_section(synthetic, processor, model.config),
         *_load_lines(type(model).__name__, auto),
         *features_section(model.config, processor),
         "## Training",
@@ -393,24 +538,27 @@ def finetuned_card(
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in settings.items()),
         "",
-        "## Results (val)",
-        "",
-        "| metric | value (%) |",
-        "| --- | --- |",
-        *(f"| {name} | {100 * value:.1f} |" for name, value in metrics.items() if name != "loss"),
-        "",
+        *_results_section(task, data, scores),
+        *code_section(f"recipes/finetune.py --task {task.name}"),
+        *citation_section(),
     ]
-    return render_card(_finetuned_metadata(task, base, dataset, metrics, synthetic), lines)
+    metadata = _finetuned_metadata(task, base, dataset, scores, synthetic)
+    return render_card(metadata, lines)
 
 
 def _finetuned_metadata(
     task: DownstreamTask,
     base: str | None,
     dataset: tuple[str, str],
-    metrics: dict[str, float],
+    scores: Mapping[str, Evaluation],
     synthetic: bool,
 ) -> ModelCardData:
     task_type = task.hub_task[0]
+    results = [
+        result
+        for split, evaluation in scores.items()
+        for result in _task_results(task, evaluation.metrics, dataset, split)
+    ]
     return ModelCardData(
         model_name=f"lxmert-s-{task.name}",
         license=LICENSE,
@@ -419,7 +567,7 @@ def _finetuned_metadata(
         tags=[*TAGS, task.name],
         base_model=base,
         datasets=None if synthetic else [dataset[0]],
-        eval_results=_task_results(task, metrics, dataset, "val") or None,
+        eval_results=results or None,
     )
 
 
@@ -442,7 +590,10 @@ def converted_card(source: str, model: LxmertSForPreTraining, processor: LxmertS
         f"of the LXMERT checkpoint {named}, unchanged; LXMERT's language and object-relationship encoders "
         "and its QA head are dropped (`recipes/convert_lxmert_checkpoint.py`). Not trained further.",
         "",
+        *intended_use_section(False, processor, model.config),
         *_load_lines(type(model).__name__, "AutoModelForPreTraining"),
         *features_section(model.config, processor),
+        *code_section("recipes/convert_lxmert_checkpoint.py"),
+        *citation_section(),
     ]
     return render_card(metadata, lines)

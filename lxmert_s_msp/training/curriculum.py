@@ -25,6 +25,9 @@ replace_tasks: {itm_hs: itm}  # ... or swap them ("ITM instead of ITM_HS")
 
 A `base` is merged key by key (mappings recursively, everything else replaced), so an ordering or a task
 removal of Table 4 is a few lines on top of the paper's schedule. Every error names the file and the field.
+The file is read as YAML 1.2 reads numbers (`1e-3` is a number; PyYAML's YAML 1.1 wants `1.0e-3`), a key
+given twice in one mapping is an error (YAML loaders keep the last silently), numbers must be finite, and a
+stage's name, which names its folder, is one safe path component (`STAGE_NAME`).
 
 `training:` takes MSP's own settings (`TrainingConfig`) and every `TrainingArguments` field, as transformers'
 example scripts do, except those the run sets itself (`SET_BY_THE_RUN_ARGUMENTS`). The fields of a stage's
@@ -38,7 +41,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +59,41 @@ from modeling_lxmert_s import PRETRAINING_TASKS, LxmertSConfig, check_pretrainin
 
 class CurriculumError(ValueError):
     """A curriculum file that cannot be run; the message names the file and the field."""
+
+
+# A stage's name names its folder, <output_dir>/<i>-<name>: one path component that cannot climb out of the
+# output folder (`..`, `/`), hide (a leading dot), read as a flag (a leading hyphen) or need quoting.
+STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+STAGE_NAME_RULE = (
+    "use at most 100 letters, digits, '.', '_' and '-', starting with a letter or a digit (it names the "
+    "stage's folder, <output_dir>/<i>-<name>)"
+)
+
+
+class CurriculumLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's numbers (`1e-3`, which YAML 1.1 reads as a string) and no key
+    given twice in one mapping (which it would silently resolve to the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be replaced
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice, on lines {seen[key]} and {line}: remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+CurriculumLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 @dataclass(frozen=True)
@@ -253,6 +293,7 @@ def _model(model: Any, where: str) -> dict[str, Any]:
             )
         if not _matches(value, hints[name]):
             raise CurriculumError(f"{where}: model.{name}: expected {_describe(hints[name])}, got {value!r}")
+        _refuse_non_finite(value, f"{where}: model.{name}")
     try:
         LxmertSConfig(**model)
     except (StrictDataclassError, ValueError) as error:
@@ -331,6 +372,7 @@ def _check_argument(name: str, value: Any, at: str, own: set[str]) -> None:
         )
     if not _matches(value, TRAINING_ARGUMENT_TYPES[name]):
         raise CurriculumError(f"{at}: expected {_describe(TRAINING_ARGUMENT_TYPES[name])}, got {value!r}")
+    _refuse_non_finite(value, at)
     if name in ARGUMENT_RULES:
         rule, holds = ARGUMENT_RULES[name]
         if not holds(value):
@@ -367,7 +409,7 @@ def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if path.resolve() in seen:
         raise CurriculumError(f"{path}: `base` files form a cycle: {[str(p) for p in seen]}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=CurriculumLoader) or {}
     except yaml.YAMLError as error:
         raise CurriculumError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(raw, dict):
@@ -412,6 +454,10 @@ def _stage(entry: Any, where: str, at: str, positions: int) -> StageConfig:
         sources = [{"corpus": entry.pop("corpus", None), "tasks": entry.pop("tasks", None)}]
     built = [_build(Source, source, where, f"{at}.sources[{i}]") for i, source in enumerate(sources)]
     stage = _build(StageConfig, {**entry, "sources": built}, where, at)
+    if not STAGE_NAME.fullmatch(stage.name):
+        raise CurriculumError(
+            f"{where}: {at}.name: {stage.name!r} is not a single folder name: {STAGE_NAME_RULE}"
+        )
     _check_tasks(stage, where, at)
     for name in ("epochs", "batch_size", "learning_rate", "gradient_accumulation_steps"):
         if getattr(stage, name) <= 0:
@@ -513,6 +559,7 @@ def _build(cls: type, raw: Any, where: str, at: str) -> Any:
     for name, value in raw.items():
         if not _matches(value, hints[name]):
             raise CurriculumError(f"{where}: {at}.{name}: expected {_describe(hints[name])}, got {value!r}")
+        _refuse_non_finite(value, f"{where}: {at}.{name}")
     absent = [
         name
         for name, f in fields.items()
@@ -521,6 +568,13 @@ def _build(cls: type, raw: Any, where: str, at: str) -> Any:
     if absent:
         raise CurriculumError(f"{where}: {at}: missing {absent}")
     return cls(**raw)
+
+
+def _refuse_non_finite(value: Any, at: str) -> None:
+    """`.inf` and `.nan` are YAML floats that pass every comparison a rule makes (`nan > 0` is false, so is
+    `nan <= 0`) and fail later, deep in training."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CurriculumError(f"{at}: must be a finite number, got {value}")
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -4,13 +4,16 @@ collator and scorer; this module brings the settings, the model to start from an
 
 A fine-tuning run writes:
 
-    <out>/checkpoints/   the Trainer's epoch checkpoints and logs (runs/)
-    <out>/hub/           the model that scored best on val (retrieval: the last) + processor; from_pretrained
-                         loads it, and its trainer_state.json holds the log history
-    <out>/metrics.json   that model's val metrics, with the run's settings and steps
+    <out>/checkpoints/        the Trainer's epoch checkpoints (each with training_args.bin) and logs (runs/)
+    <out>/hub/                the model that scored best on val (retrieval: the last), its processor and card:
+                              what one uploads, so nothing of the training run (no pickle, no trainer state)
+    <out>/metrics.json        that model's val metrics (and test's, when the data has a labelled test split),
+                              with the run's settings and steps
+    <out>/trainer_state.json  the Trainer's state at the end: the log history
     <out>/finetune_settings.json
-                         what trained the folder (`finetune_record`), written before training: a run of other
-                         settings into the folder is refused, naming what differs, unless it asks to overwrite
+                              what trained the folder (`finetune_record`), written before training: a run of
+                              other settings into the folder is refused, naming what differs, unless it asks
+                              to overwrite
 
 The parameters the checkpoint did not provide (the new task head; with `model="none"` all of them) train at
 `head_learning_rate`, the loaded ones at `learning_rate`.
@@ -28,6 +31,7 @@ import torch
 from accelerate import PartialState
 from transformers import set_seed
 
+from lxmert_s_msp.checkpoints import check_weights, load_model
 from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text
 from lxmert_s_msp.data.tokenizer import load_tokenizer
@@ -42,6 +46,7 @@ from lxmert_s_msp.hub.model_card import finetuned_card
 from lxmert_s_msp.training.finetune_record import claim_output_folder, finetune_record
 from lxmert_s_msp.training.pretraining import Announce
 from lxmert_s_msp.training.trainer import (
+    TRAINER_STATE,
     FinetuningArguments,
     FinetuningTrainer,
     per_device_batch_size,
@@ -183,7 +188,7 @@ def build_model(
     from the data (vocabulary, feature dimension)."""
     settings = task.data.head_settings(labels)
     if model != "none":
-        network, loading = task.model_class.from_pretrained(model, output_loading_info=True, **settings)
+        network, loading = load_model(task.model_class, model, output_loading_info=True, **settings)
         check_fits(network.config, processor, data, model)
         return network, set(loading["missing_keys"]) | network.fresh_parameters
     if config_from is not None:
@@ -245,22 +250,55 @@ def start_line(
     )
 
 
-def write_json_from_main_process(path: Path, content: dict[str, Any]) -> None:
-    """Write `content` to `path` as JSON on the main process, atomically; every process waits for it."""
-    if PartialState().is_main_process:
-        atomic_write_text(path, json.dumps(content, indent=2))
-    PartialState().wait_for_everyone()
-
-
 @dataclass
 class FinetuneResult:
     hub_folder: Path
     metrics_file: Path
     evaluation: Evaluation  # on val; retrieval: every ranking, with chance levels
+    test_evaluation: Evaluation | None = None  # when the data has a labelled test split
 
     @property
     def metrics(self) -> dict[str, float]:
         return self.evaluation.metrics
+
+
+def write_run_files(trainer: FinetuningTrainer, result: FinetuneResult, run: dict[str, Any]) -> None:
+    """On the main process, atomically: `metrics.json` (the `run`'s settings, the model's val metrics, and
+    test's when scored) and the Trainer's final state (its log history), beside the Hub folder rather than in
+    it; every process waits for them."""
+    if PartialState().is_main_process:
+        trainer.state.save_to_json(str(result.metrics_file.parent / TRAINER_STATE))
+        report = {
+            **run,
+            "split": "val",
+            "metrics": result.evaluation.metrics,
+            "test_metrics": None if result.test_evaluation is None else result.test_evaluation.metrics,
+            "global_step": trainer.state.global_step,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            **result.evaluation.report(),
+        }
+        atomic_write_text(result.metrics_file, json.dumps(report, indent=2))
+    PartialState().wait_for_everyone()
+
+
+def score_test_split(
+    task: DownstreamTask,
+    trainer: FinetuningTrainer,
+    processor: LxmertSProcessor,
+    data: DownstreamData,
+    labels: Sequence[str] | None,
+    ranking: RetrievalOptions,
+) -> Evaluation | None:
+    """The kept model's scores on the test split, for its card, when the data holds a test split with labels
+    (the synthetic world's; not VQA v2's, whose test answers are not public); it plays no part in choosing
+    the model."""
+    if not task.data.has_split(data, "test"):
+        return None
+    rows = task.data.split(data, "test", labels)
+    if not task.data.labelled(rows):
+        return None
+    split = ScoredSplit(data, "test", rows, labels, trainer.args.device, ranking=ranking)
+    return task.scorer.score(task, trainer.model.eval(), processor, split)
 
 
 def finetune(
@@ -301,24 +339,18 @@ def finetune(
         compute_metrics=task.scorer.training_metrics(),
     )
     trainer.add_callback(Announce(start_line(task, model, trainer, epochs, settings)))
-    trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)  # --resume_from_checkpoint
+    if arguments.resume_from_checkpoint is not None:  # --resume_from_checkpoint
+        check_weights(arguments.resume_from_checkpoint, "resume from another checkpoint, or start again")
+    trainer.train(resume_from_checkpoint=arguments.resume_from_checkpoint)
     val_split = ScoredSplit(data, "val", val, labels, trainer.args.device, ranking=ranking)
     evaluation = task.scorer.score_trained(trainer, task, processor, val_split)
+    test_evaluation = score_test_split(task, trainer, processor, data, labels, ranking)
+    scores = {"val": evaluation} | ({} if test_evaluation is None else {"test": test_evaluation})
     rows = settings.card_rows(epochs, trainer.state.global_step)
-    card = finetuned_card(task, model, data.folder, evaluation.metrics, rows, trainer.model, processor)
+    card = finetuned_card(task, model, data, scores, rows, trainer.model, processor)
     hub, metrics_file = output_dir / "hub", output_dir / "metrics.json"
-    save_trained_model(trainer, hub, card=card)
-    report = {
-        "task": task.name,
-        "model": model,
-        "config_from": None if config_from is None else str(config_from),
-        "data": str(data.folder),
-        "split": "val",
-        "metrics": evaluation.metrics,
-        **settings.report(epochs),
-        "global_step": trainer.state.global_step,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        **evaluation.report(),
-    }
-    write_json_from_main_process(metrics_file, report)
-    return FinetuneResult(hub, metrics_file, evaluation)
+    save_trained_model(trainer, hub, card=card, training_state=False)
+    result = FinetuneResult(hub, metrics_file, evaluation, test_evaluation)
+    source = {"task": task.name, "model": model, "config_from": config_from and str(config_from)}
+    write_run_files(trainer, result, {**source, "data": str(data.folder), **settings.report(epochs)})
+    return result

@@ -12,6 +12,12 @@ trains alone, on all the data).
 asked for N > 1 processes re-enters `accelerate launch` through its multi-process path (`--multi_gpu`, which
 starts N processes with torch's elastic launcher) with `ACCELERATE_USE_CPU=true`, and the state is created
 with `cpu=True` whenever there is no GPU, so the N processes form one gloo group (MULTI_CPU).
+
+The same simple launcher also sets `OMP_NUM_THREADS=1` for its one process unless told a number, so a
+plain `accelerate launch script.py` trained on one thread of a multi-core CPU (issue 29 timed the default
+pre-training run at 485 s on one thread of 2 idle cores, 296 s on two). `use_every_core` gives one CPU
+process the machine's cores back when that 1 came from accelerate, not from the caller's environment or
+`--num_cpu_threads_per_process`.
 """
 
 from __future__ import annotations
@@ -40,7 +46,49 @@ def distributed_state() -> PartialState:
                 "(or an accelerate config with distributed_type: MULTI_GPU)"
             )
         _relaunch_on_cpus(requested)
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    use_every_core(state)
+    return state
+
+
+def machine_cores() -> int:
+    """The physical cores this process may run on."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(psutil.cpu_count(logical=False) or available, available))
+
+
+def use_every_core(state: PartialState) -> int | None:
+    """Run torch on `machine_cores()` threads when `state` is one process on a CPU whose one thread accelerate
+    chose (module doc); returns the thread count set, None when nothing changed. The last digits of a run's
+    scores depend on the thread count (the same command on the same machine gives the same result)."""
+    if state.num_processes != 1 or state.device.type != "cpu" or not _one_thread_set_by_accelerate():
+        return None
+    cores = machine_cores()
+    if cores == 1:
+        return None
+    torch.set_num_threads(cores)
+    os.environ["OMP_NUM_THREADS"] = str(cores)  # for the processes this one starts (DataLoader workers)
+    state.print(
+        f"One process on the CPU: running on its {cores} cores (accelerate launch had set "
+        "OMP_NUM_THREADS=1; set OMP_NUM_THREADS or --num_cpu_threads_per_process to choose)"
+    )
+    return cores
+
+
+def _one_thread_set_by_accelerate() -> bool:
+    """Whether this process's OMP_NUM_THREADS=1 is accelerate's default: the `accelerate launch` that started
+    it was given no thread count, in its arguments or its environment."""
+    if os.environ.get("OMP_NUM_THREADS") != "1" or "ACCELERATE_USE_CPU" not in os.environ:
+        return False
+    try:
+        parent = psutil.Process(os.getppid())
+        arguments = _launch_arguments(parent.cmdline())
+        chosen = "OMP_NUM_THREADS" in parent.environ()
+    except psutil.Error:
+        return False
+    if arguments is None or chosen:
+        return False
+    return launch_command_parser().parse_args(arguments).num_cpu_threads_per_process is None
 
 
 def _processes_requested_from_simple_launcher() -> int:

@@ -2,6 +2,8 @@
 
 Output folder:
 
+    <out>/.lock                held by the run writing the folder (`folder_lock`): a second run is refused,
+                               naming it
     <out>/world/               the synthetic world, when the curriculum uses it
     <out>/<i>-<stage>/         checkpoint-<step>/ (the Trainer's, marked when complete), runs/ (TensorBoard),
                                final/ (the stage's model, its trainer state with the log history, optimizer
@@ -11,13 +13,15 @@ Output folder:
     <out>/log_history.json     the stages' log histories, with the curriculum-wide step
     <out>/zero_shot_scores.json
                                when asked, the Hub model's held-out scores (`zero_shot.py`), which its
-                               card records; a re-run reuses them while the weights stay the same
+                               card records; a re-run reuses them while the model, the data they score
+                               and the scoring code stay the same (`zero_shot.scores_key`)
 
 A stage is done when its `final/` exists (written to a temporary folder and renamed). Re-running the same
 command skips done stages and resumes the current one from its last complete checkpoint, so a killed run
 loses at most `save_steps` steps and ends with the same number of optimizer steps as an uninterrupted one.
 Each stage folder records what its result depends on (`stage_record.py`): a re-run with other settings
-or data is refused before anything trains, unless `overwrite_output_dir` asks to train those stages again.
+or data is refused before anything trains, unless `overwrite_output_dir` asks to train those stages again
+(and to replace a synthetic world of other settings).
 Everything a later stage needs (its corpora, their images in the store, its batch split, its hard
 negatives) is checked before the first stage starts.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,9 +42,12 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from lxmert_s_msp.checkpoints import RESUME_REMEDY, check_weights, load_model
+from lxmert_s_msp.data.folder_lock import check_not_locked, folder_lock
 from lxmert_s_msp.data.hard_negatives import load_hard_negatives
 from lxmert_s_msp.data.store import atomic_write_text
-from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
+from lxmert_s_msp.data.synthetic import WorldSettings, generate_world, world_lock_file
+from lxmert_s_msp.data.tokenizer import tokenizer_digest
 from lxmert_s_msp.evaluation.zero_shot import (
     ZERO_SHOT_SCORES,
     ZeroShotSettings,
@@ -65,17 +73,36 @@ from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining, tasks_need
 
 FINAL = "final"
 LOG_HISTORY = "log_history.json"
+LOCK_FILE = ".lock"
 
 
-def data_folder(curriculum: Curriculum, output_dir: Path) -> Path:
-    """The prepared data folder, generating the synthetic world (once, on the main process) when asked."""
+def output_lock(output_dir: Path) -> AbstractContextManager[None]:
+    """The output folder's lock (`folder_lock`), held by the main process for the whole run: a second run
+    into the folder is refused, naming the first."""
+    if not PartialState().is_main_process:
+        return nullcontext()
+    return folder_lock(
+        output_dir / LOCK_FILE,
+        f"the output folder {output_dir}",
+        "wait for it to end, or choose another --output_dir",
+    )
+
+
+def data_folder(curriculum: Curriculum, output_dir: Path, overwrite: bool = False) -> Path:
+    """The prepared data folder, generating the synthetic world (once, on the main process) when asked;
+    `overwrite` replaces a world of other settings. A data folder that is a world still being generated is
+    refused, naming its generator."""
     if curriculum.data.dir is not None:
-        return Path(curriculum.data.dir)
+        folder = Path(curriculum.data.dir)
+        check_not_locked(
+            world_lock_file(folder), f"the data folder {folder}", "wait for its generation to end"
+        )
+        return folder
     state = PartialState()
     world = output_dir / "world"
     with state.main_process_first():
         if state.is_main_process:
-            generate_world(world, WorldSettings(**curriculum.data.synthetic))
+            generate_world(world, WorldSettings(**curriculum.data.synthetic), overwrite=overwrite)
     return world
 
 
@@ -89,7 +116,7 @@ def stage_model(
 ) -> LxmertSForPreTraining:
     """The stage's model: the previous stage's weights (shared heads included) plus fresh heads it adds."""
     if previous is not None:
-        return LxmertSForPreTraining.from_pretrained(previous, pretraining_tasks=stage.tasks)
+        return load_model(LxmertSForPreTraining, previous, pretraining_tasks=stage.tasks)
     settings = {**curriculum.model, **data.model_sizes(), "pretraining_tasks": stage.tasks}
     return LxmertSForPreTraining(LxmertSConfig(**settings))
 
@@ -214,6 +241,8 @@ def run_stage(
         if checkpoint is None:
             with state.main_process_first():
                 checkpoint = last_complete_checkpoint(folder)
+        if checkpoint is not None:
+            check_weights(checkpoint, RESUME_REMEDY)
         announcement = (
             f"{heading}: tasks {', '.join(stage.tasks)}; {len(trained.dataset):,} examples, {stage.length} "
             f"of batch {stage.batch_size}: {{steps:,}} optimizer steps"
@@ -251,6 +280,7 @@ def check_stages(
     """Check what every stage needs before the first one trains, and that each stage folder holds nothing
     of other settings; returns each stage's settings record (`lxmert_s_msp.training.stage_record`)."""
     records: list[dict[str, Any]] = []
+    tokenizer = tokenizer_digest(data.tokenizer)
     for index, stage in enumerate(curriculum.stages, start=1):
         try:  # the batch split, and `TrainingArguments`' own rules on the fields the curriculum gives
             training_arguments(curriculum, stage, stage_folder(output_dir, index, stage))
@@ -261,7 +291,7 @@ def check_stages(
             if tasks_need(source.tasks, "hard_negatives"):
                 load_hard_negatives(data.store.path)
         previous = records[-1] if records else None
-        records.append(stage_settings(curriculum, stage, data.folder, data.tokenizer.get_vocab(), previous))
+        records.append(stage_settings(curriculum, stage, data.folder, tokenizer, previous))
         check_stage_folder(
             stage_folder(output_dir, index, stage), records[-1], stage.name, overwrite_output_dir
         )
@@ -301,16 +331,31 @@ def run_curriculum(
     """Every stage in order, then the Hub folder, the merged log and the loss plot (main process). With
     `zero_shot`, the Hub model's held-out ITM accuracy and zero-shot retrieval (`zero_shot.py`), which
     its card then records; scored on the main process while the others wait. A stage folder that holds
-    results of other settings is refused, or with `overwrite_output_dir` trained again. A stage resumes from
-    its last complete checkpoint, or the one `resume_from_checkpoint` names (`resumed_stage`)."""
+    results of other settings is refused, or with `overwrite_output_dir` trained again (a synthetic world of
+    other settings replaced). A stage resumes from its last complete checkpoint, or the one
+    `resume_from_checkpoint` names (`resumed_stage`). One run at a time writes `output_dir`
+    (`output_lock`)."""
     output_dir = Path(output_dir)
+    with output_lock(output_dir):
+        return _run_curriculum(
+            curriculum, output_dir, zero_shot, overwrite_output_dir, resume_from_checkpoint
+        )
+
+
+def _run_curriculum(
+    curriculum: Curriculum,
+    output_dir: Path,
+    zero_shot: ZeroShotSettings | None,
+    overwrite_output_dir: bool,
+    resume_from_checkpoint: Path | None,
+) -> CurriculumResult:
     state = PartialState()
     if curriculum.training.optimizer_state == "carry" and state.distributed_type == DistributedType.FSDP:
         raise ValueError(
             f"{curriculum.path}: training.optimizer_state: 'carry' needs whole (unsharded) optimizer states; "
             "under FSDP use 'restart'"
         )
-    folder = data_folder(curriculum, output_dir)
+    folder = data_folder(curriculum, output_dir, overwrite_output_dir)
     data = PretrainingData.open(folder, curriculum.data.tokenizer)
     if zero_shot is not None:
         check_zero_shot_data(folder, zero_shot, curriculum.stages[-1].tasks)

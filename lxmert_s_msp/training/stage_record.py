@@ -2,10 +2,11 @@
 
 A stage folder's `stage_settings.json` holds the settings that determine the stage's weights: the stage's
 resolved config, the training settings that change the optimisation, the model section, the data it reads
-(its corpora's content, the store's images, the tokenizer's vocabulary, the hard negatives it draws ITM_HS
-negatives from) and the previous stage's record, whose own inputs it thereby inherits. A re-run with the same
-settings resumes or skips the stage; one with different settings is refused, naming what changed, unless the
-user asks to overwrite (`--overwrite_output_dir`, as in transformers), which trains the stage again.
+(its corpora's content, the store's images, every file of the saved tokenizer, the hard negatives it draws
+ITM_HS negatives from) and the previous stage's record, whose own inputs it thereby inherits. A re-run with
+the same settings resumes or skips the stage; one with different settings is refused, naming what changed,
+unless the user asks to overwrite (`--overwrite_output_dir`, as in transformers), which trains the stage
+again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, atomic_write_text
+from lxmert_s_msp.data.corpus_builders import corpus_digest
+from lxmert_s_msp.data.store import HARD_NEGATIVES_FILE, atomic_write_text, files_digest
 from lxmert_s_msp.training.curriculum import Curriculum, StageConfig
 from modeling_lxmert_s import tasks_need
 
@@ -65,22 +67,6 @@ class StageMismatchError(ValueError):
     """A stage folder holds results of other settings; the message says which and what to do."""
 
 
-def _digest(paths: list[Path]) -> str:
-    hasher = hashlib.sha256()
-    for path in paths:
-        hasher.update(path.name.encode())
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 24):
-                hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def corpus_digest(folder: Path) -> str:
-    """The content of a saved corpus: its Arrow files (`state.json` holds a fingerprint that differs between
-    two builds of the same rows, so it is left out)."""
-    return _digest(sorted(folder.glob("*.arrow")))
-
-
 def store_digest(store: Path, with_hard_negatives: bool) -> str:
     """The store's images and their order, its array shapes, and its hard negatives when the stage draws
     them. The features themselves (gigabytes) are not read: a store is rewritten, never edited in place."""
@@ -88,17 +74,18 @@ def store_digest(store: Path, with_hard_negatives: bool) -> str:
     if with_hard_negatives:
         files.append(store / HARD_NEGATIVES_FILE)
     shapes = {path.name: path.stat().st_size for path in sorted(store.glob("*.npy"))}
-    return _digest(files) + hashlib.sha256(json.dumps(shapes, sort_keys=True).encode()).hexdigest()[:16]
+    return files_digest(files) + hashlib.sha256(json.dumps(shapes, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def stage_settings(
     curriculum: Curriculum,
     stage: StageConfig,
     data_folder: Path,
-    tokenizer_vocab: dict[str, int],
+    tokenizer: str,
     previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Everything the stage's weights depend on, as JSON-ready values."""
+    """Everything the stage's weights depend on, as JSON-ready values; `tokenizer`: the tokenizer's digest
+    (`lxmert_s_msp.data.tokenizer.tokenizer_digest`)."""
     own = dataclasses.asdict(curriculum.training)
     training = {
         **{key: value for key, value in own.items() if key != "arguments"},
@@ -116,7 +103,7 @@ def stage_settings(
         "data": {
             "corpora": {name: corpus_digest(data_folder / "corpora" / name) for name in sorted(corpora)},
             "store": store_digest(data_folder / "store", tasks_need(stage.tasks, "hard_negatives")),
-            "tokenizer": hashlib.sha256(json.dumps(tokenizer_vocab, sort_keys=True).encode()).hexdigest(),
+            "tokenizer": tokenizer,
         },
         "previous_stage": None if previous is None else digest_of(previous),
     }

@@ -40,6 +40,7 @@ from accelerate.data_loader import SeedableRandomSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from lxmert_s_msp.data.store import atomic_write_text, replace_folder
@@ -281,12 +282,16 @@ def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 
 def save_trained_model(
-    trainer: Trainer, final: Path, carry_optimizer: bool = False, card: str | None = None
+    trainer: Trainer,
+    final: Path,
+    carry_optimizer: bool = False,
+    card: str | None = None,
+    training_state: bool = True,
 ) -> None:
-    """Save a trained model, its processor and trainer state (and, for MSPTrainer, optionally its optimizer
-    state by parameter name, and a model `card` as README.md) into `final` atomically: built under a
-    temporary name, then renamed. Every process takes part (sharded models gather their weights); the main
-    one writes."""
+    """Save a trained model, its processor and, with `training_state`, the trainer's state and the
+    `Trainer`'s `training_args.bin` (and, for MSPTrainer, optionally its optimizer state by parameter name,
+    and a model `card` as README.md) into `final` atomically: built under a temporary name, then renamed.
+    Every process takes part (sharded models gather their weights); the main one writes."""
     state = PartialState()
     work = final.with_name(final.name + ".partial")
     if state.is_main_process:
@@ -295,7 +300,10 @@ def save_trained_model(
     trainer.save_model(str(work))
     optimizer_state = trainer.optimizer_state_by_name() if carry_optimizer else None
     if state.is_main_process:
-        trainer.state.save_to_json(str(work / TRAINER_STATE))
+        if training_state:
+            trainer.state.save_to_json(str(work / TRAINER_STATE))
+        else:  # a folder to upload holds the model only (the Trainer pickles its arguments there)
+            (work / TRAINING_ARGS_NAME).unlink(missing_ok=True)
         if optimizer_state is not None:
             torch.save(optimizer_state, work / OPTIMIZER_STATE)
         if card is not None:
