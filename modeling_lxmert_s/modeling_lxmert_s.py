@@ -732,7 +732,40 @@ def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.sum() * 0.0
 
 
-class MaskedLanguageModelingHead(PretrainingHead):
+class WordPredictionHead(PretrainingHead):
+    """A head that predicts words (MLM, FLM): BERT's transform, then a decoder tied to the word embeddings
+    plus a bias; its labels are a word id per token, -100 where there is no target."""
+
+    tied_to_word_embeddings = True
+
+    def _add_word_decoder(self, config: LxmertSConfig) -> None:
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., H) text states -> (..., vocab_size) word scores."""
+        return self.decoder(self.transform(states)) + self.bias
+
+    def initialize(self, config: LxmertSConfig) -> None:
+        init.zeros_(self.bias)
+
+    def resize_vocabulary(
+        self, size: int, resize_linear: Callable[[nn.Linear, int], nn.Linear], mean_resizing: bool
+    ) -> None:
+        # the same decoder when its size is right already (as the output embeddings' is)
+        self.decoder = resize_linear(self.decoder, size)
+        if len(self.bias) != size:
+            self.bias = _resized_vector(self.bias, size, self.bias.detach().mean() if mean_resizing else 0.0)
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        name = self.label_names[0]
+        checks.class_ids(
+            name, labels[name], checks.per_token, len(self.bias), "vocabulary", ignore_index=True
+        )
+
+
+class MaskedLanguageModelingHead(WordPredictionHead):
     """MLM (MSP paper §3): cross-entropy at the masked text positions.
 
     In training, logits are computed for the masked positions only, never for batch x length x vocabulary
@@ -740,38 +773,13 @@ class MaskedLanguageModelingHead(PretrainingHead):
     """
 
     label_names = ("mlm_labels",)
-    tied_to_word_embeddings = True
 
     def __init__(self, config: LxmertSConfig):
         super().__init__()
-        self.transform = LxmertSPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-
-    def logits(self, language_output: torch.Tensor) -> torch.Tensor:
-        """(..., H) text outputs -> (..., vocab_size) word scores."""
-        return self.decoder(self.transform(language_output)) + self.bias
-
-    def initialize(self, config: LxmertSConfig) -> None:
-        init.zeros_(self.bias)
+        self._add_word_decoder(config)
 
     def predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
         return {"prediction_logits": self.logits(features.language_output)}
-
-    def resize_vocabulary(
-        self, size: int, resize_linear: Callable[[nn.Linear, int], nn.Linear], mean_resizing: bool
-    ) -> None:
-        _resize_decoder_and_bias(self, size, resize_linear, mean_resizing)
-
-    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
-        checks.class_ids(
-            "mlm_labels",
-            labels["mlm_labels"],
-            checks.per_token,
-            len(self.bias),
-            "vocabulary",
-            ignore_index=True,
-        )
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         mlm_labels = labels["mlm_labels"]
@@ -822,7 +830,7 @@ def reconstructor_key_mask(
     return key_mask, reconstructable
 
 
-class FreeLanguageModelingHead(PretrainingHead):
+class FreeLanguageModelingHead(WordPredictionHead):
     """FLM (Wang et al., "Accelerating Vision-Language Pretraining with Free Language Modeling", CVPR 2023):
     every word is a target (a 100% prediction rate, against MLM's 15%).
 
@@ -838,34 +846,13 @@ class FreeLanguageModelingHead(PretrainingHead):
     """
 
     label_names = ("flm_labels",)
-    tied_to_word_embeddings = True
 
     def __init__(self, config: LxmertSConfig):
         super().__init__()
         self.reconstructor = LxmertSReconstructor(config)
-        self.transform = LxmertSPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self._add_word_decoder(config)
         self.corruption_rate = config.flm_corruption_rate
         self.directional_losses = config.flm_directional_losses
-
-    def initialize(self, config: LxmertSConfig) -> None:
-        init.zeros_(self.bias)
-
-    def resize_vocabulary(
-        self, size: int, resize_linear: Callable[[nn.Linear, int], nn.Linear], mean_resizing: bool
-    ) -> None:
-        _resize_decoder_and_bias(self, size, resize_linear, mean_resizing)
-
-    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
-        checks.class_ids(
-            "flm_labels",
-            labels["flm_labels"],
-            checks.per_token,
-            len(self.bias),
-            "vocabulary",
-            ignore_index=True,
-        )
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         flm_labels = labels["flm_labels"]
@@ -1290,18 +1277,6 @@ class PhraseTopicHead(TopicHead):
 
 class SentenceTopicHead(TopicHead):
     label_names = ("tits_labels",)
-
-
-def _resize_decoder_and_bias(
-    head: MaskedLanguageModelingHead | FreeLanguageModelingHead,
-    size: int,
-    resize_linear: Callable[[nn.Linear, int], nn.Linear],
-    mean_resizing: bool,
-) -> None:
-    # the same decoder when its size is right already (as the output embeddings' is)
-    head.decoder = resize_linear(head.decoder, size)
-    if len(head.bias) != size:
-        head.bias = _resized_vector(head.bias, size, head.bias.detach().mean() if mean_resizing else 0.0)
 
 
 def _resized_vector(vector: torch.Tensor, size: int, fill: float | torch.Tensor) -> nn.Parameter:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from model_inputs import ALIGNMENT_TASKS, alignment_labels, random_inputs, tiny_config
+from test_alignment import _features
 from test_collators import ATTRIBUTE_VOCAB, OBJECT_VOCAB, store  # noqa: F401 (a fixture)
 from torch.nn import functional as F
 
@@ -22,7 +23,6 @@ from modeling_lxmert_s import (
 )
 from modeling_lxmert_s.input_checks import LabelChecks
 from modeling_lxmert_s.modeling_lxmert_s import (
-    EncoderFeatures,
     LxmertSAlignmentPooler,
     LxmertSRegionGeometry,
     TagGroundingHead,
@@ -51,17 +51,6 @@ def test_each_word_names_every_region_the_detector_gave_its_name():
         [0, 0, 0, 0],  # [SEP]
         [0, 0, 0, 0],  # padding
     ]
-
-
-def _features(language: torch.Tensor, regions: torch.Tensor) -> EncoderFeatures:
-    batch, length, hidden = language.shape
-    return EncoderFeatures(
-        language_output=language,
-        region_output=regions,
-        pooled_output=torch.zeros(batch, hidden),
-        attention_mask=torch.ones(batch, length, dtype=torch.long),
-        visual_attention_mask=torch.ones(batch, regions.shape[1], dtype=torch.long),
-    )
 
 
 def test_tag_is_the_softmax_mass_of_a_words_cosines_on_the_regions_it_names():
