@@ -983,6 +983,7 @@ class VisualSemanticContrastiveHead(PretrainingHead):
     """
 
     label_names = ("vsc_labels", "image_ids")
+    MAX_SCALE = 100.0
 
     def __init__(self, config: LxmertSConfig):
         super().__init__()
@@ -1010,8 +1011,12 @@ class VisualSemanticContrastiveHead(PretrainingHead):
 
     def scale(self) -> torch.Tensor:
         """1 / temperature: what turns a cosine similarity of the embeddings into a logit. CLIP's clamp: a
-        temperature below 1/100 makes the softmax one-hot and the gradients vanish."""
-        return self.logit_scale.exp().clamp(max=100)
+        temperature below 1/100 makes the softmax one-hot and the gradients vanish. The parameter itself is
+        clamped, as CLIP's training does after each step: a clamp of the value alone has no gradient past
+        100, and a scale that got there could never come back."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(max=math.log(self.MAX_SCALE))
+        return self.logit_scale.exp()
 
     def similarity(self, features: EncoderFeatures) -> torch.Tensor:
         """(B, B) scaled similarity of text i and image j of the batch."""

@@ -256,3 +256,17 @@ def test_the_alignment_pooler_reads_each_words_match_with_the_regions():
         )
     assert torch.allclose(output.pooled_output, expected, atol=1e-6)
     assert model.visual_pooler is None  # the alignment pooler replaces the product of the two [CLS] poolers
+
+
+def test_a_vsc_scale_past_100_is_clamped_and_still_learns():
+    """CLIP clamps the parameter: a clamp of the value alone gives no gradient once the scale passes 100."""
+    head = _identity_contrastive_head(hidden=2, temperature=0.5)
+    with torch.no_grad():
+        head.logit_scale.fill_(math.log(150.0))
+    text = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    regions = torch.tensor([[[0.8, 0.6]], [[0.6, 0.8]]])
+    features = _features(text, regions, text_embeddings=text, region_embeddings=regions)
+    loss = head(features, {"vsc_labels": torch.tensor([0, 1]), "image_ids": torch.tensor([0, 1])})
+    loss.backward()
+    assert head.logit_scale.item() == pytest.approx(math.log(100.0))
+    assert head.logit_scale.grad is not None and head.logit_scale.grad.abs() > 0

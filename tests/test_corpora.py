@@ -200,3 +200,12 @@ def test_cli_reports_missing_image_with_file_and_record(store, tmp_path, capsys)
     corpus = main([*argv, "--drop-missing"])
     assert isinstance(corpus, Corpus) and corpus.dropped == 1
     assert load_from_disk(str(tmp_path / "p"))["phrases"] == [["red car"]]
+
+
+def test_a_token_corpus_of_every_store_image_says_so(store, tmp_path, caplog):
+    """Without --images-of the token stage would train on the downstream evaluation images too: said."""
+    vocab = tmp_path / "objects_vocab.txt"
+    vocab.write_text("\n".join(OBJECT_VOCAB) + "\n")
+    argv = ["tokens", "--store", str(store.path), "--object-vocab", str(vocab), "--detector-classes", "4"]
+    main([*argv, "--out", str(tmp_path / "t")])
+    assert f"every one of the store's {len(store)} images gets a row" in caplog.text

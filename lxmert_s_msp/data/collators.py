@@ -212,12 +212,15 @@ def class_wordpieces(class_names: Sequence[str], tokenizer: PreTrainedTokenizerB
 
 
 def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """Ids of the words of detector class names (every synonym, every word of a multi-word name such as
-    "tennis racket") that are one WordPiece each: the "attribute or category information" the phrase stage's
-    MLM prefers (§3.2). A word split into several pieces is left out, as its pieces ("##et") also occur
-    inside unrelated words; on Visual Genome's 1,600 object and 400 attribute names, 1,332 of the 1,941
-    distinct names are one word of one piece (docs/benchmarks.md, "Text lengths")."""
-    words = sorted({word for name in class_names for synonym in name.split(",") for word in synonym.split()})
+    """Ids of the detector class names (every synonym) that are one word of one WordPiece: the "attribute or
+    category information" the phrase stage's MLM prefers (§3.2) and the concepts WPG grounds. The words of a
+    multi-word name are left out: split, Visual Genome's names give "in" (in air), "and" (black and white),
+    "for" (for sale), "one" (one way), "up", "off", which are no category. A word split into several pieces is
+    left out too, as its pieces ("##et") also occur inside unrelated words; on Visual Genome's 1,600 object
+    and 400 attribute names, 1,332 of the 1,941 distinct names are one word of one piece (docs/benchmarks.md,
+    "Text lengths")."""
+    words = sorted({synonym.strip() for name in class_names for synonym in name.split(",")} - {""})
+    words = [word for word in words if len(word.split()) == 1]
     encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
     special = set(tokenizer.all_special_ids)
     return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))

@@ -68,6 +68,13 @@ def _build_tokens(args: argparse.Namespace, store: FeatureStore) -> Corpus:
             "object classes: line i names class i, so a line missing or added shifts every name after it "
             "(--detector-classes gives another detector's count)"
         )
+    if images is None:
+        logger.warning(
+            "tokens: no --images-of, so every one of the store's %d images gets a row, the images of "
+            "downstream validation and test splits included; give the caption corpus (--images-of) to keep "
+            "pre-training to its images, as the paper does",
+            len(store),
+        )
     return token_corpus(store, vocab, images)
 
 
