@@ -126,6 +126,10 @@ def test_vqa_from_a_checkpoint_saves_a_loadable_model_and_its_val_metrics(
         assert f"| {100 * value:.1f} | answer priors: always '" in row
         assert "; each question type's most frequent training answer: " in row
     assert f"vqa on test, in %: vqa_accuracy {100 * test_accuracy:.1f} (answer priors: " in printed
+    # and by question type, each beside its own prior, as evaluation prints them
+    for kind, row in report["test_by_type"]["question_type"].items():
+        line = f"| {kind} | {row['questions']} | {100 * row['accuracy']:.1f} | {100 * row['prior']:.1f} ("
+        assert line in card.text
     assert f"checkpoint `{checkpoint.name}`" in card.text and "| optimizer steps | 3 |" in card.text
     assert "useless on real images and text" in card.text and "@inproceedings{liu2021msp" in card.text
     assert str(tmp_path) not in card.content and str(checkpoint) not in card.content

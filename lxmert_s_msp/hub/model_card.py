@@ -489,7 +489,28 @@ def _results_section(
             for name, value in evaluation.metrics.items()
             if name != "loss" and not name.startswith("kept_")
         ]
-    return [*lines, "", *([] if "test" in scores else [NOT_SCORED_ON_TEST, ""])]
+    lines += ["", *([] if "test" in scores else [NOT_SCORED_ON_TEST, ""])]
+    return lines + _by_type_section(scores)
+
+
+def _by_type_section(scores: Mapping[str, Evaluation]) -> list[str]:
+    """VQA accuracy by question type on the last split scored (test when known), each type beside its own
+    answer prior: what a mean over types hides."""
+    split, evaluation = list(scores.items())[-1]
+    breakdown = (evaluation.by_type or {}).get("question_type")
+    if not breakdown or len(breakdown) > 12:
+        return []
+    lines = [
+        f"Accuracy by question type on {split}, in percent, beside each type's answer prior (its most "
+        "frequent training answer):",
+        "",
+        "| question type | questions | accuracy (%) | answer prior (%) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for kind, row in breakdown.items():
+        prior = f"{100 * row['prior']:.1f} ({row['prior_answer']!r})"
+        lines.append(f"| {kind} | {row['questions']} | {100 * row['accuracy']:.1f} | {prior} |")
+    return [*lines, ""]
 
 
 def finetuned_card(

@@ -273,6 +273,7 @@ def write_run_files(trainer: FinetuningTrainer, result: FinetuneResult, run: dic
             "split": "val",
             "metrics": result.evaluation.metrics,
             "test_metrics": None if result.test_evaluation is None else result.test_evaluation.metrics,
+            "test_by_type": None if result.test_evaluation is None else result.test_evaluation.by_type,
             "global_step": trainer.state.global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             **result.evaluation.report(),
