@@ -115,6 +115,35 @@ def test_the_sentence_only_configs_train_as_many_steps_as_their_curriculum(singl
     assert abs(steps(single) - steps(curriculum)) <= math.ceil(rows["captions"] / 64)
 
 
+@pytest.mark.parametrize(
+    ("name", "switches", "tag", "binding"),
+    [
+        ("readout", True, False, False),
+        ("readout_tag", True, True, False),
+        ("binding", False, False, True),
+        ("all", True, True, True),
+    ],
+)
+def test_each_grounding_config_is_the_default_with_only_its_changes(name, switches, tag, binding):
+    # docs/results.md compares each of these with the default: nothing else may differ
+    default = load_curriculum(CONFIGS / "synthetic.yaml")
+    variant = load_curriculum(CONFIGS / "grounding" / f"{name}.yaml")
+    readout = {"visual_geometry_bias": True, "alignment_counts": True}
+    assert variant.model == {**default.model, **(readout if switches else {})}
+    assert (variant.data, variant.training) == (default.data, default.training)
+    assert len(variant.stages) == len(default.stages)
+    for ours, theirs in zip(variant.stages, default.stages, strict=True):
+        expected = dataclasses.replace(
+            theirs,
+            sources=[
+                dataclasses.replace(source, tasks=[*source.tasks, "tag"] if tag else source.tasks)
+                for source in theirs.sources
+            ],
+            binding_negatives=binding and "itm_vsc" in theirs.tasks,
+        )
+        assert ours == expected
+
+
 def test_data_dir_replaces_the_configured_data():
     curriculum = load_curriculum(CONFIGS / "synthetic.yaml", data_dir="/data/lxmert")
     assert (curriculum.data.dir, curriculum.data.synthetic) == ("/data/lxmert", None)
