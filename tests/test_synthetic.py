@@ -177,6 +177,34 @@ def test_corpora_use_train_images_and_the_verb_filter_has_work(world):
     assert not any(f" {verb} " in kept for verb in VERBS)
 
 
+def test_a_caption_fraction_keeps_captions_for_that_share_of_images_and_every_other_corpus_whole(
+    world, tmp_path
+):
+    scarce = generate_world(tmp_path / "scarce", replace(SMALL, caption_fraction=0.25))
+    train = {
+        image.image_id
+        for image in read_flickr30k_karpathy(world / "dataset_flickr30k.json")
+        if image.split == "train"
+    }
+    captioned = set(load_from_disk(scarce / "corpora" / "captions")["image_id"])
+    assert captioned < train and len(captioned) == round(0.25 * len(train))
+    for name in ("tokens", "phrases", "vqa_train"):  # the cheap texts still cover every training image
+        assert set(load_from_disk(scarce / "corpora" / name)["image_id"]) == train, name
+    # the captions kept are those of the full world, and nothing else changes: not the scenes, the retrieval
+    # captions, the questions or the tokenizer
+    full = load_from_disk(world / "corpora" / "captions")
+    kept = [(i, text) for i, text in zip(full["image_id"], full["text"], strict=True) if i in captioned]
+    rows = load_from_disk(scarce / "corpora" / "captions")
+    assert list(zip(rows["image_id"], rows["text"], strict=True)) == kept
+    same = file_digests(world)
+    changed = {name for name, digest in file_digests(scarce).items() if same.get(name) != digest}
+    assert {"captions_train.json", "world.json"} <= changed
+    assert not changed & {"dataset_flickr30k.json", "store/features.npy", "tokenizer/tokenizer.json"}
+    assert not {name for name in changed if name.startswith(("vqa/", "corpora/tokens/", "corpora/phrases/"))}
+    with pytest.raises(ValueError, match=r"caption_fraction: .* in \(0, 1\], got 0"):
+        generate_world(tmp_path / "none", replace(SMALL, caption_fraction=0.0))
+
+
 def test_the_tokenizer_knows_every_class_and_attribute(world):
     tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
     ids = tokenizer(list(OBJECT_CLASSES + ATTRIBUTES), add_special_tokens=False)["input_ids"]

@@ -114,6 +114,10 @@ class WorldSettings:
     max_objects: int = 6
     questions_per_image: int = 3
     captions_per_image: int = 5
+    # The share of training images with captions in the pre-training caption data (COCO's role); the token and
+    # phrase corpora and the retrieval captions cover every image whatever it is. The paper's premise is few
+    # captions and cheap object labels and phrases: at 0.1 the sentence stage sees a tenth of the images.
+    caption_fraction: float = 1.0
     detector_accuracy: float = 0.85
     feature_noise: float = 0.3
     seed: int = 0
@@ -385,6 +389,16 @@ def nlvr2_pair(scenes: list[Scene], rng: np.random.Generator) -> tuple[Scene, Sc
     raise RuntimeError(f"no pair of the {len(scenes)} images makes a {kind!r} statement {bool(label)}")
 
 
+def captioned_images(train: list[str], settings: WorldSettings) -> set[str]:
+    """The training images whose captions the pre-training caption data keeps: `caption_fraction` of them,
+    drawn with a generator of their own so that the rest of the world does not change with the fraction."""
+    if settings.caption_fraction >= 1:
+        return set(train)
+    keep = max(1, round(settings.caption_fraction * len(train)))
+    rng = np.random.default_rng([settings.seed, 1])
+    return {train[i] for i in rng.choice(len(train), size=keep, replace=False)}
+
+
 def _split_of(index: int, images: int) -> str:
     fraction = index / images
     return "train" if fraction < 0.8 else "val" if fraction < 0.9 else "test"
@@ -449,6 +463,7 @@ def write_annotations(
 ) -> None:
     """Every annotation file, in its public format."""
     splits = {scene.image_id: _split_of(index, len(scenes)) for index, scene in enumerate(scenes)}
+    captioned = captioned_images([image for image, split in splits.items() if split == "train"], settings)
     atomic_write_text(folder / "objects_vocab.txt", "\n".join(OBJECT_CLASSES) + "\n")
     atomic_write_text(folder / "attributes_vocab.txt", "\n".join(ATTRIBUTES) + "\n")
 
@@ -470,7 +485,7 @@ def write_annotations(
         coco_captions += [
             {"image_id": image_number, "id": image_number * 10 + k, "caption": text}
             for k, text in enumerate(texts)
-            if split == "train"
+            if scene.image_id in captioned
         ]
         karpathy.append(_karpathy_image(scene, image_number, split, texts))
         vqa[split] += questions(scene, settings.questions_per_image, rng)
@@ -509,8 +524,9 @@ def build_corpora(folder: Path) -> None:
     corpora = folder / "corpora"
     captions = caption_corpus(read_coco_captions(folder / "captions_train.json"), store)
     save_corpus(captions, corpora / "captions")
-    # the token stage's images are the caption images, as in the paper (§4.1)
-    tokens = token_corpus(store, read_class_vocab(folder / "objects_vocab.txt"), captions.dataset["image_id"])
+    # every training image: the caption images, as in the paper (§4.1), and with `caption_fraction` below 1
+    # those without captions too, like the phrases (cheap labels where captions are scarce)
+    tokens = token_corpus(store, read_class_vocab(folder / "objects_vocab.txt"), train)
     save_corpus(tokens, corpora / "tokens")
     phrases = [
         record
@@ -554,6 +570,11 @@ def generate_world(
     if settings.images < 20:
         raise ValueError(
             f"images: a world needs at least 20 images (2 per val/test split), got {settings.images}"
+        )
+    if not 0 < settings.caption_fraction <= 1:
+        raise ValueError(
+            f"caption_fraction: the share of training images with captions, in (0, 1], got "
+            f"{settings.caption_fraction}"
         )
     with folder_lock(world_lock_file(out), f"the synthetic world {out}", "wait for its generation to end"):
         marker = out / "world.json"
@@ -630,10 +651,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--caption-fraction", type=float, help="the share of training images with captions (default 1)"
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace a world made with other settings (the same: reused)"
     )
     args = accept_underscores(parser).parse_args(argv)
-    overrides = {"images": args.images, "feature_dim": args.feature_dim, "seed": args.seed}
+    overrides = {
+        "images": args.images,
+        "feature_dim": args.feature_dim,
+        "seed": args.seed,
+        "caption_fraction": args.caption_fraction,
+    }
     settings = replace(
         PRESETS[args.preset], **{key: value for key, value in overrides.items() if value is not None}
     )
