@@ -979,10 +979,13 @@ class VisualSemanticContrastiveHead(PretrainingHead):
     `vsc_labels` (B,) name each text's image and `image_ids` (B,) the image fed in each row (store rows, say):
     text i and image j are a positive pair when they are equal, so a batch may repeat an image or hold
     mismatched rows. Each direction averages, over the rows that have a positive, -log of the softmax mass on
-    the positives.
+    the positives. `vsc_visual_feats` (B, R, F), optional: the fed regions' features before MRFR and IFRS
+    corrupted them, which the image side then reads, as retrieval's `get_image_features` does (the text side
+    likewise reads the text before MLM masked it).
     """
 
     label_names = ("vsc_labels", "image_ids")
+    optional_label_names = ("vsc_visual_feats",)
     MAX_SCALE = 100.0
 
     def __init__(self, config: LxmertSConfig):
@@ -991,6 +994,7 @@ class VisualSemanticContrastiveHead(PretrainingHead):
         self.text_projection = nn.Linear(config.hidden_size, dim)
         self.image_projection = nn.Linear(config.hidden_size, dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.contrastive_temperature)))
+        self.visual_feat_dim = config.visual_feat_dim
 
     def initialize(self, config: LxmertSConfig) -> None:
         init.constant_(self.logit_scale, math.log(1 / config.contrastive_temperature))
@@ -998,6 +1002,9 @@ class VisualSemanticContrastiveHead(PretrainingHead):
     def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
         checks.row_ids("vsc_labels", labels["vsc_labels"])
         checks.row_ids("image_ids", labels["image_ids"])
+        if "vsc_visual_feats" in labels:
+            features = checks.per_region.then(self.visual_feat_dim, "visual_feat_dim")
+            checks.features("vsc_visual_feats", labels["vsc_visual_feats"], features)
 
     def text_embeds(self, text_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_projection(_masked_mean(text_embeddings, attention_mask)), dim=-1)
@@ -2086,10 +2093,15 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             self._head(task).check_labels(labels, checks)
 
     def _contrastive_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
-        """VSC's uni-modal embeddings: the unmasked text's and the regions' (from the encoder's first hidden
-        states), before any cross-modal layer."""
+        """VSC's uni-modal embeddings, before any cross-modal layer: the unmasked text's, and the regions'
+        from their uncorrupted features when the batch gives them (else the encoder's first hidden states)."""
         features.text_embeddings = self._unmasked_text_embeddings(inputs.text, inputs.labels)
-        features.region_embeddings = inputs.encoded.vision_hidden_states[0][:, self._first_region :]
+        clean = inputs.labels.get("vsc_visual_feats")
+        if clean is None:
+            regions = inputs.encoded.vision_hidden_states[0]
+        else:
+            regions = self.lxmert.encoder.visn_fc(clean, inputs.image["visual_pos"])
+        features.region_embeddings = regions[:, self._first_region :]
 
     def _negative_pairs_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
         """One negative pair per row, built in the batch (`_negative_pairs`), through the encoder."""
@@ -2175,8 +2187,9 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             "visual_pos": visual_pos,
             "visual_attention_mask": visual_mask_or_ones(visual_feats, visual_attention_mask),
         }
-        # the contrastive pass reads the region embeddings the encoder computes on its way in
-        read_embeddings = "contrastive" in passes
+        # without uncorrupted features, the contrastive pass reads the region embeddings the encoder
+        # computes on its way in
+        read_embeddings = "contrastive" in passes and "vsc_visual_feats" not in labels
         encoded = self.lxmert(
             **text,
             **image,

@@ -450,9 +450,11 @@ def matched_pairs_piece(batch: PretrainingBatch) -> None:
 def contrastive_piece(batch: PretrainingBatch) -> None:
     """VSC: `vsc_labels`, each text's own image, and `image_ids`, the image fed in each row (store rows): text
     i and image j are a positive pair when `vsc_labels[i] == image_ids[j]`, which holds for a repeated image
-    and fails for a row ITM mismatched."""
+    and fails for a row ITM mismatched. `vsc_visual_feats`: the fed regions' original features, which the
+    image embedding reads whatever MRFR and IFRS do to the features the encoder is fed."""
     batch.labels["vsc_labels"] = batch.image_index
     batch.labels["image_ids"] = batch.fed_index
+    batch.labels["vsc_visual_feats"] = batch.regions["features"]
 
 
 def _check_object_ids(batch: PretrainingBatch) -> None:

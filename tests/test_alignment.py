@@ -189,6 +189,24 @@ def test_vsc_reads_the_text_before_mlm_masked_it():
     assert from_masked.item() == pytest.approx(from_original.item(), rel=1e-6)
 
 
+def test_vsc_reads_the_regions_before_mrfr_corrupted_them():
+    config = tiny_config(pretraining_tasks=["mrfr", "vsc"])
+    model = LxmertSForPreTraining(config).eval()
+    inputs = random_inputs(config)
+    clean = inputs["visual_feats"]
+    corrupted = clean.clone()
+    corrupted[:, 1] = 0.0
+    labels = {"vsc_labels": torch.arange(3), "image_ids": torch.arange(3)}
+    with torch.no_grad():
+        from_clean = model(**inputs, **labels).losses["vsc"]
+        given_clean = model(**{**inputs, "visual_feats": corrupted}, vsc_visual_feats=clean, **labels)
+        from_corrupted = model(**{**inputs, "visual_feats": corrupted}, **labels).losses["vsc"]
+    assert given_clean.losses["vsc"].item() == pytest.approx(from_clean.item(), rel=1e-6)
+    assert from_corrupted.item() != pytest.approx(from_clean.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="vsc_visual_feats"):
+        model(**inputs, vsc_visual_feats=clean[:, :, :-1], **labels)
+
+
 def test_text_and_image_features_are_the_vsc_embeddings():
     config = tiny_config(pretraining_tasks=ALIGNMENT_TASKS)
     model = LxmertSForPreTraining(config).eval()

@@ -423,6 +423,27 @@ def test_mismatched_pairs_get_the_fed_images_region_and_topic_targets(store, pro
         assert set(torch.nonzero(batch["tits_labels"][example]).flatten().tolist()) == expected
 
 
+def test_vsc_gets_the_fed_regions_before_mrfr_and_ifrs_corrupted_them(store, processor):
+    collator = MSPCollator(
+        store,
+        processor,
+        ["itm", "mrfr", "ifrs", "vsc"],
+        region_mask_probability=0.5,
+        triplet_shuffle_probability=0.5,
+    )
+
+    batch = collator(corpus_rows() * 5)
+
+    fed = fed_images(batch)
+    assert torch.equal(batch["image_ids"], fed)
+    clean = torch.from_numpy(store.features[fed.numpy()].astype(np.float32))
+    assert torch.equal(batch["vsc_visual_feats"], clean)
+    # what the encoder is fed differs at masked or shuffled slots only, and at some of them
+    corrupted = (batch["visual_feats"] != clean).any(-1)
+    touched = batch["region_mask"].bool() | batch["ifrs_mask"].bool()
+    assert corrupted.any() and not corrupted[~touched].any()
+
+
 def test_hard_negative_file_feeds_itm_hs(store, processor):
     hard = np.full((NUM_IMAGES, 2), -1, dtype=np.int64)
     hard[0] = [5, 4]
