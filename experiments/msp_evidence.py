@@ -22,19 +22,14 @@ from pathlib import Path
 
 from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text
-from lxmert_s_msp.evaluation.downstream import evaluate_checkpoint
-from lxmert_s_msp.evaluation.zero_shot import ZeroShotSettings
 from lxmert_s_msp.evidence.results import (
-    cached_json,
+    NO_PRETRAINING,
     evidence_parser,
     evidence_world,
     finetune_settings,
     mean_std,
-    seeded_curriculum,
+    pretrain_and_score,
 )
-from lxmert_s_msp.training.downstream_tasks import TASKS
-from lxmert_s_msp.training.finetuning import finetune
-from lxmert_s_msp.training.pretraining import run_curriculum
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 CURRICULA = {
@@ -44,7 +39,7 @@ CURRICULA = {
     "T→P→S + align": CONFIGS / "synthetic.yaml",
 }
 ARCHITECTURE = "T→P→S + align"  # whose architecture and processor the no-pre-training condition fine-tunes
-CONDITIONS = ("none", *CURRICULA)
+CONDITIONS = (NO_PRETRAINING, *CURRICULA)
 DOWNSTREAM = ("vqa", "nlvr2", "retrieval")
 COLUMNS = (
     ("vqa", "vqa_accuracy", "VQA acc"),
@@ -80,46 +75,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def tag(condition: str) -> str:
-    """A condition as a file name: 'T→P→S + align' -> 'TPS-align'."""
-    return condition.replace("→", "").replace(" + ", "-")
-
-
 def run_seed(seed: int, args: argparse.Namespace, data: DownstreamData, epochs: dict[str, float]) -> dict:
     """{condition: {task: test metrics}} for one seed."""
-    out = args.output_dir / f"seed{seed}"
     curricula = dict(zip(CURRICULA, args.curricula, strict=True)) if args.curricula else CURRICULA
-    checkpoints: dict[str, str] = {"none": "none"}
-    results: dict[str, dict] = {"none": {}}
-    for condition, config in curricula.items():
-        curriculum = seeded_curriculum(config, data, seed)
-        pretrained = run_curriculum(
-            curriculum, out / f"pretrain-{tag(condition)}", ZeroShotSettings(all_pairs=True)
-        )
-        checkpoints[condition] = str(pretrained.hub_folder)
-        results[condition] = {
-            "zero_shot": cached_json(out / f"{tag(condition)}-zero_shot.json", pretrained.zero_shot.metrics)
-        }
-    for condition, checkpoint in checkpoints.items():
-        for task in DOWNSTREAM:
-
-            def train_and_test(
-                task: str = task, checkpoint: str = checkpoint, name: str = tag(condition)
-            ) -> dict:
-                tuned = finetune(
-                    TASKS[task],
-                    checkpoint,
-                    data,
-                    out / f"{name}-{task}",
-                    finetune_settings(args, epochs.get(task), seed),
-                    config_from=checkpoints[ARCHITECTURE] if checkpoint == "none" else None,
-                )
-                return evaluate_checkpoint(
-                    TASKS[task], tuned.hub_folder, data, "test", all_pairs=True
-                ).metrics
-
-            results[condition][task] = cached_json(out / f"{tag(condition)}-{task}.json", train_and_test)
-    return results
+    return pretrain_and_score(
+        curricula,
+        data,
+        args.output_dir / f"seed{seed}",
+        seed,
+        DOWNSTREAM,
+        lambda task: finetune_settings(args, epochs.get(task), seed),
+        ARCHITECTURE,
+    )
 
 
 def results_table(per_seed: dict[int, dict]) -> str:
