@@ -102,7 +102,7 @@ def test_table4_pretrains_scores_and_tabulates_each_row_at_each_caption_fraction
 
     settings = json.loads((out / "settings.json").read_text())
     assert settings["world_images"] == 40
-    assert settings["finetune_epochs"] == {"vqa": 8, "nlvr2": 8, "retrieval": 1}
+    assert settings["finetune_epochs"] == {"vqa": 24, "retrieval": 1}  # the cpu preset's
     captions = []
     for fraction in ("0.5", "1"):
         folder = out / f"captions-{fraction}"
