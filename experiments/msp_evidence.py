@@ -24,6 +24,7 @@ from lxmert_s_msp.data.downstream_data import DownstreamData
 from lxmert_s_msp.data.store import atomic_write_text
 from lxmert_s_msp.evidence.results import (
     NO_PRETRAINING,
+    epochs_by_task,
     evidence_parser,
     evidence_world,
     finetune_settings,
@@ -111,12 +112,10 @@ def results_table(per_seed: dict[int, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    epochs = {}
-    for item in args.epochs:
-        task, _, value = item.partition("=")
-        if task not in DOWNSTREAM or not value:
-            raise SystemExit(f"--epochs: expected TASK=N with TASK in {DOWNSTREAM}, got {item!r}")
-        epochs[task] = float(value)
+    try:
+        epochs = epochs_by_task(args.epochs, DOWNSTREAM)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     data = evidence_world(args)
     per_seed = {seed: run_seed(seed, args, data, epochs) for seed in args.seeds}
     table = results_table(per_seed)

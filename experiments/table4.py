@@ -34,6 +34,7 @@ from pathlib import Path
 from lxmert_s_msp.data.store import atomic_write_text
 from lxmert_s_msp.data.synthetic import PRESETS
 from lxmert_s_msp.evidence.results import (
+    epochs_by_task,
     evidence_parser,
     evidence_world,
     finetune_settings,
@@ -78,15 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     preset = PRESET_SETTINGS[args.preset]
     args.world_images = args.world_images or preset["world_images"]
-    args.finetune_epochs = dict(preset["epochs"])
-    for item in args.epochs:
-        task, _, value = item.partition("=")
-        try:
-            args.finetune_epochs[task] = float(value)
-        except ValueError:
-            parser.error(f"--epochs: expected TASK=N, got {item!r}")
-        if task not in DOWNSTREAM:
-            parser.error(f"--epochs: {task!r} is not one of {DOWNSTREAM}")
+    try:
+        args.finetune_epochs = {**preset["epochs"], **epochs_by_task(args.epochs, DOWNSTREAM)}
+    except ValueError as error:
+        parser.error(str(error))
     for fraction in args.caption_fractions:
         if not 0 < fraction <= 1:
             parser.error(f"--caption-fractions: each must be in (0, 1], got {fraction}")

@@ -63,6 +63,21 @@ def evidence_world(args: argparse.Namespace, folder: Path | None = None, **setti
     return DownstreamData.open(generate_world(folder or args.output_dir / "world", world))
 
 
+def epochs_by_task(items: Sequence[str], tasks: Sequence[str]) -> dict[str, float]:
+    """`--epochs TASK=N ...` as {task: epochs}; a ValueError names the first item that is not TASK=N with TASK
+    one of `tasks`."""
+    epochs = {}
+    for item in items:
+        task, _, value = item.partition("=")
+        try:
+            epochs[task] = float(value)
+        except ValueError:
+            task = None
+        if task not in tasks:
+            raise ValueError(f"--epochs: expected TASK=N with TASK in {tuple(tasks)}, got {item!r}")
+    return epochs
+
+
 def finetune_settings(args: argparse.Namespace, epochs: float | None, seed: int = 0) -> FinetuneSettings:
     """A fine-tuning run of an evidence recipe: `evidence_parser`'s rates and steps, logging to no tracker."""
     return FinetuneSettings(

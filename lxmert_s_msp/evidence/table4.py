@@ -217,13 +217,22 @@ def score(results: Mapping[str, Mapping[str, float]], task: str, metrics: Sequen
     return 100 * statistics.mean(values[metric] for metric in metrics)
 
 
+def seed_scores(
+    per_seed: Sequence[Mapping[str, Mapping]], condition: str, task: str, metrics: Sequence[str]
+) -> list[float]:
+    """`score` of a condition in every seed that has it."""
+    values = (score(seed[condition], task, metrics) for seed in per_seed)
+    return [value for value in values if value is not None]
+
+
+def _mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
+    """A plotted point: mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def cells(per_seed: Sequence[Mapping[str, Mapping]], condition: str) -> list[str]:
     """Mean ± std over seeds of every column for one condition."""
-    row = []
-    for _, task, metrics in COLUMNS:
-        values = [score(seed[condition], task, metrics) for seed in per_seed]
-        row.append(mean_std([value for value in values if value is not None]))
-    return row
+    return [mean_std(seed_scores(per_seed, condition, task, metrics)) for _, task, metrics in COLUMNS]
 
 
 def table_markdown(per_seed: Sequence[Mapping[str, Mapping]], curricula: Sequence[RowCurriculum]) -> str:
@@ -268,18 +277,19 @@ def plot_rows(
     width = 0.8 / len(protocols)
     for panel, (title, task, metrics) in zip(panels, (COLUMNS[0], COLUMNS[2]), strict=True):
         for index, protocol in enumerate(protocols):
-            means, spreads = [], []
-            for name in rows:
-                chosen = condition_of(curricula, name, protocol)
-                values = [score(seed[chosen.condition], task, metrics) for seed in per_seed]
-                values = [value for value in values if value is not None] or [0.0]
-                means.append(statistics.mean(values))
-                spreads.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            points = [
+                _mean_and_spread(
+                    seed_scores(per_seed, condition_of(curricula, name, protocol).condition, task, metrics)
+                    or [0.0]
+                )
+                for name in rows
+            ]
+            means, spreads = zip(*points, strict=True)
             positions = [position + index * width for position in range(len(rows))]
             panel.barh(positions, means, width, xerr=spreads, capsize=2, label=protocol.replace("_", " "))
         if task == "vqa":
-            none = [score(seed[NO_PRETRAINING], task, metrics) for seed in per_seed]
-            panel.axvline(statistics.mean(none), color="grey", linestyle="--", label="no pre-training")
+            none = statistics.mean(seed_scores(per_seed, NO_PRETRAINING, task, metrics))
+            panel.axvline(none, color="grey", linestyle="--", label="no pre-training")
         panel.set_xlabel(f"{title}, test (%)")
     panels[0].set_yticks([position + 0.4 - width / 2 for position in range(len(rows))])
     panels[0].set_yticklabels([ROWS[name].title for name in rows], fontsize=8)
@@ -301,14 +311,12 @@ def plot_caption_fractions(
     figure, panels = plt.subplots(1, 2, figsize=(11, 4))
     for panel, (title, task, metrics) in zip(panels, (COLUMNS[0], COLUMNS[-1]), strict=True):
         for row, protocol in lines:
-            means, spreads = [], []
+            points = []
             for fraction in fractions:
                 per_seed, curricula = per_fraction[fraction]
-                chosen = condition_of(curricula, row, protocol)
-                values = [score(seed[chosen.condition], task, metrics) for seed in per_seed]
-                values = [value for value in values if value is not None] or [math.nan]
-                means.append(statistics.mean(values))
-                spreads.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+                condition = condition_of(curricula, row, protocol).condition
+                points.append(_mean_and_spread(seed_scores(per_seed, condition, task, metrics) or [math.nan]))
+            means, spreads = zip(*points, strict=True)
             label = f"{ROWS[row].title}, {protocol.replace('_', ' ')}"
             panel.errorbar(
                 [100 * f for f in fractions], means, yerr=spreads, marker="o", capsize=3, label=label
