@@ -227,6 +227,54 @@ def binding_negatives(
     return torch.where((count > 0)[:, None], negative, input_ids), count > 0
 
 
+def region_binding_negatives(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    regions: dict[str, torch.Tensor],
+    words: RegionWords,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hard negatives on the image side: the caption kept, and the regions of one object it names
+    given the features of a region of the same class with another attribute, one the caption does not name
+    ("a red car" with the car's regions now a green car's). Only a region whose class word and attribute word
+    both appear in the caption can be changed, and every region of its class in the image takes the donor's
+    features, so that no region is left to match the caption's words. The donor is any region of the batch
+    (`regions["features"]`, the features as read). Returns (B, R) the slots to replace, (B, F) each row's
+    donor features and (B,) whether a row has such a negative; the pair (row, donor) is drawn uniformly among
+    those allowed.
+    """
+    objects, attributes = regions["object_ids"], regions["attribute_ids"]
+    valid = regions["visual_attention_mask"].bool()
+    object_words = words.objects[objects.clamp(0, len(words.objects) - 1)]
+    attribute_words = words.attributes[attributes.clamp(0, len(words.attributes) - 1)]
+    real = attention_mask.bool()
+
+    def named(candidates: torch.Tensor) -> torch.Tensor:
+        """(B, N) whether each row's text holds each of the (B, N) or (1, N) word ids (-1: none)."""
+        return ((input_ids[:, :, None] == candidates[:, None, :]) & real[:, :, None]).any(1)
+
+    changeable = valid & (object_words >= 0) & (attribute_words >= 0)
+    changeable &= named(object_words) & named(attribute_words)
+    batch_size, num_regions = objects.shape
+    donor_ok = valid.reshape(-1) & (attribute_words.reshape(-1) >= 0)
+    # (B, R, N): region r of row b may take donor n's features
+    allowed = (
+        changeable[:, :, None]
+        & (objects[:, :, None] == objects.reshape(1, 1, -1))
+        & (attributes[:, :, None] != attributes.reshape(1, 1, -1))
+        & (donor_ok & ~named(attribute_words.reshape(1, -1)))[:, None, :]
+    ).reshape(batch_size, -1)
+    count = allowed.sum(1)
+    nth = (torch.rand(batch_size, generator=generator) * count).long()
+    pick = ((allowed.cumsum(1) == nth[:, None] + 1) & allowed).int().argmax(1)
+    region, donor = pick // (batch_size * num_regions), pick % (batch_size * num_regions)
+    has = count > 0
+    rows = torch.arange(batch_size)
+    slots = valid & (objects == objects[rows, region][:, None]) & has[:, None]
+    donor_features = regions["features"].reshape(batch_size * num_regions, -1)[donor]
+    return slots, donor_features, has
+
+
 def mismatch_images(
     image_index: torch.Tensor,
     pool: torch.Tensor,
@@ -274,6 +322,16 @@ class BindingWords:
     opposites: torch.Tensor
 
 
+@dataclass(frozen=True)
+class RegionWords:
+    """What region binding negatives read (`region_binding_negatives`): the token id of each detector object
+    class and each attribute class, by the store's `object_ids` and `attribute_ids`; -1 where the name is not
+    one word piece."""
+
+    objects: torch.Tensor
+    attributes: torch.Tensor
+
+
 # Words a binding negative replaces by another of their kind: spatial relations by their opposite, numbers by
 # a neighbour. Only those that are one WordPiece of the tokenizer are used.
 OPPOSITE_WORDS = {
@@ -292,7 +350,8 @@ class PieceSettings:
     (C, K) WordPiece ids of each detector class name (TITP / TITS). `class_word_ids`: the one-piece words of
     the object and attribute names, the concepts WPG grounds and the words the phrase stage's MLM prefers
     (with `class_word_mlm_probability`). `binding_words`: when set, ITM_VSC also scores a binding negative of
-    each caption that has one (`binding_negatives`)."""
+    each caption that has one (`binding_negatives`); `region_words`: when set, also an image with one named
+    object's attribute changed (`region_binding_negatives`)."""
 
     mask_token_id: int
     vocab_size: int
@@ -307,6 +366,7 @@ class PieceSettings:
     class_wordpieces: torch.Tensor | None = None
     class_word_ids: torch.Tensor | None = None
     binding_words: BindingWords | None = None
+    region_words: RegionWords | None = None
 
 
 class PretrainingBatch:
@@ -433,18 +493,31 @@ def matched_pairs_piece(batch: PretrainingBatch) -> None:
     """ITM_VSC: every row is fed its own image (`itm_labels` all 1) and `image_ids` name it; the model mines
     the negatives in the batch from the VSC similarities. With `binding_words`, also each caption's binding
     negative (`binding_input_ids`, `binding_mask`: `binding_negatives`), which MLM masks as it masks the
-    caption."""
+    caption. With `region_words`, a row may instead keep its caption and change its image
+    (`binding_region_slots` take `binding_region_features`: `region_binding_negatives`); a row that allows
+    both kinds gets one of the two, drawn evenly."""
     batch.feed(batch.image_index)
     batch.labels["itm_labels"] = torch.ones_like(batch.image_index)
     batch.labels["image_ids"] = batch.fed_index
-    if batch.settings.binding_words is not None:
+    settings, input_ids = batch.settings, batch.inputs["input_ids"]
+    if settings.binding_words is None and settings.region_words is None:
+        return
+    negatives, has_negative = input_ids, torch.zeros(len(input_ids), dtype=torch.bool)
+    if settings.binding_words is not None:
         negatives, has_negative = binding_negatives(
-            batch.inputs["input_ids"],
-            batch.inputs["attention_mask"],
-            batch.settings.binding_words,
-            batch.generator,
+            input_ids, batch.inputs["attention_mask"], settings.binding_words, batch.generator
         )
-        batch.labels["binding_input_ids"], batch.labels["binding_mask"] = negatives, has_negative
+    if settings.region_words is not None:
+        slots, donors, has_region = region_binding_negatives(
+            input_ids, batch.inputs["attention_mask"], batch.regions, settings.region_words, batch.generator
+        )
+        coin = torch.rand(len(input_ids), generator=batch.generator) < 0.5
+        use_region = has_region & (~has_negative | coin)
+        negatives = torch.where(use_region[:, None], input_ids, negatives)
+        has_negative = has_negative | has_region
+        batch.labels["binding_region_slots"] = slots & use_region[:, None]
+        batch.labels["binding_region_features"] = donors
+    batch.labels["binding_input_ids"], batch.labels["binding_mask"] = negatives, has_negative
 
 
 def contrastive_piece(batch: PretrainingBatch) -> None:
@@ -555,12 +628,15 @@ def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
     )
     if "binding_input_ids" in batch.labels:
         # The same positions hidden the same way, so that a negative differs from its caption only by the
-        # change; one whose change MLM hid entirely is no negative any more.
+        # change; a text one whose change MLM hid entirely is no negative any more (a region one stays).
         chosen = batch.labels["mlm_labels"] != IGNORE_INDEX
         masked = batch.inputs["input_ids"]
         negatives = torch.where(chosen, masked, batch.labels["binding_input_ids"])
+        changed = (negatives != masked).any(1)
+        if "binding_region_slots" in batch.labels:
+            changed |= batch.labels["binding_region_slots"].any(1)
         batch.labels["binding_input_ids"] = negatives
-        batch.labels["binding_mask"] = batch.labels["binding_mask"] & (negatives != masked).any(1)
+        batch.labels["binding_mask"] = batch.labels["binding_mask"] & changed
 
 
 __all__ = [
@@ -569,12 +645,14 @@ __all__ = [
     "BindingWords",
     "PieceSettings",
     "PretrainingBatch",
+    "RegionWords",
     "binding_negatives",
     "concept_words",
     "flm_targets",
     "mask_regions",
     "mask_tokens",
     "mismatch_images",
+    "region_binding_negatives",
     "shuffle_triplets",
     "tag_targets",
     "topic_targets",

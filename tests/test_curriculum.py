@@ -126,17 +126,18 @@ def test_the_sentence_only_configs_train_as_many_steps_as_their_curriculum(singl
 
 
 @pytest.mark.parametrize(
-    ("name", "base", "switches", "tag", "binding"),
+    ("name", "base", "switches", "tag", "binding", "regions"),
     [
-        ("readout", "synthetic", True, False, False),
-        ("readout_tag", "synthetic", True, True, False),
-        ("binding", "synthetic", False, False, True),
-        ("all", "synthetic", True, True, True),
-        ("tag", "synthetic", False, True, False),
-        ("tag_s", "synthetic_s", False, True, False),
+        ("readout", "synthetic", True, False, False, False),
+        ("readout_tag", "synthetic", True, True, False, False),
+        ("binding", "synthetic", False, False, True, False),
+        ("regions", "synthetic", False, False, False, True),
+        ("all", "synthetic", True, True, True, False),
+        ("tag", "synthetic", False, True, False, False),
+        ("tag_s", "synthetic_s", False, True, False, False),
     ],
 )
-def test_each_grounding_config_is_its_base_with_only_its_changes(name, base, switches, tag, binding):
+def test_each_grounding_config_is_its_base_with_only_its_changes(name, base, switches, tag, binding, regions):
     # docs/results.md compares each of these with its base: nothing else may differ
     default = load_curriculum(CONFIGS / f"{base}.yaml")
     variant = load_curriculum(CONFIGS / "grounding" / f"{name}.yaml")
@@ -152,6 +153,7 @@ def test_each_grounding_config_is_its_base_with_only_its_changes(name, base, swi
                 for source in theirs.sources
             ],
             binding_negatives=binding and "itm_vsc" in theirs.tasks,
+            region_negatives=regions and "itm_vsc" in theirs.tasks,
         )
         assert ours == expected
 
@@ -262,6 +264,14 @@ BAD_STAGE_NAMES = ["../../x", "a/b", "''", ".hidden", "'a b'", "'-a'", "'x\\y'",
             "learning_rate: 1, mlm_class_word_probability: 0.3}]",
             r"stages\[0\]\.mlm_class_word_probability: set, but the stage has no 'mlm' task",
         ),
+        *[
+            (
+                "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm], epochs: 1, batch_size: 8, "
+                f"learning_rate: 1, {name}: true}}]",
+                rf"stages\[0\]\.{name}: set, but the stage has no 'itm_vsc' task",
+            )
+            for name in ("binding_negatives", "region_negatives")
+        ],
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [ifrs]", r"no stage has the tasks \['ifrs'\]"),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [mlm]", r"after remove_tasks.*tasks from"),
         (

@@ -12,7 +12,7 @@ from test_alignment import _features
 from test_collators import ATTRIBUTE_VOCAB, OBJECT_VOCAB, store  # noqa: F401 (a fixture)
 from torch.nn import functional as F
 
-from lxmert_s_msp.data.collators import MSPCollator, binding_words
+from lxmert_s_msp.data.collators import MSPCollator, binding_words, region_words
 from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
 from modeling_lxmert_s import (
     PRETRAINING_TASKS,
@@ -27,7 +27,7 @@ from modeling_lxmert_s.modeling_lxmert_s import (
     LxmertSRegionGeometry,
     TagGroundingHead,
 )
-from modeling_lxmert_s.pretraining_pieces import binding_negatives, tag_targets
+from modeling_lxmert_s.pretraining_pieces import binding_negatives, region_binding_negatives, tag_targets
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 SPECIAL = torch.tensor([0, 1, 2])  # [PAD], [CLS], [SEP]
@@ -151,7 +151,7 @@ def test_the_pooler_tells_how_many_regions_match_a_word_where_the_mean_and_the_m
     assert with_counts > 100 * without
 
 
-WORDS = ["a", "red", "blue", "car", "dog", "left", "right", "of", "two", "three", "."]
+WORDS = ["a", "red", "blue", "green", "car", "dog", "left", "right", "of", "two", "three", "."]
 
 
 def _binding_setup():
@@ -271,3 +271,167 @@ def test_binding_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F
         MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, binding_negatives=True)
     with pytest.raises(ValueError, match="binding_negatives: .*attribute_vocab"):
         MSPCollator(store, processor, ["mlm", "vsc", "itm_vsc"], OBJECT_VOCAB, binding_negatives=True)
+
+
+def _region_setup():
+    """Three captions and their images (objects: 0 car, 1 dog, 2 "hot dog", two pieces; attributes: 0 red,
+    1 blue, 2 green); feature f of a region is the constant f, padding regions -1."""
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    words = region_words(["car", "dog", "hot dog"], ["red", "blue", "green"], tokenizer)
+    input_ids, attention_mask = _encode(
+        tokenizer, ["a red car left of a blue dog .", "a green car .", "a dog ."]
+    )
+    regions = {
+        # row 0: red car, its duplicate box, blue dog, padding; row 1: green car, red dog; row 2: blue dog
+        "object_ids": torch.tensor([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0]]),
+        "attribute_ids": torch.tensor([[0, 0, 1, 0], [2, 0, 0, 0], [1, 0, 0, 0]]),
+        "visual_attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]]).bool(),
+        "features": torch.tensor([[1.0, 2, 3, -1], [4, 5, -1, -1], [6, -1, -1, -1]])[:, :, None].expand(
+            -1, -1, 2
+        ),
+    }
+    return tokenizer, words, input_ids, attention_mask, regions
+
+
+def test_region_words_are_the_one_piece_class_names():
+    tokenizer, words, *_ = _region_setup()
+    ids = tokenizer.convert_tokens_to_ids
+    assert words.objects.tolist() == [ids("car"), ids("dog"), -1]  # "hot dog" is two pieces
+    assert words.attributes.tolist() == [ids("red"), ids("blue"), ids("green")]
+
+
+def test_region_negatives_give_a_named_object_an_attribute_its_caption_does_not_name():
+    _, words, input_ids, attention_mask, regions = _region_setup()
+    for seed in range(20):
+        slots, donors, has = region_binding_negatives(
+            input_ids, attention_mask, regions, words, torch.Generator().manual_seed(seed)
+        )
+        # row 0: only the car can change (a red dog would carry a word the caption names), both its regions,
+        # to the green car of row 1; row 1: its green car becomes a red one (row 0's car or its duplicate);
+        # row 2 names no attribute, so nothing can change
+        assert has.tolist() == [True, True, False]
+        assert slots.int().tolist() == [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+        assert donors[0].tolist() == [4.0, 4.0]
+        assert donors[1].tolist() in ([1.0, 1.0], [2.0, 2.0])
+
+
+def _batch_with_regions(settings: PieceSettings, input_ids, attention_mask, regions, seed: int = 0):
+    return PretrainingBatch(
+        inputs={"input_ids": input_ids, "attention_mask": attention_mask},
+        image_index=torch.arange(len(input_ids)),
+        generator=torch.Generator().manual_seed(seed),
+        settings=settings,
+        read_regions=lambda fed: {name: value[fed] for name, value in regions.items()},
+        describe_region=lambda row, region: "",
+    )
+
+
+def test_a_region_negative_keeps_its_caption_and_survives_mlm():
+    tokenizer, words, input_ids, attention_mask, regions = _region_setup()
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        mlm_probability=0.3,
+        region_words=words,
+    )
+    batch = _batch_with_regions(settings, input_ids, attention_mask, regions)
+    PRETRAINING_TASKS["itm_vsc"].piece(batch)
+    PRETRAINING_TASKS["mlm"].piece(batch)
+    labels = batch.labels
+    assert torch.equal(labels["binding_input_ids"], batch.inputs["input_ids"])  # the caption, masked alike
+    assert labels["binding_mask"].tolist() == [True, True, False]  # kept although no word differs
+    assert labels["binding_region_slots"].int().tolist() == [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+
+
+def test_rows_that_allow_both_kinds_get_a_text_or_a_region_negative():
+    tokenizer, _, input_ids, attention_mask, regions = _region_setup()
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        binding_words=binding_words(["car", "dog"], ["red", "blue", "green"], tokenizer),
+        region_words=region_words(["car", "dog", "hot dog"], ["red", "blue", "green"], tokenizer),
+    )
+    kinds = set()
+    for seed in range(20):
+        batch = _batch_with_regions(settings, input_ids, attention_mask, regions, seed)
+        PRETRAINING_TASKS["itm_vsc"].piece(batch)
+        labels = batch.labels
+        text_changed = (labels["binding_input_ids"][0] != input_ids[0]).any()
+        region_changed = labels["binding_region_slots"][0].any()
+        assert bool(text_changed) != bool(region_changed)  # row 0: exactly one of the two
+        kinds.add("text" if text_changed else "region")
+        assert labels["binding_mask"].tolist() == [True, True, False]
+    assert kinds == {"text", "region"}
+
+
+def test_itm_vsc_scores_a_caption_with_its_image_changed_as_a_mismatch():
+    config = tiny_config(pretraining_tasks=ALIGNMENT_TASKS)
+    torch.manual_seed(0)
+    model = LxmertSForPreTraining(config).eval()
+    inputs = random_inputs(config)
+    labels = alignment_labels(inputs)
+    has = torch.tensor([True, True, False])
+    slots = torch.zeros(inputs["visual_attention_mask"].shape, dtype=torch.bool)
+    slots[0, 1], slots[1, :2] = True, True
+    donors = torch.randn(3, config.visual_feat_dim, generator=torch.Generator().manual_seed(2))
+    region = {
+        "binding_input_ids": inputs["input_ids"],
+        "binding_mask": has,
+        "binding_region_slots": slots,
+        "binding_region_features": donors,
+    }
+    features, unchanged = {}, {}
+    binding_pass = model._binding_pass
+    with torch.no_grad():
+        model._binding_pass = _recording(binding_pass, unchanged)
+        model(**inputs, **labels, **{**region, "binding_region_slots": slots & False})
+        model._binding_pass = _recording(binding_pass, features)
+        model(**inputs, **labels, **region)
+    changed_feats = torch.where(slots[:, :, None], donors[:, None, :], inputs["visual_feats"])
+    direct = model.lxmert(
+        **{
+            name: value[has]
+            for name, value in inputs.items()
+            if name in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+        },
+        visual_feats=changed_feats[has],
+        visual_pos=inputs["visual_pos"][has],
+        visual_attention_mask=inputs["visual_attention_mask"][has],
+    )
+    assert torch.allclose(features["binding"].pooled_output, direct.pooled_output, atol=1e-6)
+    assert torch.allclose(features["binding"].language_output, direct.language_output, atol=1e-5)
+    # without slots the pair is the caption with its own image: not what the changed image gives
+    assert not torch.allclose(unchanged["binding"].language_output, direct.language_output, atol=1e-3)
+
+
+def test_region_negatives_labels_are_checked():
+    config = tiny_config(pretraining_tasks=ALIGNMENT_TASKS)
+    model = LxmertSForPreTraining(config)
+    inputs = random_inputs(config)
+    labels = alignment_labels(inputs)
+    slots = torch.zeros(inputs["visual_attention_mask"].shape, dtype=torch.bool)
+    donors = torch.zeros(3, config.visual_feat_dim)
+    with pytest.raises(ValueError, match="binding_region_slots and binding_region_features: give both"):
+        model(**inputs, **labels, binding_region_slots=slots)
+    with pytest.raises(ValueError, match="binding_region_slots: .*give binding_input_ids"):
+        model(**inputs, **labels, binding_region_slots=slots, binding_region_features=donors)
+    with pytest.raises(ValueError, match="binding_region_features"):
+        model(
+            **inputs,
+            **labels,
+            binding_input_ids=inputs["input_ids"],
+            binding_mask=torch.ones(3, dtype=torch.bool),
+            binding_region_slots=slots,
+            binding_region_features=donors[:, :-1],
+        )
+
+
+def test_region_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F811 (a fixture)
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    processor = LxmertSProcessor(tokenizer, num_regions=6, max_length=12)
+    with pytest.raises(ValueError, match="region_negatives: .*need 'itm_vsc' in tasks"):
+        MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, region_negatives=True)
+    with pytest.raises(ValueError, match="region_negatives: .*attribute_vocab"):
+        MSPCollator(store, processor, ["mlm", "vsc", "itm_vsc"], OBJECT_VOCAB, region_negatives=True)

@@ -27,7 +27,7 @@ from modeling_lxmert_s import (
     check_pretraining_tasks,
     tasks_need,
 )
-from modeling_lxmert_s.pretraining_pieces import OPPOSITE_WORDS, BindingWords
+from modeling_lxmert_s.pretraining_pieces import OPPOSITE_WORDS, BindingWords, RegionWords
 from modeling_lxmert_s.processing_lxmert_s import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
 
 logger = logging.getLogger(__name__)
@@ -246,6 +246,20 @@ def binding_words(
     )
 
 
+def region_words(
+    object_vocab: Sequence[str], attribute_vocab: Sequence[str], tokenizer: PreTrainedTokenizerBase
+) -> RegionWords:
+    """What region binding negatives read: each object and attribute class's name (its first synonym) as one
+    token id, -1 where it is more than one word piece (a caption cannot be checked for it)."""
+
+    def one_piece(names: Sequence[str]) -> torch.Tensor:
+        pieces = class_wordpieces(names, tokenizer)
+        single = pieces[:, 1] < 0 if pieces.shape[1] > 1 else torch.ones(len(pieces), dtype=torch.bool)
+        return torch.where(single, pieces[:, 0], -1)
+
+    return RegionWords(objects=one_piece(object_vocab), attributes=one_piece(attribute_vocab))
+
+
 class MSPCollator:
     """Collate corpus rows (`image_index` + `text`, or the columns of `tokenize_corpus`) for one MSP stage.
 
@@ -279,19 +293,20 @@ class MSPCollator:
         triplet_shuffle_probability: float = 0.05,
         mismatch_probability: float = 0.5,
         binding_negatives: bool = False,
+        region_negatives: bool = False,
     ):
         self.tasks = list(tasks)
         check_pretraining_tasks(self.tasks, name="tasks")
         if tasks_need(self.tasks, "object_vocab") and object_vocab is None:
             needing = [task for task in self.tasks if "object_vocab" in PRETRAINING_TASKS[task].needs]
             raise ValueError(f"object_vocab: {needing} need the detector's class names, received None")
-        if binding_negatives and (
-            "itm_vsc" not in self.tasks or object_vocab is None or attribute_vocab is None
-        ):
-            raise ValueError(
-                "binding_negatives: ITM_VSC scores them beside its mined negatives; they need 'itm_vsc' in "
-                "tasks and object_vocab and attribute_vocab (the words they exchange)"
-            )
+        negatives = {"binding_negatives": binding_negatives, "region_negatives": region_negatives}
+        for name, wanted in negatives.items():
+            if wanted and ("itm_vsc" not in self.tasks or object_vocab is None or attribute_vocab is None):
+                raise ValueError(
+                    f"{name}: ITM_VSC scores them beside its mined negatives; they need 'itm_vsc' in tasks "
+                    "and object_vocab and attribute_vocab (the words they change)"
+                )
         if class_word_mlm_probability is not None and (object_vocab is None or "mlm" not in self.tasks):
             raise ValueError(
                 "class_word_mlm_probability: prefers class-name words in MLM; it needs 'mlm' in tasks and "
@@ -335,6 +350,7 @@ class MSPCollator:
             binding_words=binding_words(object_vocab, attribute_vocab, tokenizer)
             if binding_negatives
             else None,
+            region_words=region_words(object_vocab, attribute_vocab, tokenizer) if region_negatives else None,
         )
 
     def _checked_hard_negatives(

@@ -19,6 +19,7 @@ stages:
     max_length: 72            # text tokens, [CLS] and [SEP] included (default: LXMERT's 20)
     mlm_class_word_probability: 0.3   # optional: MLM rate of class-name words (the phrase stage, §3.2)
     binding_negatives: false  # optional, with itm_vsc: captions with the words bound to their objects changed
+    region_negatives: false   # optional, with itm_vsc: images with a named object's attribute changed
 remove_tasks: [ifrs]          # optional: drop tasks from every stage (Table 4's "-IFRS" rows) ...
 replace_tasks: {itm_hs: itm}  # ... or swap them ("ITM instead of ITM_HS")
 ```
@@ -196,6 +197,7 @@ class StageConfig:
     max_length: int = 20  # text tokens with [CLS] and [SEP]; longer texts are cut, and counted
     mlm_class_word_probability: float | None = None  # MLM rate of class-name words; others: mlm_probability
     binding_negatives: bool = False  # ITM_VSC also scores each caption's binding negative
+    region_negatives: bool = False  # ... and each image with a named object's attribute changed
 
     @property
     def length(self) -> str:
@@ -495,10 +497,11 @@ def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
         raise CurriculumError(
             f"{where}: {at}.mlm_class_word_probability: set, but the stage has no 'mlm' task"
         )
-    if stage.binding_negatives and "itm_vsc" not in stage.tasks:
-        raise CurriculumError(
-            f"{where}: {at}.binding_negatives: set, but the stage has no 'itm_vsc' task, which scores them"
-        )
+    for name in ("binding_negatives", "region_negatives"):
+        if getattr(stage, name) and "itm_vsc" not in stage.tasks:
+            raise CurriculumError(
+                f"{where}: {at}.{name}: set, but the stage has no 'itm_vsc' task, which scores them"
+            )
 
 
 def _changed_tasks(stages: list[StageConfig], remove: Any, replace: Any, where: str) -> list[StageConfig]:
