@@ -933,9 +933,10 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
     are negatives too: a pair that matches word for word and not in what binds to what (NegCLIP's hard
     negatives). They are scored against the captions they were made from, and the two cross-entropies
     averaged: pooled into one, the negatives outnumbered the matches two to one, and the held-out ITM accuracy
-    at a 0.5 match probability fell from 98.5% to 63.9% (docs/results.md). With `binding_region_slots` (B, R)
-    and `binding_region_features` (B, F) too, a binding negative may be its caption with its image changed
-    instead: the slots given those features (`pretraining_pieces.region_binding_negatives`)."""
+    at a 0.5 match probability fell from 98.5% to 63.9% (docs/results.md). With `binding_region_slots` (B, R),
+    `binding_region_features` (B, R, F) and `binding_region_boxes` (B, R, 4) too, a binding negative may be
+    its caption with its image changed instead: those slots given those features and boxes
+    (`pretraining_pieces.region_binding_negatives`)."""
 
     label_names = ("itm_labels", "image_ids")
     optional_label_names = (
@@ -943,11 +944,14 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
         "binding_mask",
         "binding_region_slots",
         "binding_region_features",
+        "binding_region_boxes",
     )
+    REGION_LABELS = optional_label_names[2:]
 
     def __init__(self, config: LxmertSConfig):
         super().__init__(config)
         self.visual_feat_dim = config.visual_feat_dim
+        self.visual_pos_dim = config.visual_pos_dim
 
     def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
         super().check_labels(labels, checks)
@@ -962,16 +966,19 @@ class MinedImageTextMatchingHead(ImageTextMatchingHead):
             check_shape("binding_input_ids", labels["binding_input_ids"], checks.per_token)
             check_dtype("binding_input_ids", labels["binding_input_ids"], "integer")
             checks.mask("binding_mask", labels["binding_mask"], checks.per_row)
-        if ("binding_region_slots" in labels) != ("binding_region_features" in labels):
-            raise ValueError("binding_region_slots and binding_region_features: give both or neither")
-        if "binding_region_slots" in labels:
+        given = [name for name in self.REGION_LABELS if name in labels]
+        if given and len(given) < len(self.REGION_LABELS):
+            raise ValueError(f"{', '.join(self.REGION_LABELS)}: give all three or none (received {given})")
+        if given:
             if "binding_input_ids" not in labels:
                 raise ValueError(
                     "binding_region_slots: they change binding negatives: give binding_input_ids"
                 )
             checks.mask("binding_region_slots", labels["binding_region_slots"], checks.per_region)
-            features = checks.per_row.then(self.visual_feat_dim, "visual_feat_dim")
+            features = checks.per_region.then(self.visual_feat_dim, "visual_feat_dim")
             checks.features("binding_region_features", labels["binding_region_features"], features)
+            boxes = checks.per_region.then(self.visual_pos_dim, "visual_pos_dim")
+            checks.features("binding_region_boxes", labels["binding_region_boxes"], boxes)
 
     def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         mined = self._pairs_loss(features.pooled_output, features.negative.pooled_output)
@@ -2141,8 +2148,8 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
 
     def _binding_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
         """Each caption's binding negative with its own image, for the rows that have one (when the batch
-        carries them); the image with its `binding_region_slots` given `binding_region_features` where the
-        batch carries those."""
+        carries them); the image with its `binding_region_slots` given `binding_region_features` and
+        `binding_region_boxes` where the batch carries those."""
         labels = inputs.labels
         if "binding_input_ids" not in labels:
             return
@@ -2152,9 +2159,12 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
         text = {**inputs.text, "input_ids": labels["binding_input_ids"]}
         image = dict(inputs.image)
         if "binding_region_slots" in labels:
-            donors = labels["binding_region_features"].to(image["visual_feats"].dtype)
             slots = labels["binding_region_slots"].bool()[:, :, None]
-            image["visual_feats"] = torch.where(slots, donors[:, None, :], image["visual_feats"])
+            for name, label in (
+                ("visual_feats", "binding_region_features"),
+                ("visual_pos", "binding_region_boxes"),
+            ):
+                image[name] = torch.where(slots, labels[label].to(image[name].dtype), image[name])
         encoded = self.lxmert(
             **{name: None if value is None else value[rows] for name, value in text.items()},
             **{name: value[rows] for name, value in image.items()},

@@ -233,15 +233,15 @@ def region_binding_negatives(
     regions: dict[str, torch.Tensor],
     words: RegionWords,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Hard negatives on the image side: the caption kept, and the regions of one object it names
-    given the features of a region of the same class with another attribute, one the caption does not name
-    ("a red car" with the car's regions now a green car's). Only a region whose class word and attribute word
-    both appear in the caption can be changed, and every region of its class in the image takes the donor's
-    features, so that no region is left to match the caption's words. The donor is any region of the batch
-    (`regions["features"]`, the features as read). Returns (B, R) the slots to replace, (B, F) each row's
-    donor features and (B,) whether a row has such a negative; the pair (row, donor) is drawn uniformly among
-    those allowed.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hard negatives on the image side: the caption kept, and the regions of one object it names replaced by
+    regions of the same class with another attribute, one the caption does not name ("a red car" with the
+    car now a green car of another image). Only a region whose class word and attribute word both appear in
+    the caption is chosen, and every region of its class in the image is replaced (a duplicate box left red
+    would still match the caption). Each replaced slot takes a donor region of the batch drawn on its own, its
+    features and its box together: a feature at another region's box would tell the negative apart by the
+    mismatch alone. Returns (B, R) the slots to replace, (B, R, F) and (B, R, 4) the features and boxes they
+    take, and (B,) whether a row has such a negative.
     """
     objects, attributes = regions["object_ids"], regions["attribute_ids"]
     valid = regions["visual_attention_mask"].bool()
@@ -253,26 +253,35 @@ def region_binding_negatives(
         """(B, N) whether each row's text holds each of the (B, N) or (1, N) word ids (-1: none)."""
         return ((input_ids[:, :, None] == candidates[:, None, :]) & real[:, :, None]).any(1)
 
+    batch_size, num_regions = objects.shape
+    rows = torch.arange(batch_size)
     changeable = valid & (object_words >= 0) & (attribute_words >= 0)
     changeable &= named(object_words) & named(attribute_words)
-    batch_size, num_regions = objects.shape
     donor_ok = valid.reshape(-1) & (attribute_words.reshape(-1) >= 0)
-    # (B, R, N): region r of row b may take donor n's features
+    # (B, R, N): region r of row b may be replaced by region n of the batch
     allowed = (
         changeable[:, :, None]
         & (objects[:, :, None] == objects.reshape(1, 1, -1))
         & (attributes[:, :, None] != attributes.reshape(1, 1, -1))
         & (donor_ok & ~named(attribute_words.reshape(1, -1)))[:, None, :]
-    ).reshape(batch_size, -1)
-    count = allowed.sum(1)
-    nth = (torch.rand(batch_size, generator=generator) * count).long()
-    pick = ((allowed.cumsum(1) == nth[:, None] + 1) & allowed).int().argmax(1)
-    region, donor = pick // (batch_size * num_regions), pick % (batch_size * num_regions)
-    has = count > 0
-    rows = torch.arange(batch_size)
-    slots = valid & (objects == objects[rows, region][:, None]) & has[:, None]
-    donor_features = regions["features"].reshape(batch_size * num_regions, -1)[donor]
-    return slots, donor_features, has
+    )
+    has = allowed.any(2)  # (B, R) the regions that can be changed
+    chosen = _nth_true(has, torch.rand(batch_size, generator=generator))
+    slots = valid & (objects == objects[rows, chosen][:, None]) & has.any(1)[:, None]
+    donors = allowed[rows, chosen]  # (B, N) the chosen region's donors, for every slot of its class
+    cumulative = donors.long().cumsum(1)
+    nth = (torch.rand(batch_size, num_regions, generator=generator) * cumulative[:, -1:]).long()
+    donor = torch.searchsorted(cumulative, nth + 1).clamp(max=donors.shape[1] - 1)
+    features = regions["features"].reshape(batch_size * num_regions, -1)[donor]
+    boxes = regions["boxes"].reshape(batch_size * num_regions, -1)[donor]
+    return slots, features, boxes, has.any(1)
+
+
+def _nth_true(mask: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """(B,) the position of a uniformly drawn true entry of each row of a (B, N) mask (0 where none), from
+    (B,) uniform numbers in [0, 1)."""
+    nth = (uniform * mask.sum(1)).long()
+    return ((mask.cumsum(1) == nth[:, None] + 1) & mask).int().argmax(1)
 
 
 def mismatch_images(
@@ -494,8 +503,8 @@ def matched_pairs_piece(batch: PretrainingBatch) -> None:
     the negatives in the batch from the VSC similarities. With `binding_words`, also each caption's binding
     negative (`binding_input_ids`, `binding_mask`: `binding_negatives`), which MLM masks as it masks the
     caption. With `region_words`, a row may instead keep its caption and change its image
-    (`binding_region_slots` take `binding_region_features`: `region_binding_negatives`); a row that allows
-    both kinds gets one of the two, drawn evenly."""
+    (`binding_region_slots` take `binding_region_features` and `binding_region_boxes`:
+    `region_binding_negatives`); a row that allows both kinds gets one of the two, drawn evenly."""
     batch.feed(batch.image_index)
     batch.labels["itm_labels"] = torch.ones_like(batch.image_index)
     batch.labels["image_ids"] = batch.fed_index
@@ -508,7 +517,7 @@ def matched_pairs_piece(batch: PretrainingBatch) -> None:
             input_ids, batch.inputs["attention_mask"], settings.binding_words, batch.generator
         )
     if settings.region_words is not None:
-        slots, donors, has_region = region_binding_negatives(
+        slots, features, boxes, has_region = region_binding_negatives(
             input_ids, batch.inputs["attention_mask"], batch.regions, settings.region_words, batch.generator
         )
         coin = torch.rand(len(input_ids), generator=batch.generator) < 0.5
@@ -516,7 +525,7 @@ def matched_pairs_piece(batch: PretrainingBatch) -> None:
         negatives = torch.where(use_region[:, None], input_ids, negatives)
         has_negative = has_negative | has_region
         batch.labels["binding_region_slots"] = slots & use_region[:, None]
-        batch.labels["binding_region_features"] = donors
+        batch.labels["binding_region_features"], batch.labels["binding_region_boxes"] = features, boxes
     batch.labels["binding_input_ids"], batch.labels["binding_mask"] = negatives, has_negative
 
 

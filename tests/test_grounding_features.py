@@ -275,7 +275,7 @@ def test_binding_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F
 
 def _region_setup():
     """Three captions and their images (objects: 0 car, 1 dog, 2 "hot dog", two pieces; attributes: 0 red,
-    1 blue, 2 green); feature f of a region is the constant f, padding regions -1."""
+    1 blue, 2 green); feature f of a region is the constant f and its box f / 10, padding regions -1."""
     tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
     words = region_words(["car", "dog", "hot dog"], ["red", "blue", "green"], tokenizer)
     input_ids, attention_mask = _encode(
@@ -286,10 +286,10 @@ def _region_setup():
         "object_ids": torch.tensor([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0]]),
         "attribute_ids": torch.tensor([[0, 0, 1, 0], [2, 0, 0, 0], [1, 0, 0, 0]]),
         "visual_attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]]).bool(),
-        "features": torch.tensor([[1.0, 2, 3, -1], [4, 5, -1, -1], [6, -1, -1, -1]])[:, :, None].expand(
-            -1, -1, 2
-        ),
     }
+    features = torch.tensor([[1.0, 2, 3, -1], [4, 5, -1, -1], [6, -1, -1, -1]])[:, :, None]
+    regions["features"] = features.expand(-1, -1, 2)
+    regions["boxes"] = features.expand(-1, -1, 4) / 10  # a region of feature f has the box f / 10
     return tokenizer, words, input_ids, attention_mask, regions
 
 
@@ -302,17 +302,20 @@ def test_region_words_are_the_one_piece_class_names():
 
 def test_region_negatives_give_a_named_object_an_attribute_its_caption_does_not_name():
     _, words, input_ids, attention_mask, regions = _region_setup()
+    row_1_donors = set()
     for seed in range(20):
-        slots, donors, has = region_binding_negatives(
+        slots, features, boxes, has = region_binding_negatives(
             input_ids, attention_mask, regions, words, torch.Generator().manual_seed(seed)
         )
         # row 0: only the car can change (a red dog would carry a word the caption names), both its regions,
-        # to the green car of row 1; row 1: its green car becomes a red one (row 0's car or its duplicate);
-        # row 2 names no attribute, so nothing can change
+        # each to the green car of row 1; row 1: its green car becomes a red one (row 0's car or its
+        # duplicate); row 2 names no attribute, so nothing can change
         assert has.tolist() == [True, True, False]
         assert slots.int().tolist() == [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
-        assert donors[0].tolist() == [4.0, 4.0]
-        assert donors[1].tolist() in ([1.0, 1.0], [2.0, 2.0])
+        assert features[0, :2].tolist() == [[4.0, 4.0]] * 2
+        row_1_donors.add(float(features[1, 0, 0]))
+        assert torch.allclose(boxes[slots], features[slots][:, :1].expand(-1, 4) / 10)  # with its own box
+    assert row_1_donors == {1.0, 2.0}  # either red car, drawn uniformly
 
 
 def _batch_with_regions(settings: PieceSettings, input_ids, attention_mask, regions, seed: int = 0):
@@ -375,12 +378,15 @@ def test_itm_vsc_scores_a_caption_with_its_image_changed_as_a_mismatch():
     has = torch.tensor([True, True, False])
     slots = torch.zeros(inputs["visual_attention_mask"].shape, dtype=torch.bool)
     slots[0, 1], slots[1, :2] = True, True
-    donors = torch.randn(3, config.visual_feat_dim, generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(2)
+    donors = torch.randn(inputs["visual_feats"].shape, generator=generator)
+    boxes = torch.rand(inputs["visual_pos"].shape, generator=generator)
     region = {
         "binding_input_ids": inputs["input_ids"],
         "binding_mask": has,
         "binding_region_slots": slots,
         "binding_region_features": donors,
+        "binding_region_boxes": boxes,
     }
     features, unchanged = {}, {}
     binding_pass = model._binding_pass
@@ -389,7 +395,8 @@ def test_itm_vsc_scores_a_caption_with_its_image_changed_as_a_mismatch():
         model(**inputs, **labels, **{**region, "binding_region_slots": slots & False})
         model._binding_pass = _recording(binding_pass, features)
         model(**inputs, **labels, **region)
-    changed_feats = torch.where(slots[:, :, None], donors[:, None, :], inputs["visual_feats"])
+    changed_feats = torch.where(slots[:, :, None], donors, inputs["visual_feats"])
+    changed_boxes = torch.where(slots[:, :, None], boxes, inputs["visual_pos"])
     direct = model.lxmert(
         **{
             name: value[has]
@@ -397,7 +404,7 @@ def test_itm_vsc_scores_a_caption_with_its_image_changed_as_a_mismatch():
             if name in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
         },
         visual_feats=changed_feats[has],
-        visual_pos=inputs["visual_pos"][has],
+        visual_pos=changed_boxes[has],
         visual_attention_mask=inputs["visual_attention_mask"][has],
     )
     assert torch.allclose(features["binding"].pooled_output, direct.pooled_output, atol=1e-6)
@@ -411,21 +418,19 @@ def test_region_negatives_labels_are_checked():
     model = LxmertSForPreTraining(config)
     inputs = random_inputs(config)
     labels = alignment_labels(inputs)
-    slots = torch.zeros(inputs["visual_attention_mask"].shape, dtype=torch.bool)
-    donors = torch.zeros(3, config.visual_feat_dim)
-    with pytest.raises(ValueError, match="binding_region_slots and binding_region_features: give both"):
-        model(**inputs, **labels, binding_region_slots=slots)
+    region = {
+        "binding_region_slots": torch.zeros(inputs["visual_attention_mask"].shape, dtype=torch.bool),
+        "binding_region_features": torch.zeros(inputs["visual_feats"].shape),
+        "binding_region_boxes": torch.zeros(inputs["visual_pos"].shape),
+    }
+    text = {"binding_input_ids": inputs["input_ids"], "binding_mask": torch.ones(3, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="give all three or none"):
+        model(**inputs, **labels, **text, binding_region_slots=region["binding_region_slots"])
     with pytest.raises(ValueError, match="binding_region_slots: .*give binding_input_ids"):
-        model(**inputs, **labels, binding_region_slots=slots, binding_region_features=donors)
-    with pytest.raises(ValueError, match="binding_region_features"):
-        model(
-            **inputs,
-            **labels,
-            binding_input_ids=inputs["input_ids"],
-            binding_mask=torch.ones(3, dtype=torch.bool),
-            binding_region_slots=slots,
-            binding_region_features=donors[:, :-1],
-        )
+        model(**inputs, **labels, **region)
+    for name in ("binding_region_features", "binding_region_boxes"):
+        with pytest.raises(ValueError, match=name):
+            model(**inputs, **labels, **text, **{**region, name: region[name][..., :-1]})
 
 
 def test_region_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F811 (a fixture)
