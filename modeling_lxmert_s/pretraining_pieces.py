@@ -13,7 +13,7 @@ numpy, so a pre-training checkpoint carries the definition of the labels its hea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,22 +34,22 @@ def mask_tokens(
     special_ids: torch.Tensor,
     generator: torch.Generator,
     probability: float = 0.15,
-    preferred_ids: torch.Tensor | None = None,
-    preferred_probability: float | None = None,
+    preferred: Sequence[tuple[torch.Tensor, float]] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MLM (BERT/LXMERT): choose each text token with `probability`; of the chosen 80% become [MASK], 10% a
     random vocabulary id, 10% stay. Returns the new ids and `mlm_labels` (original id where chosen, -100
     elsewhere). Padding and `special_ids` are never chosen: the collator passes all the tokenizer's special
     tokens ([CLS], [SEP], [PAD], and [UNK], a useless target), as Hugging Face's MLM collator does.
 
-    Tokens whose id is in `preferred_ids` are chosen with `preferred_probability` instead: the phrase stage's
-    MLM "masks the attribute or category information" (§3.2), so it prefers the class-name words of
-    `class_word_ids`.
+    Tokens whose id is in one of the `preferred` (ids, probability) pairs are chosen with that probability
+    instead (a later pair wins): the phrase stage's MLM "masks the attribute or category information" (§3.2),
+    so it prefers the class-name words of `class_word_ids`; a stage may prefer the spatial relation words
+    (`relation_word_ids`) too, which only the regions' boxes tell.
     """
     eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids)
     rate = torch.full(input_ids.shape, probability)
-    if preferred_ids is not None:
-        rate = torch.where(torch.isin(input_ids, preferred_ids), preferred_probability, rate)
+    for ids, preferred_probability in preferred:
+        rate = torch.where(torch.isin(input_ids, ids), preferred_probability, rate)
     chosen = (torch.rand(input_ids.shape, generator=generator) < rate) & eligible
     action = torch.rand(input_ids.shape, generator=generator)
     random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
@@ -342,11 +342,15 @@ class RegionWords:
 
 
 # Words a binding negative replaces by another of their kind: spatial relations by their opposite, numbers by
-# a neighbour. Only those that are one WordPiece of the tokenizer are used.
-OPPOSITE_WORDS = {
+# a neighbour. Only those that are one WordPiece of the tokenizer are used. MLM may prefer the spatial ones
+# (`relation_word_ids`).
+SPATIAL_OPPOSITES = {
     "left": "right", "right": "left", "above": "below", "below": "above", "top": "bottom", "bottom": "top",
     "over": "under", "under": "over", "front": "behind", "behind": "front", "inside": "outside",
-    "outside": "inside", "one": "two", "two": "three", "three": "two", "four": "three", "five": "four",
+    "outside": "inside",
+}  # fmt: skip
+OPPOSITE_WORDS = {
+    **SPATIAL_OPPOSITES, "one": "two", "two": "three", "three": "two", "four": "three", "five": "four"
 }  # fmt: skip
 
 
@@ -358,15 +362,18 @@ class PieceSettings:
     `hard_negatives`: ITM_HS's (store images, M) table of look-alikes, -1 for none. `class_wordpieces`: the
     (C, K) WordPiece ids of each detector class name (TITP / TITS). `class_word_ids`: the one-piece words of
     the object and attribute names, the concepts WPG grounds and the words the phrase stage's MLM prefers
-    (with `class_word_mlm_probability`). `binding_words`: when set, ITM_VSC also scores a binding negative of
-    each caption that has one (`binding_negatives`); `region_words`: when set, also an image with one named
-    object's attribute changed (`region_binding_negatives`)."""
+    (with `class_word_mlm_probability`); `relation_word_ids`, the one-piece spatial relation words, those it
+    masks with `relation_word_mlm_probability`. `binding_words`: when set, ITM_VSC also scores a binding
+    negative of each caption that has one (`binding_negatives`); `region_words`: when set, also an image with
+    one named object's attribute changed (`region_binding_negatives`)."""
 
     mask_token_id: int
     vocab_size: int
     special_ids: torch.Tensor
     mlm_probability: float = 0.15
     class_word_mlm_probability: float | None = None
+    relation_word_ids: torch.Tensor | None = None
+    relation_word_mlm_probability: float | None = None
     region_mask_probability: float = 0.15
     triplet_shuffle_probability: float = 0.05
     mismatch_probability: float = 0.5
@@ -623,7 +630,14 @@ def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
     """MLM: masks the text (`input_ids`) and adds `mlm_labels`; last, so that the other text pieces read the
     text as written."""
     settings = batch.settings
-    preferred = settings.class_word_ids if settings.class_word_mlm_probability is not None else None
+    preferred = [
+        (ids, probability)
+        for ids, probability in (
+            (settings.class_word_ids, settings.class_word_mlm_probability),
+            (settings.relation_word_ids, settings.relation_word_mlm_probability),
+        )
+        if probability is not None
+    ]
     batch.inputs["input_ids"], batch.labels["mlm_labels"] = mask_tokens(
         batch.inputs["input_ids"],
         batch.inputs["attention_mask"],
@@ -632,8 +646,7 @@ def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
         special_ids=settings.special_ids,
         generator=batch.generator,
         probability=settings.mlm_probability,
-        preferred_ids=preferred,
-        preferred_probability=settings.class_word_mlm_probability,
+        preferred=preferred,
     )
     if "binding_input_ids" in batch.labels:
         # The same positions hidden the same way, so that a negative differs from its caption only by the
@@ -651,6 +664,7 @@ def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
 __all__ = [
     "NON_IDENTITY_PERMUTATIONS",
     "OPPOSITE_WORDS",
+    "SPATIAL_OPPOSITES",
     "BindingWords",
     "PieceSettings",
     "PretrainingBatch",

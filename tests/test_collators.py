@@ -320,13 +320,15 @@ def test_mask_tokens_chooses_preferred_ids_at_their_own_rate():
         vocab_size=vocab_size,
         special_ids=torch.tensor([0, 1, 2, 3, 4]),
         generator=generator,
-        preferred_ids=preferred_ids,
-        preferred_probability=0.4,
+        preferred=[(preferred_ids, 0.4), (torch.arange(40, 45), 0.7)],
     )
 
     chosen, preferred = labels != -100, torch.isin(input_ids, preferred_ids)
+    second = torch.isin(input_ids, torch.arange(40, 45))
     assert within_binomial(int(chosen[preferred].sum()), int(preferred.sum()), 0.4)
-    assert within_binomial(int(chosen[~preferred].sum()), int((~preferred).sum()), 0.15)
+    assert within_binomial(int(chosen[second].sum()), int(second.sum()), 0.7)
+    others = ~preferred & ~second
+    assert within_binomial(int(chosen[others].sum()), int(others.sum()), 0.15)
 
 
 def test_class_word_ids_are_the_one_piece_one_word_class_names():

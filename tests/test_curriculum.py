@@ -125,19 +125,25 @@ def test_the_sentence_only_configs_train_as_many_steps_as_their_curriculum(singl
     assert abs(steps(single) - steps(curriculum)) <= math.ceil(rows["captions"] / 64)
 
 
+# each grounding config's changes to the stages that have ITM_VSC (the phrase and sentence stages)
+BINDING, REGIONS = {"binding_negatives": True}, {"region_negatives": True}
+RELATIONS = {"mlm_relation_word_probability": 0.5}
+
+
 @pytest.mark.parametrize(
-    ("name", "base", "switches", "tag", "binding", "regions"),
+    ("name", "base", "switches", "tag", "stage_changes"),
     [
-        ("readout", "synthetic", True, False, False, False),
-        ("readout_tag", "synthetic", True, True, False, False),
-        ("binding", "synthetic", False, False, True, False),
-        ("regions", "synthetic", False, False, False, True),
-        ("all", "synthetic", True, True, True, False),
-        ("tag", "synthetic", False, True, False, False),
-        ("tag_s", "synthetic_s", False, True, False, False),
+        ("readout", "synthetic", True, False, {}),
+        ("readout_tag", "synthetic", True, True, {}),
+        ("binding", "synthetic", False, False, BINDING),
+        ("regions", "synthetic", False, False, REGIONS),
+        ("relations", "synthetic", False, False, RELATIONS),
+        ("all", "synthetic", True, True, BINDING),
+        ("tag", "synthetic", False, True, {}),
+        ("tag_s", "synthetic_s", False, True, {}),
     ],
 )
-def test_each_grounding_config_is_its_base_with_only_its_changes(name, base, switches, tag, binding, regions):
+def test_each_grounding_config_is_its_base_with_only_its_changes(name, base, switches, tag, stage_changes):
     # docs/results.md compares each of these with its base: nothing else may differ
     default = load_curriculum(CONFIGS / f"{base}.yaml")
     variant = load_curriculum(CONFIGS / "grounding" / f"{name}.yaml")
@@ -152,8 +158,7 @@ def test_each_grounding_config_is_its_base_with_only_its_changes(name, base, swi
                 dataclasses.replace(source, tasks=[*source.tasks, "tag"] if tag else source.tasks)
                 for source in theirs.sources
             ],
-            binding_negatives=binding and "itm_vsc" in theirs.tasks,
-            region_negatives=regions and "itm_vsc" in theirs.tasks,
+            **(stage_changes if "itm_vsc" in theirs.tasks else {}),
         )
         assert ours == expected
 
@@ -259,11 +264,6 @@ BAD_STAGE_NAMES = ["../../x", "a/b", "''", ".hidden", "'a b'", "'-a'", "'x\\y'",
             "learning_rate: 1, max_length: 600}]",
             r"stages\[0\]\.max_length: must be between 3 .* 512 positions, got 600",
         ),
-        (
-            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [itm], epochs: 1, batch_size: 8, "
-            "learning_rate: 1, mlm_class_word_probability: 0.3}]",
-            r"stages\[0\]\.mlm_class_word_probability: set, but the stage has no 'mlm' task",
-        ),
         *[
             (
                 "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm], epochs: 1, batch_size: 8, "
@@ -272,6 +272,19 @@ BAD_STAGE_NAMES = ["../../x", "a/b", "''", ".hidden", "'a b'", "'-a'", "'x\\y'",
             )
             for name in ("binding_negatives", "region_negatives")
         ],
+        *[
+            (
+                "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [itm], epochs: 1, batch_size: 8, "
+                f"learning_rate: 1, {name}: 0.5}}]",
+                rf"stages\[0\]\.{name}: set, but the stage has no 'mlm' task",
+            )
+            for name in ("mlm_class_word_probability", "mlm_relation_word_probability")
+        ],
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, "
+            "learning_rate: 1, mlm_relation_word_probability: 1.5}]",
+            r"stages\[0\]\.mlm_relation_word_probability: must be in \[0, 1\], got 1.5",
+        ),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [ifrs]", r"no stage has the tasks \['ifrs'\]"),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [mlm]", r"after remove_tasks.*tasks from"),
         (

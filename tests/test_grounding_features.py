@@ -9,10 +9,10 @@ import pytest
 import torch
 from model_inputs import ALIGNMENT_TASKS, alignment_labels, random_inputs, tiny_config
 from test_alignment import _features
-from test_collators import ATTRIBUTE_VOCAB, OBJECT_VOCAB, store  # noqa: F401 (a fixture)
+from test_collators import ATTRIBUTE_VOCAB, OBJECT_VOCAB, store, within_binomial  # noqa: F401 (a fixture)
 from torch.nn import functional as F
 
-from lxmert_s_msp.data.collators import MSPCollator, binding_words, region_words
+from lxmert_s_msp.data.collators import MSPCollator, binding_words, region_words, relation_word_ids
 from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
 from modeling_lxmert_s import (
     PRETRAINING_TASKS,
@@ -440,3 +440,43 @@ def test_region_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F8
         MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, region_negatives=True)
     with pytest.raises(ValueError, match="region_negatives: .*attribute_vocab"):
         MSPCollator(store, processor, ["mlm", "vsc", "itm_vsc"], OBJECT_VOCAB, region_negatives=True)
+
+
+def test_relation_words_are_the_one_piece_spatial_words():
+    tokenizer = wordpiece_tokenizer_from_vocabulary([*WORDS, "above", "be", "##hind"])
+    ids = relation_word_ids(tokenizer)
+    assert sorted(tokenizer.convert_ids_to_tokens(ids.tolist())) == ["above", "left", "right"]  # not "behind"
+
+
+def test_mlm_masks_relation_words_at_their_own_rate_beside_class_words():
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    input_ids, attention_mask = _encode(tokenizer, ["a red car left of a blue dog ."] * 2000)
+    ids = tokenizer.convert_tokens_to_ids
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        class_word_ids=torch.tensor([ids("red"), ids("car")]),
+        class_word_mlm_probability=0.3,
+        relation_word_ids=relation_word_ids(tokenizer),
+        relation_word_mlm_probability=0.6,
+    )
+    batch = PretrainingBatch(
+        inputs={"input_ids": input_ids, "attention_mask": attention_mask},
+        image_index=torch.arange(len(input_ids)),
+        generator=torch.Generator().manual_seed(0),
+        settings=settings,
+        read_regions=lambda fed: {},
+        describe_region=lambda row, region: "",
+    )
+    PRETRAINING_TASKS["mlm"].piece(batch)
+    chosen = batch.labels["mlm_labels"] != -100
+    for words, rate in ((["left"], 0.6), (["red", "car"], 0.3), (["a", "of", "blue", "dog", "."], 0.15)):
+        where = torch.isin(input_ids, torch.tensor([ids(word) for word in words]))
+        assert within_binomial(int(chosen[where].sum()), int(where.sum()), rate), words
+
+
+def test_relation_word_mlm_needs_mlm(store):  # noqa: F811 (a fixture)
+    processor = LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(WORDS), num_regions=6, max_length=12)
+    with pytest.raises(ValueError, match="relation_word_mlm_probability: .*needs 'mlm' in tasks"):
+        MSPCollator(store, processor, ["itm"], relation_word_mlm_probability=0.5)

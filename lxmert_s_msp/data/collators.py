@@ -27,7 +27,7 @@ from modeling_lxmert_s import (
     check_pretraining_tasks,
     tasks_need,
 )
-from modeling_lxmert_s.pretraining_pieces import OPPOSITE_WORDS, BindingWords, RegionWords
+from modeling_lxmert_s.pretraining_pieces import OPPOSITE_WORDS, SPATIAL_OPPOSITES, BindingWords, RegionWords
 from modeling_lxmert_s.processing_lxmert_s import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
 
 logger = logging.getLogger(__name__)
@@ -226,6 +226,13 @@ def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBas
     return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))
 
 
+def relation_word_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Ids of the spatial relation words ("left", "above", "behind", ...) that are one known word piece."""
+    encoded = tokenizer(list(SPATIAL_OPPOSITES), add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))
+
+
 def binding_words(
     object_vocab: Sequence[str], attribute_vocab: Sequence[str], tokenizer: PreTrainedTokenizerBase
 ) -> BindingWords:
@@ -271,7 +278,8 @@ class MSPCollator:
     no held-out image of a downstream split is ever fed. `object_vocab` (the detector's class names, indexed
     by the store's `object_ids`) is needed by TITP/TITS and WPG; with `attribute_vocab` it also gives the
     class-name words that WPG grounds and that MLM chooses with `class_word_mlm_probability` when that is set
-    (the phrase stage, §3.2).
+    (the phrase stage, §3.2); MLM chooses the spatial relation words with `relation_word_mlm_probability`
+    when that is set.
 
     Each call draws from a generator seeded by `seed` and the rows' epochs and dataset indices
     (`batch_generator`), or by the `seed` passed to the call: the same seeds give identical batches.
@@ -289,6 +297,7 @@ class MSPCollator:
         seed: int = 0,
         mlm_probability: float = 0.15,
         class_word_mlm_probability: float | None = None,
+        relation_word_mlm_probability: float | None = None,
         region_mask_probability: float = 0.15,
         triplet_shuffle_probability: float = 0.05,
         mismatch_probability: float = 0.5,
@@ -311,6 +320,10 @@ class MSPCollator:
             raise ValueError(
                 "class_word_mlm_probability: prefers class-name words in MLM; it needs 'mlm' in tasks and "
                 "object_vocab"
+            )
+        if relation_word_mlm_probability is not None and "mlm" not in self.tasks:
+            raise ValueError(
+                "relation_word_mlm_probability: prefers relation words in MLM; it needs 'mlm' in tasks"
             )
         hard_negatives = self._checked_hard_negatives(hard_negatives, store)
         pool = np.arange(len(store)) if negative_images is None else np.unique(negative_images)
@@ -340,6 +353,8 @@ class MSPCollator:
             special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
             mlm_probability=mlm_probability,
             class_word_mlm_probability=class_word_mlm_probability,
+            relation_word_ids=None if relation_word_mlm_probability is None else relation_word_ids(tokenizer),
+            relation_word_mlm_probability=relation_word_mlm_probability,
             region_mask_probability=region_mask_probability,
             triplet_shuffle_probability=triplet_shuffle_probability,
             mismatch_probability=mismatch_probability,

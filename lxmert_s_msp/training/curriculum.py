@@ -18,6 +18,7 @@ stages:
     learning_rate: 1.0e-5
     max_length: 72            # text tokens, [CLS] and [SEP] included (default: LXMERT's 20)
     mlm_class_word_probability: 0.3   # optional: MLM rate of class-name words (the phrase stage, §3.2)
+    mlm_relation_word_probability: 0.5  # optional: MLM rate of spatial relation words ("left", "above")
     binding_negatives: false  # optional, with itm_vsc: captions with the words bound to their objects changed
     region_negatives: false   # optional, with itm_vsc: images with a named object's attribute changed
 remove_tasks: [ifrs]          # optional: drop tasks from every stage (Table 4's "-IFRS" rows) ...
@@ -196,6 +197,7 @@ class StageConfig:
     max_steps: int | None = None  # optimizer steps, instead of `epochs` (TrainingArguments' max_steps)
     max_length: int = 20  # text tokens with [CLS] and [SEP]; longer texts are cut, and counted
     mlm_class_word_probability: float | None = None  # MLM rate of class-name words; others: mlm_probability
+    mlm_relation_word_probability: float | None = None  # MLM rate of spatial relation words
     binding_negatives: bool = False  # ITM_VSC also scores each caption's binding negative
     region_negatives: bool = False  # ... and each image with a named object's attribute changed
 
@@ -473,11 +475,9 @@ def _stage(entry: Any, where: str, at: str, positions: int) -> StageConfig:
             f"{where}: {at}.max_length: must be between 3 ([CLS] word [SEP]) and the model's "
             f"{positions} positions, got {stage.max_length}"
         )
-    if stage.mlm_class_word_probability is not None and not 0 <= stage.mlm_class_word_probability <= 1:
-        raise CurriculumError(
-            f"{where}: {at}.mlm_class_word_probability: must be in [0, 1], "
-            f"got {stage.mlm_class_word_probability}"
-        )
+    for name in ("mlm_class_word_probability", "mlm_relation_word_probability"):
+        if getattr(stage, name) is not None and not 0 <= getattr(stage, name) <= 1:
+            raise CurriculumError(f"{where}: {at}.{name}: must be in [0, 1], got {getattr(stage, name)}")
     return stage
 
 
@@ -493,10 +493,9 @@ def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
         check_pretraining_tasks(stage.tasks)
     except ValueError as error:
         raise CurriculumError(f"{where}: {at}: {error}") from error
-    if stage.mlm_class_word_probability is not None and "mlm" not in stage.tasks:
-        raise CurriculumError(
-            f"{where}: {at}.mlm_class_word_probability: set, but the stage has no 'mlm' task"
-        )
+    for name in ("mlm_class_word_probability", "mlm_relation_word_probability"):
+        if getattr(stage, name) is not None and "mlm" not in stage.tasks:
+            raise CurriculumError(f"{where}: {at}.{name}: set, but the stage has no 'mlm' task")
     for name in ("binding_negatives", "region_negatives"):
         if getattr(stage, name) and "itm_vsc" not in stage.tasks:
             raise CurriculumError(
