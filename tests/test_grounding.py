@@ -15,7 +15,12 @@ from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
-from lxmert_s_msp.evidence.grounding import main, named_region_attention, pooled_output_spread
+from lxmert_s_msp.evidence.grounding import (
+    main,
+    named_region_attention,
+    pooled_output_spread,
+    relation_word_probe,
+)
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
@@ -25,14 +30,14 @@ def world(tmp_path_factory):
     return generate_world(tmp_path_factory.mktemp("world"), WorldSettings(**TINY_WORLD))
 
 
-def _model(world, folder, blind: bool = False):
+def _model(world, folder, blind: bool = False, tasks=("mlm", "itm")):
     processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
     store = FeatureStore(world / "store")
     config = LxmertSConfig(
         **TINY_MODEL,
         vocab_size=len(processor.tokenizer),
         visual_feat_dim=store.feature_dim,
-        pretraining_tasks=["itm"],
+        pretraining_tasks=list(tasks),
     )
     model = LxmertSForPreTraining(config)
     if blind:  # zero queries: every key gets the same score, so the attention is uniform
@@ -123,3 +128,62 @@ def test_the_command_prints_both_checks(world, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "per layer: " + ", ".join(["1.00"] * TINY_MODEL["num_layers"]) + " (" in printed
     assert "pooled output: spread over inputs" in printed
+    assert "masked relation word, MLM among 4 words" in printed
+
+
+def _relation_accuracy(folder, world, fed_image):
+    """The probe computed by hand: MLM's pick among the four relation words at the first one of each caption
+    of the test split's first 4 images, fed the image `fed_image(i)` for a caption of image i."""
+    processor = LxmertSProcessor.from_pretrained(folder)
+    model = LxmertSForPreTraining.from_pretrained(folder).eval()
+    tokenizer = processor.tokenizer
+    words = ["left", "right", "above", "below"]
+    ids = tokenizer.convert_tokens_to_ids(words)
+    rows = retrieval_split(world, "test").select(range(4))
+    store = FeatureStore(world / "store")
+    right = total = 0
+    for image, captions in enumerate(rows["captions"]):
+        for caption in captions:
+            inputs = text_inputs(processor, [caption])
+            tokens = inputs["input_ids"][0].tolist()
+            where = [position for position, token in enumerate(tokens) if token in ids]
+            if not where:
+                continue
+            truth = tokens[where[0]]
+            inputs["input_ids"][0, where[0]] = tokenizer.mask_token_id
+            fed = np.asarray([rows["image_index"][fed_image(image)]])
+            inputs |= visual_inputs(store, fed, processor.num_regions)
+            with torch.no_grad():
+                hidden = model.lxmert(**inputs).language_output[0, where[0]]
+                scores = model.heads.mlm.logits(hidden[None])[0, ids]
+            right += ids[int(scores.argmax())] == truth
+            total += 1
+    return 100 * right / total, total
+
+
+def test_the_relation_probe_asks_mlm_for_the_masked_relation_word(world, tmp_path, monkeypatch):
+    folder = _model(world, tmp_path / "model")
+    fed = []
+
+    def recording(store, rows, num_regions):
+        fed.append(rows.tolist())
+        return visual_inputs(store, rows, num_regions)
+
+    monkeypatch.setattr("lxmert_s_msp.evidence.grounding.visual_inputs", recording)
+    probe = relation_word_probe(folder, world, images=4)
+    own, captions = _relation_accuracy(folder, world, lambda image: image)
+    other, _ = _relation_accuracy(folder, world, lambda image: (image + 1) % 4)
+    assert probe.words == ["left", "right", "above", "below"]
+    assert probe.captions == captions > 0
+    assert probe.own_image == pytest.approx(own) and probe.other_image == pytest.approx(other)
+    assert probe.chance == 25.0 and 25.0 <= probe.most_frequent <= 100.0
+    # each caption with its own image, then with the next image of the split
+    split_rows = retrieval_split(world, "test").select(range(4))["image_index"]
+    following = {row: split_rows[(i + 1) % 4] for i, row in enumerate(split_rows)}
+    assert len(fed) == 2 and len(fed[0]) == captions and set(fed[0]) <= set(split_rows)
+    assert fed[1] == [following[row] for row in fed[0]]
+
+
+def test_the_relation_probe_needs_an_mlm_head(world, tmp_path):
+    with pytest.raises(ValueError, match="no MLM head"):
+        relation_word_probe(_model(world, tmp_path / "itm", tasks=("itm",)), world, images=4)

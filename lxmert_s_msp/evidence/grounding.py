@@ -1,4 +1,4 @@
-"""Two checks of a pre-trained checkpoint (no fine-tuning) for when downstream scores sit at the prior.
+"""Three checks of a pre-trained checkpoint (no fine-tuning) for when downstream scores sit at the prior.
 
 Does a word look at the object it names? `named_region_attention`: the cross-attention a caption word that
 names a detector class pays to the regions the detector labelled with that class, against what uniform
@@ -7,6 +7,11 @@ attention stays uniform sees the image only as the mean of its regions.
 
 Does the pooled output still depend on the input? `pooled_output_spread`: every head (ITM, topic, QA, NLVR2,
 retrieval) reads it, so a pooler saturated into the same vector for every input leaves them nothing to learn.
+
+Does the text know where the objects are? `relation_word_probe`: MLM asked for the masked spatial relation
+word of each held-out caption ("a red car [MASK] of a blue dog"), among the relation words, with the caption's
+own image and with another one. Only the boxes tell "left" from "right", so a model that grounds relations is
+right more often with its own image; one that guesses from the words scores the same with both.
 
     python -m lxmert_s_msp.evidence.grounding outputs/pretrain/hub --data-dir outputs/pretrain/world
 """
@@ -27,6 +32,7 @@ from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
 from modeling_lxmert_s import LxmertSForPreTraining
+from modeling_lxmert_s.pretraining_pieces import SPATIAL_OPPOSITES
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 
@@ -126,6 +132,70 @@ def pooled_output_spread(
     return PooledSpread(spread=spread, saturated=(pooled.abs() > 0.99).float().mean().item())
 
 
+@dataclass(frozen=True)
+class RelationProbe:
+    """MLM's accuracy (%) at the masked relation word among `words`, with each caption's own image and with
+    another image of the split; `most_frequent`, the share of the commonest answer; `captions` measured."""
+
+    own_image: float
+    other_image: float
+    most_frequent: float
+    words: list[str]
+    captions: int
+
+    @property
+    def chance(self) -> float:
+        return 100 / len(self.words)
+
+
+@torch.no_grad()
+def relation_word_probe(
+    model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
+) -> RelationProbe:
+    """Measured on every caption of the split's first `images` images that holds a spatial relation word of
+    one word piece (its first one is masked); the other image is the next image of the split."""
+    data_folder = Path(data_folder)
+    model = load_model(LxmertSForPreTraining, model_folder).eval()
+    if "mlm" not in model.heads:
+        raise ValueError(f"{model_folder}: the checkpoint has no MLM head to ask for the masked word")
+    processor = LxmertSProcessor.from_pretrained(model_folder)
+    tokenizer = processor.tokenizer
+    pieces = {word: tokenizer.tokenize(word) for word in SPATIAL_OPPOSITES}
+    words = [word for word, found in pieces.items() if len(found) == 1 and found[0] != tokenizer.unk_token]
+    word_ids = torch.tensor(tokenizer.convert_tokens_to_ids(words))
+    rows = retrieval_split(data_folder, split)
+    rows = rows.select(range(min(images, len(rows))))
+    captions, image_of = [], []
+    for image, image_captions in enumerate(rows["captions"]):
+        captions += image_captions
+        image_of += [image] * len(image_captions)
+    inputs = text_inputs(processor, captions)
+    input_ids = inputs["input_ids"]
+    relation = torch.isin(input_ids, word_ids)
+    kept = relation.any(1)
+    if not kept.any() or len(rows) < 2:
+        raise ValueError(
+            f"{data_folder}: split {split!r} needs two images and a caption with one of {words} to probe"
+        )
+    inputs = {name: value[kept] for name, value in inputs.items()}
+    position = relation[kept].int().argmax(1)
+    measured = torch.arange(len(position))
+    truth = inputs["input_ids"][measured, position].clone()
+    inputs["input_ids"][measured, position] = tokenizer.mask_token_id
+    own = torch.tensor(image_of)[kept]
+    image_rows = np.asarray(rows["image_index"], dtype=np.int64)
+    accuracy = {}
+    for name, images_fed in (("own", own), ("other", (own + 1) % len(rows))):
+        visual = visual_inputs(
+            FeatureStore(data_folder / "store"), image_rows[images_fed.numpy()], processor.num_regions
+        )
+        hidden = model.lxmert(**inputs, **visual).language_output[measured, position]
+        chosen = word_ids[model.heads.mlm.logits(hidden)[:, word_ids].argmax(1)]
+        accuracy[name] = 100 * (chosen == truth).float().mean().item()
+    most_frequent = 100 * max((truth == word_id).float().mean().item() for word_id in word_ids)
+    return RelationProbe(accuracy["own"], accuracy["other"], most_frequent, words, len(truth))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"attention on the named object's regions, x uniform, per layer: {ratios} ({looks.words} words)")
     pooled = pooled_output_spread(args.model, args.data_dir, args.split, args.images)
     print(f"pooled output: spread over inputs {pooled.spread:.3f}, saturated units {pooled.saturated:.1%}")
+    probe = relation_word_probe(args.model, args.data_dir, args.split, args.images)
+    print(
+        f"masked relation word, MLM among {len(probe.words)} words ({probe.captions} captions): own image "
+        f"{probe.own_image:.1f}%, another image {probe.other_image:.1f}% (chance {probe.chance:.1f}%, "
+        f"commonest word {probe.most_frequent:.1f}%)"
+    )
 
 
 if __name__ == "__main__":
