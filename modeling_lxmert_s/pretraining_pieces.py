@@ -244,9 +244,9 @@ def region_binding_negatives(
     take, and (B,) whether a row has such a negative.
     """
     objects, attributes = regions["object_ids"], regions["attribute_ids"]
+    num_objects, num_attributes = len(words.objects), len(words.attributes)
+    objects, attributes = objects.clamp(0, num_objects - 1), attributes.clamp(0, num_attributes - 1)
     valid = regions["visual_attention_mask"].bool()
-    object_words = words.objects[objects.clamp(0, len(words.objects) - 1)]
-    attribute_words = words.attributes[attributes.clamp(0, len(words.attributes) - 1)]
     real = attention_mask.bool()
 
     def named(candidates: torch.Tensor) -> torch.Tensor:
@@ -255,20 +255,25 @@ def region_binding_negatives(
 
     batch_size, num_regions = objects.shape
     rows = torch.arange(batch_size)
-    changeable = valid & (object_words >= 0) & (attribute_words >= 0)
-    changeable &= named(object_words) & named(attribute_words)
-    donor_ok = valid.reshape(-1) & (attribute_words.reshape(-1) >= 0)
-    # (B, R, N): region r of row b may be replaced by region n of the batch
-    allowed = (
-        changeable[:, :, None]
-        & (objects[:, :, None] == objects.reshape(1, 1, -1))
-        & (attributes[:, :, None] != attributes.reshape(1, 1, -1))
-        & (donor_ok & ~named(attribute_words.reshape(1, -1)))[:, None, :]
-    )
-    has = allowed.any(2)  # (B, R) the regions that can be changed
+    changeable = valid & (words.objects[objects] >= 0) & (words.attributes[attributes] >= 0)
+    changeable &= named(words.objects[objects]) & named(words.attributes[attributes])
+    # Donors are counted by (class, attribute) so that no (B, R, batch regions) tensor is built: the
+    # attributes a row's region r may take are those other than its own whose word the row does not name.
+    donor_ok = valid & (words.attributes[attributes] >= 0)
+    counts = torch.zeros(num_objects, num_attributes)
+    counts.index_put_((objects[donor_ok], attributes[donor_ok]), torch.ones(()), accumulate=True)
+    takeable = ~named(words.attributes[None, :]) & (words.attributes >= 0)  # (B, A)
+    other = attributes[:, :, None] != torch.arange(num_attributes)  # (B, R, A)
+    has = changeable & ((counts[objects] > 0) & other & takeable[:, None, :]).any(2)
     chosen = _nth_true(has, torch.rand(batch_size, generator=generator))
     slots = valid & (objects == objects[rows, chosen][:, None]) & has.any(1)[:, None]
-    donors = allowed[rows, chosen]  # (B, N) the chosen region's donors, for every slot of its class
+    # (B, batch regions): the regions that may replace each row's chosen object, for every slot of its class
+    allowed_attribute = other[rows, chosen] & takeable  # (B, A)
+    donors = (
+        donor_ok.reshape(1, -1)
+        & (objects.reshape(1, -1) == objects[rows, chosen][:, None])
+        & allowed_attribute[:, attributes.reshape(-1)]
+    )
     cumulative = donors.long().cumsum(1)
     nth = (torch.rand(batch_size, num_regions, generator=generator) * cumulative[:, -1:]).long()
     donor = torch.searchsorted(cumulative, nth + 1).clamp(max=donors.shape[1] - 1)
