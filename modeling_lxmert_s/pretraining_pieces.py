@@ -241,7 +241,7 @@ def region_binding_negatives(
     would still match the caption). Each replaced slot takes a donor region of the batch drawn on its own, its
     features and its box together: a feature at another region's box would tell the negative apart by the
     mismatch alone. Returns (B, R) the slots to replace, (B, R, F) and (B, R, 4) the features and boxes they
-    take, and (B,) whether a row has such a negative.
+    take (zero at the other slots), and (B,) whether a row has such a negative.
     """
     objects, attributes = regions["object_ids"], regions["attribute_ids"]
     num_objects, num_attributes = len(words.objects), len(words.attributes)
@@ -277,8 +277,11 @@ def region_binding_negatives(
     cumulative = donors.long().cumsum(1)
     nth = (torch.rand(batch_size, num_regions, generator=generator) * cumulative[:, -1:]).long()
     donor = torch.searchsorted(cumulative, nth + 1).clamp(max=donors.shape[1] - 1)
-    features = regions["features"].reshape(batch_size * num_regions, -1)[donor]
-    boxes = regions["boxes"].reshape(batch_size * num_regions, -1)[donor]
+    # copied at the replaced slots only (zero elsewhere, where the model keeps the image's own)
+    features = regions["features"].new_zeros(regions["features"].shape)
+    boxes = regions["boxes"].new_zeros(regions["boxes"].shape)
+    features[slots] = regions["features"].reshape(batch_size * num_regions, -1)[donor[slots]]
+    boxes[slots] = regions["boxes"].reshape(batch_size * num_regions, -1)[donor[slots]]
     return slots, features, boxes, has.any(1)
 
 
