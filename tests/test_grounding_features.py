@@ -169,6 +169,17 @@ def _decode(tokenizer, ids):
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def _batch_with_regions(settings: PieceSettings, input_ids, attention_mask, regions, seed: int = 0):
+    return PretrainingBatch(
+        inputs={"input_ids": input_ids, "attention_mask": attention_mask},
+        image_index=torch.arange(len(input_ids)),
+        generator=torch.Generator().manual_seed(seed),
+        settings=settings,
+        read_regions=lambda fed: {name: value[fed] for name, value in regions.items()},
+        describe_region=lambda row, region: "",
+    )
+
+
 def test_binding_negatives_keep_the_words_and_change_what_binds_to_what():
     tokenizer, words = _binding_setup()
     assert _decode(tokenizer, [int(words.opposites[tokenizer.convert_tokens_to_ids("left")])]) == "right"
@@ -203,14 +214,7 @@ def test_mlm_hides_the_same_positions_of_a_caption_and_its_binding_negative():
         mlm_probability=0.3,
         binding_words=words,
     )
-    batch = PretrainingBatch(
-        inputs={"input_ids": input_ids, "attention_mask": attention_mask},
-        image_index=torch.arange(64),
-        generator=torch.Generator().manual_seed(0),
-        settings=settings,
-        read_regions=lambda fed: {},
-        describe_region=lambda row, region: "",
-    )
+    batch = _batch_with_regions(settings, input_ids, attention_mask, regions={})
     PRETRAINING_TASKS["itm_vsc"].piece(batch)
     PRETRAINING_TASKS["mlm"].piece(batch)
     chosen = batch.labels["mlm_labels"] != -100
@@ -264,13 +268,14 @@ def _recording(method, recorded):
     return wrapped
 
 
-def test_binding_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F811 (a fixture)
+@pytest.mark.parametrize("option", ["binding_negatives", "region_negatives"])
+def test_binding_negatives_of_either_side_need_itm_vsc_and_both_vocabularies(store, option):  # noqa: F811
     tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
     processor = LxmertSProcessor(tokenizer, num_regions=6, max_length=12)
-    with pytest.raises(ValueError, match="binding_negatives: .*need 'itm_vsc' in tasks"):
-        MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, binding_negatives=True)
-    with pytest.raises(ValueError, match="binding_negatives: .*attribute_vocab"):
-        MSPCollator(store, processor, ["mlm", "vsc", "itm_vsc"], OBJECT_VOCAB, binding_negatives=True)
+    with pytest.raises(ValueError, match=f"{option}: .*need 'itm_vsc' in tasks"):
+        MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, **{option: True})
+    with pytest.raises(ValueError, match=f"{option}: .*attribute_vocab"):
+        MSPCollator(store, processor, ["mlm", "vsc", "itm_vsc"], OBJECT_VOCAB, **{option: True})
 
 
 def _region_setup():
@@ -316,17 +321,6 @@ def test_region_negatives_give_a_named_object_an_attribute_its_caption_does_not_
         row_1_donors.add(float(features[1, 0, 0]))
         assert torch.allclose(boxes[slots], features[slots][:, :1].expand(-1, 4) / 10)  # with its own box
     assert row_1_donors == {1.0, 2.0}  # either red car, drawn uniformly
-
-
-def _batch_with_regions(settings: PieceSettings, input_ids, attention_mask, regions, seed: int = 0):
-    return PretrainingBatch(
-        inputs={"input_ids": input_ids, "attention_mask": attention_mask},
-        image_index=torch.arange(len(input_ids)),
-        generator=torch.Generator().manual_seed(seed),
-        settings=settings,
-        read_regions=lambda fed: {name: value[fed] for name, value in regions.items()},
-        describe_region=lambda row, region: "",
-    )
 
 
 def test_a_region_negative_keeps_its_caption_and_survives_mlm():
@@ -433,15 +427,6 @@ def test_region_negatives_labels_are_checked():
             model(**inputs, **labels, **text, **{**region, name: region[name][..., :-1]})
 
 
-def test_region_negatives_need_itm_vsc_and_both_vocabularies(store):  # noqa: F811 (a fixture)
-    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
-    processor = LxmertSProcessor(tokenizer, num_regions=6, max_length=12)
-    with pytest.raises(ValueError, match="region_negatives: .*need 'itm_vsc' in tasks"):
-        MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, region_negatives=True)
-    with pytest.raises(ValueError, match="region_negatives: .*attribute_vocab"):
-        MSPCollator(store, processor, ["mlm", "vsc", "itm_vsc"], OBJECT_VOCAB, region_negatives=True)
-
-
 def test_relation_words_are_the_one_piece_spatial_words():
     tokenizer = wordpiece_tokenizer_from_vocabulary([*WORDS, "above", "be", "##hind"])
     ids = relation_word_ids(tokenizer)
@@ -461,14 +446,7 @@ def test_mlm_masks_relation_words_at_their_own_rate_beside_class_words():
         relation_word_ids=relation_word_ids(tokenizer),
         relation_word_mlm_probability=0.6,
     )
-    batch = PretrainingBatch(
-        inputs={"input_ids": input_ids, "attention_mask": attention_mask},
-        image_index=torch.arange(len(input_ids)),
-        generator=torch.Generator().manual_seed(0),
-        settings=settings,
-        read_regions=lambda fed: {},
-        describe_region=lambda row, region: "",
-    )
+    batch = _batch_with_regions(settings, input_ids, attention_mask, regions={})
     PRETRAINING_TASKS["mlm"].piece(batch)
     chosen = batch.labels["mlm_labels"] != -100
     for words, rate in ((["left"], 0.6), (["red", "car"], 0.3), (["a", "of", "blue", "dog", "."], 0.15)):

@@ -228,9 +228,7 @@ def class_word_ids(class_names: Sequence[str], tokenizer: PreTrainedTokenizerBas
 
 def relation_word_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """Ids of the spatial relation words ("left", "above", "behind", ...) that are one known word piece."""
-    encoded = tokenizer(list(SPATIAL_OPPOSITES), add_special_tokens=False)["input_ids"]
-    special = set(tokenizer.all_special_ids)
-    return torch.tensor(sorted({ids[0] for ids in encoded if len(ids) == 1 and ids[0] not in special}))
+    return class_word_ids(list(SPATIAL_OPPOSITES), tokenizer)
 
 
 def binding_words(
