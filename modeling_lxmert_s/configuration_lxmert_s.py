@@ -49,6 +49,11 @@ class LxmertSConfig(PreTrainedConfig):
         Add to the region self-attention a bias learned from each pair of regions' relative geometry
         (`LxmertSRegionGeometry`, not in LXMERT-S), so that a region can gather what lies left of, above, ...
         it; `False`: LXMERT's attention, where boxes enter only through the region embeddings.
+    text_reads_boxes (`bool`, defaults to `False`):
+        The text-to-region cross-attention also gives each word the attention-weighted mean of the regions'
+        box centres and sizes, per head (`LxmertSCrossAttentionLayer`, not in LXMERT-S), so that a word knows
+        where the object it found is; `False`: LXMERT's, where a box reaches a word only inside a region's
+        value.
     alignment_counts (`bool`, defaults to `False`):
         The alignment pooler also reads how many regions each word matches (a soft count,
         `LxmertSAlignmentPooler`), which an average or a maximum over regions cannot express.
@@ -122,6 +127,7 @@ class LxmertSConfig(PreTrainedConfig):
     position_ids_type: Literal["word", "absolute"] = "word"
     gate_region_heads: bool = True
     visual_geometry_bias: bool = False
+    text_reads_boxes: bool = False
     alignment_counts: bool = False
 
     pretraining_tasks: list[str] | None = None

@@ -53,6 +53,8 @@ logger = logging.get_logger(__name__)
 
 # The released code's visual [CLS] covers the whole image.
 VISUAL_CLS_BOX = (0.0, 0.0, 1.0, 1.0)
+# What a word reads of each region's place with `text_reads_boxes` (`LxmertSEncoder.region_boxes`).
+BOX_READOUT = ("centre x", "centre y", "width", "height")
 
 
 @dataclass
@@ -296,10 +298,17 @@ class LxmertSAttention(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor | None,
         output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context_boxes: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns the attended values (B, L, H), the weights when asked for, and, given `context_boxes`
+        (B, K, D), each head's attention-weighted mean of them (B, L, heads * D): they ride along as extra
+        value dimensions, so the same weights (dropout included) read them in the same call."""
         query = self.query(hidden_states).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
         key = self.key(context).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
         value = self.value(context).unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
+        if context_boxes is not None:
+            boxes = context_boxes.to(value.dtype)[:, None].expand(-1, value.shape[1], -1, -1)
+            value = torch.cat([value, boxes], dim=-1)
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             implementation, eager_attention_forward
@@ -313,7 +322,15 @@ class LxmertSAttention(nn.Module):
             dropout=self.dropout.p if self.training else 0.0,
             scaling=self.scaling,
         )
-        return output.flatten(-2), weights
+        if context_boxes is None:
+            return output.flatten(-2), weights, None
+        attended, where = output.split([self.head_dim, context_boxes.shape[-1]], dim=-1)
+        return attended.flatten(-2), weights, where.flatten(-2)
+
+
+class ZeroStartLinear(nn.Linear):
+    """A linear layer that `_init_weights` starts at zero: an added path (a bias on the attention, a box
+    readout) that leaves the model as it was at initialisation and learns from there."""
 
 
 class LxmertSAttentionOutput(nn.Module):
@@ -328,12 +345,25 @@ class LxmertSAttentionOutput(nn.Module):
 
 
 class LxmertSCrossAttentionLayer(nn.Module):
-    """Cross-attention sub-layer; one instance serves both directions (text->regions, regions->text)."""
+    """Cross-attention sub-layer; one instance serves both directions (text->regions, regions->text).
 
-    def __init__(self, config: LxmertSConfig):
+    With `reads_boxes` (a cross-modality layer's, when `config.text_reads_boxes`; not in LXMERT-S) a word also
+    gets where it looked: each head's
+    attention-weighted mean of the regions' boxes (`LxmertSEncoder.region_boxes`), projected and added to
+    what it read. In LXMERT a box reaches a word only inside a region's value, and there it does not survive:
+    a linear probe finds each region's position in its states at every layer and none in the states of the
+    words that name it (docs/results.md, "Grounding beyond a bag of objects"), so no word can compare two
+    objects' places. The projection starts at zero: at initialisation the layer is LXMERT's."""
+
+    def __init__(self, config: LxmertSConfig, reads_boxes: bool = False):
         super().__init__()
         self.att = LxmertSAttention(config)
         self.output = LxmertSAttentionOutput(config)
+        self.box_readout = (
+            ZeroStartLinear(config.num_attention_heads * len(BOX_READOUT), config.hidden_size)
+            if reads_boxes
+            else None
+        )
 
     def forward(
         self,
@@ -341,8 +371,17 @@ class LxmertSCrossAttentionLayer(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor | None,
         output_attentions: bool = False,
+        context_boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.att(hidden_states, context, context_mask, output_attentions)
+        """`context_boxes`: (B, K, 4) the context's boxes as `LxmertSEncoder.region_boxes` gives them, for the
+        text's queries (None, or a layer without `reads_boxes`: LXMERT's attention)."""
+        if self.box_readout is None:
+            context_boxes = None
+        attended, weights, where = self.att(
+            hidden_states, context, context_mask, output_attentions, context_boxes
+        )
+        if where is not None:
+            attended = attended + self.box_readout(where)
         return self.output(attended, hidden_states), weights
 
 
@@ -358,7 +397,7 @@ class LxmertSSelfAttentionLayer(nn.Module):
         attention_mask: torch.Tensor | None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.self(hidden_states, hidden_states, attention_mask, output_attentions)
+        attended, weights, _ = self.self(hidden_states, hidden_states, attention_mask, output_attentions)
         return self.output(attended, hidden_states), weights
 
 
@@ -389,7 +428,7 @@ class LxmertSCrossModalityLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: LxmertSConfig):
         super().__init__()
-        self.visual_attention = LxmertSCrossAttentionLayer(config)
+        self.visual_attention = LxmertSCrossAttentionLayer(config, reads_boxes=config.text_reads_boxes)
         self.lang_self_att = LxmertSSelfAttentionLayer(config)
         self.visn_self_att = LxmertSSelfAttentionLayer(config)
         self.lang_inter = LxmertSIntermediate(config)
@@ -406,14 +445,16 @@ class LxmertSCrossModalityLayer(GradientCheckpointingLayer):
         vision_sees_language: bool = True,
         output_attentions: bool = False,
         visual_self_mask: torch.Tensor | None = None,
+        visual_boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """`vision_sees_language=False` (FLM's unidirectional passes): the regions' cross-attention reads the
         regions instead of the text, so the image side carries no word to a word that must not see it.
         `output_attentions`: return the weights of text self-, region self- and text-to-region attention.
         `visual_self_mask`: the region self-attention's additive mask when it differs from `visual_mask`
-        (with `LxmertSRegionGeometry`'s bias)."""
+        (with `LxmertSRegionGeometry`'s bias). `visual_boxes`: what the words read of the regions' places
+        (`LxmertSEncoder.region_boxes`, with `text_reads_boxes`)."""
         lang_cross, cross_weights = self.visual_attention(
-            lang_feats, visual_feats, visual_mask, output_attentions
+            lang_feats, visual_feats, visual_mask, output_attentions, visual_boxes
         )
         if vision_sees_language:
             visual_cross, _ = self.visual_attention(visual_feats, lang_feats, lang_mask)
@@ -444,7 +485,7 @@ class LxmertSRegionGeometry(nn.Module):
         super().__init__()
         self.encode = nn.Linear(4, self.HIDDEN)
         self.activation = nn.ReLU()
-        self.bias = nn.Linear(self.HIDDEN, config.num_attention_heads)
+        self.bias = ZeroStartLinear(self.HIDDEN, config.num_attention_heads)
 
     def forward(self, boxes: torch.Tensor) -> torch.Tensor:
         """(B, R, 4) boxes (x1, y1, x2, y2) -> (B, heads, R, R) attention bias, query region first."""
@@ -463,16 +504,30 @@ class LxmertSEncoder(nn.Module):
         self.visn_fc = LxmertSVisualFeatureEncoder(config)
         self.x_layers = nn.ModuleList(LxmertSCrossModalityLayer(config) for _ in range(config.num_layers))
         self.region_geometry = LxmertSRegionGeometry(config) if config.visual_geometry_bias else None
+        self.config = config
+
+    def _boxes(self, visual_pos: torch.Tensor) -> torch.Tensor:
+        """The regions' boxes as the encoder's region states are laid out: the visual [CLS], when there is
+        one, covers the whole image."""
+        if self.visn_fc.visual_cls_feature is None:
+            return visual_pos
+        whole = self.visn_fc.visual_cls_box.to(visual_pos.dtype).expand(len(visual_pos), 1, -1)
+        return torch.cat([whole, visual_pos], dim=1)
 
     def region_self_mask(self, visual_mask: torch.Tensor, visual_pos: torch.Tensor) -> torch.Tensor | None:
         """The region self-attention's additive mask: `visual_mask` plus the geometry bias (None without it).
-        `visual_pos` are the regions' boxes; the visual [CLS], when there is one, covers the whole image."""
+        `visual_pos` are the regions' boxes."""
         if self.region_geometry is None:
             return None
-        if self.visn_fc.visual_cls_feature is not None:
-            whole = self.visn_fc.visual_cls_box.to(visual_pos.dtype).expand(len(visual_pos), 1, -1)
-            visual_pos = torch.cat([whole, visual_pos], dim=1)
-        return visual_mask + self.region_geometry(visual_pos).to(visual_mask.dtype)
+        return visual_mask + self.region_geometry(self._boxes(visual_pos)).to(visual_mask.dtype)
+
+    def region_boxes(self, visual_pos: torch.Tensor) -> torch.Tensor | None:
+        """(B, R', 4) what a word reads of the regions' places with `text_reads_boxes` (None without it):
+        each box's centre and size (`BOX_READOUT`), from (x1, y1, x2, y2) in [0, 1]."""
+        if not self.config.text_reads_boxes:
+            return None
+        boxes = self._boxes(visual_pos)[..., :4].float()
+        return torch.cat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], dim=-1)
 
 
 class LxmertSReconstructorLayer(nn.Module):
@@ -1551,14 +1606,15 @@ class LxmertSPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, ZeroStartLinear):  # before the default, which would mark it initialised
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+            return
         super()._init_weights(module)
         if isinstance(module, PretrainingHead):
             module.initialize(self.config)
         elif isinstance(module, LxmertSReconstructor):
             init.normal_(module.mask_embedding, mean=0.0, std=self.config.initializer_range)
-        elif isinstance(module, LxmertSRegionGeometry):
-            init.zeros_(module.bias.weight)
-            init.zeros_(module.bias.bias)
         elif isinstance(module, LxmertSAlignmentPooler) and module.count_threshold is not None:
             init.constant_(module.count_threshold, module.COUNT_THRESHOLD)
         elif isinstance(module, LxmertSVisualFeatureEncoder) and module.visual_cls_feature is not None:
@@ -1752,6 +1808,7 @@ class LxmertSModel(LxmertSPreTrainedModel):
         lang_mask = additive_mask(attention_mask, lang)
         visual_mask = additive_mask(visual_attention_mask, visual)
         visual_self_mask = self.encoder.region_self_mask(visual_mask, visual_pos)
+        visual_boxes = self.encoder.region_boxes(visual_pos)
 
         lang_states, visual_states = (lang,), (visual,)
         lang_attentions, visual_attentions, cross_attentions = (), (), ()
@@ -1763,6 +1820,7 @@ class LxmertSModel(LxmertSPreTrainedModel):
                 visual_mask,
                 output_attentions=output_attentions,
                 visual_self_mask=visual_self_mask,
+                visual_boxes=visual_boxes,
             )
             lang_states += (lang,)
             visual_states += (visual,)
@@ -1827,6 +1885,7 @@ class LxmertSModel(LxmertSPreTrainedModel):
         lang_mask = additive_mask(unidirectional_attention_mask(attention_mask), lang)
         visual_mask = additive_mask(visual_attention_mask, visual)
         visual_self_mask = self.encoder.region_self_mask(visual_mask, visual_pos)
+        visual_boxes = self.encoder.region_boxes(visual_pos)
         states = ()
         for layer in self.encoder.x_layers:
             lang, visual, *_ = layer(
@@ -1836,6 +1895,7 @@ class LxmertSModel(LxmertSPreTrainedModel):
                 visual_mask,
                 vision_sees_language=False,
                 visual_self_mask=visual_self_mask,
+                visual_boxes=visual_boxes,
             )
             states += (lang,)
         return LxmertSUnidirectionalOutput(

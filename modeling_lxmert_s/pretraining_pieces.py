@@ -35,6 +35,8 @@ def mask_tokens(
     generator: torch.Generator,
     probability: float = 0.15,
     preferred: Sequence[tuple[torch.Tensor, float]] = (),
+    always: torch.Tensor | None = None,
+    never: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MLM (BERT/LXMERT): choose each text token with `probability`; of the chosen 80% become [MASK], 10% a
     random vocabulary id, 10% stay. Returns the new ids and `mlm_labels` (original id where chosen, -100
@@ -44,18 +46,64 @@ def mask_tokens(
     Tokens whose id is in one of the `preferred` (ids, probability) pairs are chosen with that probability
     instead (a later pair wins): the phrase stage's MLM "masks the attribute or category information" (§3.2),
     so it prefers the class-name words of `class_word_ids`; a stage may prefer the spatial relation words
-    (`relation_word_ids`) too, which only the regions' boxes tell.
+    (`relation_word_ids`) too, which only the regions' boxes tell. (B, L) masks `always` and `never` overrule
+    the rates: a relation's subject is hidden whole and its relation word and object kept
+    (`relation_subjects`).
     """
     eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids)
     rate = torch.full(input_ids.shape, probability)
     for ids, preferred_probability in preferred:
         rate = torch.where(torch.isin(input_ids, ids), preferred_probability, rate)
+    if always is not None:
+        rate = torch.where(always, 1.0, rate)
+    if never is not None:
+        rate = torch.where(never, 0.0, rate)
     chosen = (torch.rand(input_ids.shape, generator=generator) < rate) & eligible
     action = torch.rand(input_ids.shape, generator=generator)
     random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
     masked = torch.where(chosen & (action < 0.8), mask_token_id, input_ids)
     masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
     return masked, torch.where(chosen, input_ids, IGNORE_INDEX)
+
+
+def relation_subjects(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    relation_ids: torch.Tensor,
+    concept_ids: torch.Tensor,
+    generator: torch.Generator,
+    probability: float,
+    longest: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relation-subject MLM: draw each spatial relation word (`relation_ids`) with `probability`; the words
+    naming its subject, the run of up to `longest` concept words (`concept_ids`: object and attribute names)
+    right before it ("a [red car] left of a blue cup"), are to be masked whole, and the relation word and the
+    words after it up to the next relation word kept. What is hidden is then the answer to a VQA relation
+    question ("what is left of the cup?"): the boxes tell which object it is; the attribute words go too, as
+    "red" would name it without the relation. Returns (B, L) masks (`always`, `never`) for `mask_tokens`;
+    a drawn relation word with no concept word before it hides nothing."""
+    real = attention_mask.bool()
+    relation = torch.isin(input_ids, relation_ids) & real
+    drawn = relation & (torch.rand(input_ids.shape, generator=generator) < probability)
+    concept = torch.isin(input_ids, concept_ids) & real
+
+    def ahead(mask: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, L): mask[:, j + steps] at j, False past the end."""
+        return torch.nn.functional.pad(mask[:, steps:], (0, steps), value=False)
+
+    subject = torch.zeros_like(real)
+    run = real.clone()  # positions j .. j + k - 1 are all concept words
+    for steps in range(1, longest + 1):
+        run = run & ahead(concept, steps - 1)
+        subject |= run & ahead(drawn, steps)
+    answered = drawn & torch.nn.functional.pad(subject[:, :-1], (1, 0), value=False)
+    # Keep the relation word and its object: from each answered relation word to the next relation word.
+    starts = torch.cumsum(relation.long(), 1)
+    segment_answered = torch.zeros(input_ids.shape[0], input_ids.shape[1] + 1, dtype=torch.bool)
+    rows, positions = answered.nonzero(as_tuple=True)
+    segment_answered[rows, starts[rows, positions]] = True
+    kept = torch.gather(segment_answered, 1, starts) & real & ~subject
+    return subject, kept
 
 
 def flm_targets(
@@ -371,9 +419,10 @@ class PieceSettings:
     (C, K) WordPiece ids of each detector class name (TITP / TITS). `class_word_ids`: the one-piece words of
     the object and attribute names, the concepts WPG grounds and the words the phrase stage's MLM prefers
     (with `class_word_mlm_probability`); `relation_word_ids`, the one-piece spatial relation words, those it
-    masks with `relation_word_mlm_probability`. `binding_words`: when set, ITM_VSC also scores a binding
-    negative of each caption that has one (`binding_negatives`); `region_words`: when set, also an image with
-    one named object's attribute changed (`region_binding_negatives`)."""
+    masks with `relation_word_mlm_probability`, and whose subjects it hides whole with
+    `relation_subject_mlm_probability` (`relation_subjects`). `binding_words`: when set, ITM_VSC also scores a
+    binding negative of each caption that has one (`binding_negatives`); `region_words`: when set, also an
+    image with one named object's attribute changed (`region_binding_negatives`)."""
 
     mask_token_id: int
     vocab_size: int
@@ -382,6 +431,7 @@ class PieceSettings:
     class_word_mlm_probability: float | None = None
     relation_word_ids: torch.Tensor | None = None
     relation_word_mlm_probability: float | None = None
+    relation_subject_mlm_probability: float | None = None
     region_mask_probability: float = 0.15
     triplet_shuffle_probability: float = 0.05
     mismatch_probability: float = 0.5
@@ -646,6 +696,16 @@ def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
         )
         if probability is not None
     ]
+    always = never = None
+    if settings.relation_subject_mlm_probability is not None:
+        always, never = relation_subjects(
+            batch.inputs["input_ids"],
+            batch.inputs["attention_mask"],
+            settings.relation_word_ids,
+            settings.class_word_ids,
+            batch.generator,
+            settings.relation_subject_mlm_probability,
+        )
     batch.inputs["input_ids"], batch.labels["mlm_labels"] = mask_tokens(
         batch.inputs["input_ids"],
         batch.inputs["attention_mask"],
@@ -655,6 +715,8 @@ def masked_language_modeling_piece(batch: PretrainingBatch) -> None:
         generator=batch.generator,
         probability=settings.mlm_probability,
         preferred=preferred,
+        always=always,
+        never=never,
     )
     if "binding_input_ids" in batch.labels:
         # The same positions hidden the same way, so that a negative differs from its caption only by the
@@ -684,6 +746,7 @@ __all__ = [
     "mask_tokens",
     "mismatch_images",
     "region_binding_negatives",
+    "relation_subjects",
     "shuffle_triplets",
     "tag_targets",
     "topic_targets",

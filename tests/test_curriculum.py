@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lxmert_s_msp.training.curriculum import CurriculumError, load_curriculum
+from lxmert_s_msp.training.curriculum import MLM_RATES, CurriculumError, load_curriculum
 
 CONFIGS = Path(__file__).parent.parent / "recipes" / "configs"
 TOKEN, PHRASE, SENTENCE = (
@@ -128,27 +128,34 @@ def test_the_sentence_only_configs_train_as_many_steps_as_their_curriculum(singl
 # each grounding config's changes to the stages that have ITM_VSC (the phrase and sentence stages)
 BINDING, REGIONS = {"binding_negatives": True}, {"region_negatives": True}
 RELATIONS = {"mlm_relation_word_probability": 0.5}
+SUBJECTS = {"mlm_relation_subject_probability": 0.5}
+
+
+READOUT = {"visual_geometry_bias": True, "alignment_counts": True}
 
 
 @pytest.mark.parametrize(
-    ("name", "base", "switches", "tag", "stage_changes"),
+    ("name", "base", "model_changes", "tag", "stage_changes"),
     [
-        ("readout", "synthetic", True, False, {}),
-        ("readout_tag", "synthetic", True, True, {}),
-        ("binding", "synthetic", False, False, BINDING),
-        ("regions", "synthetic", False, False, REGIONS),
-        ("relations", "synthetic", False, False, RELATIONS),
-        ("all", "synthetic", True, True, BINDING),
-        ("tag", "synthetic", False, True, {}),
-        ("tag_s", "synthetic_s", False, True, {}),
+        ("readout", "synthetic", READOUT, False, {}),
+        ("readout_tag", "synthetic", READOUT, True, {}),
+        ("binding", "synthetic", {}, False, BINDING),
+        ("regions", "synthetic", {}, False, REGIONS),
+        ("relations", "synthetic", {}, False, RELATIONS),
+        ("subjects", "synthetic", {}, False, SUBJECTS),
+        ("boxes", "synthetic", {"text_reads_boxes": True}, False, {}),
+        ("all", "synthetic", READOUT, True, BINDING),
+        ("tag", "synthetic", {}, True, {}),
+        ("tag_s", "synthetic_s", {}, True, {}),
     ],
 )
-def test_each_grounding_config_is_its_base_with_only_its_changes(name, base, switches, tag, stage_changes):
+def test_each_grounding_config_is_its_base_with_only_its_changes(
+    name, base, model_changes, tag, stage_changes
+):
     # docs/results.md compares each of these with its base: nothing else may differ
     default = load_curriculum(CONFIGS / f"{base}.yaml")
     variant = load_curriculum(CONFIGS / "grounding" / f"{name}.yaml")
-    readout = {"visual_geometry_bias": True, "alignment_counts": True}
-    assert variant.model == {**default.model, **(readout if switches else {})}
+    assert variant.model == {**default.model, **model_changes}
     assert (variant.data, variant.training) == (default.data, default.training)
     assert len(variant.stages) == len(default.stages)
     for ours, theirs in zip(variant.stages, default.stages, strict=True):
@@ -278,13 +285,16 @@ BAD_STAGE_NAMES = ["../../x", "a/b", "''", ".hidden", "'a b'", "'-a'", "'x\\y'",
                 f"learning_rate: 1, {name}: 0.5}}]",
                 rf"stages\[0\]\.{name}: set, but the stage has no 'mlm' task",
             )
-            for name in ("mlm_class_word_probability", "mlm_relation_word_probability")
+            for name in MLM_RATES
         ],
-        (
-            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, "
-            "learning_rate: 1, mlm_relation_word_probability: 1.5}]",
-            r"stages\[0\]\.mlm_relation_word_probability: must be in \[0, 1\], got 1.5",
-        ),
+        *[
+            (
+                "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm], epochs: 1, batch_size: 8, "
+                f"learning_rate: 1, {name}: 1.5}}]",
+                rf"stages\[0\]\.{name}: must be in \[0, 1\], got 1.5",
+            )
+            for name in MLM_RATES
+        ],
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [ifrs]", r"no stage has the tasks \['ifrs'\]"),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [mlm]", r"after remove_tasks.*tasks from"),
         (

@@ -80,6 +80,7 @@ def leaky_regions(monkeypatch) -> None:
         vision_sees_language=True,
         output_attentions=None,
         visual_self_mask=None,
+        visual_boxes=None,
     ):
         lang_cross, _ = self.visual_attention(lang_feats, visual_feats, visual_mask)
         visual_cross, _ = self.visual_attention(visual_feats, lang_feats, lang_mask[:, :, :1])

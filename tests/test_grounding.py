@@ -15,10 +15,14 @@ from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
 from lxmert_s_msp.data.synthetic import WorldSettings, generate_world
 from lxmert_s_msp.data.tokenizer import load_tokenizer
+from lxmert_s_msp.evidence import grounding
 from lxmert_s_msp.evidence.grounding import (
+    held_out_r2,
     main,
     named_region_attention,
     pooled_output_spread,
+    position_probe,
+    relation_subject_probe,
     relation_word_probe,
 )
 from modeling_lxmert_s import LxmertSConfig, LxmertSForPreTraining
@@ -122,13 +126,15 @@ def test_the_pooled_spread_tells_a_live_pooler_from_a_collapsed_or_saturated_one
     assert pooled_output_spread(folder, world, images=4).saturated == 1.0
 
 
-def test_the_command_prints_both_checks(world, tmp_path, capsys):
+def test_the_command_prints_every_check(world, tmp_path, capsys):
     folder = _model(world, tmp_path / "blind", blind=True)
     main([str(folder), "--data-dir", str(world), "--images", "4"])
     printed = capsys.readouterr().out
     assert "per layer: " + ", ".join(["1.00"] * TINY_MODEL["num_layers"]) + " (" in printed
     assert "pooled output: spread over inputs" in printed
     assert "masked relation word, MLM among 4 words" in printed
+    assert "masked subject of a relation, MLM among " in printed
+    assert "box centre x read linearly from the states" in printed
 
 
 def _relation_accuracy(folder, world, fed_image):
@@ -187,3 +193,91 @@ def test_the_relation_probe_asks_mlm_for_the_masked_relation_word(world, tmp_pat
 def test_the_relation_probe_needs_an_mlm_head(world, tmp_path):
     with pytest.raises(ValueError, match="no MLM head"):
         relation_word_probe(_model(world, tmp_path / "itm", tasks=("itm",)), world, images=4)
+
+
+def _subject_accuracy(folder, world):
+    """The subject probe computed by hand, caption by caption on the test split's first 4 images: the object
+    and attribute words right before the first relation word masked, MLM's pick among the object words at the
+    last of them, with the relation word as written and with its opposite."""
+    processor = LxmertSProcessor.from_pretrained(folder)
+    model = LxmertSForPreTraining.from_pretrained(folder).eval()
+    tokenizer = processor.tokenizer
+    objects = read_class_vocab(world / "objects_vocab.txt")
+    names = [*objects, *read_class_vocab(world / "attributes_vocab.txt")]
+    one_piece = [name for name in names if len(tokenizer.tokenize(name)) == 1]
+    object_ids = sorted({tokenizer.convert_tokens_to_ids(name) for name in one_piece if name in objects})
+    concept_ids = set(tokenizer.convert_tokens_to_ids(one_piece))
+    opposite = {"left": "right", "right": "left", "above": "below", "below": "above"}
+    opposite_ids = {ids(a): ids(b) for a, b in opposite.items() for ids in [tokenizer.convert_tokens_to_ids]}
+    rows = retrieval_split(world, "test").select(range(4))
+    store = FeatureStore(world / "store")
+    right, total = [0, 0], 0
+    for image, captions in enumerate(rows["captions"]):
+        for caption in captions:
+            inputs = text_inputs(processor, [caption])
+            tokens = inputs["input_ids"][0].tolist()
+            where = [position for position, token in enumerate(tokens) if token in opposite_ids]
+            if not where or tokens[where[0] - 1] not in object_ids:
+                continue
+            relation, start = where[0], where[0] - 1
+            while start - 1 > 0 and tokens[start - 1] in concept_ids and relation - (start - 1) <= 4:
+                start -= 1
+            truth = tokens[relation - 1]
+            inputs["input_ids"][0, start:relation] = tokenizer.mask_token_id
+            inputs |= visual_inputs(store, np.asarray([rows["image_index"][image]]), processor.num_regions)
+            for variant, word in enumerate((tokens[relation], opposite_ids[tokens[relation]])):
+                inputs["input_ids"][0, relation] = word
+                with torch.no_grad():
+                    hidden = model.lxmert(**inputs).language_output[0, relation - 1]
+                    scores = model.heads.mlm.logits(hidden[None])[0, object_ids]
+                right[variant] += object_ids[int(scores.argmax())] == truth
+            total += 1
+    return 100 * right[0] / total, 100 * right[1] / total, total, len(object_ids)
+
+
+def test_the_subject_probe_asks_mlm_for_a_hidden_subject_with_the_relation_and_its_opposite(
+    world, tmp_path, monkeypatch
+):
+    folder = _model(world, tmp_path / "model")
+    fed = []
+    loading = grounding.load_model
+
+    def recording(*args, **kwargs):
+        model = loading(*args, **kwargs)
+        model.lxmert.register_forward_pre_hook(
+            lambda module, args, kwargs: fed.append(kwargs["input_ids"].clone()), with_kwargs=True
+        )
+        return model
+
+    monkeypatch.setattr(grounding, "load_model", recording)
+    probe = relation_subject_probe(folder, world, images=4)
+    relation, opposite, captions, candidates = _subject_accuracy(folder, world)
+    assert probe.captions == captions > 0 and probe.candidates == candidates
+    assert probe.relation == pytest.approx(relation) and probe.opposite == pytest.approx(opposite)
+    assert probe.chance == pytest.approx(100 / candidates)
+    # the second pass differs only at the relation words, each now its opposite
+    tokenizer = LxmertSProcessor.from_pretrained(folder).tokenizer
+    as_written, flipped = fed
+    changed = as_written != flipped
+    assert (changed.sum(1) == 1).all()
+    pairs = zip(as_written[changed].tolist(), flipped[changed].tolist(), strict=True)
+    words = {tuple(tokenizer.convert_ids_to_tokens(pair)) for pair in pairs}
+    assert words <= {("left", "right"), ("right", "left"), ("above", "below"), ("below", "above")}
+    assert (as_written == tokenizer.mask_token_id).sum(1).min() >= 1
+
+
+def test_held_out_r2_is_one_for_a_linear_target_and_near_zero_for_an_unrelated_one():
+    generator = np.random.default_rng(0)
+    features = generator.normal(size=(400, 6))
+    train = np.arange(400) < 200
+    linear = features @ generator.normal(size=6) + 3.0
+    assert held_out_r2(features, linear, train) > 0.99
+    assert held_out_r2(features, generator.normal(size=400), train) < 0.05
+
+
+def test_the_position_probe_finds_the_box_in_the_region_embeddings_not_in_the_word_ones(world, tmp_path):
+    probe = position_probe(_model(world, tmp_path / "model"), world, images=8)
+    layers = TINY_MODEL["num_layers"] + 1
+    assert len(probe.regions) == len(probe.words) == layers and probe.named > 0
+    # the region embedding adds a projection of the box; a word's embedding has never seen the image
+    assert probe.regions[0] > 0.5 and probe.words[0] < 0.2

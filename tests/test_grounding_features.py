@@ -24,10 +24,19 @@ from modeling_lxmert_s import (
 from modeling_lxmert_s.input_checks import LabelChecks
 from modeling_lxmert_s.modeling_lxmert_s import (
     LxmertSAlignmentPooler,
+    LxmertSAttention,
     LxmertSRegionGeometry,
     TagGroundingHead,
+    ZeroStartLinear,
+    additive_mask,
 )
-from modeling_lxmert_s.pretraining_pieces import binding_negatives, region_binding_negatives, tag_targets
+from modeling_lxmert_s.pretraining_pieces import (
+    binding_negatives,
+    mask_tokens,
+    region_binding_negatives,
+    relation_subjects,
+    tag_targets,
+)
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 SPECIAL = torch.tensor([0, 1, 2])  # [PAD], [CLS], [SEP]
@@ -85,15 +94,53 @@ def test_tag_without_any_named_region_is_a_zero_in_the_graph_and_bad_targets_are
         raise AssertionError("a (B, L, R-1) target was accepted")
 
 
-def test_the_geometry_bias_starts_at_zero_so_the_model_starts_as_without_it():
+@pytest.mark.parametrize(
+    ("switch", "added"),
+    [("visual_geometry_bias", ("encoder.region_geometry.",)), ("text_reads_boxes", (".box_readout.",))],
+)
+def test_each_added_path_starts_at_zero_so_the_model_starts_as_without_it(switch, added):
     torch.manual_seed(0)
-    with_bias = LxmertSModel(tiny_config(visual_geometry_bias=True)).eval()
-    without = LxmertSModel(tiny_config()).eval()
-    missing, unexpected = without.load_state_dict(with_bias.state_dict(), strict=False)
-    assert not missing and all(key.startswith("encoder.region_geometry.") for key in unexpected)
-    inputs = random_inputs(with_bias.config)
+    with_it = LxmertSModel(tiny_config(**{switch: True}, num_layers=2)).eval()
+    zero_start = [module for module in with_it.modules() if isinstance(module, ZeroStartLinear)]
+    assert zero_start and all(not module.weight.any() and not module.bias.any() for module in zero_start)
+    without = LxmertSModel(tiny_config(num_layers=2)).eval()
+    missing, unexpected = without.load_state_dict(with_it.state_dict(), strict=False)
+    assert not missing and unexpected and all(any(part in key for part in added) for key in unexpected)
+    inputs = random_inputs(with_it.config)
     with torch.no_grad():
-        assert torch.allclose(with_bias(**inputs).pooled_output, without(**inputs).pooled_output, atol=1e-6)
+        ours, theirs = with_it(**inputs), without(**inputs)
+    for name in ("language_output", "vision_output", "pooled_output"):
+        assert torch.allclose(ours[name], theirs[name], atol=1e-6), name
+    with torch.no_grad():  # and once trained away from zero, the path changes what the model computes
+        for module in zero_start:
+            module.weight.normal_(0, 5.0)
+        moved = with_it(**inputs)
+    changed = moved.language_output - theirs.language_output, moved.vision_output - theirs.vision_output
+    assert max(difference.abs().max() for difference in changed) > 1e-2
+
+
+def test_a_word_reads_each_heads_attention_weighted_mean_of_the_region_boxes():
+    config = tiny_config(text_reads_boxes=True, num_attention_heads=2, hidden_size=8)
+    attention = LxmertSAttention(config).eval()
+    words, regions = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    mask = additive_mask(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]), words)
+    boxes = torch.rand(2, 5, 4)
+    config._attn_implementation = "eager"
+    attended, weights, where = attention(words, regions, mask, output_attentions=True, context_boxes=boxes)
+    assert where.shape == (2, 3, 2 * 4)
+    assert torch.allclose(where.unflatten(-1, (2, 4)).transpose(1, 2), weights @ boxes[:, None], atol=1e-6)
+    plain, plain_weights, nothing = attention(words, regions, mask, output_attentions=True)
+    assert nothing is None and torch.equal(plain, attended) and torch.equal(plain_weights, weights)
+    config._attn_implementation = "sdpa"  # the same in the kernel users run
+    fast, _, fast_where = attention(words, regions, mask, context_boxes=boxes)
+    assert torch.allclose(fast, attended, atol=1e-6) and torch.allclose(fast_where, where, atol=1e-6)
+
+
+def test_the_boxes_words_read_are_centres_and_sizes_with_the_whole_image_for_the_visual_cls():
+    model = LxmertSModel(tiny_config(text_reads_boxes=True, visual_cls_token=True))
+    boxes = model.encoder.region_boxes(torch.tensor([[[0.1, 0.2, 0.5, 0.4]]]))
+    assert torch.allclose(boxes, torch.tensor([[[0.5, 0.5, 1.0, 1.0], [0.3, 0.3, 0.4, 0.2]]]))
+    assert LxmertSModel(tiny_config()).encoder.region_boxes(torch.rand(1, 1, 4)) is None
 
 
 def test_the_geometry_bias_depends_on_relative_placement_only_and_steers_attention():
@@ -458,3 +505,119 @@ def test_relation_word_mlm_needs_mlm(store):  # noqa: F811 (a fixture)
     processor = LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(WORDS), num_regions=6, max_length=12)
     with pytest.raises(ValueError, match="relation_word_mlm_probability: .*needs 'mlm' in tasks"):
         MSPCollator(store, processor, ["itm"], relation_word_mlm_probability=0.5)
+
+
+def _subject_words(tokenizer):
+    ids = tokenizer.convert_tokens_to_ids
+    concepts = torch.tensor([ids(word) for word in ("red", "blue", "green", "car", "dog")])
+    return relation_word_ids(tokenizer), concepts
+
+
+def _marks(tokenizer, input_ids, always, never):
+    """Each real token with M (always masked), K (never) or - (left to the rates)."""
+    tokens = tokenizer.convert_ids_to_tokens(input_ids.tolist())
+    return [
+        (token, "M" if hidden else "K" if kept else "-")
+        for token, hidden, kept in zip(tokens, always.tolist(), never.tolist(), strict=True)
+        if token != "[PAD]"
+    ]
+
+
+def test_relation_subjects_hide_the_words_naming_a_relations_subject_and_keep_its_relation_and_object():
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    relations, concepts = _subject_words(tokenizer)
+    texts = ["a blue red car left of a green dog .", "car right of dog . dog left of red car", "two dogs ."]
+    input_ids, attention_mask = _encode(tokenizer, texts)
+    always, never = relation_subjects(
+        input_ids, attention_mask, relations, concepts, torch.Generator().manual_seed(0), 1.0
+    )
+    assert _marks(tokenizer, input_ids[0], always[0], never[0]) == [
+        ("[CLS]", "-"), ("a", "-"), ("blue", "M"), ("red", "M"), ("car", "M"), ("left", "K"), ("of", "K"),
+        ("a", "K"), ("green", "K"), ("dog", "K"), (".", "K"), ("[SEP]", "K"),
+    ]  # fmt: skip
+    # two relations: the second's subject is the first's object, hidden all the same
+    assert _marks(tokenizer, input_ids[1], always[1], never[1]) == [
+        ("[CLS]", "-"), ("car", "M"), ("right", "K"), ("of", "K"), ("dog", "K"), (".", "K"), ("dog", "M"),
+        ("left", "K"), ("of", "K"), ("red", "K"), ("car", "K"), ("[SEP]", "K"),
+    ]  # fmt: skip
+    assert not always[2].any() and not never[2].any()  # no relation word
+    none = relation_subjects(input_ids, attention_mask, relations, concepts, torch.Generator(), 0.0)
+    assert not none[0].any() and not none[1].any()
+
+
+def test_a_relation_subject_is_at_most_longest_words_and_needs_a_concept_word_before_the_relation():
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    relations, concepts = _subject_words(tokenizer)
+    input_ids, attention_mask = _encode(tokenizer, ["red blue green car left of dog", "a left of dog"])
+    always, never = relation_subjects(
+        input_ids, attention_mask, relations, concepts, torch.Generator(), 1.0, longest=2
+    )
+    tokens = tokenizer.convert_ids_to_tokens
+    hidden = [tokens(ids[rows].tolist()) for ids, rows in zip(input_ids, always, strict=True)]
+    assert hidden == [["green", "car"], []]
+    assert not never[1].any()  # nothing hidden: nothing to keep
+
+
+def test_relation_subjects_draw_each_relation_word_at_the_rate():
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    relations, concepts = _subject_words(tokenizer)
+    input_ids, attention_mask = _encode(tokenizer, ["red car left of dog"] * 2000)
+    always, never = relation_subjects(
+        input_ids, attention_mask, relations, concepts, torch.Generator().manual_seed(0), 0.3
+    )
+    drawn = always.any(1)
+    assert within_binomial(int(drawn.sum()), len(drawn), 0.3)
+    assert (always.sum(1) == 2 * drawn).all() and (never.any(1) == drawn).all()
+
+
+def test_mask_tokens_always_and_never_overrule_the_rates():
+    input_ids = torch.arange(3, 23).repeat(200, 1)
+    always = torch.zeros_like(input_ids, dtype=torch.bool)
+    always[:, 2] = True
+    never = torch.zeros_like(always)
+    never[:, 5:] = True
+    masked, labels = mask_tokens(
+        input_ids,
+        torch.ones_like(input_ids),
+        mask_token_id=1,
+        vocab_size=30,
+        special_ids=SPECIAL,
+        generator=torch.Generator().manual_seed(0),
+        probability=0.5,
+        always=always,
+        never=never,
+    )
+    chosen = labels != -100
+    assert chosen[:, 2].all() and not chosen[:, 5:].any()
+    assert within_binomial(int(chosen[:, [0, 1, 3, 4]].sum()), 800, 0.5)
+    assert within_binomial(int((masked[:, 2] == 1).sum()), 200, 0.8)  # BERT's 80 / 10 / 10 still applies
+
+
+def test_mlm_hides_relation_subjects_whole_and_never_their_relation_word():
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    relations, concepts = _subject_words(tokenizer)
+    input_ids, attention_mask = _encode(tokenizer, ["a red car left of a blue dog ."] * 1000)
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        mlm_probability=0.0,  # only the subjects: what MLM chooses is what relation_subjects drew
+        class_word_ids=concepts,
+        relation_word_ids=relations,
+        relation_subject_mlm_probability=0.5,
+    )
+    batch = _batch_with_regions(settings, input_ids, attention_mask, regions={})
+    PRETRAINING_TASKS["mlm"].piece(batch)
+    chosen = batch.labels["mlm_labels"] != -100
+    subject = torch.isin(input_ids[0], torch.tensor(tokenizer.convert_tokens_to_ids(["red", "car"])))
+    hidden = chosen[:, subject].all(1)
+    assert within_binomial(int(hidden.sum()), 1000, 0.5)
+    assert (chosen[:, subject].any(1) == hidden).all() and not chosen[:, ~subject].any()
+    assert (batch.inputs["input_ids"][hidden][:, subject] != input_ids[hidden][:, subject]).any()
+
+
+def test_relation_subject_mlm_needs_mlm_and_the_object_names(store):  # noqa: F811 (a fixture)
+    processor = LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(WORDS), num_regions=6, max_length=12)
+    for tasks, vocab in ((["itm"], OBJECT_VOCAB), (["mlm"], None)):
+        with pytest.raises(ValueError, match="relation_subject_mlm_probability: .*needs 'mlm' in tasks"):
+            MSPCollator(store, processor, tasks, object_vocab=vocab, relation_subject_mlm_probability=0.5)

@@ -277,7 +277,8 @@ class MSPCollator:
     by the store's `object_ids`) is needed by TITP/TITS and WPG; with `attribute_vocab` it also gives the
     class-name words that WPG grounds and that MLM chooses with `class_word_mlm_probability` when that is set
     (the phrase stage, §3.2); MLM chooses the spatial relation words with `relation_word_mlm_probability`
-    when that is set.
+    when that is set, and hides a relation's subject whole with `relation_subject_mlm_probability` (which
+    needs `object_vocab`: the subject is the run of object and attribute words before the relation word).
 
     Each call draws from a generator seeded by `seed` and the rows' epochs and dataset indices
     (`batch_generator`), or by the `seed` passed to the call: the same seeds give identical batches.
@@ -296,6 +297,7 @@ class MSPCollator:
         mlm_probability: float = 0.15,
         class_word_mlm_probability: float | None = None,
         relation_word_mlm_probability: float | None = None,
+        relation_subject_mlm_probability: float | None = None,
         region_mask_probability: float = 0.15,
         triplet_shuffle_probability: float = 0.05,
         mismatch_probability: float = 0.5,
@@ -322,6 +324,11 @@ class MSPCollator:
         if relation_word_mlm_probability is not None and "mlm" not in self.tasks:
             raise ValueError(
                 "relation_word_mlm_probability: prefers relation words in MLM; it needs 'mlm' in tasks"
+            )
+        if relation_subject_mlm_probability is not None and (object_vocab is None or "mlm" not in self.tasks):
+            raise ValueError(
+                "relation_subject_mlm_probability: hides the object and attribute words before a relation "
+                "word in MLM; it needs 'mlm' in tasks and object_vocab"
             )
         hard_negatives = self._checked_hard_negatives(hard_negatives, store)
         pool = np.arange(len(store)) if negative_images is None else np.unique(negative_images)
@@ -351,8 +358,9 @@ class MSPCollator:
             special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
             mlm_probability=mlm_probability,
             class_word_mlm_probability=class_word_mlm_probability,
-            relation_word_ids=None if relation_word_mlm_probability is None else relation_word_ids(tokenizer),
+            relation_word_ids=relation_word_ids(tokenizer),
             relation_word_mlm_probability=relation_word_mlm_probability,
+            relation_subject_mlm_probability=relation_subject_mlm_probability,
             region_mask_probability=region_mask_probability,
             triplet_shuffle_probability=triplet_shuffle_probability,
             mismatch_probability=mismatch_probability,

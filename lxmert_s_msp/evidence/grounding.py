@@ -1,4 +1,4 @@
-"""Three checks of a pre-trained checkpoint (no fine-tuning) for when downstream scores sit at the prior.
+"""Four checks of a pre-trained checkpoint (no fine-tuning) for when downstream scores sit at the prior.
 
 Does a word look at the object it names? `named_region_attention`: the cross-attention a caption word that
 names a detector class pays to the regions the detector labelled with that class, against what uniform
@@ -12,6 +12,8 @@ Does the text know where the objects are? `relation_word_probe`: MLM asked for t
 word of each held-out caption ("a red car [MASK] of a blue dog"), among the relation words, with the caption's
 own image and with another one. Only the boxes tell "left" from "right", so a model that grounds relations is
 right more often with its own image; one that guesses from the words scores the same with both.
+`relation_subject_probe`: MLM asked for a relation's hidden subject, the question VQA asks with "what is left
+of the cup?", with the relation word as written and with its opposite.
 
     python -m lxmert_s_msp.evidence.grounding outputs/pretrain/hub --data-dir outputs/pretrain/world
 """
@@ -24,15 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import Dataset
 
 from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.cli import accept_underscores, run
-from lxmert_s_msp.data.collators import text_inputs, visual_inputs
+from lxmert_s_msp.data.collators import class_word_ids, text_inputs, visual_inputs
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
 from modeling_lxmert_s import LxmertSForPreTraining
-from modeling_lxmert_s.pretraining_pieces import SPATIAL_OPPOSITES
+from modeling_lxmert_s.pretraining_pieces import SPATIAL_OPPOSITES, relation_subjects
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 
@@ -64,6 +67,16 @@ def caption_inputs(
     return inputs, image_rows
 
 
+def _class_of_token(processor: LxmertSProcessor, data_folder: Path) -> dict[int, int]:
+    """The detector class (a line of `objects_vocab.txt`) each one-piece class name's token names."""
+    class_of_token = {}
+    for index, name in enumerate(read_class_vocab(data_folder / "objects_vocab.txt")):
+        pieces = processor.tokenizer.tokenize(name)
+        if len(pieces) == 1:
+            class_of_token[processor.tokenizer.convert_tokens_to_ids(pieces[0])] = index
+    return class_of_token
+
+
 @torch.no_grad()
 def named_region_attention(
     model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
@@ -74,11 +87,7 @@ def named_region_attention(
     model = load_model(LxmertSForPreTraining, model_folder, attn_implementation="eager").eval()
     processor = LxmertSProcessor.from_pretrained(model_folder)
     store = FeatureStore(data_folder / "store")
-    class_of_token = {}
-    for index, name in enumerate(read_class_vocab(data_folder / "objects_vocab.txt")):
-        pieces = processor.tokenizer.tokenize(name)
-        if len(pieces) == 1:
-            class_of_token[processor.tokenizer.convert_tokens_to_ids(pieces[0])] = index
+    class_of_token = _class_of_token(processor, data_folder)
     inputs, image_rows = caption_inputs(processor, store, data_folder, split, images)
     attentions = model.lxmert(**inputs, output_attentions=True).cross_encoder_attentions
     valid = inputs["visual_attention_mask"].bool().numpy()
@@ -148,6 +157,25 @@ class RelationProbe:
         return 100 / len(self.words)
 
 
+def _mlm_checkpoint(model_folder: str | Path) -> tuple[LxmertSForPreTraining, LxmertSProcessor]:
+    model = load_model(LxmertSForPreTraining, model_folder).eval()
+    if "mlm" not in model.heads:
+        raise ValueError(f"{model_folder}: the checkpoint has no MLM head to ask for the masked word")
+    return model, LxmertSProcessor.from_pretrained(model_folder)
+
+
+def _split_captions(data_folder: Path, split: str, images: int) -> tuple[Dataset, list[str], list[int]]:
+    """The split's first `images` images (all, if it has fewer), every caption of theirs, and the image (a
+    position in those rows) of each caption."""
+    rows = retrieval_split(data_folder, split)
+    rows = rows.select(range(min(images, len(rows))))
+    captions, image_of = [], []
+    for image, image_captions in enumerate(rows["captions"]):
+        captions += image_captions
+        image_of += [image] * len(image_captions)
+    return rows, captions, image_of
+
+
 @torch.no_grad()
 def relation_word_probe(
     model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
@@ -155,20 +183,12 @@ def relation_word_probe(
     """Measured on every caption of the split's first `images` images that holds a spatial relation word of
     one word piece (its first one is masked); the other image is the next image of the split."""
     data_folder = Path(data_folder)
-    model = load_model(LxmertSForPreTraining, model_folder).eval()
-    if "mlm" not in model.heads:
-        raise ValueError(f"{model_folder}: the checkpoint has no MLM head to ask for the masked word")
-    processor = LxmertSProcessor.from_pretrained(model_folder)
+    model, processor = _mlm_checkpoint(model_folder)
     tokenizer = processor.tokenizer
     pieces = {word: tokenizer.tokenize(word) for word in SPATIAL_OPPOSITES}
     words = [word for word, found in pieces.items() if len(found) == 1 and found[0] != tokenizer.unk_token]
     word_ids = torch.tensor(tokenizer.convert_tokens_to_ids(words))
-    rows = retrieval_split(data_folder, split)
-    rows = rows.select(range(min(images, len(rows))))
-    captions, image_of = [], []
-    for image, image_captions in enumerate(rows["captions"]):
-        captions += image_captions
-        image_of += [image] * len(image_captions)
+    rows, captions, image_of = _split_captions(data_folder, split, images)
     inputs = text_inputs(processor, captions)
     input_ids = inputs["input_ids"]
     relation = torch.isin(input_ids, word_ids)
@@ -196,6 +216,158 @@ def relation_word_probe(
     return RelationProbe(accuracy["own"], accuracy["other"], most_frequent, words, len(truth))
 
 
+@dataclass(frozen=True)
+class SubjectProbe:
+    """MLM's accuracy (%) at a relation's hidden subject noun among the `candidates` object words, with the
+    caption's own image and relation word, and with the relation word replaced by its opposite; `captions`
+    measured."""
+
+    relation: float
+    opposite: float
+    candidates: int
+    captions: int
+
+    @property
+    def chance(self) -> float:
+        return 100 / self.candidates
+
+
+@torch.no_grad()
+def relation_subject_probe(
+    model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
+) -> SubjectProbe:
+    """Measured on every caption of the split's first `images` images whose first spatial relation word has a
+    subject (`relation_subjects`: the object and attribute words right before it) ending in an object word:
+    the subject is masked whole, as relation-subject MLM hides it, and MLM asked for its noun among the
+    object words. "A [MASK] [MASK] left of a blue cup" asks what VQA's "what is left of the cup?" asks; with
+    "right" in place of "left" the answer is another object, so a model that reads the boxes is right less
+    often with the opposite word, and one that guesses from the words and the image's objects alike."""
+    data_folder = Path(data_folder)
+    model, processor = _mlm_checkpoint(model_folder)
+    tokenizer = processor.tokenizer
+    object_words = class_word_ids(read_class_vocab(data_folder / "objects_vocab.txt"), tokenizer)
+    concepts = class_word_ids(
+        [
+            *read_class_vocab(data_folder / "objects_vocab.txt"),
+            *read_class_vocab(data_folder / "attributes_vocab.txt"),
+        ],
+        tokenizer,
+    )
+    opposite_of = torch.arange(len(tokenizer))
+    for word, other in SPATIAL_OPPOSITES.items():
+        ids = tokenizer([word, other], add_special_tokens=False)["input_ids"]
+        if len(ids[0]) == len(ids[1]) == 1:
+            opposite_of[ids[0][0]] = ids[1][0]
+    relation_ids = torch.nonzero(opposite_of != torch.arange(len(tokenizer))).squeeze(1)
+    rows, captions, image_of = _split_captions(data_folder, split, images)
+    inputs = text_inputs(processor, captions)
+    input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+    first_relation = torch.isin(input_ids, relation_ids) & attention_mask.bool()
+    first_relation &= torch.cumsum(first_relation.int(), 1) == 1
+    subject, _ = relation_subjects(
+        input_ids, attention_mask, relation_ids, concepts, torch.Generator().manual_seed(0), 1.0
+    )
+    relation_at = first_relation.int().argmax(1)
+    noun_at = (relation_at - 1).clamp(min=0)
+    measured = torch.arange(len(captions))
+    kept = (
+        first_relation.any(1)
+        & subject[measured, noun_at]
+        & torch.isin(input_ids[measured, noun_at], object_words)
+    )
+    if not kept.any():
+        raise ValueError(
+            f"{data_folder}: no caption of split {split!r} names an object right before a relation word"
+        )
+    inputs = {name: value[kept] for name, value in inputs.items()}
+    subject, relation_at, noun_at = subject[kept], relation_at[kept], noun_at[kept]
+    measured = torch.arange(len(noun_at))
+    truth = inputs["input_ids"][measured, noun_at].clone()
+    inputs["input_ids"] = torch.where(subject, tokenizer.mask_token_id, inputs["input_ids"])
+    image_rows = np.asarray(rows["image_index"], dtype=np.int64)[np.asarray(image_of)[kept.numpy()]]
+    visual = visual_inputs(FeatureStore(data_folder / "store"), image_rows, processor.num_regions)
+    flipped = inputs["input_ids"].clone()
+    flipped[measured, relation_at] = opposite_of[flipped[measured, relation_at]]
+    accuracy = []
+    for input_ids in (inputs["input_ids"], flipped):
+        hidden = model.lxmert(**(inputs | {"input_ids": input_ids}), **visual).language_output[
+            measured, noun_at
+        ]
+        chosen = object_words[model.heads.mlm.logits(hidden)[:, object_words].argmax(1)]
+        accuracy.append(100 * (chosen == truth).float().mean().item())
+    return SubjectProbe(accuracy[0], accuracy[1], len(object_words), len(truth))
+
+
+@dataclass(frozen=True)
+class PositionProbe:
+    """Per layer (the embeddings first), the held-out R^2 of a linear fit of a box's centre x from the states:
+    of each region's own box from its state (`regions`), and of the box of the one region of the class a
+    word names from the word's state (`words`, over `named` words)."""
+
+    regions: list[float]
+    words: list[float]
+    named: int
+
+
+def held_out_r2(features: np.ndarray, targets: np.ndarray, train: np.ndarray, ridge: float = 1e-2) -> float:
+    """R^2 on the rows outside `train` of a ridge regression (features standardised on the training rows,
+    penalty `ridge` per training row, intercept free) fit on the rows in it: 1 is a perfect linear
+    read-out, 0 the held-out mean's, below 0 worse than it."""
+    features = features.astype(np.float64)
+    mean, scale = features[train].mean(0), features[train].std(0) + 1e-6
+    design = np.c_[(features - mean) / scale, np.ones(len(features))]
+    penalty = ridge * train.sum() * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0
+    weights = np.linalg.solve(design[train].T @ design[train] + penalty, design[train].T @ targets[train])
+    residual = targets[~train] - design[~train] @ weights
+    return float(1 - (residual**2).mean() / targets[~train].var())
+
+
+@torch.no_grad()
+def position_probe(
+    model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
+) -> PositionProbe:
+    """Measured on every caption of the split's first `images` images with its own image; fit on the
+    captions of the first half of the images, scored on the rest. A word counts when the detector labelled
+    exactly one region of its image with the class it names."""
+    data_folder = Path(data_folder)
+    model = load_model(LxmertSForPreTraining, model_folder).eval()
+    processor = LxmertSProcessor.from_pretrained(model_folder)
+    store = FeatureStore(data_folder / "store")
+    rows, captions, image_of = _split_captions(data_folder, split, images)
+    image_rows = np.asarray(rows["image_index"], dtype=np.int64)[np.asarray(image_of)]
+    inputs = text_inputs(processor, captions) | visual_inputs(store, image_rows, processor.num_regions)
+    encoded = model.lxmert(**inputs, output_hidden_states=True)
+    boxes = inputs["visual_pos"][..., :4].numpy()
+    centre = (boxes[..., 0] + boxes[..., 2]) / 2
+    valid = inputs["visual_attention_mask"].bool().numpy()
+    train = np.asarray(image_of) < len(rows) // 2
+    offset = encoded.vision_hidden_states[0].shape[1] - centre.shape[1]  # the visual [CLS]
+    region_train = np.repeat(train, valid.sum(1))
+    regions = [
+        held_out_r2(states[:, offset:].float().numpy()[valid], centre[valid], region_train)
+        for states in encoded.vision_hidden_states
+    ]
+    class_of_token = _class_of_token(processor, data_folder)
+    labels = np.where(valid, np.asarray(store.object_ids[image_rows]), -1)
+    named = [
+        (caption, position, centre[caption][labels[caption] == class_of_token[token]][0])
+        for caption, token_ids in enumerate(inputs["input_ids"].tolist())
+        for position, token in enumerate(token_ids)
+        if token in class_of_token and (labels[caption] == class_of_token[token]).sum() == 1
+    ]
+    if not named or train[[caption for caption, _, _ in named]].all():
+        raise ValueError(
+            f"{data_folder}: too few caption words of split {split!r} name a class found once in their image"
+        )
+    caption, position, target = (np.asarray(column) for column in zip(*named, strict=True))
+    words = [
+        held_out_r2(states.float().numpy()[caption, position], target, train[caption])
+        for states in encoded.language_hidden_states
+    ]
+    return PositionProbe(regions, words, len(named))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,6 +389,20 @@ def main(argv: list[str] | None = None) -> None:
         f"masked relation word, MLM among {len(probe.words)} words ({probe.captions} captions): own image "
         f"{probe.own_image:.1f}%, another image {probe.other_image:.1f}% (chance {probe.chance:.1f}%, "
         f"commonest word {probe.most_frequent:.1f}%)"
+    )
+    places = position_probe(args.model, args.data_dir, args.split, args.images)
+    print(
+        "box centre x read linearly from the states, held-out R^2 per layer (embeddings first): regions "
+        + ", ".join(f"{value:.2f}" for value in places.regions)
+        + "; words naming a region "
+        + ", ".join(f"{value:.2f}" for value in places.words)
+        + f" ({places.named} words)"
+    )
+    subjects = relation_subject_probe(args.model, args.data_dir, args.split, args.images)
+    print(
+        f"masked subject of a relation, MLM among {subjects.candidates} object words ({subjects.captions} "
+        f"captions), own image: with its relation word {subjects.relation:.1f}%, with the opposite word "
+        f"{subjects.opposite:.1f}% (chance {subjects.chance:.1f}%)"
     )
 
 

@@ -19,6 +19,7 @@ stages:
     max_length: 72            # text tokens, [CLS] and [SEP] included (default: LXMERT's 20)
     mlm_class_word_probability: 0.3   # optional: MLM rate of class-name words (the phrase stage, §3.2)
     mlm_relation_word_probability: 0.5  # optional: MLM rate of spatial relation words ("left", "above")
+    mlm_relation_subject_probability: 0.5  # optional: rate at which MLM hides a relation's subject whole
     binding_negatives: false  # optional, with itm_vsc: captions with the words bound to their objects changed
     region_negatives: false   # optional, with itm_vsc: images with a named object's attribute changed
 remove_tasks: [ifrs]          # optional: drop tasks from every stage (Table 4's "-IFRS" rows) ...
@@ -175,6 +176,12 @@ class TrainingConfig:
         return self.arguments.get("seed", RECIPE_ARGUMENT_DEFAULTS["seed"])
 
 
+# A stage's MLM rates of particular words, beside `TrainingConfig.mlm_probability`; each needs an 'mlm' task.
+MLM_RATES = (
+    "mlm_class_word_probability", "mlm_relation_word_probability", "mlm_relation_subject_probability"
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Source:
     """One corpus of a stage and the tasks its batches train."""
@@ -198,6 +205,7 @@ class StageConfig:
     max_length: int = 20  # text tokens with [CLS] and [SEP]; longer texts are cut, and counted
     mlm_class_word_probability: float | None = None  # MLM rate of class-name words; others: mlm_probability
     mlm_relation_word_probability: float | None = None  # MLM rate of spatial relation words
+    mlm_relation_subject_probability: float | None = None  # rate of hiding a relation's subject whole
     binding_negatives: bool = False  # ITM_VSC also scores each caption's binding negative
     region_negatives: bool = False  # ... and each image with a named object's attribute changed
 
@@ -475,7 +483,7 @@ def _stage(entry: Any, where: str, at: str, positions: int) -> StageConfig:
             f"{where}: {at}.max_length: must be between 3 ([CLS] word [SEP]) and the model's "
             f"{positions} positions, got {stage.max_length}"
         )
-    for name in ("mlm_class_word_probability", "mlm_relation_word_probability"):
+    for name in MLM_RATES:
         if getattr(stage, name) is not None and not 0 <= getattr(stage, name) <= 1:
             raise CurriculumError(f"{where}: {at}.{name}: must be in [0, 1], got {getattr(stage, name)}")
     return stage
@@ -493,7 +501,7 @@ def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
         check_pretraining_tasks(stage.tasks)
     except ValueError as error:
         raise CurriculumError(f"{where}: {at}: {error}") from error
-    for name in ("mlm_class_word_probability", "mlm_relation_word_probability"):
+    for name in MLM_RATES:
         if getattr(stage, name) is not None and "mlm" not in stage.tasks:
             raise CurriculumError(f"{where}: {at}.{name}: set, but the stage has no 'mlm' task")
     for name in ("binding_negatives", "region_negatives"):

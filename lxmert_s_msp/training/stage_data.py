@@ -133,6 +133,7 @@ class PretrainingData:
             mlm_probability=training.mlm_probability,
             class_word_mlm_probability=stage.mlm_class_word_probability,
             relation_word_mlm_probability=stage.mlm_relation_word_probability,
+            relation_subject_mlm_probability=stage.mlm_relation_subject_probability,
             binding_negatives=stage.binding_negatives and "itm_vsc" in source.tasks,
             region_negatives=stage.region_negatives and "itm_vsc" in source.tasks,
             region_mask_probability=training.region_mask_probability,
