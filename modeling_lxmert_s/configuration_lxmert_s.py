@@ -51,9 +51,9 @@ class LxmertSConfig(PreTrainedConfig):
         it; `False`: LXMERT's attention, where boxes enter only through the region embeddings.
     text_reads_boxes (`bool`, defaults to `False`):
         The text-to-region cross-attention also gives each word the attention-weighted mean of the regions'
-        box centres and sizes, per head (`LxmertSCrossAttentionLayer`, not in LXMERT-S), so that a word knows
-        where the object it found is; `False`: LXMERT's, where a box reaches a word only inside a region's
-        value.
+        box centres and sizes, per head (`LxmertSCrossAttentionLayer`, not in LXMERT-S), so that a word can
+        know where the object it found is (on the synthetic world it does not learn to keep it:
+        docs/results.md); `False`: LXMERT's, where a box reaches a word only inside a region's value.
     alignment_counts (`bool`, defaults to `False`):
         The alignment pooler also reads how many regions each word matches (a soft count,
         `LxmertSAlignmentPooler`), which an average or a maximum over regions cannot express.

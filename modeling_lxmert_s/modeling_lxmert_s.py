@@ -348,12 +348,13 @@ class LxmertSCrossAttentionLayer(nn.Module):
     """Cross-attention sub-layer; one instance serves both directions (text->regions, regions->text).
 
     With `reads_boxes` (a cross-modality layer's, when `config.text_reads_boxes`; not in LXMERT-S) a word also
-    gets where it looked: each head's
-    attention-weighted mean of the regions' boxes (`LxmertSEncoder.region_boxes`), projected and added to
-    what it read. In LXMERT a box reaches a word only inside a region's value, and there it does not survive:
-    a linear probe finds each region's position in its states at every layer and none in the states of the
-    words that name it (docs/results.md, "Grounding beyond a bag of objects"), so no word can compare two
-    objects' places. The projection starts at zero: at initialisation the layer is LXMERT's."""
+    gets where it looked: each head's attention-weighted mean of the regions' boxes
+    (`LxmertSEncoder.region_boxes`), projected and added to what it read. In LXMERT a box reaches a word only
+    inside a region's value, and there it does not survive: a linear probe finds each region's place in its
+    states at every layer and none in the states of the words that name it, so no word can compare two
+    objects' places (docs/results.md, "Grounding beyond a bag of objects", item 5, which also measures that
+    this path alone does not make the words keep it). The projection starts at zero: at initialisation the
+    layer is LXMERT's."""
 
     def __init__(self, config: LxmertSConfig, reads_boxes: bool = False):
         super().__init__()
