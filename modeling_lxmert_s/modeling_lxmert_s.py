@@ -57,6 +57,11 @@ VISUAL_CLS_BOX = (0.0, 0.0, 1.0, 1.0)
 BOX_READOUT = ("centre x", "centre y", "width", "height")
 
 
+def box_centres_and_sizes(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., 4) boxes (x1, y1, x2, y2) -> their (..., 2) centres and (..., 2) widths and heights."""
+    return (boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]
+
+
 @dataclass
 class LxmertSModelOutput(ModelOutput):
     """Named as transformers' `LxmertModelOutput`.
@@ -491,8 +496,8 @@ class LxmertSRegionGeometry(nn.Module):
     def forward(self, boxes: torch.Tensor) -> torch.Tensor:
         """(B, R, 4) boxes (x1, y1, x2, y2) -> (B, heads, R, R) attention bias, query region first."""
         boxes = boxes.float()
-        centre = (boxes[..., :2] + boxes[..., 2:]) / 2
-        size = (boxes[..., 2:] - boxes[..., :2]).clamp(min=1e-3)
+        centre, size = box_centres_and_sizes(boxes)
+        size = size.clamp(min=1e-3)
         offset = centre[:, None, :, :] - centre[:, :, None, :]
         ratio = torch.log(size[:, None, :, :] / size[:, :, None, :])
         bias = self.bias(self.activation(self.encode(torch.cat([offset, ratio], dim=-1))))
@@ -527,8 +532,7 @@ class LxmertSEncoder(nn.Module):
         each box's centre and size (`BOX_READOUT`), from (x1, y1, x2, y2) in [0, 1]."""
         if not self.config.text_reads_boxes:
             return None
-        boxes = self._boxes(visual_pos)[..., :4].float()
-        return torch.cat([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], dim=-1)
+        return torch.cat(box_centres_and_sizes(self._boxes(visual_pos)[..., :4].float()), dim=-1)
 
 
 class LxmertSReconstructorLayer(nn.Module):

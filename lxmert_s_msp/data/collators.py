@@ -236,19 +236,25 @@ def binding_words(
 ) -> BindingWords:
     """What binding negatives exchange: the one-piece words of the object and attribute names, and the
     relation and number words of `OPPOSITE_WORDS` that are one piece each, with theirs."""
-    opposites = torch.full((len(tokenizer),), -1, dtype=torch.long)
-    for word, other in OPPOSITE_WORDS.items():
+    return BindingWords(
+        attributes=class_word_ids(attribute_vocab, tokenizer),
+        objects=class_word_ids(object_vocab, tokenizer),
+        opposites=opposite_ids(OPPOSITE_WORDS, tokenizer),
+    )
+
+
+def opposite_ids(opposites: Mapping[str, str], tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """(vocabulary,) the id of each word's opposite (`opposites`: word -> its opposite), -1 for every other
+    id and wherever either word is not one known word piece."""
+    table = torch.full((len(tokenizer),), -1, dtype=torch.long)
+    for word, other in opposites.items():
         pieces = tokenizer([word, other], add_special_tokens=False)["input_ids"]
         if all(len(ids) == 1 for ids in pieces) and tokenizer.unk_token_id not in (
             pieces[0][0],
             pieces[1][0],
         ):
-            opposites[pieces[0][0]] = pieces[1][0]
-    return BindingWords(
-        attributes=class_word_ids(attribute_vocab, tokenizer),
-        objects=class_word_ids(object_vocab, tokenizer),
-        opposites=opposites,
-    )
+            table[pieces[0][0]] = pieces[1][0]
+    return table
 
 
 def region_words(
@@ -463,6 +469,7 @@ __all__ = [
     "class_wordpieces",
     "count_truncated",
     "describe_row",
+    "opposite_ids",
     "read_regions",
     "row_field",
     "store_rows",

@@ -30,7 +30,7 @@ from datasets import Dataset
 
 from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.cli import accept_underscores, run
-from lxmert_s_msp.data.collators import class_word_ids, text_inputs, visual_inputs
+from lxmert_s_msp.data.collators import class_word_ids, opposite_ids, text_inputs, visual_inputs
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
@@ -245,20 +245,11 @@ def relation_subject_probe(
     data_folder = Path(data_folder)
     model, processor = _mlm_checkpoint(model_folder)
     tokenizer = processor.tokenizer
-    object_words = class_word_ids(read_class_vocab(data_folder / "objects_vocab.txt"), tokenizer)
-    concepts = class_word_ids(
-        [
-            *read_class_vocab(data_folder / "objects_vocab.txt"),
-            *read_class_vocab(data_folder / "attributes_vocab.txt"),
-        ],
-        tokenizer,
-    )
-    opposite_of = torch.arange(len(tokenizer))
-    for word, other in SPATIAL_OPPOSITES.items():
-        ids = tokenizer([word, other], add_special_tokens=False)["input_ids"]
-        if len(ids[0]) == len(ids[1]) == 1:
-            opposite_of[ids[0][0]] = ids[1][0]
-    relation_ids = torch.nonzero(opposite_of != torch.arange(len(tokenizer))).squeeze(1)
+    objects = read_class_vocab(data_folder / "objects_vocab.txt")
+    object_words = class_word_ids(objects, tokenizer)
+    concepts = class_word_ids([*objects, *read_class_vocab(data_folder / "attributes_vocab.txt")], tokenizer)
+    opposite_of = opposite_ids(SPATIAL_OPPOSITES, tokenizer)
+    relation_ids = torch.nonzero(opposite_of >= 0).squeeze(1)
     rows, captions, image_of = _split_captions(data_folder, split, images)
     inputs = text_inputs(processor, captions)
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
