@@ -57,6 +57,10 @@ class LxmertSConfig(PreTrainedConfig):
     alignment_counts (`bool`, defaults to `False`):
         The alignment pooler also reads how many regions each word matches (a soft count,
         `LxmertSAlignmentPooler`), which an average or a maximum over regions cannot express.
+    alignment_relations (`bool`, defaults to `False`):
+        The alignment pooler also reads the region that lies where the text points relative to the object it
+        names (`LxmertSRelationReadout`): "what is left of the cup" needs the cup's place and every other
+        region's place compared with it, which no word's state holds (docs/results.md).
     gate_region_heads (`bool`, defaults to `True`):
         Region heads (MRFR, MOC, IFRS) read `transform(h_v) * pooled_output` as the released code
         does; `False` reads `transform(h_v)` as LXMERT.
@@ -129,6 +133,7 @@ class LxmertSConfig(PreTrainedConfig):
     visual_geometry_bias: bool = False
     text_reads_boxes: bool = False
     alignment_counts: bool = False
+    alignment_relations: bool = False
 
     pretraining_tasks: list[str] | None = None
     loss_weights: dict[str, float] | None = None
@@ -168,6 +173,14 @@ class LxmertSConfig(PreTrainedConfig):
             )
         if not 0.0 <= self.flm_corruption_rate <= 1.0:
             raise ValueError(f"flm_corruption_rate ({self.flm_corruption_rate}) must be in [0, 1]")
+        if self.alignment_relations and self.pooler_type != "alignment":
+            raise ValueError(
+                "alignment_relations is a part of the alignment pooler: set pooler_type='alignment'"
+            )
+        if "rpt" in (self.pretraining_tasks or []) and not self.alignment_relations:
+            raise ValueError(
+                "pretraining_tasks: 'rpt' trains the relation readout: set alignment_relations=True"
+            )
         if self.num_qa_labels < 1:
             raise ValueError(f"num_qa_labels ({self.num_qa_labels}) must be at least 1")
         if not self.alignment_temperature > 0.0:

@@ -44,9 +44,11 @@ from .pretraining_pieces import (
     phrase_topic_piece,
     random_negatives_piece,
     region_regression_piece,
+    relation_pointing_piece,
     sentence_topic_piece,
     shuffle_piece,
     tag_piece,
+    word_box_piece,
 )
 
 logger = logging.get_logger(__name__)
@@ -70,7 +72,8 @@ class LxmertSModelOutput(ModelOutput):
     visual [CLS] (then at index 0). pooled_output: (B, H), the multimodal representation every head
     reads. Hidden states: the embeddings, then each layer's output. Attentions (from eager attention, which
     a call asking for them runs under SDPA too): per layer, text self-attention, region self-attention, and
-    text-to-region cross-attention.
+    text-to-region cross-attention. relation_weights: (B, R) with `alignment_relations`, which regions (not
+    the visual [CLS]) the relation readout picked (`LxmertSRelationReadout`).
     """
 
     language_output: torch.Tensor | None = None
@@ -81,6 +84,7 @@ class LxmertSModelOutput(ModelOutput):
     language_attentions: tuple[torch.Tensor, ...] | None = None
     vision_attentions: tuple[torch.Tensor, ...] | None = None
     cross_encoder_attentions: tuple[torch.Tensor, ...] | None = None
+    relation_weights: torch.Tensor | None = None
 
 
 @dataclass
@@ -108,7 +112,8 @@ class LxmertSForPreTrainingOutput(ModelOutput):
     computes them at the chosen positions only): prediction_logits (B, L, vocab_size), MLM's word scores;
     object_logits (B, R, num_object_labels) and attribute_logits (B, R, num_attr_labels), MOC's
     detector-class scores; region_feature_predictions (B, R, visual_feat_dim), MRFR's RoI features (R: the
-    regions, without the visual [CLS]).
+    regions, without the visual [CLS]); word_box_predictions (B, L, 4), WBR's box centre x, y, width and
+    height of the region each word names.
     Then the encoder's outputs, as `LxmertSModelOutput`."""
 
     loss: torch.Tensor | None = None
@@ -118,6 +123,7 @@ class LxmertSForPreTrainingOutput(ModelOutput):
     object_logits: torch.Tensor | None = None
     attribute_logits: torch.Tensor | None = None
     region_feature_predictions: torch.Tensor | None = None
+    word_box_predictions: torch.Tensor | None = None
     language_output: torch.Tensor | None = None
     vision_output: torch.Tensor | None = None
     pooled_output: torch.Tensor | None = None
@@ -126,6 +132,7 @@ class LxmertSForPreTrainingOutput(ModelOutput):
     language_attentions: tuple[torch.Tensor, ...] | None = None
     vision_attentions: tuple[torch.Tensor, ...] | None = None
     cross_encoder_attentions: tuple[torch.Tensor, ...] | None = None
+    relation_weights: torch.Tensor | None = None
 
 
 @dataclass
@@ -336,6 +343,12 @@ class LxmertSAttention(nn.Module):
 class ZeroStartLinear(nn.Linear):
     """A linear layer that `_init_weights` starts at zero: an added path (a bias on the attention, a box
     readout) that leaves the model as it was at initialisation and learns from there."""
+
+
+class RandomFeatureLinear(nn.Linear):
+    """A Linear that starts at PyTorch's scale (uniform in +-1/sqrt(in_features)), not BERT's 0.02: the
+    random features of a few box coordinates, which at 0.02 are ~1e-4 of what they are added to.
+    `LxmertSPreTrainedModel._init_weights` sets them, before transformers' default would."""
 
 
 class LxmertSAttentionOutput(nn.Module):
@@ -603,6 +616,79 @@ class LxmertSPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
+class LxmertSRelationReadout(nn.Module):
+    """The region where the text points relative to the object it names (`config.alignment_relations`, not
+    in LXMERT-S), read by the alignment pooler.
+
+    Every region's state holds its box, and no word's state holds the box of the object it names (the
+    position probe, docs/results.md): a word finds *which* region it names, not where it is, so nothing can
+    compare two places. This readout compares them where the boxes are exact. The reference place is
+    p = sum_w rho_w b_w, b_w = softmax(s_w / `alignment_temperature`) @ boxes, the box each word found
+    (centre and size), rho = softmax_w(u . h_w + max_r s_wr / `alignment_temperature`) picking the words that
+    name the reference ("the cup"): a word that names a region matches it best, so the reference starts on
+    the object words, and u learns which of them (in a fine-tuned VQA model without the match term the
+    weights sat on the relation word and the place was no object's). Each
+    region gets its place relative to it, g_r = MLP(centre_r - centre_p, log(size_r / size_p)), and a query
+    pooled from the words (its own weights: "left of") scores it, a_r = softmax_r(q . (W h_r + g_r)); the
+    readout is sum_r a_r h_r, the region picked ("what is left of the cup": its state names its class).
+    """
+
+    GEOMETRY_HIDDEN = 32
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.reference_weight = nn.Linear(config.hidden_size, 1)
+        self.query_weight = nn.Linear(config.hidden_size, 1)
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.geometry = nn.Sequential(
+            RandomFeatureLinear(4, self.GEOMETRY_HIDDEN),
+            nn.ReLU(),
+            RandomFeatureLinear(self.GEOMETRY_HIDDEN, config.hidden_size),
+        )
+        self.temperature = config.alignment_temperature
+
+    def forward(
+        self,
+        language_output: torch.Tensor,
+        region_output: torch.Tensor,
+        similarity: torch.Tensor,
+        words: torch.Tensor,
+        visual_attention_mask: torch.Tensor,
+        boxes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H) the region picked and (B, R) the weights that picked it. `similarity` (B, L, R):
+        `word_region_similarity`; `words` (B, L): the words that count (real tokens but [CLS]); `boxes`
+        (B, R, 4+): x1, y1, x2, y2 first."""
+        centre, size = box_centres_and_sizes(boxes[..., :4].float())
+        size = size.clamp(min=1e-3)
+        found = torch.softmax(similarity.float() / self.temperature, dim=-1)
+        found_centre, found_size = found @ centre, found @ size.log()  # (B, L, 2) each
+        best_match = similarity.float().max(-1).values / self.temperature
+        rho = self._word_weights(self.reference_weight, language_output, words, best_match)
+        reference_centre = (rho[..., None] * found_centre).sum(1, keepdim=True)  # (B, 1, 2)
+        reference_size = (rho[..., None] * found_size).sum(1, keepdim=True)
+        relative = torch.cat([centre - reference_centre, size.log() - reference_size], dim=-1)
+        keys = self.key(region_output) + self.geometry(relative.to(region_output.dtype))
+        weights = self._word_weights(self.query_weight, language_output, words).to(language_output.dtype)
+        query = self.query((weights[..., None] * language_output).sum(1))
+        scores = (keys @ query[..., None]).squeeze(-1).float() / math.sqrt(query.shape[-1])
+        scores = scores.masked_fill(~visual_attention_mask.bool(), float("-inf"))
+        picked = torch.softmax(scores, dim=-1)
+        return (picked.to(region_output.dtype)[..., None] * region_output).sum(1), picked
+
+    @staticmethod
+    def _word_weights(
+        layer: nn.Linear,
+        language_output: torch.Tensor,
+        words: torch.Tensor,
+        prior: torch.Tensor | float = 0.0,
+    ) -> torch.Tensor:
+        """(B, L) softmax over the `words` of `layer`'s score of each word's state plus `prior` (B, L)."""
+        scores = (layer(language_output).squeeze(-1).float() + prior).masked_fill(~words, float("-inf"))
+        return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+
 class LxmertSAlignmentPooler(nn.Module):
     """The pooled output from word-region alignment (`config.pooler_type="alignment"`), not in LXMERT-S.
 
@@ -617,7 +703,9 @@ class LxmertSAlignmentPooler(nn.Module):
 
     With `config.alignment_counts`, also sum_w beta_w c_w, c_w = sum_r sigmoid(COUNT_SHARPNESS (s_wr - theta))
     with a learned threshold theta: how many regions the word matches, which neither the softmax average nor
-    the maximum can tell ("how many dogs are there?"). WPG trains the similarities it reads.
+    the maximum can tell ("how many dogs are there?"). With `config.alignment_relations`, also the region
+    where the text points relative to the object it names (`LxmertSRelationReadout`). WPG trains the
+    similarities it reads.
     """
 
     # The match score is one input beside 2H others: scaled so that it is not lost among them at init.
@@ -630,10 +718,12 @@ class LxmertSAlignmentPooler(nn.Module):
         super().__init__()
         self.word_weight = nn.Linear(config.hidden_size, 1)
         counts = 1 if config.alignment_counts else 0
-        self.dense = nn.Linear(2 * config.hidden_size + 1 + counts, config.hidden_size)
+        relations = config.hidden_size if config.alignment_relations else 0
+        self.dense = nn.Linear(2 * config.hidden_size + 1 + counts + relations, config.hidden_size)
         self.activation = nn.Tanh()
         self.temperature = config.alignment_temperature
         self.count_threshold = nn.Parameter(torch.tensor(self.COUNT_THRESHOLD)) if counts else None
+        self.relations = LxmertSRelationReadout(config) if relations else None
 
     def forward(
         self,
@@ -641,7 +731,10 @@ class LxmertSAlignmentPooler(nn.Module):
         region_output: torch.Tensor,
         attention_mask: torch.Tensor,
         visual_attention_mask: torch.Tensor,
-    ) -> torch.Tensor:
+        boxes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pooled output and, with `alignment_relations`, the relation readout's (B, R) weights (else
+        None). `boxes` (B, R, 4+): the regions' boxes, which only the relation readout reads."""
         similarity = word_region_similarity(language_output, region_output, visual_attention_mask)
         found = (
             torch.softmax(similarity.float() / self.temperature, dim=-1).to(region_output.dtype)
@@ -657,7 +750,13 @@ class LxmertSAlignmentPooler(nn.Module):
             # padding regions hold -2, below any threshold: they count nothing
             counts = torch.sigmoid(self.COUNT_SHARPNESS * (similarity.float() - self.count_threshold)).sum(-1)
             parts.append((beta[..., 0] * counts.to(beta.dtype)).sum(1, keepdim=True))
-        return self.activation(self.dense(torch.cat(parts, -1)))
+        relation_weights = None
+        if self.relations is not None:
+            picked, relation_weights = self.relations(
+                language_output, region_output, similarity, words, visual_attention_mask, boxes
+            )
+            parts.append(picked)
+        return self.activation(self.dense(torch.cat(parts, -1))), relation_weights
 
 
 class LxmertSClassificationHead(nn.Module):
@@ -696,7 +795,9 @@ class EncoderFeatures:
     ITM_VSC): `negative`, the encoder outputs of the negative pairs the model builds in the batch, pair n
     being text `negative_pairs[0][n]` with image `negative_pairs[1][n]` (row indices). "binding" (ITM_VSC with
     binding negatives): `binding`, the encoder outputs of each caption's binding negative with its own image,
-    for the rows that have one.
+    for the rows that have one. "relation_question" (RPT): `question`, the encoder outputs of each text that
+    has a relation with its subject hidden (`relation_input_ids`), for those rows. `relation_weights` (B, R):
+    which regions the relation readout picked (with `alignment_relations`).
     """
 
     language_output: torch.Tensor
@@ -711,6 +812,8 @@ class EncoderFeatures:
     negative: EncoderFeatures | None = None
     negative_pairs: tuple[torch.Tensor, torch.Tensor] | None = None
     binding: EncoderFeatures | None = None
+    question: EncoderFeatures | None = None
+    relation_weights: torch.Tensor | None = None
 
 
 class LxmertSPredictionHeadTransform(nn.Module):
@@ -1213,6 +1316,80 @@ class TagGroundingHead(PretrainingHead):
         return -on_targets[words].mean()
 
 
+class WordBoxRegressionHead(PretrainingHead):
+    """WBR (word box regression; not in MSP): a word that names one region of its image predicts, from its
+    cross-modal output, that region's box centre and size (L1, as DETR's and MDETR's box losses), averaged
+    over those words and the four numbers.
+
+    TAG and WPG teach a word *which* regions it names; in LXMERT a region's place then never reaches the
+    word (the position probe of `lxmert_s_msp.evidence.grounding`), so no word can compare two places ("left
+    of"). The supervision is exact where the text is the detector's labels (the token stage) and wherever a
+    word names a class the detector found once in the image. `wbr_mask` (B, L) and `wbr_targets` (B, L, 4)
+    x1, y1, x2, y2: `pretraining_pieces.word_box_piece`.
+    """
+
+    label_names = ("wbr_mask", "wbr_targets")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+        self.transform = LxmertSPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, 4)
+
+    def predict(self, language_output: torch.Tensor) -> torch.Tensor:
+        """(..., 4) predicted box centres x, y and widths, heights from (..., H) word outputs."""
+        return self.decoder(self.transform(language_output))
+
+    def predictions(self, features: EncoderFeatures) -> dict[str, torch.Tensor]:
+        return {"word_box_predictions": self.predict(features.language_output)}
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.mask("wbr_mask", labels["wbr_mask"], checks.per_token)
+        boxes = labels["wbr_targets"]
+        check_dtype("wbr_targets", boxes, "floating")
+        checks.scores("wbr_targets", boxes, checks.per_token.then(4, "x1, y1, x2, y2"), "box coordinates")
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        words = labels["wbr_mask"].bool() & features.attention_mask.bool()
+        predicted = self.predict(features.language_output[words]).float()
+        target = torch.cat(box_centres_and_sizes(labels["wbr_targets"][words].float()), -1)
+        # a sum over the words, not a mean: a batch without any stays a zero in the graph, never a NaN
+        return F.l1_loss(predicted, target, reduction="sum") / (4 * words.sum().clamp(min=1))
+
+
+class RelationPointingHead(PretrainingHead):
+    """RPT (relation pointing; not in MSP): in a text with one spatial relation word ("a red cup left of a
+    blue ball"), with the relation's subject hidden ("a [MASK] [MASK] left of a blue ball", an extra encoder
+    pass), the relation readout (`LxmertSRelationReadout`, `config.alignment_relations`) should pick the
+    regions the subject names: -log of its weight on them, averaged over such texts.
+
+    This is VQA's relation question ("what is left of the ball?") asked of every caption and phrase, with the
+    answer's regions known from the detector's labels, so the readout learns in pre-training (at its learning
+    rate) which word is the reference, which the relation, and how places compare, none of which ITM or MLM
+    asks of it. With the subject left in the text the readout found it by its name (the pointing probe of
+    `lxmert_s_msp.evidence.grounding`: as much weight with the opposite relation word). `relation_targets`
+    (B, R) and `relation_input_ids` (B, L): `pretraining_pieces.relation_pointing_piece`.
+    """
+
+    label_names = ("relation_targets", "relation_input_ids")
+
+    def __init__(self, config: LxmertSConfig):
+        super().__init__()
+
+    def check_labels(self, labels: dict[str, torch.Tensor], checks: LabelChecks) -> None:
+        checks.mask("relation_targets", labels["relation_targets"], checks.per_region)
+        check_shape("relation_input_ids", labels["relation_input_ids"], checks.per_token)
+        check_dtype("relation_input_ids", labels["relation_input_ids"], "integer")
+
+    def forward(self, features: EncoderFeatures, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        if features.question is None:  # no text of the batch has a relation to point at
+            return _zero_loss_like(features.pooled_output)
+        question = features.question
+        targets = labels["relation_targets"].bool()
+        targets = targets[targets.any(1)] & question.visual_attention_mask.bool()
+        on_targets = (question.relation_weights.float() * targets).sum(-1)
+        return -on_targets.clamp(min=torch.finfo(on_targets.dtype).tiny).log().mean()
+
+
 class RegionFeatureRegressionHead(RegionHead):
     """MRFR (LXMERT): smooth-L1 to the original RoI feature, averaged over its dimensions, kept at
     masked regions, averaged over batch x regions, times `visual_loss_normalizer` (~1/0.15)."""
@@ -1393,7 +1570,7 @@ def _resized_vector(vector: torch.Tensor, size: int, fill: float | torch.Tensor)
 
 # The extra encoder passes a head may read (`EncoderFeatures`), in the order `LxmertSForPreTraining` runs
 # them: each draws dropout noise, so a fixed order keeps a seeded run reproducible.
-ENCODER_PASSES = ("contrastive", "negative_pairs", "binding", "unidirectional")
+ENCODER_PASSES = ("contrastive", "negative_pairs", "binding", "relation_question", "unidirectional")
 
 
 @dataclass(frozen=True)
@@ -1466,6 +1643,14 @@ PRETRAINING_TASKS: dict[str, PretrainingTask] = {
         PretrainingTask("tits", SentenceTopicHead, sentence_topic_piece, needs=frozenset({"object_vocab"})),
         PretrainingTask("ifrs", ImageFeatureShuffleHead, shuffle_piece),
         PretrainingTask("tag", TagGroundingHead, tag_piece, needs=frozenset({"object_vocab"})),
+        PretrainingTask("wbr", WordBoxRegressionHead, word_box_piece, needs=frozenset({"object_vocab"})),
+        PretrainingTask(
+            "rpt",
+            RelationPointingHead,
+            relation_pointing_piece,
+            passes=frozenset({"relation_question"}),
+            needs=frozenset({"object_vocab"}),
+        ),
         PretrainingTask("mrfr", RegionFeatureRegressionHead, region_regression_piece),
         PretrainingTask("moc", MaskedObjectClassificationHead, object_classification_piece),
         PretrainingTask(
@@ -1614,6 +1799,11 @@ class LxmertSPreTrainedModel(PreTrainedModel):
         if isinstance(module, ZeroStartLinear):  # before the default, which would mark it initialised
             init.zeros_(module.weight)
             init.zeros_(module.bias)
+            return
+        if isinstance(module, RandomFeatureLinear):  # likewise
+            bound = 1 / math.sqrt(module.in_features)
+            init.uniform_(module.weight, -bound, bound)
+            init.uniform_(module.bias, -bound, bound)
             return
         super()._init_weights(module)
         if isinstance(module, PretrainingHead):
@@ -1835,11 +2025,15 @@ class LxmertSModel(LxmertSPreTrainedModel):
 
         if self.config.pooler_type == "alignment":
             first_region = 1 if self.config.visual_cls_token else 0
-            pooled = self.pooler(
-                lang, visual[:, first_region:], attention_mask, visual_attention_mask[:, first_region:]
+            pooled, relation_weights = self.pooler(
+                lang,
+                visual[:, first_region:],
+                attention_mask,
+                visual_attention_mask[:, first_region:],
+                visual_pos,
             )
         else:
-            pooled = self.pooler(lang)
+            pooled, relation_weights = self.pooler(lang), None
         if self.visual_pooler is not None:
             pooled = pooled * self.visual_pooler(visual)
 
@@ -1852,6 +2046,7 @@ class LxmertSModel(LxmertSPreTrainedModel):
             language_attentions=lang_attentions if output_attentions else None,
             vision_attentions=visual_attentions if output_attentions else None,
             cross_encoder_attentions=cross_attentions if output_attentions else None,
+            relation_weights=relation_weights,
         )
         return output if return_dict else output.to_tuple()
 
@@ -2099,6 +2294,7 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             pooled_output=encoded.pooled_output,
             attention_mask=attention_mask,
             visual_attention_mask=visual_attention_mask,
+            relation_weights=encoded.relation_weights,
         )
 
     def _unmasked_text_embeddings(
@@ -2236,6 +2432,22 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
             return_dict=True,
         )
         features.binding = self._features(
+            encoded, inputs.text["attention_mask"][rows], inputs.image["visual_attention_mask"][rows]
+        )
+
+    def _relation_question_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
+        """Each text that has a relation to point at (`relation_targets`), with its subject hidden
+        (`relation_input_ids`), and its image: the question the relation readout answers for RPT."""
+        rows = inputs.labels["relation_targets"].bool().any(1)
+        if not bool(rows.any()):
+            return
+        text = {**inputs.text, "input_ids": inputs.labels["relation_input_ids"]}
+        encoded = self.lxmert(
+            **{name: None if value is None else value[rows] for name, value in text.items()},
+            **{name: value[rows] for name, value in inputs.image.items()},
+            return_dict=True,
+        )
+        features.question = self._features(
             encoded, inputs.text["attention_mask"][rows], inputs.image["visual_attention_mask"][rows]
         )
 

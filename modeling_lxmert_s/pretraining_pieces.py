@@ -563,6 +563,55 @@ def tag_piece(batch: PretrainingBatch) -> None:
     )
 
 
+def word_box_piece(batch: PretrainingBatch) -> None:
+    """WBR: `wbr_mask`, the words that name exactly one region of the image fed (by the detector's class
+    names, as TAG reads them, from the text as written), and `wbr_targets` (B, L, 4), that region's box
+    (x1, y1, x2, y2; zeros elsewhere). A word naming several regions has no one place to point at."""
+    _check_object_ids(batch)
+    regions = batch.regions
+    named = tag_targets(
+        batch.inputs["input_ids"],
+        batch.inputs["attention_mask"],
+        regions["object_ids"],
+        regions["visual_attention_mask"],
+        batch.settings.class_wordpieces,
+        batch.settings.special_ids,
+    )
+    once = named.sum(-1) == 1
+    boxes = regions["boxes"][..., :4]
+    chosen = torch.gather(boxes, 1, named.int().argmax(-1)[..., None].expand(-1, -1, 4))
+    batch.labels["wbr_mask"] = once
+    batch.labels["wbr_targets"] = torch.where(once[..., None], chosen, torch.zeros_like(chosen))
+
+
+def relation_pointing_piece(batch: PretrainingBatch) -> None:
+    """RPT: `relation_targets` (B, R), in a text with exactly one spatial relation word, the regions of the
+    image fed that its subject names (the object and attribute words right before it, `relation_subjects`,
+    named by the detector's class names as TAG reads them), from the text as written, none elsewhere; and
+    `relation_input_ids`, the text as written with those subject words hidden ([MASK]), the question the
+    relation readout answers."""
+    _check_object_ids(batch)
+    input_ids, attention_mask = batch.inputs["input_ids"], batch.inputs["attention_mask"]
+    settings, regions = batch.settings, batch.regions
+    relation = torch.isin(input_ids, settings.relation_word_ids) & attention_mask.bool()
+    subject, _ = relation_subjects(
+        input_ids, attention_mask, settings.relation_word_ids, settings.class_word_ids, batch.generator, 1.0
+    )
+    named = tag_targets(
+        input_ids,
+        attention_mask,
+        regions["object_ids"],
+        regions["visual_attention_mask"],
+        settings.class_wordpieces,
+        settings.special_ids,
+    )
+    one_relation = relation.sum(1) == 1
+    batch.labels["relation_targets"] = (named & subject[..., None]).any(1) & one_relation[:, None]
+    batch.labels["relation_input_ids"] = torch.where(
+        subject & one_relation[:, None], settings.mask_token_id, input_ids
+    )
+
+
 def matched_pairs_piece(batch: PretrainingBatch) -> None:
     """ITM_VSC: every row is fed its own image (`itm_labels` all 1) and `image_ids` name it; the model mines
     the negatives in the batch from the VSC similarities. With `binding_words`, also each caption's binding

@@ -20,10 +20,12 @@ TINY_SIZES = {
 }
 
 
-# Every task but ITM_HS and ITM_VSC, which train the ITM head itself (a config lists one ITM variant), and
-# WPG, which needs matched rows and so goes with ITM_VSC (ALIGNMENT_TASKS).
-EVERY_HEAD = [task for task in PRETRAINING_TASKS if task not in ("itm_hs", "itm_vsc", "wpg")]
+# Every task but ITM_HS and ITM_VSC, which train the ITM head itself (a config lists one ITM variant), WPG,
+# which needs matched rows and so goes with ITM_VSC (ALIGNMENT_TASKS), and RPT, which trains the alignment
+# pooler's relation readout (RELATION_SETTINGS).
+EVERY_HEAD = [task for task in PRETRAINING_TASKS if task not in ("itm_hs", "itm_vsc", "wpg", "rpt")]
 ALIGNMENT_TASKS = ["mlm", "vsc", "wpg", "itm_vsc"]
+RELATION_SETTINGS = {"pooler_type": "alignment", "alignment_relations": True}
 
 
 def tiny_config(**overrides) -> LxmertSConfig:
@@ -82,7 +84,7 @@ def random_labels(
     ifrs_mask[0, :3] = True
     confidences = torch.rand(batch, regions, generator=generator) * inputs["visual_attention_mask"]
     topic = (torch.rand(batch, config.vocab_size, generator=generator) < 0.1).float()
-    return {
+    labels = {
         "mlm_labels": mlm_labels,
         "region_mask": region_mask,
         "mrfr_labels": torch.randn(batch, regions, config.visual_feat_dim, generator=generator),
@@ -103,7 +105,14 @@ def random_labels(
         "vsc_labels": torch.arange(batch),
         "image_ids": torch.arange(batch),
         "tag_targets": (torch.rand(batch, length, regions, generator=generator) < 0.3) & words[..., None],
+        "wbr_mask": words,
+        "wbr_targets": inputs["visual_pos"][:, :1, :4].expand(-1, length, -1).contiguous(),
     }
+    if config.alignment_relations:  # RPT's, which only a model with the relation readout takes
+        pointed = torch.rand(batch, regions, generator=generator) < 0.4
+        labels["relation_targets"] = pointed & inputs["visual_attention_mask"].bool()
+        labels["relation_input_ids"] = inputs["input_ids"].masked_fill(torch.arange(length) == 1, 3)
+    return labels
 
 
 def alignment_labels(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -132,25 +132,30 @@ SUBJECTS = {"mlm_relation_subject_probability": 0.5}
 
 
 READOUT = {"visual_geometry_bias": True, "alignment_counts": True}
+PLACES = {"loss_weights": {"ifrs": 0.001, "wpg": 10.0, "wbr": 10.0}}
 
 
 @pytest.mark.parametrize(
-    ("name", "base", "model_changes", "tag", "stage_changes"),
+    ("name", "base", "model_changes", "added_task", "stage_changes"),
     [
-        ("readout", "synthetic", READOUT, False, {}),
-        ("readout_tag", "synthetic", READOUT, True, {}),
-        ("binding", "synthetic", {}, False, BINDING),
-        ("regions", "synthetic", {}, False, REGIONS),
-        ("relations", "synthetic", {}, False, RELATIONS),
-        ("subjects", "synthetic", {}, False, SUBJECTS),
-        ("boxes", "synthetic", {"text_reads_boxes": True}, False, {}),
-        ("all", "synthetic", READOUT, True, BINDING),
-        ("tag", "synthetic", {}, True, {}),
-        ("tag_s", "synthetic_s", {}, True, {}),
+        ("readout", "synthetic", READOUT, None, {}),
+        ("readout_tag", "synthetic", READOUT, "tag", {}),
+        ("binding", "synthetic", {}, None, BINDING),
+        ("regions", "synthetic", {}, None, REGIONS),
+        ("relations", "synthetic", {}, None, RELATIONS),
+        ("subjects", "synthetic", {}, None, SUBJECTS),
+        ("boxes", "synthetic", {"text_reads_boxes": True}, None, {}),
+        ("all", "synthetic", READOUT, "tag", BINDING),
+        ("tag", "synthetic", {}, "tag", {}),
+        ("tag_s", "synthetic_s", {}, "tag", {}),
+        ("places", "synthetic", PLACES, "wbr", {}),
+        ("relation_readout", "synthetic", {"alignment_relations": True}, None, {}),
+        ("relation_readout_binding", "synthetic", {"alignment_relations": True}, None, BINDING),
+        ("relation_pointing", "synthetic", {"alignment_relations": True}, "rpt", {}),
     ],
 )
 def test_each_grounding_config_is_its_base_with_only_its_changes(
-    name, base, model_changes, tag, stage_changes
+    name, base, model_changes, added_task, stage_changes
 ):
     # docs/results.md compares each of these with its base: nothing else may differ
     default = load_curriculum(CONFIGS / f"{base}.yaml")
@@ -159,10 +164,12 @@ def test_each_grounding_config_is_its_base_with_only_its_changes(
     assert (variant.data, variant.training) == (default.data, default.training)
     assert len(variant.stages) == len(default.stages)
     for ours, theirs in zip(variant.stages, default.stages, strict=True):
+        # RPT needs relation words, which the token stage's labels never have: phrase and sentence stages only
+        adds = added_task is not None and (added_task != "rpt" or "itm_vsc" in theirs.tasks)
         expected = dataclasses.replace(
             theirs,
             sources=[
-                dataclasses.replace(source, tasks=[*source.tasks, "tag"] if tag else source.tasks)
+                dataclasses.replace(source, tasks=[*source.tasks, added_task] if adds else source.tasks)
                 for source in theirs.sources
             ],
             **(stage_changes if "itm_vsc" in theirs.tasks else {}),

@@ -22,6 +22,7 @@ from lxmert_s_msp.evidence.grounding import (
     named_region_attention,
     pooled_output_spread,
     position_probe,
+    relation_pointing_probe,
     relation_subject_probe,
     relation_word_probe,
 )
@@ -34,7 +35,7 @@ def world(tmp_path_factory):
     return generate_world(tmp_path_factory.mktemp("world"), WorldSettings(**TINY_WORLD))
 
 
-def _model(world, folder, blind: bool = False, tasks=("mlm", "itm")):
+def _model(world, folder, blind: bool = False, tasks=("mlm", "itm"), **settings):
     processor = LxmertSProcessor(load_tokenizer(world / "tokenizer"))
     store = FeatureStore(world / "store")
     config = LxmertSConfig(
@@ -42,6 +43,7 @@ def _model(world, folder, blind: bool = False, tasks=("mlm", "itm")):
         vocab_size=len(processor.tokenizer),
         visual_feat_dim=store.feature_dim,
         pretraining_tasks=list(tasks),
+        **settings,
     )
     model = LxmertSForPreTraining(config)
     if blind:  # zero queries: every key gets the same score, so the attention is uniform
@@ -264,6 +266,27 @@ def test_the_subject_probe_asks_mlm_for_a_hidden_subject_with_the_relation_and_i
     words = {tuple(tokenizer.convert_ids_to_tokens(pair)) for pair in pairs}
     assert words <= {("left", "right"), ("right", "left"), ("above", "below"), ("below", "above")}
     assert (as_written == tokenizer.mask_token_id).sum(1).min() >= 1
+
+
+def test_the_pointing_probe_scores_a_pick_of_every_region_alike_at_chance(world, tmp_path, monkeypatch):
+    assert relation_pointing_probe(_model(world, tmp_path / "plain"), world, images=8) is None  # no readout
+    folder = _model(world, tmp_path / "model", pooler_type="alignment", alignment_relations=True)
+    loading = grounding.load_model
+
+    def uniform(*args, **kwargs):
+        model = loading(*args, **kwargs)
+
+        def pick(language_output, region_output, similarity, words, visual_attention_mask, boxes):
+            weights = visual_attention_mask.float() / visual_attention_mask.float().sum(1, keepdim=True)
+            return (weights[..., None] * region_output).sum(1), weights
+
+        model.lxmert.pooler.relations.forward = pick
+        return model
+
+    monkeypatch.setattr(grounding, "load_model", uniform)
+    probe = relation_pointing_probe(folder, world, images=8)
+    assert probe.captions > 0 and 0 < probe.chance < 100
+    assert probe.relation == pytest.approx(probe.chance) and probe.opposite == pytest.approx(probe.chance)
 
 
 def test_held_out_r2_is_one_for_a_linear_target_and_near_zero_for_an_unrelated_one():

@@ -7,12 +7,19 @@ import math
 
 import pytest
 import torch
-from model_inputs import ALIGNMENT_TASKS, alignment_labels, random_inputs, tiny_config
+from model_inputs import ALIGNMENT_TASKS, RELATION_SETTINGS, alignment_labels, random_inputs, tiny_config
 from test_alignment import _features
 from test_collators import ATTRIBUTE_VOCAB, OBJECT_VOCAB, store, within_binomial  # noqa: F401 (a fixture)
 from torch.nn import functional as F
 
-from lxmert_s_msp.data.collators import MSPCollator, binding_words, region_words, relation_word_ids
+from lxmert_s_msp.data.collators import (
+    MSPCollator,
+    binding_words,
+    class_word_ids,
+    class_wordpieces,
+    region_words,
+    relation_word_ids,
+)
 from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
 from modeling_lxmert_s import (
     PRETRAINING_TASKS,
@@ -27,8 +34,10 @@ from modeling_lxmert_s.modeling_lxmert_s import (
     LxmertSAttention,
     LxmertSRegionGeometry,
     TagGroundingHead,
+    WordBoxRegressionHead,
     ZeroStartLinear,
     additive_mask,
+    word_region_similarity,
 )
 from modeling_lxmert_s.pretraining_pieces import (
     binding_negatives,
@@ -92,6 +101,57 @@ def test_tag_without_any_named_region_is_a_zero_in_the_graph_and_bad_targets_are
         assert str(error).startswith("tag_targets: expected shape (2, 3, 5)")
     else:
         raise AssertionError("a (B, L, R-1) target was accepted")
+
+
+def test_wbr_gives_a_word_the_box_of_the_one_region_it_names_and_no_box_where_it_names_several():
+    # class 0 "hot dog" (pieces 10, 11), class 1 "car" (12); regions: car, hot dog, car, padding (labelled 0)
+    settings = PieceSettings(
+        mask_token_id=3,
+        vocab_size=20,
+        special_ids=SPECIAL,
+        class_wordpieces=torch.tensor([[10, 11], [12, -1]]),
+    )
+    boxes = torch.tensor(
+        [[[0.0, 0.0, 0.2, 0.2], [0.5, 0.1, 0.9, 0.5], [0.6, 0.6, 1.0, 1.0], [0.1, 0.1, 0.3, 0.3]]]
+    )
+    regions = {
+        "boxes": boxes,
+        "object_ids": torch.tensor([[1, 0, 1, 0]]),
+        "visual_attention_mask": torch.tensor([[True, True, True, False]]),
+    }
+    input_ids = torch.tensor([[1, 12, 10, 11, 13, 2, 0]])  # [CLS] car hot dog other [SEP] [PAD]
+    batch = _batch_with_regions(settings, input_ids, torch.tensor([[1, 1, 1, 1, 1, 1, 0]]), regions)
+    PRETRAINING_TASKS["wbr"].piece(batch)
+    # "car" names two regions: no one place; "hot" and "dog" name the hot dog (not the padding labelled 0)
+    assert batch.labels["wbr_mask"].tolist() == [[False, False, True, True, False, False, False]]
+    assert torch.equal(batch.labels["wbr_targets"][0, 2:4], boxes[0, [1, 1]])
+    assert not batch.labels["wbr_targets"][0, [0, 1, 4, 5, 6]].any()
+
+
+def test_wbr_is_the_l1_distance_to_the_named_boxes_centre_and_size_over_the_words_that_name_one():
+    torch.manual_seed(0)
+    head = WordBoxRegressionHead(tiny_config())
+    language = torch.randn(2, 3, head.decoder.in_features)
+    targets = torch.rand(2, 3, 2).repeat(1, 1, 2) * torch.tensor([0.5, 0.5, 1.0, 1.0])  # x2, y2 >= x1, y1
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    features = _features(language, torch.randn(2, 4, language.shape[-1]))
+    loss = head(features, {"wbr_mask": mask, "wbr_targets": targets})
+    predicted = head.predict(language)[mask]
+    x1, y1, x2, y2 = targets[mask].unbind(-1)
+    expected = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
+    assert torch.allclose(loss, (predicted - expected).abs().mean())
+    # the loss reads each word's own box: exchanging two words' boxes changes it
+    swapped = targets.clone()
+    swapped[0, 0], swapped[1, 2] = targets[1, 2], targets[0, 0]
+    assert not torch.allclose(head(features, {"wbr_mask": mask, "wbr_targets": swapped}), loss)
+    assert head.predictions(features)["word_box_predictions"].shape == (2, 3, 4)
+    # a batch without such a word: a zero in the graph, never a NaN
+    language.requires_grad_(True)
+    empty = head(
+        _features(language, torch.randn(2, 4, language.shape[-1])),
+        {"wbr_mask": torch.zeros(2, 3, dtype=torch.bool), "wbr_targets": targets},
+    )
+    assert empty.item() == 0.0 and empty.requires_grad
 
 
 @pytest.mark.parametrize(
@@ -190,12 +250,100 @@ def test_the_pooler_tells_how_many_regions_match_a_word_where_the_mean_and_the_m
         regions[0, :, 1] = 1.0  # orthogonal to the word...
         regions[0, :matching] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # ...but `matching` of them
         masks = torch.ones(1, 2), torch.ones(1, 6)
-        return pooler(word, regions, *masks)
+        pooled, relation_weights = pooler(word, regions, *masks, torch.rand(1, 6, 4))
+        assert relation_weights is None  # no relation readout
+        return pooled
 
     without = (pooled(False, 3) - pooled(False, 1)).abs().max()
     with_counts = (pooled(True, 3) - pooled(True, 1)).abs().max()
     assert without < 1e-3  # the softmax average and the maximum barely move
     assert with_counts > 100 * without
+
+
+@pytest.mark.parametrize("relations", [True, False])
+def test_the_pooler_reads_the_boxes_only_through_the_relation_readout(relations):
+    torch.manual_seed(0)
+    pooler = LxmertSAlignmentPooler(
+        tiny_config(hidden_size=8, pooler_type="alignment", alignment_relations=relations)
+    )
+    words, regions, masks = torch.randn(2, 4, 8), torch.randn(2, 5, 8), (torch.ones(2, 4), torch.ones(2, 5))
+    boxes = torch.rand(2, 5, 2).repeat(1, 1, 2) * torch.tensor([0.5, 0.5, 1.0, 1.0])
+    moved = boxes.clone()
+    moved[:, 0] = torch.tensor([0.0, 0.0, 0.1, 0.1])
+    change = (pooler(words, regions, *masks, boxes)[0] - pooler(words, regions, *masks, moved)[0]).abs().max()
+    assert (change > 1e-4) if relations else (change == 0)
+
+
+def test_the_relation_readouts_geometry_starts_at_pytorchs_scale_and_loading_keeps_it(tmp_path):
+    model = LxmertSModel(tiny_config(hidden_size=16, **RELATION_SETTINGS))
+    first, last = (layer for layer in model.pooler.relations.geometry if isinstance(layer, torch.nn.Linear))
+    for layer in (first, last):  # uniform in +-1/sqrt(fan in); BERT's normal(0, 0.02) stays below 0.1
+        bound = 1 / math.sqrt(layer.in_features)
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.8 * bound
+    model.save_pretrained(tmp_path)
+    loaded = LxmertSModel.from_pretrained(tmp_path).pooler.relations.geometry
+    assert torch.equal(loaded[0].weight, first.weight) and torch.equal(loaded[2].weight, last.weight)
+
+
+def _relation_scenes(batch: int, generator: torch.Generator, hidden: int, regions: int = 5):
+    """Regions of distinct classes at random places, each state its class's one-hot and its box centre (as
+    the model's region states hold theirs), and a text "[CLS] <relation> <class>", whose last word matches
+    its class's region best; `wanted` (B, R): the regions on the asked side of that one, by box centre x."""
+    classes = torch.argsort(torch.rand(batch, regions, generator=generator), 1)
+    centres = torch.rand(batch, regions, 2, generator=generator)
+    states = F.one_hot(classes, hidden).float()
+    states[..., regions : regions + 2] = centres
+    boxes = torch.cat([centres - 0.05, centres + 0.05], -1).clamp(0, 1)
+    reference = torch.randint(regions, (batch,), generator=generator)
+    relation = torch.randint(4, (batch,), generator=generator)  # left of, right of, above, below
+    words = torch.zeros(batch, 3, hidden)
+    words[:, 1] = F.one_hot(hidden - 1 - relation, hidden).float()
+    words[:, 2] = F.one_hot(classes[torch.arange(batch), reference], hidden).float()
+    offset = centres - centres[torch.arange(batch), reference][:, None]  # as the world words it
+    horizontal = offset[..., 0].abs() >= offset[..., 1].abs()
+    side = torch.stack([offset[..., 0] < 0, offset[..., 0] > 0, offset[..., 1] < 0, offset[..., 1] > 0], -1)
+    axis = torch.stack([horizontal, horizontal, ~horizontal, ~horizontal], -1)
+    wanted = (side & axis).gather(2, relation[:, None, None].expand(-1, regions, 1)).squeeze(-1)
+    return words, states, boxes, wanted
+
+
+def _mass_on_wanted(readout, words, states, boxes, wanted, visual_mask):
+    """The readout's weights on the regions and their share on the wanted regions, for texts that have one."""
+    word_mask = torch.tensor([[False, True, True]]).expand(len(words), -1)
+    similarity = word_region_similarity(words, states, visual_mask)
+    picked, weights = readout(words, states, similarity, word_mask, visual_mask, boxes)
+    assert torch.allclose(picked, (weights[..., None] * states).sum(1), atol=1e-6)  # the state it picked
+    return weights, (weights * wanted).sum(1)[wanted.any(1)]
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_the_relation_readout_learns_to_pick_what_lies_left_right_above_or_below_the_named_object(relative):
+    # Absolute places cannot tell "left of the cup" once the cup moves: the relative geometry can.
+    hidden, regions = 16, 5
+    torch.manual_seed(0)
+    config = tiny_config(hidden_size=hidden, num_attention_heads=1, **RELATION_SETTINGS)
+    readout = LxmertSModel(config).pooler.relations  # as the model initialises it
+    if not relative:
+        for parameter in readout.geometry.parameters():
+            parameter.data.zero_()
+            parameter.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in readout.parameters() if p.requires_grad], lr=1e-2)
+    generator, visual_mask = torch.Generator().manual_seed(0), torch.ones(256, regions, dtype=torch.bool)
+    for _ in range(300):
+        _, mass = _mass_on_wanted(readout, *_relation_scenes(256, generator, hidden), visual_mask)
+        loss = -mass.clamp(min=1e-6).log().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    words, states, boxes, wanted = _relation_scenes(256, torch.Generator().manual_seed(1), hidden)
+    visual_mask[:, -1] = False  # a padding region is never picked
+    with torch.no_grad():
+        weights, mass = _mass_on_wanted(readout, words, states, boxes, wanted & visual_mask, visual_mask)
+    assert not weights[:, -1].any()
+    if relative:
+        assert mass.mean() > 0.9
+    else:  # each region's own state and place alone: the named object's place is not among them
+        assert mass.mean() < 0.85
 
 
 WORDS = ["a", "red", "blue", "green", "car", "dog", "left", "right", "of", "two", "three", "."]
@@ -225,6 +373,67 @@ def _batch_with_regions(settings: PieceSettings, input_ids, attention_mask, regi
         read_regions=lambda fed: {name: value[fed] for name, value in regions.items()},
         describe_region=lambda row, region: "",
     )
+
+
+def test_rpt_points_at_the_regions_the_subject_of_the_one_relation_word_names():
+    tokenizer = wordpiece_tokenizer_from_vocabulary(WORDS)
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        relation_word_ids=relation_word_ids(tokenizer),
+        class_wordpieces=class_wordpieces(["car", "dog"], tokenizer),
+        class_word_ids=class_word_ids(["car", "dog", "red", "blue"], tokenizer),
+    )
+    texts = [
+        "a red car left of a blue dog .",  # the subject: the car, both of its regions
+        "a dog right of a car .",
+        "car left of dog left of car",  # two relation words: no one subject
+        "a red car .",  # no relation
+        "a green left of a dog .",  # a subject no region is called
+    ]
+    input_ids, attention_mask = _encode(tokenizer, texts)
+    regions = {  # regions: car, dog, car, and a padding region labelled car
+        "object_ids": torch.tensor([[0, 1, 0, 0]]).expand(len(texts), -1),
+        "visual_attention_mask": torch.tensor([[True, True, True, False]]).expand(len(texts), -1),
+    }
+    batch = _batch_with_regions(settings, input_ids, attention_mask, regions)
+    PRETRAINING_TASKS["rpt"].piece(batch)
+    # the question the readout answers: the subject hidden, attribute and all
+    shown = [
+        tokenizer.decode(ids[ids != tokenizer.pad_token_id][1:-1])
+        for ids in batch.labels["relation_input_ids"]
+    ]
+    assert shown[:2] == ["a [MASK] [MASK] left of a blue dog.", "a [MASK] right of a car."]
+    assert shown[2:] == ["car left of dog left of car", "a red car.", "a green left of a dog."]
+    assert batch.labels["relation_targets"].int().tolist() == [
+        [1, 0, 1, 0],
+        [0, 1, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+    ]
+
+
+def test_rpt_is_minus_the_log_of_the_readouts_weight_on_the_subjects_regions_in_the_question_pass():
+    head = PRETRAINING_TASKS["rpt"].head(tiny_config(**RELATION_SETTINGS))
+    targets = torch.tensor([[True, False, True], [False, False, False], [False, True, False]])
+    # the question pass holds the rows with a target only (0 and 2); the main pass's pick is not read
+    weights = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]], requires_grad=True)
+    question = _features(torch.zeros(2, 2, 4), torch.zeros(2, 3, 4), relation_weights=weights)
+    features = _features(
+        torch.zeros(3, 2, 4), torch.zeros(3, 3, 4), relation_weights=torch.ones(3, 3), question=question
+    )
+    labels = {"relation_targets": targets}
+    loss = head(features, labels)
+    assert torch.allclose(loss, -(torch.log(torch.tensor(0.8)) + torch.log(torch.tensor(0.1))) / 2)
+    features.question = None  # no text of the batch has a relation
+    features.pooled_output.requires_grad_(True)
+    none = head(features, {"relation_targets": torch.zeros_like(targets)})
+    assert none.item() == 0.0 and none.requires_grad  # a zero in the graph
+    # (transformers wraps the config's ValueError in huggingface_hub's validation error)
+    with pytest.raises(Exception, match="'rpt' trains the relation readout: set alignment_relations=True"):
+        tiny_config(pretraining_tasks=["mlm", "rpt"])
 
 
 def test_binding_negatives_keep_the_words_and_change_what_binds_to_what():

@@ -40,6 +40,7 @@ import logging
 import pytest
 import torch
 from model_inputs import (
+    RELATION_SETTINGS,
     alignment_labels,
     random_inputs,
     random_labels,
@@ -552,7 +553,8 @@ def vocabulary_sized(model, vocab_size: int) -> set[str]:
 @pytest.mark.parametrize("task", PRETRAINING_TASKS)
 def test_resizing_the_vocabulary_resizes_every_head(task, change):
     tasks = [task, "vsc"] if task == "itm_vsc" else [task]
-    model, inputs = build(LxmertSForPreTraining, "default", pretraining_tasks=tasks)
+    settings = RELATION_SETTINGS if task == "rpt" else {}
+    model, inputs = build(LxmertSForPreTraining, "default", pretraining_tasks=tasks, **settings)
     old, size = model.config.vocab_size, model.config.vocab_size + change
     sized = vocabulary_sized(model, old)
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}

@@ -12,6 +12,7 @@ import torch
 from model_inputs import (
     ALIGNMENT_TASKS,
     EVERY_HEAD,
+    RELATION_SETTINGS,
     alignment_labels,
     random_inputs,
     random_labels,
@@ -30,8 +31,8 @@ from modeling_lxmert_s import (
 NUM_QA_LABELS = 6
 
 
-def pretraining(tasks: list[str]) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    model = LxmertSForPreTraining(tiny_config(pretraining_tasks=tasks)).eval()
+def pretraining(tasks: list[str], **settings) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    model = LxmertSForPreTraining(tiny_config(**{"pretraining_tasks": tasks, **settings})).eval()
     inputs = random_inputs(model.config)
     labels = {**random_labels(model.config, inputs), **alignment_labels(inputs)}
     names = {name for task in tasks for name in PRETRAINING_TASKS[task].head.label_names}
@@ -65,6 +66,7 @@ MODELS: dict[str, Callable[[], tuple[torch.nn.Module, dict[str, torch.Tensor]]]]
     "encoder": encoder,
     "pretraining": lambda: pretraining(EVERY_HEAD),
     "alignment": lambda: pretraining(ALIGNMENT_TASKS),
+    "relation": lambda: pretraining(["mlm", "rpt"], **RELATION_SETTINGS),
     "vqa": question_answering,
     "retrieval": retrieval,
     "nlvr2": visual_reasoning,
@@ -308,6 +310,36 @@ CASES = [
         "tag_targets",
         r"\(3, 8, \d+\).*\(3, 8, 2\)",
     ),  # fmt: skip
+    Case(
+        "RPT targets' regions",
+        "relation",
+        put("relation_targets", lambda t: t[:, :2]),
+        "relation_targets",
+        r"\(3, 5\).*\(3, 2\)",
+    ),
+    Case(
+        "RPT question length",
+        "relation",
+        put("relation_input_ids", lambda t: t[:, :5]),
+        "relation_input_ids",
+        r"\(3, 8\).*\(3, 5\)",
+    ),
+    Case(
+        "RPT question as floats",
+        "relation",
+        put("relation_input_ids", torch.Tensor.float),
+        "relation_input_ids",
+        "integer",
+    ),
+    Case(
+        "WBR mask length",
+        "pretraining",
+        put("wbr_mask", lambda t: t[:, :5]),
+        "wbr_mask",
+        r"\(3, 8\).*\(3, 5\)",
+    ),
+    Case("WBR box outside the image", "pretraining", put("wbr_targets", at(1.5)), "wbr_targets", r"\[0, 1\]"),
+    Case("WBR boxes as ids", "pretraining", put("wbr_targets", torch.Tensor.long), "wbr_targets", "floating"),
     # the downstream labels
     Case(
         "VQA score above 1",

@@ -6,7 +6,14 @@ import math
 
 import pytest
 import torch
-from model_inputs import EVERY_HEAD, alignment_labels, random_inputs, random_labels, tiny_config
+from model_inputs import (
+    EVERY_HEAD,
+    RELATION_SETTINGS,
+    alignment_labels,
+    random_inputs,
+    random_labels,
+    tiny_config,
+)
 from torch.nn import functional as F
 from transformers import LxmertConfig, LxmertForPreTraining, LxmertModel
 from transformers.utils import logging as transformers_logging
@@ -350,7 +357,8 @@ def test_a_batch_without_chosen_positions_gives_a_zero_loss_in_the_graph():
 @pytest.mark.parametrize("task", PRETRAINING_TASKS)
 def test_each_heads_gradient_reaches_the_encoder(task):
     # ITM_VSC mines its negatives with the VSC head, so it comes with it
-    config = tiny_config(pretraining_tasks=[task, "vsc"] if task == "itm_vsc" else [task])
+    settings = RELATION_SETTINGS if task == "rpt" else {}
+    config = tiny_config(pretraining_tasks=[task, "vsc"] if task == "itm_vsc" else [task], **settings)
     model = LxmertSForPreTraining(config).train()
     inputs = random_inputs(config)
     labels = {**random_labels(config, inputs), **alignment_labels(inputs)}

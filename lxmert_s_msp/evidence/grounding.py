@@ -1,4 +1,4 @@
-"""Four checks of a pre-trained checkpoint (no fine-tuning) for when downstream scores sit at the prior.
+"""Checks of a pre-trained checkpoint (no fine-tuning) for when downstream scores sit at the prior.
 
 Does a word look at the object it names? `named_region_attention`: the cross-attention a caption word that
 names a detector class pays to the regions the detector labelled with that class, against what uniform
@@ -13,7 +13,8 @@ word of each held-out caption ("a red car [MASK] of a blue dog"), among the rela
 own image and with another one. Only the boxes tell "left" from "right", so a model that grounds relations is
 right more often with its own image; one that guesses from the words scores the same with both.
 `relation_subject_probe`: MLM asked for a relation's hidden subject, the question VQA asks with "what is left
-of the cup?", with the relation word as written and with its opposite.
+of the cup?", with the relation word as written and with its opposite. `relation_pointing_probe`: the same
+question asked of the relation readout (`alignment_relations`), its weight on the subject's regions.
 
     python -m lxmert_s_msp.evidence.grounding outputs/pretrain/hub --data-dir outputs/pretrain/world
 """
@@ -30,12 +31,25 @@ from datasets import Dataset
 
 from lxmert_s_msp.checkpoints import load_model
 from lxmert_s_msp.cli import accept_underscores, run
-from lxmert_s_msp.data.collators import class_word_ids, opposite_ids, text_inputs, visual_inputs
+from lxmert_s_msp.data.collators import (
+    class_word_ids,
+    class_wordpieces,
+    opposite_ids,
+    read_regions,
+    text_inputs,
+    visual_inputs,
+)
 from lxmert_s_msp.data.downstream_data import retrieval_split
 from lxmert_s_msp.data.readers import read_class_vocab
 from lxmert_s_msp.data.store import FeatureStore
 from modeling_lxmert_s import LxmertSForPreTraining
-from modeling_lxmert_s.pretraining_pieces import SPATIAL_OPPOSITES, relation_subjects
+from modeling_lxmert_s.pretraining_pieces import (
+    SPATIAL_OPPOSITES,
+    PieceSettings,
+    PretrainingBatch,
+    relation_pointing_piece,
+    relation_subjects,
+)
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
 
 
@@ -290,6 +304,80 @@ def relation_subject_probe(
 
 
 @dataclass(frozen=True)
+class PointingProbe:
+    """The relation readout's mean weight (%) on the regions a relation's subject names, with the relation
+    word as written and with its opposite, over `captions`; `chance`, the subject's share of the regions."""
+
+    relation: float
+    opposite: float
+    chance: float
+    captions: int
+
+
+@torch.no_grad()
+def relation_pointing_probe(
+    model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
+) -> PointingProbe | None:
+    """Measured on every caption of the split's first `images` images that RPT would train on (one spatial
+    relation word, a subject that names regions: `relation_pointing_piece`), asked as RPT asks it, the
+    subject hidden ("a [MASK] [MASK] left of a blue cup"); None for a model without the relation readout.
+    With the opposite word the subject is the wrong answer, so a readout that compares places puts less
+    weight on it; one that picks the image's objects regardless puts as much."""
+    data_folder = Path(data_folder)
+    model = load_model(LxmertSForPreTraining, model_folder).eval()
+    if not model.config.alignment_relations:
+        return None
+    processor = LxmertSProcessor.from_pretrained(model_folder)
+    tokenizer = processor.tokenizer
+    objects = read_class_vocab(data_folder / "objects_vocab.txt")
+    opposite_of = opposite_ids(SPATIAL_OPPOSITES, tokenizer)
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        relation_word_ids=torch.nonzero(opposite_of >= 0).squeeze(1),
+        class_wordpieces=class_wordpieces(objects, tokenizer),
+        class_word_ids=class_word_ids(
+            [*objects, *read_class_vocab(data_folder / "attributes_vocab.txt")], tokenizer
+        ),
+    )
+    rows, captions, image_of = _split_captions(data_folder, split, images)
+    inputs = text_inputs(processor, captions)
+    image_rows = np.asarray(rows["image_index"], dtype=np.int64)[np.asarray(image_of)]
+    regions = read_regions(FeatureStore(data_folder / "store"), image_rows, processor.num_regions)
+    batch = PretrainingBatch(
+        inputs=dict(inputs),
+        image_index=torch.arange(len(captions)),
+        generator=torch.Generator().manual_seed(0),
+        settings=settings,
+        read_regions=lambda fed: {name: value[fed] for name, value in regions.items()},
+        describe_region=lambda row, region: f"{data_folder}: caption {row}, region {region}",
+    )
+    relation_pointing_piece(batch)
+    targets = batch.labels["relation_targets"]
+    kept = targets.any(1)
+    if not kept.any():
+        raise ValueError(
+            f"{data_folder}: no caption of split {split!r} has one relation word with a named subject"
+        )
+    inputs = {name: value[kept] for name, value in inputs.items()}
+    inputs["input_ids"], targets = batch.labels["relation_input_ids"][kept], targets[kept]
+    visual = {
+        "visual_feats": regions["features"][kept],
+        "visual_pos": regions["boxes"].float()[kept],
+        "visual_attention_mask": regions["visual_attention_mask"][kept].long(),
+    }
+    relation = torch.isin(inputs["input_ids"], settings.relation_word_ids)
+    flipped = torch.where(relation, opposite_of[inputs["input_ids"]], inputs["input_ids"])
+    shares = []
+    for input_ids in (inputs["input_ids"], flipped):
+        weights = model.lxmert(**(inputs | {"input_ids": input_ids}), **visual).relation_weights
+        shares.append(100 * (weights * targets).sum(1).mean().item())
+    chance = 100 * (targets.sum(1) / visual["visual_attention_mask"].sum(1)).mean().item()
+    return PointingProbe(shares[0], shares[1], chance, len(targets))
+
+
+@dataclass(frozen=True)
 class PositionProbe:
     """Per layer (the embeddings first), the held-out R^2 of a linear fit of a box's centre x from the states:
     of each region's own box from its state (`regions`), and of the box of the one region of the class a
@@ -395,6 +483,13 @@ def main(argv: list[str] | None = None) -> None:
         f"captions), own image: with its relation word {subjects.relation:.1f}%, with the opposite word "
         f"{subjects.opposite:.1f}% (chance {subjects.chance:.1f}%)"
     )
+    pointing = relation_pointing_probe(args.model, args.data_dir, args.split, args.images)
+    if pointing is not None:
+        print(
+            f"relation readout's weight on the subject's regions ({pointing.captions} captions): with its "
+            f"relation word {pointing.relation:.1f}%, with the opposite word {pointing.opposite:.1f}% "
+            f"(chance {pointing.chance:.1f}%)"
+        )
 
 
 if __name__ == "__main__":
