@@ -616,6 +616,15 @@ class LxmertSPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
+def word_weights(
+    layer: nn.Linear, language_output: torch.Tensor, words: torch.Tensor, prior: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """(B, L) float32 softmax over the `words` (B, L) of `layer`'s score of each word's state plus `prior`
+    (B, L); all zeros in a row without words. The alignment pooler and the relation readout pool words so."""
+    scores = (layer(language_output).squeeze(-1).float() + prior).masked_fill(~words, float("-inf"))
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+
 class LxmertSRelationReadout(nn.Module):
     """The region where the text points relative to the object it names (`config.alignment_relations`, not
     in LXMERT-S), read by the alignment pooler.
@@ -627,10 +636,10 @@ class LxmertSRelationReadout(nn.Module):
     (centre and size), rho = softmax_w(u . h_w + max_r s_wr / `alignment_temperature`) picking the words that
     name the reference ("the cup"): a word that names a region matches it best, so the reference starts on
     the object words, and u learns which of them (in a fine-tuned VQA model without the match term the
-    weights sat on the relation word and the place was no object's). Each
-    region gets its place relative to it, g_r = MLP(centre_r - centre_p, log(size_r / size_p)), and a query
-    pooled from the words (its own weights: "left of") scores it, a_r = softmax_r(q . (W h_r + g_r)); the
-    readout is sum_r a_r h_r, the region picked ("what is left of the cup": its state names its class).
+    weights sat on the relation word and the place was no object's). Each region gets its place relative to
+    it, g_r = MLP(centre_r - centre_p, log(size_r / size_p)), and a query pooled from the words (its own
+    weights: "left of") scores it, a_r = softmax_r(q . (W h_r + g_r)); the readout is sum_r a_r h_r, the
+    region picked ("what is left of the cup": its state names its class).
     """
 
     GEOMETRY_HIDDEN = 32
@@ -653,40 +662,30 @@ class LxmertSRelationReadout(nn.Module):
         language_output: torch.Tensor,
         region_output: torch.Tensor,
         similarity: torch.Tensor,
+        found: torch.Tensor,
         words: torch.Tensor,
         visual_attention_mask: torch.Tensor,
         boxes: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H) the region picked and (B, R) the weights that picked it. `similarity` (B, L, R):
-        `word_region_similarity`; `words` (B, L): the words that count (real tokens but [CLS]); `boxes`
-        (B, R, 4+): x1, y1, x2, y2 first."""
+        `word_region_similarity`; `found` (B, L, R), float32: its softmax over the regions at
+        `alignment_temperature`, which the pooler computes too; `words` (B, L): the words that count (real
+        tokens but [CLS]); `boxes` (B, R, 4+): x1, y1, x2, y2 first."""
         centre, size = box_centres_and_sizes(boxes[..., :4].float())
         size = size.clamp(min=1e-3)
-        found = torch.softmax(similarity.float() / self.temperature, dim=-1)
         found_centre, found_size = found @ centre, found @ size.log()  # (B, L, 2) each
         best_match = similarity.float().max(-1).values / self.temperature
-        rho = self._word_weights(self.reference_weight, language_output, words, best_match)
+        rho = word_weights(self.reference_weight, language_output, words, best_match)
         reference_centre = (rho[..., None] * found_centre).sum(1, keepdim=True)  # (B, 1, 2)
         reference_size = (rho[..., None] * found_size).sum(1, keepdim=True)
         relative = torch.cat([centre - reference_centre, size.log() - reference_size], dim=-1)
         keys = self.key(region_output) + self.geometry(relative.to(region_output.dtype))
-        weights = self._word_weights(self.query_weight, language_output, words).to(language_output.dtype)
+        weights = word_weights(self.query_weight, language_output, words).to(language_output.dtype)
         query = self.query((weights[..., None] * language_output).sum(1))
         scores = (keys @ query[..., None]).squeeze(-1).float() / math.sqrt(query.shape[-1])
         scores = scores.masked_fill(~visual_attention_mask.bool(), float("-inf"))
         picked = torch.softmax(scores, dim=-1)
         return (picked.to(region_output.dtype)[..., None] * region_output).sum(1), picked
-
-    @staticmethod
-    def _word_weights(
-        layer: nn.Linear,
-        language_output: torch.Tensor,
-        words: torch.Tensor,
-        prior: torch.Tensor | float = 0.0,
-    ) -> torch.Tensor:
-        """(B, L) softmax over the `words` of `layer`'s score of each word's state plus `prior` (B, L)."""
-        scores = (layer(language_output).squeeze(-1).float() + prior).masked_fill(~words, float("-inf"))
-        return torch.softmax(scores, dim=-1).nan_to_num(0.0)
 
 
 class LxmertSAlignmentPooler(nn.Module):
@@ -736,14 +735,11 @@ class LxmertSAlignmentPooler(nn.Module):
         """The pooled output and, with `alignment_relations`, the relation readout's (B, R) weights (else
         None). `boxes` (B, R, 4+): the regions' boxes, which only the relation readout reads."""
         similarity = word_region_similarity(language_output, region_output, visual_attention_mask)
-        found = (
-            torch.softmax(similarity.float() / self.temperature, dim=-1).to(region_output.dtype)
-            @ region_output
-        )
+        matched = torch.softmax(similarity.float() / self.temperature, dim=-1)  # (B, L, R)
+        found = matched.to(region_output.dtype) @ region_output
         words = attention_mask.bool().clone()
         words[:, 0] = False  # the [CLS]
-        scores = self.word_weight(language_output).squeeze(-1).float().masked_fill(~words, float("-inf"))
-        beta = torch.softmax(scores, dim=-1).nan_to_num(0.0).to(language_output.dtype)[..., None]
+        beta = word_weights(self.word_weight, language_output, words).to(language_output.dtype)[..., None]
         match = (beta[..., 0] * similarity.max(-1).values.to(beta.dtype)).sum(1, keepdim=True)
         parts = [(beta * language_output).sum(1), (beta * found).sum(1), self.SCORE_SCALE * match]
         if self.count_threshold is not None:
@@ -753,7 +749,7 @@ class LxmertSAlignmentPooler(nn.Module):
         relation_weights = None
         if self.relations is not None:
             picked, relation_weights = self.relations(
-                language_output, region_output, similarity, words, visual_attention_mask, boxes
+                language_output, region_output, similarity, matched, words, visual_attention_mask, boxes
             )
             parts.append(picked)
         return self.activation(self.dense(torch.cat(parts, -1))), relation_weights
@@ -2417,7 +2413,6 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
         rows = labels["binding_mask"].bool()
         if not bool(rows.any()):
             return
-        text = {**inputs.text, "input_ids": labels["binding_input_ids"]}
         image = dict(inputs.image)
         if "binding_region_slots" in labels:
             slots = labels["binding_region_slots"].bool()[:, :, None]
@@ -2426,14 +2421,7 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
                 ("visual_pos", "binding_region_boxes"),
             ):
                 image[name] = torch.where(slots, labels[label].to(image[name].dtype), image[name])
-        encoded = self.lxmert(
-            **{name: None if value is None else value[rows] for name, value in text.items()},
-            **{name: value[rows] for name, value in image.items()},
-            return_dict=True,
-        )
-        features.binding = self._features(
-            encoded, inputs.text["attention_mask"][rows], inputs.image["visual_attention_mask"][rows]
-        )
+        features.binding = self._encode_rows(inputs, rows, labels["binding_input_ids"], image)
 
     def _relation_question_pass(self, features: EncoderFeatures, inputs: EncoderInputs) -> None:
         """Each text that has a relation to point at (`relation_targets`), with its subject hidden
@@ -2441,13 +2429,25 @@ class LxmertSForPreTraining(LxmertSContrastiveFeatures, LxmertSPreTrainedModel):
         rows = inputs.labels["relation_targets"].bool().any(1)
         if not bool(rows.any()):
             return
-        text = {**inputs.text, "input_ids": inputs.labels["relation_input_ids"]}
+        features.question = self._encode_rows(inputs, rows, inputs.labels["relation_input_ids"], inputs.image)
+
+    def _encode_rows(
+        self,
+        inputs: EncoderInputs,
+        rows: torch.Tensor,
+        input_ids: torch.Tensor,
+        image: dict[str, torch.Tensor],
+    ) -> EncoderFeatures:
+        """The encoder's features of the batch's `rows` (B,) with `input_ids` in place of its text's ids and
+        `image` (the batch's visual inputs, or a changed copy) as their image: the binding and
+        relation-question passes."""
+        text = {**inputs.text, "input_ids": input_ids}
         encoded = self.lxmert(
             **{name: None if value is None else value[rows] for name, value in text.items()},
-            **{name: value[rows] for name, value in inputs.image.items()},
+            **{name: value[rows] for name, value in image.items()},
             return_dict=True,
         )
-        features.question = self._features(
+        return self._features(
             encoded, inputs.text["attention_mask"][rows], inputs.image["visual_attention_mask"][rows]
         )
 

@@ -478,6 +478,7 @@ class PretrainingBatch:
         self._regions: dict[str, torch.Tensor] | None = None
         self._corrupted: torch.Tensor | None = None
         self._region_mask: torch.Tensor | None = None
+        self._named_regions: torch.Tensor | None = None
 
     @property
     def fed_index(self) -> torch.Tensor:
@@ -513,6 +514,21 @@ class PretrainingBatch:
                 self.settings.region_mask_probability,
             )
         return self._region_mask
+
+    def named_regions(self) -> torch.Tensor:
+        """(B, L, R) `tag_targets` of the text as written (the pieces that read it run before MLM masks it):
+        which regions of the image fed each word names, computed once for TAG, WBR and RPT."""
+        if self._named_regions is None:
+            _check_object_ids(self)
+            self._named_regions = tag_targets(
+                self.inputs["input_ids"],
+                self.inputs["attention_mask"],
+                self.regions["object_ids"],
+                self.regions["visual_attention_mask"],
+                self.settings.class_wordpieces,
+                self.settings.special_ids,
+            )
+        return self._named_regions
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """What the model takes: the (corrupted) text and visual inputs and every piece's labels."""
@@ -552,33 +568,16 @@ def hard_negatives_piece(batch: PretrainingBatch) -> None:
 def tag_piece(batch: PretrainingBatch) -> None:
     """TAG: `tag_targets`, which regions each word names (by the detector's class names), from the text as
     written (before MLM masks it): a masked tag still names its regions."""
-    _check_object_ids(batch)
-    batch.labels["tag_targets"] = tag_targets(
-        batch.inputs["input_ids"],
-        batch.inputs["attention_mask"],
-        batch.regions["object_ids"],
-        batch.regions["visual_attention_mask"],
-        batch.settings.class_wordpieces,
-        batch.settings.special_ids,
-    )
+    batch.labels["tag_targets"] = batch.named_regions()
 
 
 def word_box_piece(batch: PretrainingBatch) -> None:
     """WBR: `wbr_mask`, the words that name exactly one region of the image fed (by the detector's class
     names, as TAG reads them, from the text as written), and `wbr_targets` (B, L, 4), that region's box
     (x1, y1, x2, y2; zeros elsewhere). A word naming several regions has no one place to point at."""
-    _check_object_ids(batch)
-    regions = batch.regions
-    named = tag_targets(
-        batch.inputs["input_ids"],
-        batch.inputs["attention_mask"],
-        regions["object_ids"],
-        regions["visual_attention_mask"],
-        batch.settings.class_wordpieces,
-        batch.settings.special_ids,
-    )
+    named = batch.named_regions()
     once = named.sum(-1) == 1
-    boxes = regions["boxes"][..., :4]
+    boxes = batch.regions["boxes"][..., :4]
     chosen = torch.gather(boxes, 1, named.int().argmax(-1)[..., None].expand(-1, -1, 4))
     batch.labels["wbr_mask"] = once
     batch.labels["wbr_targets"] = torch.where(once[..., None], chosen, torch.zeros_like(chosen))
@@ -590,21 +589,16 @@ def relation_pointing_piece(batch: PretrainingBatch) -> None:
     named by the detector's class names as TAG reads them), from the text as written, none elsewhere; and
     `relation_input_ids`, the text as written with those subject words hidden ([MASK]), the question the
     relation readout answers."""
-    _check_object_ids(batch)
-    input_ids, attention_mask = batch.inputs["input_ids"], batch.inputs["attention_mask"]
-    settings, regions = batch.settings, batch.regions
+    input_ids, attention_mask, settings = (
+        batch.inputs["input_ids"],
+        batch.inputs["attention_mask"],
+        batch.settings,
+    )
     relation = torch.isin(input_ids, settings.relation_word_ids) & attention_mask.bool()
     subject, _ = relation_subjects(
         input_ids, attention_mask, settings.relation_word_ids, settings.class_word_ids, batch.generator, 1.0
     )
-    named = tag_targets(
-        input_ids,
-        attention_mask,
-        regions["object_ids"],
-        regions["visual_attention_mask"],
-        settings.class_wordpieces,
-        settings.special_ids,
-    )
+    named = batch.named_regions()
     one_relation = relation.sum(1) == 1
     batch.labels["relation_targets"] = (named & subject[..., None]).any(1) & one_relation[:, None]
     batch.labels["relation_input_ids"] = torch.where(

@@ -28,6 +28,13 @@ ALIGNMENT_TASKS = ["mlm", "vsc", "wpg", "itm_vsc"]
 RELATION_SETTINGS = {"pooler_type": "alignment", "alignment_relations": True}
 
 
+def task_settings(task: str) -> dict:
+    """The config settings of a model that trains `task` alone: ITM_VSC mines its negatives with the VSC
+    head, so it comes with it; RPT trains the relation readout."""
+    tasks = [task, "vsc"] if task == "itm_vsc" else [task]
+    return {"pretraining_tasks": tasks, **(RELATION_SETTINGS if task == "rpt" else {})}
+
+
 def tiny_config(**overrides) -> LxmertSConfig:
     settings = {**TINY_SIZES, "pretraining_tasks": EVERY_HEAD, **overrides}
     return LxmertSConfig(**settings)

@@ -276,7 +276,7 @@ def test_the_pointing_probe_scores_a_pick_of_every_region_alike_at_chance(world,
     def uniform(*args, **kwargs):
         model = loading(*args, **kwargs)
 
-        def pick(language_output, region_output, similarity, words, visual_attention_mask, boxes):
+        def pick(language_output, region_output, similarity, found, words, visual_attention_mask, boxes):
             weights = visual_attention_mask.float() / visual_attention_mask.float().sum(1, keepdim=True)
             return (weights[..., None] * region_output).sum(1), weights
 

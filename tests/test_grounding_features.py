@@ -311,7 +311,8 @@ def _mass_on_wanted(readout, words, states, boxes, wanted, visual_mask):
     """The readout's weights on the regions and their share on the wanted regions, for texts that have one."""
     word_mask = torch.tensor([[False, True, True]]).expand(len(words), -1)
     similarity = word_region_similarity(words, states, visual_mask)
-    picked, weights = readout(words, states, similarity, word_mask, visual_mask, boxes)
+    found = torch.softmax(similarity / readout.temperature, dim=-1)
+    picked, weights = readout(words, states, similarity, found, word_mask, visual_mask, boxes)
     assert torch.allclose(picked, (weights[..., None] * states).sum(1), atol=1e-6)  # the state it picked
     return weights, (weights * wanted).sum(1)[wanted.any(1)]
 

@@ -40,10 +40,10 @@ import logging
 import pytest
 import torch
 from model_inputs import (
-    RELATION_SETTINGS,
     alignment_labels,
     random_inputs,
     random_labels,
+    task_settings,
     tiny_config,
     tiny_lxmert_compatible_config,
 )
@@ -552,9 +552,7 @@ def vocabulary_sized(model, vocab_size: int) -> set[str]:
 @pytest.mark.parametrize("change", [+3, -2], ids=["grow", "shrink"])
 @pytest.mark.parametrize("task", PRETRAINING_TASKS)
 def test_resizing_the_vocabulary_resizes_every_head(task, change):
-    tasks = [task, "vsc"] if task == "itm_vsc" else [task]
-    settings = RELATION_SETTINGS if task == "rpt" else {}
-    model, inputs = build(LxmertSForPreTraining, "default", pretraining_tasks=tasks, **settings)
+    model, inputs = build(LxmertSForPreTraining, "default", **task_settings(task))
     old, size = model.config.vocab_size, model.config.vocab_size + change
     sized = vocabulary_sized(model, old)
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}

@@ -8,10 +8,10 @@ import pytest
 import torch
 from model_inputs import (
     EVERY_HEAD,
-    RELATION_SETTINGS,
     alignment_labels,
     random_inputs,
     random_labels,
+    task_settings,
     tiny_config,
 )
 from torch.nn import functional as F
@@ -356,9 +356,7 @@ def test_a_batch_without_chosen_positions_gives_a_zero_loss_in_the_graph():
 
 @pytest.mark.parametrize("task", PRETRAINING_TASKS)
 def test_each_heads_gradient_reaches_the_encoder(task):
-    # ITM_VSC mines its negatives with the VSC head, so it comes with it
-    settings = RELATION_SETTINGS if task == "rpt" else {}
-    config = tiny_config(pretraining_tasks=[task, "vsc"] if task == "itm_vsc" else [task], **settings)
+    config = tiny_config(**task_settings(task))
     model = LxmertSForPreTraining(config).train()
     inputs = random_inputs(config)
     labels = {**random_labels(config, inputs), **alignment_labels(inputs)}
