@@ -6,6 +6,7 @@
     python benchmarks/bench.py --models lxmert-s lxmert-s-flm lxmert-s-mlm-flm          # FLM's step-time cost
     python benchmarks/bench.py --models lxmert-s lxmert-s-align                  # the alignment tasks' cost
     python benchmarks/bench.py --models lxmert-s lxmert-s-unchecked              # the input checks' cost
+    python benchmarks/bench.py --models lxmert-s-align lxmert-s-relations lxmert-s-rpt   # RPT's cost
     python benchmarks/bench.py --models lxmert-s lxmert-s-flm --hidden-size 128 --num-layers 2 \
         --intermediate-size 512 --num-attention-heads 4 --batch-size 64   # the synthetic curricula's size
 
@@ -18,9 +19,11 @@ MLM with FLM and `lxmert-s-mlm-flm` trains both. `lxmert-s-align` trains the ali
 does: every row is a matched pair of distinct images, and the model encodes one negative pair per row in a
 second pass, the cost this variant shows beside the plain MSP step (`lxmert-s`). `lxmert-s-unchecked` is
 `lxmert-s` without the device-side checks of input and label values (`config.check_input_values=False`),
-so the two give those checks' cost. A step is forward, backward and an AdamW update. Each model runs in a
-fresh process so that peak memory is its own: peak GPU memory allocated on CUDA, peak resident memory of the
-process on the CPU.
+so the two give those checks' cost. `lxmert-s-relations` adds the relation readout to `lxmert-s-align`
+(`alignment_relations`), and `lxmert-s-rpt` trains RPT with it too, whose question pass encodes each caption
+with one relation word again, its subject hidden. A step is forward, backward and an AdamW update. Each model
+runs in a fresh process so that peak memory is its own: peak GPU memory allocated on CUDA, peak resident
+memory of the process on the CPU.
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ VARIANTS = {
     "lxmert-s-mlm-flm": (("mlm", "flm", "itm"), {}),
     "lxmert-s-align": (("mlm", "vsc", "wpg", "itm_vsc"), {"pooler_type": "alignment"}),
     "lxmert-s-unchecked": (("mlm", "itm"), {"check_input_values": False}),
+    "lxmert-s-relations": (
+        ("mlm", "vsc", "wpg", "itm_vsc"),
+        {"pooler_type": "alignment", "alignment_relations": True},
+    ),
+    "lxmert-s-rpt": (
+        ("mlm", "vsc", "wpg", "itm_vsc", "rpt"),
+        {"pooler_type": "alignment", "alignment_relations": True},
+    ),
 }
 # What transformers' LXMERT trains: MLM, ITM on random negatives and its visual losses.
 REFERENCE_TASKS = ("mlm", "itm", "mrfr", "moc")

@@ -405,9 +405,25 @@ SPATIAL_OPPOSITES = {
     "over": "under", "under": "over", "front": "behind", "behind": "front", "inside": "outside",
     "outside": "inside",
 }  # fmt: skip
+# Where each spatial relation word puts its subject in the image (x to the right, y down), for RPT's side
+# targets; the other relation words ("front", "inside") say nothing a 2-D box shows.
+SPATIAL_DIRECTIONS = {
+    "left": (-1.0, 0.0), "right": (1.0, 0.0), "above": (0.0, -1.0), "below": (0.0, 1.0), "over": (0.0, -1.0),
+    "under": (0.0, 1.0),
+}  # fmt: skip
 OPPOSITE_WORDS = {
     **SPATIAL_OPPOSITES, "one": "two", "two": "three", "three": "two", "four": "three", "five": "four"
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RelationSides:
+    """RPT's side targets: `directions` (vocabulary, 2), the image direction of each one-piece spatial
+    relation word (`SPATIAL_DIRECTIONS`, zeros for every other id); `min_confidence`, the detection confidence
+    a region needs to be pointed at (the store's regions include background and doubtful boxes)."""
+
+    directions: torch.Tensor
+    min_confidence: float
 
 
 @dataclass(frozen=True)
@@ -420,9 +436,10 @@ class PieceSettings:
     the object and attribute names, the concepts WPG grounds and the words the phrase stage's MLM prefers
     (with `class_word_mlm_probability`); `relation_word_ids`, the one-piece spatial relation words, those it
     masks with `relation_word_mlm_probability`, and whose subjects it hides whole with
-    `relation_subject_mlm_probability` (`relation_subjects`). `binding_words`: when set, ITM_VSC also scores a
-    binding negative of each caption that has one (`binding_negatives`); `region_words`: when set, also an
-    image with one named object's attribute changed (`region_binding_negatives`)."""
+    `relation_subject_mlm_probability` (`relation_subjects`); `relation_sides`, when set, makes RPT point at
+    every confident region on a relation word's side of its object. `binding_words`: when set, ITM_VSC also
+    scores a binding negative of each caption that has one (`binding_negatives`); `region_words`: when set,
+    also an image with one named object's attribute changed (`region_binding_negatives`)."""
 
     mask_token_id: int
     vocab_size: int
@@ -432,6 +449,7 @@ class PieceSettings:
     relation_word_ids: torch.Tensor | None = None
     relation_word_mlm_probability: float | None = None
     relation_subject_mlm_probability: float | None = None
+    relation_sides: RelationSides | None = None
     region_mask_probability: float = 0.15
     triplet_shuffle_probability: float = 0.05
     mismatch_probability: float = 0.5
@@ -588,22 +606,54 @@ def relation_pointing_piece(batch: PretrainingBatch) -> None:
     image fed that its subject names (the object and attribute words right before it, `relation_subjects`,
     named by the detector's class names as TAG reads them), from the text as written, none elsewhere; and
     `relation_input_ids`, the text as written with those subject words hidden ([MASK]), the question the
-    relation readout answers."""
+    relation readout answers. With `relation_sides` the targets are instead every confident region whose
+    box centre lies on the relation word's side of its object's ("a [MASK] left of a ball": whatever is left
+    of the ball), where the words after the relation word name exactly one region and the word has a
+    direction; no target elsewhere. The subject is then one right answer of several, as it is in VQA's "what
+    is left of the ball?", and the loss can reach zero."""
     input_ids, attention_mask, settings = (
         batch.inputs["input_ids"],
         batch.inputs["attention_mask"],
         batch.settings,
     )
     relation = torch.isin(input_ids, settings.relation_word_ids) & attention_mask.bool()
-    subject, _ = relation_subjects(
+    subject, kept = relation_subjects(
         input_ids, attention_mask, settings.relation_word_ids, settings.class_word_ids, batch.generator, 1.0
     )
     named = batch.named_regions()
-    one_relation = relation.sum(1) == 1
-    batch.labels["relation_targets"] = (named & subject[..., None]).any(1) & one_relation[:, None]
+    asked = (relation.sum(1) == 1) & subject.any(1)
+    targets = (named & subject[..., None]).any(1)
+    if settings.relation_sides is not None:
+        targets = _side_regions(batch, settings.relation_sides, named, relation, kept & ~relation)
+    batch.labels["relation_targets"] = targets & asked[:, None]
     batch.labels["relation_input_ids"] = torch.where(
-        subject & one_relation[:, None], settings.mask_token_id, input_ids
+        subject & asked[:, None], settings.mask_token_id, input_ids
     )
+
+
+def _side_regions(
+    batch: PretrainingBatch,
+    sides: RelationSides,
+    named: torch.Tensor,
+    relation: torch.Tensor,
+    reference_words: torch.Tensor,
+) -> torch.Tensor:
+    """(B, R) the confident regions whose box centre lies on the side of the reference region (the one
+    confident region the `reference_words` name, concept words only) that the row's relation word points to;
+    none in a row whose reference is not one region or whose relation word has no direction."""
+    confident = batch.regions["visual_attention_mask"].bool() & (
+        batch.regions["object_confidences"] >= sides.min_confidence
+    )
+    concept = torch.isin(batch.inputs["input_ids"], batch.settings.class_word_ids)
+    reference = (named & (reference_words & concept)[..., None]).any(1) & confident  # (B, R)
+    word = (batch.inputs["input_ids"] * relation).amax(1)  # the relation word's id (0 where none)
+    direction = sides.directions[word]  # (B, 2)
+    boxes = batch.regions["boxes"][..., :4].float()
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+    anchor = (centres * reference[..., None]).sum(1, keepdim=True)
+    side = ((centres - anchor) * direction[:, None, :]).sum(-1) > 0
+    usable = (reference.sum(1) == 1) & direction.abs().sum(-1).gt(0)
+    return side & ~reference & confident & usable[:, None]
 
 
 def matched_pairs_piece(batch: PretrainingBatch) -> None:

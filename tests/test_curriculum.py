@@ -286,6 +286,11 @@ BAD_STAGE_NAMES = ["../../x", "a/b", "''", ".hidden", "'a b'", "'-a'", "'x\\y'",
             )
             for name in ("binding_negatives", "region_negatives")
         ],
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, itm], epochs: 1, batch_size: 8, "
+            "learning_rate: 1, relation_side_confidence: 0.5}]",
+            r"stages\[0\]\.relation_side_confidence: set, but the stage has no 'rpt' task",
+        ),
         *[
             (
                 "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [itm], epochs: 1, batch_size: 8, "
@@ -302,6 +307,11 @@ BAD_STAGE_NAMES = ["../../x", "a/b", "''", ".hidden", "'a b'", "'-a'", "'x\\y'",
             )
             for name in MLM_RATES
         ],
+        (
+            "data: {dir: d}\nstages: [{name: s, corpus: c, tasks: [mlm, rpt], epochs: 1, batch_size: 8, "
+            "learning_rate: 1, relation_side_confidence: 1.5}]",
+            r"stages\[0\]\.relation_side_confidence: must be in \[0, 1\], got 1.5",
+        ),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [ifrs]", r"no stage has the tasks \['ifrs'\]"),
         (f"data: {{dir: d}}\nstages: [{STAGE}]\nremove_tasks: [mlm]", r"after remove_tasks.*tasks from"),
         (

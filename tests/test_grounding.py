@@ -284,9 +284,12 @@ def test_the_pointing_probe_scores_a_pick_of_every_region_alike_at_chance(world,
         return model
 
     monkeypatch.setattr(grounding, "load_model", uniform)
-    probe = relation_pointing_probe(folder, world, images=8)
-    assert probe.captions > 0 and 0 < probe.chance < 100
-    assert probe.relation == pytest.approx(probe.chance) and probe.opposite == pytest.approx(probe.chance)
+    subject = relation_pointing_probe(folder, world, images=8)
+    sides = relation_pointing_probe(folder, world, images=8, side_confidence=0.5)
+    for probe in (subject, sides):
+        assert probe.captions > 0 and 0 < probe.chance < 100
+        assert probe.relation == pytest.approx(probe.chance) and probe.opposite == pytest.approx(probe.chance)
+    assert sides.chance > subject.chance  # a side holds more regions than the subject names
 
 
 def test_held_out_r2_is_one_for_a_linear_target_and_near_zero_for_an_unrelated_one():

@@ -3,6 +3,7 @@ self-attention's relative-geometry bias and the alignment pooler's region counts
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from lxmert_s_msp.data.collators import (
     class_word_ids,
     class_wordpieces,
     region_words,
+    relation_sides,
     relation_word_ids,
 )
 from lxmert_s_msp.data.tokenizer import wordpiece_tokenizer_from_vocabulary
@@ -416,6 +418,64 @@ def test_rpt_points_at_the_regions_the_subject_of_the_one_relation_word_names():
     ]
 
 
+def test_rpt_with_sides_points_at_everything_on_the_relation_words_side_of_its_one_object():
+    tokenizer = wordpiece_tokenizer_from_vocabulary([*WORDS, "cup", "bag", "above", "front"])
+    sides = relation_sides(tokenizer, min_confidence=0.5)
+    assert sides.directions[tokenizer.convert_tokens_to_ids("above")].tolist() == [0.0, -1.0]  # y grows down
+    assert not sides.directions[tokenizer.convert_tokens_to_ids("front")].any()  # no 2-D direction
+    settings = PieceSettings(
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=len(tokenizer),
+        special_ids=torch.tensor(sorted(tokenizer.all_special_ids)),
+        relation_word_ids=relation_word_ids(tokenizer),
+        class_wordpieces=class_wordpieces(["car", "dog", "cup", "bag"], tokenizer),
+        class_word_ids=class_word_ids(["car", "dog", "cup", "red", "blue"], tokenizer),
+        relation_sides=sides,
+    )
+    texts = [
+        "a red car left of a dog .",  # the car at 0.1, the cup at 0.3; not the car right of it, nor doubts
+        "a cup above a dog .",  # only the cup is higher than the dog
+        "a dog right of a car .",  # two cars: no one place to compare with
+        "a dog front of a cup .",  # a relation no box shows
+        "a car left of a dog left of a cup",  # two relation words
+    ]
+    input_ids, attention_mask = _encode(tokenizer, texts)
+    centres = torch.tensor(
+        [[0.1, 0.5], [0.5, 0.5], [0.9, 0.5], [0.3, 0.1], [0.2, 0.2], [0.1, 0.9], [0.0, 0.5]]
+    )
+    # car, dog, car, cup, a doubtful bag, a doubtful second dog (the dog is still one), and a padding region
+    regions = {
+        "object_ids": torch.tensor([[0, 1, 0, 2, 3, 1, 0]]).expand(len(texts), -1),
+        "object_confidences": torch.tensor([[0.9, 0.9, 0.6, 0.5, 0.4, 0.3, 0.9]]).expand(len(texts), -1),
+        "visual_attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1, 0]]).bool().expand(len(texts), -1),
+        "boxes": torch.cat([centres - 0.05, centres + 0.05], -1).expand(len(texts), -1, -1),
+    }
+    sides = _batch_with_regions(settings, input_ids, attention_mask, regions)
+    PRETRAINING_TASKS["rpt"].piece(sides)
+    assert sides.labels["relation_targets"].int().tolist() == [
+        [1, 0, 0, 1, 0, 0, 0],
+        [0, 0, 0, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0],
+    ]
+    subjects = _batch_with_regions(
+        dataclasses.replace(settings, relation_sides=None), input_ids, attention_mask, regions
+    )
+    PRETRAINING_TASKS["rpt"].piece(subjects)
+    assert subjects.labels["relation_targets"][0].int().tolist() == [
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+    ]  # both cars, by name
+    # the question is the same either way: the subject hidden
+    assert torch.equal(sides.labels["relation_input_ids"], subjects.labels["relation_input_ids"])
+
+
 def test_rpt_is_minus_the_log_of_the_readouts_weight_on_the_subjects_regions_in_the_question_pass():
     head = PRETRAINING_TASKS["rpt"].head(tiny_config(**RELATION_SETTINGS))
     targets = torch.tensor([[True, False, True], [False, False, False], [False, True, False]])
@@ -523,6 +583,12 @@ def _recording(method, recorded):
         recorded["binding"] = features.binding
 
     return wrapped
+
+
+def test_rpt_sides_need_rpt(store):  # noqa: F811
+    processor = LxmertSProcessor(wordpiece_tokenizer_from_vocabulary(WORDS), num_regions=6, max_length=12)
+    with pytest.raises(ValueError, match="relation_side_confidence: sets RPT's targets; it needs 'rpt'"):
+        MSPCollator(store, processor, ["mlm"], OBJECT_VOCAB, ATTRIBUTE_VOCAB, relation_side_confidence=0.5)
 
 
 @pytest.mark.parametrize("option", ["binding_negatives", "region_negatives"])

@@ -27,7 +27,14 @@ from modeling_lxmert_s import (
     check_pretraining_tasks,
     tasks_need,
 )
-from modeling_lxmert_s.pretraining_pieces import OPPOSITE_WORDS, SPATIAL_OPPOSITES, BindingWords, RegionWords
+from modeling_lxmert_s.pretraining_pieces import (
+    OPPOSITE_WORDS,
+    SPATIAL_DIRECTIONS,
+    SPATIAL_OPPOSITES,
+    BindingWords,
+    RegionWords,
+    RelationSides,
+)
 from modeling_lxmert_s.processing_lxmert_s import TEXT_INPUT_NAMES, LxmertSProcessor, fit_regions
 
 logger = logging.getLogger(__name__)
@@ -231,6 +238,17 @@ def relation_word_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     return class_word_ids(list(SPATIAL_OPPOSITES), tokenizer)
 
 
+def relation_sides(tokenizer: PreTrainedTokenizerBase, min_confidence: float) -> RelationSides:
+    """RPT's side targets: the image direction of each spatial relation word of `SPATIAL_DIRECTIONS` that is
+    one known word piece (zeros for every other id), for regions detected with `min_confidence`."""
+    table = torch.zeros(len(tokenizer), 2)
+    for word, direction in SPATIAL_DIRECTIONS.items():
+        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(pieces) == 1 and pieces[0] != tokenizer.unk_token_id:
+            table[pieces[0]] = torch.tensor(direction)
+    return RelationSides(table, min_confidence)
+
+
 def binding_words(
     object_vocab: Sequence[str], attribute_vocab: Sequence[str], tokenizer: PreTrainedTokenizerBase
 ) -> BindingWords:
@@ -285,6 +303,8 @@ class MSPCollator:
     (the phrase stage, §3.2); MLM chooses the spatial relation words with `relation_word_mlm_probability`
     when that is set, and hides a relation's subject whole with `relation_subject_mlm_probability` (which
     needs `object_vocab`: the subject is the run of object and attribute words before the relation word).
+    With `relation_side_confidence`, RPT points at every region detected with at least that confidence on its
+    relation word's side of its object (`relation_pointing_piece`), not at its subject's regions only.
 
     Each call draws from a generator seeded by `seed` and the rows' epochs and dataset indices
     (`batch_generator`), or by the `seed` passed to the call: the same seeds give identical batches.
@@ -309,6 +329,7 @@ class MSPCollator:
         mismatch_probability: float = 0.5,
         binding_negatives: bool = False,
         region_negatives: bool = False,
+        relation_side_confidence: float | None = None,
     ):
         self.tasks = list(tasks)
         check_pretraining_tasks(self.tasks, name="tasks")
@@ -336,6 +357,8 @@ class MSPCollator:
                 "relation_subject_mlm_probability: hides the object and attribute words before a relation "
                 "word in MLM; it needs 'mlm' in tasks and object_vocab"
             )
+        if relation_side_confidence is not None and "rpt" not in self.tasks:
+            raise ValueError("relation_side_confidence: sets RPT's targets; it needs 'rpt' in tasks")
         hard_negatives = self._checked_hard_negatives(hard_negatives, store)
         pool = np.arange(len(store)) if negative_images is None else np.unique(negative_images)
         if pool.size and (pool[0] < 0 or pool[-1] >= len(store)):
@@ -367,6 +390,9 @@ class MSPCollator:
             relation_word_ids=relation_word_ids(tokenizer),
             relation_word_mlm_probability=relation_word_mlm_probability,
             relation_subject_mlm_probability=relation_subject_mlm_probability,
+            relation_sides=None
+            if relation_side_confidence is None
+            else relation_sides(tokenizer, relation_side_confidence),
             region_mask_probability=region_mask_probability,
             triplet_shuffle_probability=triplet_shuffle_probability,
             mismatch_probability=mismatch_probability,

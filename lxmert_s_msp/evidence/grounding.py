@@ -14,7 +14,8 @@ own image and with another one. Only the boxes tell "left" from "right", so a mo
 right more often with its own image; one that guesses from the words scores the same with both.
 `relation_subject_probe`: MLM asked for a relation's hidden subject, the question VQA asks with "what is left
 of the cup?", with the relation word as written and with its opposite. `relation_pointing_probe`: the same
-question asked of the relation readout (`alignment_relations`), its weight on the subject's regions.
+question asked of the relation readout (`alignment_relations`), its weight on the subject's regions, and on
+every confident region on the relation's side of its object (RPT's two kinds of targets).
 
     python -m lxmert_s_msp.evidence.grounding outputs/pretrain/hub --data-dir outputs/pretrain/world
 """
@@ -36,6 +37,7 @@ from lxmert_s_msp.data.collators import (
     class_wordpieces,
     opposite_ids,
     read_regions,
+    relation_sides,
     text_inputs,
     visual_inputs,
 )
@@ -51,6 +53,10 @@ from modeling_lxmert_s.pretraining_pieces import (
     relation_subjects,
 )
 from modeling_lxmert_s.processing_lxmert_s import LxmertSProcessor
+
+# The detection confidence the side pointing probe counts a region from: a usual detector threshold, that of
+# `recipes/configs/grounding/relation_sides.yaml`.
+SIDE_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -305,8 +311,9 @@ def relation_subject_probe(
 
 @dataclass(frozen=True)
 class PointingProbe:
-    """The relation readout's mean weight (%) on the regions a relation's subject names, with the relation
-    word as written and with its opposite, over `captions`; `chance`, the subject's share of the regions."""
+    """The relation readout's mean weight (%) on RPT's targets (the regions a relation's subject names, or
+    those on the relation's side of its object), with the relation word as written and with its opposite,
+    over `captions`; `chance`, the targets' share of the regions."""
 
     relation: float
     opposite: float
@@ -316,13 +323,19 @@ class PointingProbe:
 
 @torch.no_grad()
 def relation_pointing_probe(
-    model_folder: str | Path, data_folder: str | Path, split: str = "test", images: int = 100
+    model_folder: str | Path,
+    data_folder: str | Path,
+    split: str = "test",
+    images: int = 100,
+    side_confidence: float | None = None,
 ) -> PointingProbe | None:
     """Measured on every caption of the split's first `images` images that RPT would train on (one spatial
     relation word, a subject that names regions: `relation_pointing_piece`), asked as RPT asks it, the
     subject hidden ("a [MASK] [MASK] left of a blue cup"); None for a model without the relation readout.
     With the opposite word the subject is the wrong answer, so a readout that compares places puts less
-    weight on it; one that picks the image's objects regardless puts as much."""
+    weight on it; one that picks the image's objects regardless puts as much. With `side_confidence` the
+    targets are RPT's side targets (every region detected with that confidence on the relation's side of its
+    object), which the opposite word makes the wrong side: how much of the pick the direction moves."""
     data_folder = Path(data_folder)
     model = load_model(LxmertSForPreTraining, model_folder).eval()
     if not model.config.alignment_relations:
@@ -340,6 +353,7 @@ def relation_pointing_probe(
         class_word_ids=class_word_ids(
             [*objects, *read_class_vocab(data_folder / "attributes_vocab.txt")], tokenizer
         ),
+        relation_sides=None if side_confidence is None else relation_sides(tokenizer, side_confidence),
     )
     rows, captions, image_of = _split_captions(data_folder, split, images)
     inputs = text_inputs(processor, captions)
@@ -489,6 +503,13 @@ def main(argv: list[str] | None = None) -> None:
             f"relation readout's weight on the subject's regions ({pointing.captions} captions): with its "
             f"relation word {pointing.relation:.1f}%, with the opposite word {pointing.opposite:.1f}% "
             f"(chance {pointing.chance:.1f}%)"
+        )
+        sides = relation_pointing_probe(args.model, args.data_dir, args.split, args.images, SIDE_CONFIDENCE)
+        print(
+            f"relation readout's weight on the regions on the relation's side of its object, detected with "
+            f"confidence >= {SIDE_CONFIDENCE} ({sides.captions} captions): with its relation word "
+            f"{sides.relation:.1f}%, with the opposite word (now the wrong side) {sides.opposite:.1f}% "
+            f"(chance {sides.chance:.1f}%)"
         )
 
 

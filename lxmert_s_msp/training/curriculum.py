@@ -22,6 +22,7 @@ stages:
     mlm_relation_subject_probability: 0.5  # optional: rate at which MLM hides a relation's subject whole
     binding_negatives: false  # optional, with itm_vsc: captions with the words bound to their objects changed
     region_negatives: false   # optional, with itm_vsc: images with a named object's attribute changed
+    relation_side_confidence: 0.5  # optional, with rpt: point at all so detected on the relation's side
 remove_tasks: [ifrs]          # optional: drop tasks from every stage (Table 4's "-IFRS" rows) ...
 replace_tasks: {itm_hs: itm}  # ... or swap them ("ITM instead of ITM_HS")
 ```
@@ -208,6 +209,7 @@ class StageConfig:
     mlm_relation_subject_probability: float | None = None  # rate of hiding a relation's subject whole
     binding_negatives: bool = False  # ITM_VSC also scores each caption's binding negative
     region_negatives: bool = False  # ... and each image with a named object's attribute changed
+    relation_side_confidence: float | None = None  # RPT: every region so sure on the relation's side
 
     @property
     def length(self) -> str:
@@ -483,7 +485,7 @@ def _stage(entry: Any, where: str, at: str, positions: int) -> StageConfig:
             f"{where}: {at}.max_length: must be between 3 ([CLS] word [SEP]) and the model's "
             f"{positions} positions, got {stage.max_length}"
         )
-    for name in MLM_RATES:
+    for name in (*MLM_RATES, "relation_side_confidence"):
         if getattr(stage, name) is not None and not 0 <= getattr(stage, name) <= 1:
             raise CurriculumError(f"{where}: {at}.{name}: must be in [0, 1], got {getattr(stage, name)}")
     return stage
@@ -509,6 +511,8 @@ def _check_tasks(stage: StageConfig, where: str, at: str) -> None:
             raise CurriculumError(
                 f"{where}: {at}.{name}: set, but the stage has no 'itm_vsc' task, which scores them"
             )
+    if stage.relation_side_confidence is not None and "rpt" not in stage.tasks:
+        raise CurriculumError(f"{where}: {at}.relation_side_confidence: set, but the stage has no 'rpt' task")
 
 
 def _changed_tasks(stages: list[StageConfig], remove: Any, replace: Any, where: str) -> list[StageConfig]:

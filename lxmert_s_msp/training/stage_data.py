@@ -136,6 +136,7 @@ class PretrainingData:
             relation_subject_mlm_probability=stage.mlm_relation_subject_probability,
             binding_negatives=stage.binding_negatives and "itm_vsc" in source.tasks,
             region_negatives=stage.region_negatives and "itm_vsc" in source.tasks,
+            relation_side_confidence=stage.relation_side_confidence if "rpt" in source.tasks else None,
             region_mask_probability=training.region_mask_probability,
             triplet_shuffle_probability=training.triplet_shuffle_probability,
             mismatch_probability=training.mismatch_probability,
