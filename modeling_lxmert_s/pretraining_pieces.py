@@ -608,8 +608,8 @@ def relation_pointing_piece(batch: PretrainingBatch) -> None:
     `relation_input_ids`, the text as written with those subject words hidden ([MASK]), the question the
     relation readout answers. With `relation_sides` the targets are instead every confident region whose
     box centre lies on the relation word's side of its object's ("a [MASK] left of a ball": whatever is left
-    of the ball), where the words after the relation word name exactly one region and the word has a
-    direction; no target elsewhere. The subject is then one right answer of several, as it is in VQA's "what
+    of the ball), where the words after the relation word name exactly one confident region and the word has
+    a direction; no target elsewhere. The subject is then one right answer of several, as it is in VQA's "what
     is left of the ball?", and the loss can reach zero."""
     input_ids, attention_mask, settings = (
         batch.inputs["input_ids"],
