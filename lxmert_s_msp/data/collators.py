@@ -238,14 +238,19 @@ def relation_word_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     return class_word_ids(list(SPATIAL_OPPOSITES), tokenizer)
 
 
+def _one_known_piece(tokenizer: PreTrainedTokenizerBase, word: str) -> int | None:
+    """The id of `word` when it is one word piece the vocabulary knows, else None."""
+    pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+    return pieces[0] if len(pieces) == 1 and pieces[0] != tokenizer.unk_token_id else None
+
+
 def relation_sides(tokenizer: PreTrainedTokenizerBase, min_confidence: float) -> RelationSides:
     """RPT's side targets: the image direction of each spatial relation word of `SPATIAL_DIRECTIONS` that is
     one known word piece (zeros for every other id), for regions detected with `min_confidence`."""
     table = torch.zeros(len(tokenizer), 2)
     for word, direction in SPATIAL_DIRECTIONS.items():
-        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(pieces) == 1 and pieces[0] != tokenizer.unk_token_id:
-            table[pieces[0]] = torch.tensor(direction)
+        if (piece := _one_known_piece(tokenizer, word)) is not None:
+            table[piece] = torch.tensor(direction)
     return RelationSides(table, min_confidence)
 
 
@@ -266,12 +271,9 @@ def opposite_ids(opposites: Mapping[str, str], tokenizer: PreTrainedTokenizerBas
     id and wherever either word is not one known word piece."""
     table = torch.full((len(tokenizer),), -1, dtype=torch.long)
     for word, other in opposites.items():
-        pieces = tokenizer([word, other], add_special_tokens=False)["input_ids"]
-        if all(len(ids) == 1 for ids in pieces) and tokenizer.unk_token_id not in (
-            pieces[0][0],
-            pieces[1][0],
-        ):
-            table[pieces[0][0]] = pieces[1][0]
+        piece, other_piece = _one_known_piece(tokenizer, word), _one_known_piece(tokenizer, other)
+        if piece is not None and other_piece is not None:
+            table[piece] = other_piece
     return table
 
 
